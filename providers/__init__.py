@@ -1,0 +1,1 @@
+"""Providers: the edge of Metalform where it talks to live systems."""

@@ -1,0 +1,80 @@
+"""Server and BiosTemplate: BMC connection, power, BIOS settings and boot override."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field
+
+from reconciler.model.base import SpecModel
+
+BiosValue = str | int | bool | float
+
+
+class BmcDriver(str, enum.Enum):
+    REDFISH = "redfish"
+    IPMI = "ipmi"
+
+
+class PowerState(str, enum.Enum):
+    ON = "On"
+    OFF = "Off"
+
+
+class BootSource(str, enum.Enum):
+    PXE = "Pxe"
+    HDD = "Hdd"
+    CD = "Cd"
+    BIOS_SETUP = "BiosSetup"
+    NONE = "None"
+
+
+class BootMode(str, enum.Enum):
+    ONCE = "Once"
+    CONTINUOUS = "Continuous"
+
+
+class RebootPolicy(str, enum.Enum):
+    ALLOWED = "Allowed"
+    NEVER = "Never"
+    IN_MAINTENANCE_WINDOW = "InMaintenanceWindow"
+
+
+class Bmc(SpecModel):
+    driver: BmcDriver
+    address: str = Field(description="Redfish base URL (https://host[:port]) or IPMI host[:port]")
+    credential: str = Field(description="Name of a Credential")
+    system_id: str | None = Field(
+        default=None, description="Redfish System identity; absent when the BMC has one system"
+    )
+    verify_tls: bool = True
+
+
+class Match(SpecModel):
+    manufacturer: str | None = None
+    model: str | None = None
+
+
+class BiosTemplateSpec(SpecModel):
+    extends: str | None = Field(default=None, description="Name of the BiosTemplate to extend")
+    match: Match | None = None
+    attributes: dict[str, BiosValue] = Field(default_factory=dict)
+
+
+class Bios(SpecModel):
+    template: str | None = None
+    attributes: dict[str, BiosValue] = Field(default_factory=dict)
+
+
+class Boot(SpecModel):
+    source: BootSource
+    mode: BootMode = BootMode.CONTINUOUS
+
+
+class ServerSpec(SpecModel):
+    bmc: Bmc
+    hostname: str | None = None
+    power: PowerState | None = None
+    bios: Bios | None = None
+    boot: Boot | None = None
+    reboot: RebootPolicy = RebootPolicy.ALLOWED

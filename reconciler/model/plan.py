@@ -1,0 +1,131 @@
+"""The plan: plain data, saved as JSON, executed exactly by apply (SPEC section 3)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from reconciler.model.base import Address, ChangeKind, Diagnostic
+
+FORMAT_VERSION = 1
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class ActionStatus(str, enum.Enum):
+    # decided at plan time
+    PLANNED = "planned"
+    DEFERRED = "deferred"
+    REFUSED = "refused"
+    # reached during apply
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class DiffEntry(_Wire):
+    path: str
+    before: Any = None
+    after: Any = None
+    pending: Any = None
+    """The staged value, when the system holds one that is not yet in effect."""
+    sensitive: bool = False
+
+
+class Change(_Wire):
+    address: Address
+    action: ChangeKind
+    diff: list[DiffEntry] = Field(default_factory=list)
+    source: str = "git"
+
+
+class Expectation(_Wire):
+    """What the read-back after an action must show, as flat paths."""
+
+    current: dict[str, Any] = Field(default_factory=dict)
+    """Values in effect now."""
+    effective: dict[str, Any] = Field(default_factory=dict)
+    """Values in effect after the next reboot (pending, else current)."""
+    settle_seconds: float = 0.0
+    """How long the system may take to show them (a reboot applying BIOS settings)."""
+
+    def mismatches(self, state: dict[str, Any], pending: dict[str, Any]) -> list[str]:
+        problems = []
+        for path, want in self.current.items():
+            got = state.get(path)
+            if got != want:
+                problems.append(f"{path} is {got!r}, expected {want!r}")
+        for path, want in self.effective.items():
+            got = pending.get(path, state.get(path))
+            if got != want:
+                problems.append(f"{path} is {got!r} (pending included), expected {want!r}")
+        return problems
+
+
+class Action(_Wire):
+    id: int
+    address: Address
+    operation: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    depends_on: tuple[int, ...] = ()
+    disruptive: bool = False
+    status: ActionStatus = ActionStatus.PLANNED
+    reason: str = ""
+    endpoint: str = ""
+    """The BMC or API the action talks to, for per-endpoint concurrency limits."""
+    expect: Expectation = Field(default_factory=Expectation)
+    description: str = ""
+
+
+class Summary(_Wire):
+    create: int = 0
+    update: int = 0
+    delete: int = 0
+    noop: int = 0
+    deferred: int = 0
+    refused: int = 0
+
+
+class PlanSource(_Wire):
+    """What was planned: a repository path and either a Git revision or its working tree."""
+
+    path: str
+    rev: str | None = None
+
+
+class Plan(_Wire):
+    format_version: int = FORMAT_VERSION
+    revision: str
+    created_at: str
+    source: PlanSource | None = None
+    changes: list[Change] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list)
+    summary: Summary = Field(default_factory=Summary)
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    live_fingerprints: dict[Address, str] = Field(default_factory=dict)
+    resources: dict[Address, dict[str, Any]] = Field(default_factory=dict)
+    """The desired documents of the resources the actions touch (and what they reference),
+    so apply can connect without re-reading Git. Secret references only, never values."""
+    targets: list[Address] = Field(default_factory=list)
+    refresh_only: bool = False
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity.value == "error" for d in self.diagnostics)
+
+    @property
+    def runnable(self) -> list[Action]:
+        return [a for a in self.actions if a.status is ActionStatus.PLANNED]
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)

@@ -1,0 +1,83 @@
+"""The Provider protocol: the only way the engine talks to live systems.
+
+Providers are found through the `metalform.providers` entry point group, so the engine never
+imports one. Which provider handles a resource is its *driver key*: a Server's `bmc.driver`
+(`redfish`, `ipmi`); for kinds bound to a Provider resource, that Provider's `type`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import ClassVar, Protocol, runtime_checkable
+
+from reconciler.concurrency import Limiter
+from reconciler.errors import MetalformError
+from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.secrets import ResolvedCredential
+
+ENTRY_POINT_GROUP = "metalform.providers"
+
+
+@dataclass
+class ProviderContext:
+    """What the engine hands a provider: limits, timeouts and a way to get credentials."""
+
+    limiter: Limiter
+    credential: Callable[[str], ResolvedCredential]
+    """Resolve a Credential by name; raises SecretUnavailable (no value in the message)."""
+    timeout: float = 10.0
+    """Seconds for one request to a live system."""
+    retries: int = 2
+    """Extra attempts for a temporary failure."""
+    operation_timeout: float = 600.0
+    """Seconds a long operation (power transition, reboot) may take to be observed."""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A connection to one kind of live system.
+
+    `read` has no side effects and returns a LiveResource for every resource it was given
+    (an unreachable one has health Unreachable and an `error`, it never raises for one
+    resource). `execute` performs exactly one planned action and returns the resource read
+    back afterwards, which the engine compares with the action's expectation.
+    """
+
+    name: ClassVar[str]
+    kinds: ClassVar[frozenset[str]]
+    operations: ClassVar[frozenset[str]]
+
+    def endpoint(self, resource: Resource) -> str:
+        """The endpoint a resource lives on (`redfish:https://10.0.0.5`), for limits."""
+        ...
+
+    def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]: ...
+
+    def execute(self, action: Action, resource: Resource) -> LiveResource: ...
+
+    def close(self) -> None: ...
+
+
+ProviderFactory = Callable[[ProviderContext], Provider]
+
+
+class UnknownDriver(MetalformError):
+    template = "no provider is installed for driver {driver!r} (known: {known})"
+
+
+def installed_providers() -> dict[str, ProviderFactory]:
+    """Provider factories by driver key, from the `metalform.providers` entry points."""
+    found: dict[str, ProviderFactory] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def driver_key(resource: Resource) -> str | None:
+    """Which provider handles this resource, or None for kinds with no live counterpart."""
+    if resource.kind == "Server":
+        return str(resource.spec.bmc.driver.value)
+    return None

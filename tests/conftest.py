@@ -1,0 +1,6 @@
+"""Test-wide fixtures. Peers (emulated BMCs, ...) live in tests/fixtures/, one module each."""
+
+pytest_plugins = [
+    "tests.fixtures.redfish",
+    "tests.fixtures.ipmi",
+]
