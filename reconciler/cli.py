@@ -1,0 +1,315 @@
+"""`metalform`: the command line, and the composition root that wires the engine together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from reconciler import __version__
+from reconciler.apply import ActionResult
+from reconciler.concurrency import DEFAULT_PARALLELISM
+from reconciler.engine import Engine, Settings
+from reconciler.errors import InputError, MetalformError
+from reconciler.load import load
+from reconciler.model import Action, ActionStatus, Plan, Severity
+from reconciler.render import RENDERERS, summary_line
+from reconciler.secrets import REDACTOR, RedactingFilter
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+log = logging.getLogger("metalform")
+
+
+class Output:
+    """Writes to the terminal: colour and symbols on a TTY, plain lines otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.err = err
+        self.tty = stream.isatty() and os.environ.get("NO_COLOR") is None
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        text = REDACTOR(text)
+        if self.tty and style:
+            codes = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
+            text = f"\033[{codes[style]}m{text}\033[0m"
+        print(text, file=self.stream, flush=True)
+
+    def error(self, text: str) -> None:
+        print(REDACTOR(text), file=self.err, flush=True)
+
+
+def _add_repo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
+                   help="the desired-state repository (default: the current directory)")
+    p.add_argument("--rev", metavar="REV",
+                   help="plan this Git revision instead of the working tree")
+
+
+def _add_parallelism(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM, metavar="N",
+                   help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
+                        "at most 4 requests to one BMC or API)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metalform",
+        description="Declarative GitOps for bare metal: plan and apply BMCs, BIOS, power and "
+                    "boot from YAML in Git.",
+    )
+    parser.add_argument("--version", action="version", version=f"metalform {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="log debug details and show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check the desired state without contacting anything")
+    _add_repo_args(p)
+
+    p = sub.add_parser("plan", help="read the live state and show what apply would do")
+    _add_repo_args(p)
+    p.add_argument("-o", "--out", metavar="PLANFILE", help="save the plan as JSON for apply")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 when there are no changes, 2 when there are, 1 on error")
+    p.add_argument("--target", action="append", default=[], metavar="ADDR",
+                   help="plan only this resource (Kind/name); repeatable")
+    p.add_argument("--refresh-only", action="store_true",
+                   help="show drift between Git and the live state, plan no actions")
+    _add_parallelism(p)
+
+    p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with "
+                                     "--auto-approve)")
+    p.add_argument("planfile", nargs="?", metavar="PLANFILE")
+    _add_repo_args(p)
+    p.add_argument("--auto-approve", action="store_true",
+                   help="plan and apply at once, without a saved plan")
+    _add_parallelism(p)
+
+    p = sub.add_parser("show", help="render a saved plan")
+    p.add_argument("planfile", metavar="PLANFILE")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+
+    p = sub.add_parser("schema", help="write the JSON Schemas of every kind")
+    p.add_argument("--out", metavar="DIR", default="schemas",
+                   help="folder to write into (default: schemas)")
+
+    p = sub.add_parser("lab", help="a local virtual datacenter (emulated BMCs) to try "
+                                   "Metalform on")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", default=".metalform-lab", metavar="DIR",
+                   help="where the lab keeps its processes' state (default: .metalform-lab)")
+    return parser
+
+
+def _print_diagnostics(out: Output, diagnostics: Sequence[object]) -> None:
+    for d in diagnostics:
+        out.error(d.render())  # type: ignore[attr-defined]
+
+
+def cmd_validate(args: argparse.Namespace, out: Output) -> int:
+    state = load(Path(args.directory), args.rev)
+    _print_diagnostics(out, state.warnings)
+    kinds: dict[str, int] = {}
+    for resource in state.resources.values():
+        kinds[resource.kind] = kinds.get(resource.kind, 0) + 1
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    out.line(f"Valid: {len(state.resources)} resources ({counts}) at {state.revision}.",
+             "green")
+    return EXIT_OK
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    if args.parallelism < 1:
+        raise MetalformError("--parallelism must be at least 1")
+    return Engine(Settings(parallelism=args.parallelism))
+
+
+def cmd_plan(args: argparse.Namespace, out: Output) -> int:
+    engine = _engine(args)
+
+    def on_gather(resources: int, drivers: int) -> None:
+        if args.format == "text":
+            out.line(f"Reading {resources} resources through {drivers} provider(s)...", "dim")
+
+    run = engine.plan(Path(args.directory), args.rev, targets=args.target,
+                      refresh_only=args.refresh_only, on_gather=on_gather)
+    plan = run.plan
+    if args.format == "text":
+        out.line(f"Read {len(run.gathered.live)} resources in {run.gathered.seconds:.1f}s.",
+                 "dim")
+        out.line()
+    sys.stdout.write(RENDERERS[args.format](plan))
+    if args.out:
+        Path(args.out).write_text(REDACTOR(plan.to_json()) + "\n", encoding="utf-8")
+        if args.format == "text":
+            out.line(f"\nSaved the plan to {args.out}. Apply it with: metalform apply {args.out}")
+    if plan.has_errors:
+        return EXIT_ERROR
+    if args.detailed_exitcode and plan.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+class ApplyProgress:
+    """One line per action as it starts and ends."""
+
+    def __init__(self, out: Output, total: int) -> None:
+        self.out = out
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+
+    def __call__(self, action: Action, result: ActionResult) -> None:
+        width = len(str(self.total))
+        status = result.status
+        if status is ActionStatus.RUNNING:
+            if self.out.tty:
+                self.out.line(f"  ... #{action.id} {action.address} {action.operation}", "dim")
+            return
+        self.done += 1
+        counter = f"[{self.done:>{width}}/{self.total}]"
+        text = f"{counter} #{action.id} {action.address} {action.operation}: {status.value}"
+        if result.seconds:
+            text += f" ({result.seconds:.1f}s)"
+        if result.error:
+            text += f": {result.error}"
+        style = {ActionStatus.SUCCEEDED: "green", ActionStatus.FAILED: "red"}.get(status,
+                                                                                 "yellow")
+        self.out.line(text, style)
+
+
+def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None) -> int:
+    if not plan.actions:
+        out.line("No changes. Nothing to apply.", "green")
+        return EXIT_OK
+    runnable = len(plan.runnable)
+    out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
+    progress = ApplyProgress(out, len(plan.actions))
+    result = engine.apply(plan, path=path, listener=progress)
+    counts = {s: result.count(s) for s in ActionStatus}
+    seconds = time.monotonic() - progress.started
+    line = (f"Apply finished in {seconds:.1f}s: {counts[ActionStatus.SUCCEEDED]} succeeded, "
+            f"{counts[ActionStatus.FAILED]} failed, {counts[ActionStatus.SKIPPED]} skipped, "
+            f"{counts[ActionStatus.DEFERRED]} deferred, {counts[ActionStatus.REFUSED]} refused.")
+    failed = counts[ActionStatus.FAILED] + counts[ActionStatus.SKIPPED] + counts[
+        ActionStatus.REFUSED]
+    out.line(line, "red" if failed else "green")
+    if failed:
+        out.line("Plan again to see what is left; apply is safe to resume.")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def read_plan_file(path: str) -> Plan:
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MetalformError(f"cannot read plan {path}: {exc.strerror}") from None
+    try:
+        return Plan.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MetalformError(f"{path} is not a Metalform plan ({where}: {first['msg']})") from None
+
+
+def cmd_apply(args: argparse.Namespace, out: Output) -> int:
+    engine = _engine(args)
+    if args.planfile:
+        if args.auto_approve:
+            raise MetalformError("give either PLANFILE or --auto-approve, not both")
+        plan = read_plan_file(args.planfile)
+        path = Path(args.directory) if args.directory != "." else None
+        return _run_apply(engine, plan, out, path)
+    if not args.auto_approve:
+        raise MetalformError("apply needs a PLANFILE (from `metalform plan -o`) or "
+                             "--auto-approve to plan and apply at once")
+    run = engine.plan(Path(args.directory), args.rev)
+    sys.stdout.write(RENDERERS["text"](run.plan))
+    if run.plan.has_errors:
+        return EXIT_ERROR
+    return _run_apply(engine, run.plan, out, None)
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    plan = read_plan_file(args.planfile)
+    sys.stdout.write(RENDERERS[args.format](plan))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: Output) -> int:
+    from reconciler.schema import write_schemas
+
+    written = write_schemas(Path(args.out))
+    out.line(f"Wrote {len(written)} schemas to {args.out}/.")
+    return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace, out: Output) -> int:
+    from lab.cli import run_lab
+
+    return run_lab(args.action, Path(args.state_dir), out.line)
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "show": cmd_show,
+    "schema": cmd_schema,
+    "lab": cmd_lab,
+}
+
+
+def _configure_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        # Client libraries log every retry and redirect at INFO/WARNING; our errors say enough.
+        for noisy in ("sushy", "pyghmi", "urllib3", "git"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    out = Output()
+    try:
+        return COMMANDS[args.command](args, out)
+    except InputError as exc:
+        _print_diagnostics(out, exc.diagnostics)
+        out.error(f"error: {exc}; nothing was changed.")
+        return EXIT_ERROR
+    except MetalformError as exc:
+        if args.debug:
+            raise
+        out.error(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+
+
+def _json_default(value: object) -> str:
+    return str(value)
+
+
+def dump_json(data: object) -> str:
+    return json.dumps(data, indent=2, default=_json_default)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The engine: load, gather, plan and apply wired together, for the CLI and the server.
+
+This module knows no provider by name: they come from entry points (`installed_providers`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.apply import Applier, ApplyResult, Listener, check_fresh
+from reconciler.concurrency import DEFAULT_PARALLELISM, Limiter
+from reconciler.errors import MetalformError
+from reconciler.gather import Gathered, gather, group_by_driver
+from reconciler.load import (
+    DesiredState,
+    load,
+    resources_from_documents,
+    revision_files,
+    worktree_files,
+    worktree_revision,
+)
+from reconciler.model import Address, Plan, Resource, address_of
+from reconciler.model.plan import PlanSource
+from reconciler.plan import PlanOptions, make_plan, managed
+from reconciler.provider import Provider, ProviderContext, ProviderFactory, installed_providers
+from reconciler.secrets import ResolvedCredential, resolve
+
+
+@dataclass
+class Settings:
+    parallelism: int = DEFAULT_PARALLELISM
+    per_endpoint: int = 4
+    timeout: float = 10.0
+    retries: int = 2
+    operation_timeout: float = 600.0
+
+
+class CredentialResolver:
+    """Resolves Credential resources by name, once each, for the providers."""
+
+    def __init__(self, resources: Mapping[Address, Resource], base_dir: Path | None) -> None:
+        self._resources = resources
+        self._base_dir = base_dir
+        self._cache: dict[str, ResolvedCredential] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> ResolvedCredential:
+        with self._lock:
+            if name in self._cache:
+                return self._cache[name]
+            resource = self._resources.get(address_of("Credential", name))
+            if resource is None:
+                raise MetalformError(f"Credential {name!r} is not defined")
+            spec = resource.spec
+            secret = resolve(spec.secret, base_dir=self._base_dir,
+                             what=f"the secret of Credential/{name}")
+            resolved = ResolvedCredential(name=name, username=spec.username, secret=secret)
+            self._cache[name] = resolved
+            return resolved
+
+
+@dataclass
+class Session:
+    """Providers connected for one plan or apply; close() releases their connections."""
+
+    providers: dict[str, Provider]
+    limiter: Limiter
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for provider in self.providers.values():
+            provider.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_session(
+    resources: Mapping[Address, Resource],
+    drivers: Collection[str],
+    settings: Settings,
+    base_dir: Path | None,
+    factories: Mapping[str, ProviderFactory] | None = None,
+) -> Session:
+    factories = factories if factories is not None else installed_providers()
+    limiter = Limiter(settings.parallelism, settings.per_endpoint)
+    context = ProviderContext(
+        limiter=limiter,
+        credential=CredentialResolver(resources, base_dir),
+        timeout=settings.timeout,
+        retries=settings.retries,
+        operation_timeout=settings.operation_timeout,
+    )
+    providers: dict[str, Provider] = {}
+    for key in sorted(drivers):
+        if key not in factories:
+            known = ", ".join(sorted(factories)) or "none"
+            raise MetalformError(f"no provider is installed for driver {key!r} (known: {known})")
+        providers[key] = factories[key](context)
+    return Session(providers=providers, limiter=limiter)
+
+
+def current_revision(path: Path, rev: str | None) -> str:
+    if rev is None:
+        return worktree_revision(worktree_files(path))
+    sha, _ = revision_files(path, rev)
+    return sha
+
+
+@dataclass
+class PlanRun:
+    plan: Plan
+    desired: DesiredState
+    gathered: Gathered
+
+
+class Engine:
+    """Plans and applies one desired-state repository."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        factories: Mapping[str, ProviderFactory] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings or Settings()
+        self.factories = factories
+        self.clock = clock
+
+    def _factories(self) -> Mapping[str, ProviderFactory]:
+        if self.factories is None:
+            self.factories = installed_providers()
+        return self.factories
+
+    def plan(
+        self,
+        path: Path,
+        rev: str | None = None,
+        *,
+        targets: Collection[Address] = (),
+        refresh_only: bool = False,
+        on_gather: Callable[[int, int], None] | None = None,
+    ) -> PlanRun:
+        desired = load(path, rev)
+        chosen = managed(desired, targets)
+        groups = group_by_driver(chosen)
+        factories = self._factories()
+        with open_session(desired.resources, groups, self.settings, path, factories) as session:
+            if on_gather:
+                on_gather(len(chosen), len(groups))
+            gathered = gather(chosen, session.providers)
+            endpoints = {r.address: session.providers[k].endpoint(r)
+                         for k, rs in groups.items() for r in rs}
+            operations = {k: p.operations for k, p in session.providers.items()}
+        options = PlanOptions(
+            now=self.clock(),
+            targets=frozenset(targets),
+            refresh_only=refresh_only,
+            source=PlanSource(path=str(path.resolve()), rev=rev),
+            operations=operations,
+            endpoints=endpoints,
+        )
+        return PlanRun(make_plan(desired, gathered.live, options), desired, gathered)
+
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        path: Path | None = None,
+        listener: Listener | None = None,
+        check: bool = True,
+    ) -> ApplyResult:
+        """Execute exactly `plan`; refuse it when stale. `path` overrides the planned source."""
+        if plan.has_errors:
+            raise MetalformError("the plan has errors (see its diagnostics); fix them and plan "
+                                 "again")
+        source_path = path or (Path(plan.source.path) if plan.source else Path("."))
+        rev = plan.source.rev if plan.source else None
+        resources = resources_from_documents(plan.resources)
+        touched = [resources[a] for a in plan.live_fingerprints if a in resources]
+        groups = group_by_driver(list(resources.values()))
+        with open_session(resources, groups, self.settings, source_path,
+                          self._factories()) as session:
+            if check:
+                revision = plan.revision
+                if plan.source is not None:
+                    revision = current_revision(source_path, rev)
+                live = gather(touched, session.providers).live
+                check_fresh(plan, revision, live)
+            applier = Applier(plan, resources, session.providers,
+                              parallelism=self.settings.parallelism, listener=listener)
+            return applier.run()

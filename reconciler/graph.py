@@ -1,0 +1,38 @@
+"""Ordering actions: phases across resources, dependencies within, waves for execution."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Sequence
+
+from reconciler.model import Action
+
+# SPEC: credentials and BMC settings, BIOS, reboot, power, provisioning, aggregate membership,
+# services; deletions in reverse.
+PHASES: dict[str, int] = {
+    "credential": 0,
+    "bmc": 0,
+    "bios": 10,
+    "boot": 15,
+    "power": 20,
+    "provisioning": 30,
+    "aggregate": 40,
+    "service": 50,
+}
+
+
+def phase(operation: str) -> int:
+    return PHASES.get(operation.split(".", 1)[0], 90)
+
+
+def waves(actions: Sequence[Action]) -> list[list[Action]]:
+    """Groups of actions whose dependencies are all in earlier groups."""
+    by_id = {a.id: a for a in actions}
+    sorter = graphlib.TopologicalSorter({a.id: set(a.depends_on) & by_id.keys() for a in actions})
+    sorter.prepare()
+    out: list[list[Action]] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        out.append([by_id[i] for i in ready])
+        sorter.done(*ready)
+    return out

@@ -1,0 +1,153 @@
+"""The planner: desired state + live state -> an ordered, reviewable Plan. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from reconciler.graph import phase
+from reconciler.load import DesiredState
+from reconciler.model import (
+    Action,
+    ActionStatus,
+    Address,
+    Change,
+    ChangeKind,
+    Diagnostic,
+    LiveResource,
+    Plan,
+    Resource,
+    Severity,
+)
+from reconciler.model.plan import PlanSource, Summary
+from reconciler.planners.server import Draft, ResourcePlan, plan_server
+from reconciler.policy import enforce
+from reconciler.references import references
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    now: datetime
+    targets: frozenset[Address] = frozenset()
+    refresh_only: bool = False
+    source: PlanSource | None = None
+    operations: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Operations each installed driver supports (`redfish` -> {`bios.set`, ...})."""
+    endpoints: Mapping[Address, str] = field(default_factory=dict)
+
+
+def managed(desired: DesiredState, targets: Collection[Address] = ()) -> list[Resource]:
+    """The resources with a live counterpart that this plan covers (all, or the targets)."""
+    live_kinds = {"Server"}
+    chosen = [r for r in desired.resources.values() if r.kind in live_kinds]
+    if targets:
+        chosen = [r for r in chosen if r.address in targets]
+    return chosen
+
+
+def unknown_targets(desired: DesiredState, targets: Collection[Address]) -> list[Address]:
+    return sorted(t for t in targets if t not in desired.resources)
+
+
+def _closure(address: Address, resources: Mapping[Address, Resource]) -> set[Address]:
+    """A resource and everything it refers to, transitively."""
+    seen: set[Address] = set()
+    stack = [address]
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in resources:
+            continue
+        seen.add(current)
+        stack.extend(target for _, target in references(resources[current]))
+    return seen
+
+
+def make_plan(
+    desired: DesiredState, live: Mapping[Address, LiveResource], options: PlanOptions
+) -> Plan:
+    resources = desired.resources
+    diagnostics: list[Diagnostic] = list(desired.warnings)
+    for missing in unknown_targets(desired, options.targets):
+        diagnostics.append(Diagnostic(severity=Severity.ERROR, address=missing,
+                                      message="--target names no resource of the desired state"))
+
+    planned: list[ResourcePlan] = []
+    for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
+        driver = resource.spec.bmc.driver.value
+        ops = options.operations.get(driver, frozenset())
+        planned.append(plan_server(resource, resources, live.get(resource.address),
+                                   operations=ops, locate=desired.locate))
+
+    changes = [p.change for p in planned]
+    for p in planned:
+        diagnostics.extend(p.diagnostics)
+    actions = [] if options.refresh_only else _number(planned, options.endpoints)
+    policies = desired.of_kind("Policy")
+    actions, policy_diags = enforce(policies, resources, changes, actions)
+    diagnostics.extend(policy_diags)
+
+    touched = {a.address for a in actions}
+    kept: set[Address] = set()
+    for address in touched:
+        kept |= _closure(address, resources)
+    fingerprints = {
+        address: live[address].fingerprint()
+        for address in sorted(touched)
+        if address in live
+    }
+    return Plan(
+        revision=desired.revision,
+        created_at=options.now.isoformat(timespec="seconds"),
+        source=options.source,
+        changes=changes,
+        actions=actions,
+        summary=_summary(changes, actions),
+        diagnostics=diagnostics,
+        live_fingerprints=fingerprints,
+        resources={a: resources[a].document() for a in sorted(kept)},
+        targets=sorted(options.targets),
+        refresh_only=options.refresh_only,
+    )
+
+
+def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> list[Action]:
+    """Give drafts plan-wide ids in execution order: by phase, then by address."""
+    entries: list[tuple[int, Address, int, Draft]] = []
+    for p in planned:
+        for index, draft in enumerate(p.drafts):
+            entries.append((phase(draft.operation), p.address, index, draft))
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    ids: dict[tuple[Address, str], int] = {}
+    for n, (_, address, _, draft) in enumerate(entries, start=1):
+        ids[(address, draft.key)] = n
+    actions = []
+    for n, (_, address, _, draft) in enumerate(entries, start=1):
+        actions.append(Action(
+            id=n,
+            address=address,
+            operation=draft.operation,
+            params=draft.params,
+            depends_on=tuple(sorted(ids[(address, k)] for k in draft.after)),
+            disruptive=draft.disruptive,
+            status=draft.status,
+            reason=draft.reason,
+            endpoint=endpoints.get(address, ""),
+            expect=draft.expect,
+            description=draft.description,
+        ))
+    return actions
+
+
+def _summary(changes: list[Change], actions: list[Action]) -> Summary:
+    counts = {kind: 0 for kind in ChangeKind}
+    for change in changes:
+        counts[change.action] += 1
+    return Summary(
+        create=counts[ChangeKind.CREATE],
+        update=counts[ChangeKind.UPDATE],
+        delete=counts[ChangeKind.DELETE],
+        noop=counts[ChangeKind.NOOP],
+        deferred=sum(1 for a in actions if a.status is ActionStatus.DEFERRED),
+        refused=sum(1 for a in actions if a.status is ActionStatus.REFUSED),
+    )

@@ -1,0 +1,91 @@
+"""References between resources: dangling names, cycles and two resources claiming one thing."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.model import Address, Resource, address_of
+
+REFERENCES: dict[str, list[tuple[tuple[str, ...], str]]] = {
+    # kind: [(field path in the document, referenced kind)]
+    "Server": [
+        (("spec", "bmc", "credential"), "Credential"),
+        (("spec", "bios", "template"), "BiosTemplate"),
+    ],
+    "BiosTemplate": [(("spec", "extends"), "BiosTemplate")],
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    address: Address
+    path: tuple[str | int, ...]
+    message: str
+
+
+def _get(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = doc
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def references(resource: Resource) -> Iterator[tuple[tuple[str, ...], Address]]:
+    """The (field path, address) of every resource `resource` refers to."""
+    doc = resource.document()
+    for path, kind in REFERENCES.get(resource.kind, ()):
+        name = _get(doc, path)
+        if isinstance(name, str):
+            yield path, address_of(kind, name)
+
+
+def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
+    problems: list[Problem] = []
+    graph: dict[Address, set[Address]] = {}
+    for address, resource in resources.items():
+        edges = graph.setdefault(address, set())
+        for path, target in references(resource):
+            if target not in resources:
+                kind, name = target.split("/", 1)
+                problems.append(Problem(address, path, f"{kind} {name!r} is not defined"))
+            else:
+                edges.add(target)
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[Address] = exc.args[1]
+        first = cycle[0]
+        path = next(p for p, t in references(resources[first]) if t == cycle[1])
+        problems.append(Problem(first, path, "reference cycle: " + " -> ".join(cycle)))
+    problems.extend(_shared_targets(resources))
+    return problems
+
+
+def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
+    """Two Servers driving the same BMC system, or known by the same hostname, is an error."""
+    seen_bmc: dict[tuple[str, str], Address] = {}
+    seen_host: dict[str, Address] = {}
+    for address, resource in resources.items():
+        if resource.kind != "Server":
+            continue
+        bmc = resource.spec.bmc
+        key = (bmc.address.rstrip("/").lower(), bmc.system_id or "")
+        if key in seen_bmc:
+            yield Problem(
+                address, ("spec", "bmc", "address"),
+                f"same BMC system as {seen_bmc[key]}",
+            )
+        else:
+            seen_bmc[key] = address
+        hostname = resource.spec.hostname or resource.name
+        if hostname in seen_host:
+            yield Problem(
+                address, ("spec", "hostname"), f"hostname {hostname!r} is also {seen_host[hostname]}"
+            )
+        else:
+            seen_host[hostname] = address
