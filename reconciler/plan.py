@@ -79,7 +79,8 @@ def make_plan(
         planned.append(plan_server(resource, resources, live.get(resource.address),
                                    operations=ops, locate=desired.locate))
 
-    changes = [p.change for p in planned]
+    changes = [p.change for p in planned if p.reachable]
+    unreachable = sum(1 for p in planned if not p.reachable)
     for p in planned:
         diagnostics.extend(p.diagnostics)
     actions = [] if options.refresh_only else _number(planned, options.endpoints)
@@ -102,7 +103,7 @@ def make_plan(
         source=options.source,
         changes=changes,
         actions=actions,
-        summary=_summary(changes, actions),
+        summary=_summary(changes, actions, unreachable),
         diagnostics=diagnostics,
         live_fingerprints=fingerprints,
         resources={a: resources[a].document() for a in sorted(kept)},
@@ -139,7 +140,7 @@ def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> li
     return actions
 
 
-def _summary(changes: list[Change], actions: list[Action]) -> Summary:
+def _summary(changes: list[Change], actions: list[Action], unreachable: int) -> Summary:
     counts = {kind: 0 for kind in ChangeKind}
     for change in changes:
         counts[change.action] += 1
@@ -150,4 +151,5 @@ def _summary(changes: list[Change], actions: list[Action]) -> Summary:
         noop=counts[ChangeKind.NOOP],
         deferred=sum(1 for a in actions if a.status is ActionStatus.DEFERRED),
         refused=sum(1 for a in actions if a.status is ActionStatus.REFUSED),
+        unreachable=unreachable,
     )

@@ -43,6 +43,8 @@ def summary_line(plan: Plan) -> str:
         extras.append(f"{s.deferred} deferred")
     if s.refused:
         extras.append(f"{s.refused} refused")
+    if s.unreachable:
+        extras.append(f"{s.unreachable} unreachable, not planned")
     if extras:
         text += f" ({', '.join(extras)})"
     return text + "."

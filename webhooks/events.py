@@ -23,12 +23,12 @@ _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|^-|\.\.|@\{")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class Forge(str, enum.Enum):
+class Forge(enum.StrEnum):
     GITHUB = "github"
     GITLAB = "gitlab"
 
 
-class EventKind(str, enum.Enum):
+class EventKind(enum.StrEnum):
     PUSH = "push"
     PULL_REQUEST = "pull_request"
     COMMENT = "comment"
@@ -36,7 +36,7 @@ class EventKind(str, enum.Enum):
     IGNORED = "ignored"
 
 
-class PRAction(str, enum.Enum):
+class PRAction(enum.StrEnum):
     """What happened to a pull (merge) request, in one vocabulary for both forges."""
 
     OPENED = "opened"
@@ -49,13 +49,13 @@ class PRAction(str, enum.Enum):
     OTHER = "other"  # assigned, labeled, approved, ...: see `forge_action`
 
 
-class CommentAction(str, enum.Enum):
+class CommentAction(enum.StrEnum):
     CREATED = "created"
     EDITED = "edited"
     DELETED = "deleted"
 
 
-class Command(str, enum.Enum):
+class Command(enum.StrEnum):
     """A `/metalform <verb>` command given in a pull request comment."""
 
     APPLY = "apply"

@@ -141,8 +141,11 @@ _MR_ACTIONS = {
     "close": PRAction.CLOSED,
     "merge": PRAction.MERGED,
 }
-_NOTE_ACTIONS = {None: CommentAction.CREATED, "create": CommentAction.CREATED,
-                 "update": CommentAction.EDITED}
+_NOTE_ACTIONS = {
+    None: CommentAction.CREATED,
+    "create": CommentAction.CREATED,
+    "update": CommentAction.EDITED,
+}
 
 
 def parse(event_header: str, delivery_id: str | None, body: bytes) -> GitEvent:
@@ -215,8 +218,10 @@ def _mr_action(attrs: _MergeRequestAttributes, changes: dict[str, Any]) -> PRAct
         return PRAction.SYNCHRONIZE
     for key in ("draft", "work_in_progress"):  # `work_in_progress` before GitLab 14
         change = changes.get(key)
-        if isinstance(change, dict) and change.get("previous") is True and (
-            change.get("current") is False
+        if (
+            isinstance(change, dict)
+            and change.get("previous") is True
+            and (change.get("current") is False)
         ):
             return PRAction.READY_FOR_REVIEW
     return PRAction.EDITED
@@ -247,12 +252,14 @@ def _merge_request(p: _MergeRequestEvent, common: dict[str, Any]) -> GitEvent:
 def _note(p: _NoteEvent, data: dict[str, Any], common: dict[str, Any]) -> GitEvent:
     attrs = p.object_attributes
     if attrs.noteable_type != "MergeRequest":
-        return _ignored(data, common, f"comment on a {attrs.noteable_type[:40]}, not a merge request")
+        return _ignored(
+            data, common, f"comment on a {attrs.noteable_type[:40]}, not a merge request"
+        )
     if attrs.system:
         return _ignored(data, common, "system note (written by GitLab, not by a user)")
     action = _NOTE_ACTIONS.get(attrs.action)
     if action is None:
-        return _ignored(data, common, f"note action {attrs.action[:40]!r} is not handled")
+        return _ignored(data, common, f"note action {str(attrs.action)[:40]!r} is not handled")
     mr = p.merge_request
     if mr is None:
         raise PayloadError(f"{NOTE_HOOK}: merge_request: Field required")

@@ -90,6 +90,8 @@ class Summary(_Wire):
     noop: int = 0
     deferred: int = 0
     refused: int = 0
+    unreachable: int = 0
+    """Resources whose live state could not be read: unknown, never counted as drift."""
 
 
 class PlanSource(_Wire):
@@ -125,7 +127,8 @@ class Plan(_Wire):
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.actions)
+        """Anything to do or any drift (a refresh-only plan has drift but no actions)."""
+        return bool(self.actions) or any(c.action.value != "noop" for c in self.changes)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

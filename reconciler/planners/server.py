@@ -52,6 +52,8 @@ class ResourcePlan:
     change: Change
     drafts: list[Draft] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    reachable: bool = True
+    """False when the live state could not be read: the change is unknown, not a no-op."""
 
 
 Locate = Any  # Callable[[Address, Sequence[str | int]], Location | None]
@@ -96,6 +98,7 @@ def plan_server(
     if live is None or not live.reachable:
         why = live.error if live is not None and live.error else "no provider answered"
         diag(Severity.WARNING, f"cannot read the server, nothing planned for it: {why}")
+        result.reachable = False
         return result
 
     want = desired_state(server, resources)
@@ -181,7 +184,6 @@ def plan_server(
 
     live_power = live.state.get("power")
     want_power = want.get("power")
-    applied = Expectation(current=needs_reboot, settle_seconds=BIOS_SETTLE_SECONDS)
     if want_power == "Off":
         if live_power == "On":
             drafts.append(Draft(key="power", operation="power.off", params={}, disruptive=True,
@@ -197,14 +199,14 @@ def plan_server(
         drafts.append(Draft(key="power", operation="power.on", params={},
                             after=tuple(before_power),
                             expect=Expectation(current=current,
-                                               settle_seconds=applied.settle_seconds),
+                                               settle_seconds=BIOS_SETTLE_SECONDS),
                             description="power on" + (" (applies BIOS settings)"
                                                       if needs_reboot else "")))
     elif live_power == "On" and needs_reboot:
         reboot = Draft(key="power", operation="power.reset", params={}, disruptive=True,
                        after=tuple(before_power),
                        expect=Expectation(current={"power": "On", **needs_reboot},
-                                          settle_seconds=applied.settle_seconds),
+                                          settle_seconds=BIOS_SETTLE_SECONDS),
                        description=f"reboot to apply {len(needs_reboot)} BIOS setting(s)")
         policy = server.spec.reboot
         if policy is RebootPolicy.NEVER:
@@ -240,6 +242,3 @@ def _match_problem(
                         f"but the server reports {got!r}")
     return None
 
-
-def template_address(name: str) -> Address:
-    return address_of("BiosTemplate", name)
