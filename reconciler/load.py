@@ -355,7 +355,7 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
     try:
         spec = spec_model.model_validate(_plain(spec_raw))
     except ValidationError as exc:
-        for err in exc.errors():
+        for err in _merge_unions(exc.errors()):
             path = ["spec", *err["loc"]]
             diags.append(
                 _error(_message(err), location=loc.at(path), address=address,
@@ -363,6 +363,32 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
             )
         return None
     return Resource(kind=kind, metadata=metadata, spec=spec, location=loc.at([]))
+
+
+_UNION_TAGS = {"str": "a string", "int": "an integer", "bool": "a boolean", "float": "a number"}
+
+
+def _merge_unions(errors: list[Any]) -> list[Any]:
+    """One error per field for `str | int | bool` unions, not one per member."""
+    merged: list[Any] = []
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc and loc[-1] in _UNION_TAGS:
+            key = loc[:-1]
+            if key in seen:
+                seen[key]["_members"].append(_UNION_TAGS[str(loc[-1])])
+                continue
+            entry = {"loc": key, "type": "union", "msg": "", "_members": [_UNION_TAGS[str(loc[-1])]]}
+            seen[key] = entry
+            merged.append(entry)
+        else:
+            merged.append(err)
+    for entry in seen.values():
+        members = entry.pop("_members")
+        entry["msg"] = "must be " + (", ".join(members[:-1]) + " or " + members[-1]
+                                     if len(members) > 1 else members[0])
+    return merged
 
 
 def _message(err: Any) -> str:

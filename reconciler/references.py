@@ -58,10 +58,17 @@ def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
-        cycle: list[Address] = exc.args[1]
-        first = cycle[0]
-        path = next(p for p, t in references(resources[first]) if t == cycle[1])
-        problems.append(Problem(first, path, "reference cycle: " + " -> ".join(cycle)))
+        members = set(exc.args[1])
+        first = min(members)
+        # Follow the references themselves so the message reads in the YAML's direction.
+        chain, current = [first], first
+        while True:
+            current = min(t for t in graph[current] if t in members)
+            chain.append(current)
+            if current == first or len(chain) > len(members) + 1:
+                break
+        path = next(p for p, t in references(resources[first]) if t == chain[1])
+        problems.append(Problem(first, path, "reference cycle: " + " -> ".join(chain)))
     problems.extend(_shared_targets(resources))
     return problems
 
