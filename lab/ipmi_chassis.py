@@ -63,10 +63,8 @@ def locked(directory: Path) -> Iterator[None]:
 def load(directory: Path) -> dict[str, Any]:
     """The chassis state, with defaults for anything missing."""
     state = dict(DEFAULT_STATE)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         state.update(json.loads((directory / STATE_FILE).read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        pass
     return state
 
 

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
@@ -205,9 +206,7 @@ def try_advisory_lock(engine: Engine, name: str, owner: str) -> AdvisoryLock | N
     return lock
 
 
-def try_lease_lock(
-    engine: Engine, name: str, owner: str, lease_seconds: float
-) -> LeaseLock | None:
+def try_lease_lock(engine: Engine, name: str, owner: str, lease_seconds: float) -> LeaseLock | None:
     """Take the leased lock `name` in the `locks` table, or None while another holds it."""
     now = time.time()
     with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:

@@ -8,13 +8,13 @@ does not have (nor misses one it has).
 
 from __future__ import annotations
 
-import builtins
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Engine, and_, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from reconciler.store.records import (
 from reconciler.store.tables import (
     ApplyActionRow,
     ApplyRow,
+    Base,
     EventRow,
     PlanRow,
     PullRequestCommentRow,
@@ -57,8 +58,6 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 500
 _EVENT_LOG_LOCK = "metalform:events"
-# Events of action progress go to the log; the starts of actions of a large apply would double it
-# without telling a watcher anything the final status does not.
 _ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED}),
     RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED}),
@@ -100,6 +99,7 @@ class Store:
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._lock_engine: Engine | None = None
+        self._lock_engine_guard = threading.Lock()
         self._lock_lease = lock_lease_seconds
         self._clock = clock
 
@@ -175,17 +175,22 @@ class Store:
 
     # -- repositories ----------------------------------------------------------------------
 
+    def _insert_ignore(
+        self, session: Session, table: type[Base], values: Mapping[str, Any]
+    ) -> bool:
+        """INSERT unless the primary key exists (race-free, unlike SELECT then INSERT);
+        True when a row was inserted."""
+        stmt: Any
+        if self.dialect == "postgresql":
+            stmt = postgresql.insert(table).values(dict(values)).on_conflict_do_nothing()
+        else:
+            stmt = sqlite.insert(table).values(dict(values)).on_conflict_do_nothing()
+        return bool(getattr(session.execute(stmt), "rowcount", 0) == 1)
+
     def _ensure_repository(self, session: Session, key: str) -> None:
         if not key:
             raise StoreError("repository key must not be empty")
-        values = {"key": key, "created_at": self._now()}
-        table = RepositoryRow.__table__
-        stmt: Any
-        if self.dialect == "postgresql":
-            stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
-        else:
-            stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
-        session.execute(stmt)
+        self._insert_ignore(session, RepositoryRow, {"key": key, "created_at": self._now()})
 
     def repository_status(self, repository: str) -> RepositoryStatus | None:
         """What was last planned and applied for `repository`, and its resource counts."""
@@ -246,9 +251,7 @@ class Store:
             # id 8 before id 7 commits and skip 7 for good. Holding one lock from taking an id
             # to commit makes ids visible in order. Callers append events last, so it is held
             # only for the commit.
-            session.execute(
-                select(func.pg_advisory_xact_lock(locks.advisory_key(_EVENT_LOG_LOCK)))
-            )
+            session.execute(select(func.pg_advisory_xact_lock(locks.advisory_key(_EVENT_LOG_LOCK))))
         row = EventRow(
             at=self._now(),
             type=type.value if isinstance(type, EventType) else type,
@@ -418,7 +421,6 @@ class Store:
             row.started_at = row.started_at or now
             row.finished_at = now
             if row.pull_request is None:
-                self._ensure_repository(session, row.repository)
                 session.execute(
                     update(RepositoryRow)
                     .where(RepositoryRow.key == row.repository)
@@ -615,6 +617,8 @@ class Store:
         status = ActionStatus(status)
         with self._write() as session:
             apply_row = self._apply_row(session, apply_id)
+            if RunStatus(apply_row.status).terminal:
+                raise ConflictError(f"apply {apply_row.id} is {apply_row.status}; it is over")
             row = session.get(ApplyActionRow, (apply_row.id, action_id), with_for_update=True)
             if row is None:
                 raise NotFoundError(what="action", id=f"{action_id} of apply {apply_id}")
@@ -747,15 +751,8 @@ class Store:
             "received_at": self._now(),
             "result": result,
         }
-        table = WebhookDeliveryRow.__table__
-        stmt: Any
-        if self.dialect == "postgresql":
-            stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
-        else:
-            stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
         with self._write() as session:
-            inserted = session.execute(stmt)
-            return bool(getattr(inserted, "rowcount", 0) == 1)
+            return self._insert_ignore(session, WebhookDeliveryRow, values)
 
     def set_delivery_result(self, forge: str, delivery_id: str, result: str) -> None:
         """Record what came of a delivery (`planned`, `ignored: ...`, `failed: ...`)."""
@@ -794,20 +791,30 @@ class Store:
         self, session: Session, repository: str, change: ResourceStatusUpdate
     ) -> ResourceStatusRow:
         kind, name = _split_address(change.address)
-        row = session.get(ResourceStatusRow, (repository, change.address), with_for_update=True)
         now = self._now()
-        if row is None:
-            self._ensure_repository(session, repository)
-            row = ResourceStatusRow(
-                repository=repository,
-                address=change.address,
-                kind=kind,
-                name=name,
-                labels={},
-                sync=SyncStatus.UNKNOWN.value,
-                health=Health.UNKNOWN.value,
-            )
-            session.add(row)
+        self._ensure_repository(session, repository)
+        # insert-if-absent, then lock and update: two writers of a new resource cannot collide
+        self._insert_ignore(
+            session,
+            ResourceStatusRow,
+            {
+                "repository": repository,
+                "address": change.address,
+                "kind": kind,
+                "name": name,
+                "labels": {},
+                "sync": SyncStatus.UNKNOWN.value,
+                "health": Health.UNKNOWN.value,
+                "updated_at": now,
+            },
+        )
+        row = session.get(
+            ResourceStatusRow,
+            (repository, change.address),
+            with_for_update=True,
+            populate_existing=True,
+        )
+        assert row is not None
         if change.sync is not None:
             row.sync = SyncStatus(change.sync).value
         if change.health is not None:
@@ -855,7 +862,7 @@ class Store:
         `prune`, resources of `repository` not among `changes` are forgotten (gone from Git).
         Returns how many resources were written."""
         with self._write() as session:
-            seen: builtins.set[str] = builtins.set()
+            seen: set[str] = set()
             for change in changes:
                 self._upsert_resource(session, repository, change)
                 seen.add(change.address)
@@ -949,7 +956,7 @@ class Store:
             "comment_id": comment_id,
             "updated_at": self._now(),
         }
-        table = PullRequestCommentRow.__table__
+        table = PullRequestCommentRow
         keys = ["forge", "repo", "number"]
         changed = {"comment_id": comment_id, "updated_at": values["updated_at"]}
         stmt: Any
@@ -973,11 +980,13 @@ class Store:
         """
         owner = locks.new_owner()
         if self.dialect == "postgresql":
-            if self._lock_engine is None:
-                # one connection per held lock, outside the pool: closing it must really
-                # disconnect, and a long apply must not keep a pooled connection from others
-                self._lock_engine = create_store_engine(self.url, pool=False)
-            return locks.try_advisory_lock(self._lock_engine, name, owner)
+            with self._lock_engine_guard:
+                if self._lock_engine is None:
+                    # one connection per held lock, outside the pool: closing it must really
+                    # disconnect, and a long apply must not keep a pooled connection from others
+                    self._lock_engine = create_store_engine(self.url, pool=False)
+                engine = self._lock_engine
+            return locks.try_advisory_lock(engine, name, owner)
         return locks.try_lease_lock(self._engine, name, owner, self._lock_lease)
 
     @contextmanager
@@ -1060,9 +1069,7 @@ def _plan(row: PlanRow, *, with_document: bool) -> PlanRecord:
     )
 
 
-def _apply(
-    row: ApplyRow, counts: dict[str, int], actions: tuple[ActionResult, ...]
-) -> ApplyRecord:
+def _apply(row: ApplyRow, counts: dict[str, int], actions: tuple[ActionResult, ...]) -> ApplyRecord:
     return ApplyRecord(
         id=row.id,
         plan_id=row.plan_id,
@@ -1122,6 +1129,3 @@ def _resource(row: ResourceStatusRow) -> ResourceStatus:
         last_action_at=row.last_action_at,
         updated_at=row.updated_at,
     )
-
-
-__all__ = ["Store", "apply_lock_name", "or_"]

@@ -149,12 +149,8 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("repository", "address", name="pk_resource_status"),
     )
-    op.create_index(
-        "ix_resource_status_repository_kind", "resource_status", ["repository", "kind"]
-    )
-    op.create_index(
-        "ix_resource_status_repository_sync", "resource_status", ["repository", "sync"]
-    )
+    op.create_index("ix_resource_status_repository_kind", "resource_status", ["repository", "kind"])
+    op.create_index("ix_resource_status_repository_sync", "resource_status", ["repository", "sync"])
     op.create_index(
         "ix_resource_status_repository_health", "resource_status", ["repository", "health"]
     )

@@ -1,0 +1,1 @@
+"""Tests of the webhooks package: verify, parse, and report back to the forge."""
