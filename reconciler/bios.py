@@ -63,12 +63,10 @@ def check_against_registry(name: str, value: Any, registry: Mapping[str, Any]) -
         if isinstance(value, bool) or not isinstance(value, int):
             return f"value {value!r} is not an integer"
         low, high = entry.get("lowerBound"), entry.get("upperBound")
-        if low is not None and value < low or high is not None and value > high:
+        if (low is not None and value < low) or (high is not None and value > high):
             return f"value {value} out of bounds [{low}, {high}]"
-    elif kind == "Boolean":
-        if not isinstance(value, bool):
-            return f"value {value!r} is not a boolean"
-    elif kind == "String":
-        if not isinstance(value, str):
-            return f"value {value!r} is not a string"
+    elif kind == "Boolean" and not isinstance(value, bool):
+        return f"value {value!r} is not a boolean"
+    elif kind == "String" and not isinstance(value, str):
+        return f"value {value!r} is not a string"
     return None

@@ -20,8 +20,8 @@ from reconciler.concurrency import DEFAULT_PARALLELISM
 from reconciler.engine import Engine, Settings
 from reconciler.errors import InputError, MetalformError
 from reconciler.load import load
-from reconciler.model import Action, ActionStatus, Plan, Severity
-from reconciler.render import RENDERERS, summary_line
+from reconciler.model import Action, ActionStatus, Plan
+from reconciler.render import RENDERERS
 from reconciler.secrets import REDACTOR, RedactingFilter
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2

@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconciler.errors import InputError, MetalformError
 from reconciler.model import API_VERSION, Diagnostic, Location, Resource, Severity, address_of
 from reconciler.model.base import Metadata
 from reconciler.model.kinds import KIND_SPECS
 from reconciler.references import check_references
+from reconciler.yamlio import Pos, YamlProblem, load_documents
 
 MAX_FILE_BYTES = 1024 * 1024
 """A desired-state file larger than this is refused (1 MiB is thousands of resources)."""
-MAX_NODES = 100_000
-"""A document expanding to more nodes than this is refused: YAML alias bombs."""
 YAML_SUFFIXES = (".yaml", ".yml")
 ENVELOPE_KEYS = ("apiVersion", "kind", "metadata", "spec")
 SECRET_FIELDS = {"Credential": ("password", "token")}
@@ -147,66 +141,16 @@ def revision_files(root: Path, rev: str) -> tuple[str, list[SourceFile]]:
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip values -> plain JSON-like Python values."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, datetime | date):
-        return node.isoformat()
-    return str(node)
-
-
-def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
-    """Number of nodes once aliases are expanded; raises ValueError on a recursive alias."""
-    if not isinstance(node, dict | list):
-        return 1
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    if key in active:
-        raise ValueError("recursive YAML alias")
-    active.add(key)
-    children = node.values() if isinstance(node, dict) else node
-    size = 1
-    for child in children:
-        size += _expanded_size(child, memo, active)
-        if size > MAX_NODES:
-            break
-    active.discard(key)
-    memo[key] = size
-    return size
-
-
 class _Locator:
-    """Maps a field path inside one YAML document to its position."""
+    """Maps a field path inside one YAML document to its 1-based position."""
 
-    def __init__(self, file: str, doc: Any) -> None:
+    def __init__(self, file: str, pos: Pos) -> None:
         self.file = file
-        self.doc = doc
+        self.pos = pos
 
     def at(self, path: Sequence[str | int]) -> Location:
-        node = self.doc
-        line, col = getattr(getattr(node, "lc", None), "line", 0), 0
-        if isinstance(node, CommentedMap | CommentedSeq):
-            line, col = node.lc.line, node.lc.col
-        for part in path:
-            if isinstance(node, CommentedMap) and part in node:
-                line, col = node.lc.key(part)
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-                line, col = node.lc.item(part)
-                node = node[part]
-            else:
-                break
-        return Location(file=self.file, line=line + 1, column=col + 1)
+        line, column = self.pos.at(path)
+        return Location(file=self.file, line=line + 1, column=column + 1)
 
 
 def _field_path(loc: Sequence[str | int]) -> str:
@@ -214,19 +158,6 @@ def _field_path(loc: Sequence[str | int]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-_DUPLICATE_KEY = re.compile(r'found duplicate key "([^"]*)"')
-
-
-def _yaml_error(file: str, exc: YAMLError) -> Diagnostic:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    dup = _DUPLICATE_KEY.search(problem or "")
-    # Never echo values: a duplicated key may hold a literal secret.
-    message = f"duplicate key {dup.group(1)!r}" if dup else f"invalid YAML: {problem}"
-    location = Location(file=file, line=mark.line + 1, column=mark.column + 1) if mark else None
-    return Diagnostic(severity=Severity.ERROR, message=message, location=location)
 
 
 @dataclass
@@ -257,33 +188,13 @@ def _documents(source: SourceFile, diags: list[Diagnostic]) -> Iterator[tuple[An
             )
         )
         return
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        for doc in yaml.load_all(text):
-            if doc is None:
-                continue
-            locator = _Locator(file, doc)
-            try:
-                size = _expanded_size(doc, {}, set())
-            except ValueError as exc:
-                diags.append(_error(str(exc), file, locator.at([])))
-                continue
-            if size > MAX_NODES:
-                diags.append(
-                    _error(
-                        f"document expands to more than {MAX_NODES} values "
-                        "(YAML aliases nested too deep)",
-                        file,
-                        locator.at([]),
-                    )
-                )
-                continue
-            yield doc, locator
-    except YAMLError as exc:
-        diags.append(_yaml_error(file, exc))
-    except RecursionError:
-        diags.append(_error("YAML nested too deeply", file))
+        for doc, pos in load_documents(text):
+            yield doc, _Locator(file, pos)
+    except YamlProblem as exc:
+        location = (Location(file=file, line=exc.line + 1, column=(exc.column or 0) + 1)
+                    if exc.line is not None else Location(file=file))
+        diags.append(_error(exc.message, location=location))
 
 
 def _error(
@@ -329,7 +240,7 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
                             field="kind"))
         return None
     try:
-        metadata = Metadata.model_validate(_plain(doc["metadata"]))
+        metadata = Metadata.model_validate(doc["metadata"])
     except ValidationError as exc:
         for err in exc.errors():
             path = ["metadata", *err["loc"]]
@@ -353,7 +264,7 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
             )
             return None
     try:
-        spec = spec_model.model_validate(_plain(spec_raw))
+        spec = spec_model.model_validate(spec_raw)
     except ValidationError as exc:
         for err in _merge_unions(exc.errors()):
             path = ["spec", *err["loc"]]
@@ -379,7 +290,8 @@ def _merge_unions(errors: list[Any]) -> list[Any]:
             if key in seen:
                 seen[key]["_members"].append(_UNION_TAGS[str(loc[-1])])
                 continue
-            entry = {"loc": key, "type": "union", "msg": "", "_members": [_UNION_TAGS[str(loc[-1])]]}
+            entry = {"loc": key, "type": "union", "msg": "",
+                     "_members": [_UNION_TAGS[str(loc[-1])]]}
             seen[key] = entry
             merged.append(entry)
         else:

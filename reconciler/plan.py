@@ -1,4 +1,4 @@
-"""The planner: desired state + live state -> an ordered, reviewable Plan. Pure: no I/O, no clock."""
+"""The planner: desired + live state -> an ordered, reviewable Plan. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from reconciler.model import Action, ActionStatus, Address, Change, ChangeKind, Diagnostic
-from reconciler.model import Resource, Severity
+from reconciler.model import (
+    Action,
+    ActionStatus,
+    Address,
+    Change,
+    ChangeKind,
+    Diagnostic,
+    Resource,
+    Severity,
+)
 
 
 def enforce(

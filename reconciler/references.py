@@ -92,7 +92,8 @@ def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
         hostname = resource.spec.hostname or resource.name
         if hostname in seen_host:
             yield Problem(
-                address, ("spec", "hostname"), f"hostname {hostname!r} is also {seen_host[hostname]}"
+                address, ("spec", "hostname"),
+                f"hostname {hostname!r} is also {seen_host[hostname]}",
             )
         else:
             seen_host[hostname] = address

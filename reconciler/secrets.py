@@ -100,7 +100,9 @@ def resolve(ref: SecretRef, *, base_dir: Path | None = None, what: str = "secret
         except FileNotFoundError:
             raise SecretUnavailable(what=what, ref=f"file {ref.from_file} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise SecretUnavailable(f"{what}: cannot read {ref.from_file}: {exc.__class__.__name__}")
+            raise SecretUnavailable(
+                f"{what}: cannot read {ref.from_file}: {exc.__class__.__name__}"
+            ) from None
     REDACTOR.add(value)
     return Secret(value)
 

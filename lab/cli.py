@@ -1,0 +1,141 @@
+"""`metalform lab up|down|status`: the local virtual datacenter that inventory-example/ plans.
+
+The lab is one sushy-emulator (six Redfish servers behind one BMC address, each with its own
+System Id) and one `ipmi_sim` per IPMI server, on fixed loopback ports that
+`inventory-example/` names. Passwords are generated at the first `lab up` and written, with the
+environment variables the example's Credentials read, to `STATE_DIR/env` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from lab.ipmi import BmcSpec, IpmiPeer
+from lab.redfish import LabSystem, RedfishPeer
+
+REDFISH_PORT = 18000
+IPMI_PORTS = {"storage-001": 16230, "storage-002": 16231}
+REDFISH_SERVERS = {
+    # name: model; MF-G8 are the GPU hosts the gpu-l40 template matches
+    "gpu-host-001": "MF-G8",
+    "gpu-host-002": "MF-G8",
+    "gpu-host-003": "MF-G8",
+    "gpu-host-004": "MF-G8",
+    "compute-001": "MF-C2",
+    "compute-002": "MF-C2",
+}
+MANUFACTURER = "Metalform Lab"
+ENV_FILE = "env"
+PASSWORD_VARS = ("METALFORM_BMC_PASSWORD", "METALFORM_IPMI_PASSWORD")
+
+Say = Callable[[str], None]
+
+
+def system_id(name: str) -> str:
+    """The Redfish System Id of a lab server: a stable UUID derived from its name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.lab.metalform"))
+
+
+def lab_systems() -> list[LabSystem]:
+    return [
+        LabSystem(identity=system_id(name), name=name, manufacturer=MANUFACTURER, model=model,
+                  power_state="Off")
+        for name, model in REDFISH_SERVERS.items()
+    ]
+
+
+def _passwords(state_dir: Path) -> dict[str, str]:
+    """The lab's passwords: read from STATE_DIR/env, or generated and written there."""
+    env_file = state_dir / ENV_FILE
+    values: dict[str, str] = {}
+    if env_file.exists():
+        for line in env_file.read_text(encoding="utf-8").splitlines():
+            if line.startswith("export ") and "=" in line:
+                key, _, value = line.removeprefix("export ").partition("=")
+                values[key] = shlex.split(value)[0] if value else ""
+    if all(values.get(v) for v in PASSWORD_VARS):
+        return values
+    values = {var: secrets.token_urlsafe(12) for var in PASSWORD_VARS}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# Written by `metalform lab up`: lab BMC passwords, for inventory-example/\n")
+        for key, value in values.items():
+            fh.write(f"export {key}={shlex.quote(value)}\n")
+    return values
+
+
+def _redfish(state_dir: Path, password: str | None = None) -> RedfishPeer:
+    path = state_dir / "redfish"
+    if password is None:
+        return RedfishPeer.attach(path)
+    return RedfishPeer(path, lab_systems(), port=REDFISH_PORT, username="admin",
+                       password=password, power_delay=0.5)
+
+
+def _ipmi(state_dir: Path, password: str | None = None) -> IpmiPeer:
+    path = state_dir / "ipmi"
+    if password is None:
+        return IpmiPeer.attach(path)
+    bmcs = [BmcSpec(name=name, port=port, power="Off") for name, port in IPMI_PORTS.items()]
+    return IpmiPeer(path, bmcs, username="admin", password=password)
+
+
+def up(state_dir: Path, say: Say) -> int:
+    passwords = _passwords(state_dir)
+    redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"])
+    if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
+        say(f"Redfish BMC already running at {REDFISH_PORT}")
+    else:
+        redfish.start()
+        say(f"Redfish BMC (sushy-emulator) at {redfish.url}: "
+            f"{', '.join(REDFISH_SERVERS)}")
+    ipmi = _ipmi(state_dir, passwords["METALFORM_IPMI_PASSWORD"])
+    if (state_dir / "ipmi").exists() and IpmiPeer.attach(state_dir / "ipmi").is_running():
+        say("IPMI BMCs already running")
+    else:
+        ipmi.start()
+        for name, address in ipmi.addresses.items():
+            say(f"IPMI BMC (ipmi_sim) {name} at {address}")
+    say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
+    return 0
+
+
+def down(state_dir: Path, say: Say) -> int:
+    stopped = False
+    if (state_dir / "redfish").exists():
+        _redfish(state_dir).stop()
+        stopped = True
+    if (state_dir / "ipmi").exists():
+        _ipmi(state_dir).stop()
+        stopped = True
+    say("Lab stopped." if stopped else f"No lab in {state_dir}.")
+    return 0
+
+
+def status(state_dir: Path, say: Say) -> int:
+    if not state_dir.exists():
+        say(f"No lab in {state_dir}. Start one with: metalform lab up")
+        return 1
+    running = True
+    if (state_dir / "redfish").exists():
+        redfish = _redfish(state_dir)
+        ok = redfish.is_running()
+        running &= ok
+        say(f"redfish  {'running' if ok else 'stopped'}  {redfish.url if ok else ''}".rstrip())
+    if (state_dir / "ipmi").exists():
+        ipmi = _ipmi(state_dir)
+        for name, address in ipmi.addresses.items():
+            ok = ipmi.is_running(name)
+            running &= ok
+            say(f"ipmi     {'running' if ok else 'stopped'}  {name} {address}")
+    return 0 if running else 1
+
+
+def run_lab(action: str, state_dir: Path, say: Say) -> int:
+    return {"up": up, "down": down, "status": status}[action](state_dir, say)
