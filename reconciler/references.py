@@ -35,11 +35,24 @@ def _get(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _attribute(spec: Any, path: tuple[str, ...]) -> Any:
+    """Follow a camelCase document path (after `spec`) through the spec model's attributes."""
+    node = spec
+    for part in path[1:]:
+        node = getattr(node, _snake(part), None)
+        if node is None:
+            return None
+    return node
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
 def references(resource: Resource) -> Iterator[tuple[tuple[str, ...], Address]]:
     """The (field path, address) of every resource `resource` refers to."""
-    doc = resource.document()
     for path, kind in REFERENCES.get(resource.kind, ()):
-        name = _get(doc, path)
+        name = _attribute(resource.spec, path)
         if isinstance(name, str):
             yield path, address_of(kind, name)
 

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.redfish",
     "tests.fixtures.ipmi",
+    "tests.fixtures.forge",
 ]

@@ -243,6 +243,10 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _message_of(response: requests.Response) -> str:
     """The forge's own error message (both use `message`), short, for the exception text."""
+    if response.is_redirect:
+        # Redirects are not followed: requests would carry GitLab's PRIVATE-TOKEN header to
+        # wherever Location points. GitHub answers a renamed repository this way.
+        return f"redirected to {_short(response.headers.get('Location', '?'), 200)} (not followed)"
     try:
         data = response.json()
     except ValueError:

@@ -49,7 +49,8 @@ def load_object(body: bytes, event: str) -> dict[str, Any]:
             f"{event}: form-encoded body; set the webhook content type to application/json"
         )
     try:
-        data = json.loads(body)
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32, which no forge sends.
+        data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise PayloadError(f"{event}: body is not UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -7,7 +7,6 @@ reset or power-on, like a real BMC.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -38,9 +37,10 @@ class MemoryFleet:
         with self.lock:
             if address in self.down or address not in self.systems:
                 return unreachable(address, f"{address}: connection refused")
-            system = copy.deepcopy(self.systems[address])
-        return LiveResource(address=address, state=system["state"], pending=system["pending"],
-                            facts=system["facts"])
+            system = self.systems[address]
+            state, pending = dict(system["state"]), dict(system["pending"])
+        return LiveResource.model_construct(address=address, state=state, pending=pending,
+                                            facts=system["facts"])
 
 
 class MemoryProvider:

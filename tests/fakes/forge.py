@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlencode
 
 import falcon
 import waitress
+from waitress import wasyncore
 
 GITHUB_PREFIX = "/github/api/v3"
 GITLAB_PREFIX = "/gitlab/api/v4"
@@ -97,6 +98,7 @@ class FakeForge:
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.app = self._build_app()
         self.reset()
 
@@ -104,17 +106,27 @@ class FakeForge:
 
     def start(self) -> FakeForge:
         # Loopback only; port 0 lets the OS pick a free port (parallel test workers).
-        self._server = waitress.create_server(
-            self.app, host="127.0.0.1", port=0, threads=4, asyncore_loop_timeout=0.05
-        )
-        self._thread = threading.Thread(target=self._server.run, name="fake-forge", daemon=True)
+        self._server = waitress.create_server(self.app, host="127.0.0.1", port=0, threads=4)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._serve, name="fake-forge", daemon=True)
         self._thread.start()
         return self
 
+    def _serve(self) -> None:
+        # Our own loop instead of server.run(): it stops on a flag, and it is this thread that
+        # closes every socket (listener and kept-alive connections), so none leaks a warning.
+        server = self._server
+        socket_map = server._map
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+        finally:
+            for dispatcher in list(socket_map.values()):
+                dispatcher.close()
+            server.task_dispatcher.shutdown()
+
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server.task_dispatcher.shutdown()
+        self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
@@ -210,7 +222,7 @@ class FakeForge:
 
     # --- the app ---------------------------------------------------------------------------
 
-    def _build_app(self) -> falcon.App:
+    def _build_app(self) -> falcon.App[falcon.Request, falcon.Response]:
         app = falcon.App(middleware=[_Gate(self)])
         gh = _GitHub(self)
         app.add_route(
