@@ -31,10 +31,11 @@ log = logging.getLogger("metalform")
 class Output:
     """Writes to the terminal: colour and symbols on a TTY, plain lines otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.err = err
-        self.tty = stream.isatty() and os.environ.get("NO_COLOR") is None
+    def __init__(self, stream: TextIO | None = None, err: TextIO | None = None) -> None:
+        # Looked up at call time, not import time, so redirections (and tests) see the output.
+        self.stream = stream or sys.stdout
+        self.err = err or sys.stderr
+        self.tty = self.stream.isatty() and os.environ.get("NO_COLOR") is None
 
     def line(self, text: str = "", style: str | None = None) -> None:
         text = REDACTOR(text)
