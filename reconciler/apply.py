@@ -73,6 +73,11 @@ def check_fresh(
                              "plan again")
 
 
+def _deleted(action: Action) -> Resource:
+    """A resource Git no longer declares: the plan carries its last known document."""
+    raise MetalformError(f"the plan holds no copy of {action.address} to act on")
+
+
 class Applier:
     """Runs one plan. `execute` is the step of one action; `run` schedules them all."""
 
@@ -94,16 +99,16 @@ class Applier:
         self.sleep = sleep
         self.result = ApplyResult()
 
-    def _provider(self, resource: Resource) -> Provider:
-        key = driver_key(resource)
+    def _provider(self, action: Action, resource: Resource) -> Provider:
+        key = action.provider or driver_key(resource, self.resources)
         if key is None or key not in self.providers:
             raise MetalformError(f"no provider for {resource.address}")
         return self.providers[key]
 
     def execute(self, action: Action) -> None:
         """Perform one action and verify it by reading the resource back."""
-        resource = self.resources[action.address]
-        provider = self._provider(resource)
+        resource = self.resources.get(action.address) or _deleted(action)
+        provider = self._provider(action, resource)
         live = provider.execute(action, resource)
         problems = action.expect.mismatches(live.state, live.pending)
         deadline = time.monotonic() + action.expect.settle_seconds

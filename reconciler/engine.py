@@ -29,6 +29,9 @@ from reconciler.plan import PlanOptions, make_plan, managed
 from reconciler.provider import Provider, ProviderContext, ProviderFactory, installed_providers
 from reconciler.secrets import ResolvedCredential, resolve
 
+DISCOVERING_TYPES = frozenset({"docker"})
+"""Provider types that create objects Metalform must delete when Git drops them."""
+
 
 @dataclass
 class Settings:
@@ -97,6 +100,7 @@ def open_session(
         timeout=settings.timeout,
         retries=settings.retries,
         operation_timeout=settings.operation_timeout,
+        resources=resources,
     )
     providers: dict[str, Provider] = {}
     for key in sorted(drivers):
@@ -150,14 +154,20 @@ class Engine:
     ) -> PlanRun:
         desired = load(path, rev)
         chosen = managed(desired, targets)
-        groups = group_by_driver(chosen)
+        groups = group_by_driver(chosen, desired.resources)
+        # Providers that create things are asked what they manage, to plan deletions.
+        wanted = set(groups) | {r.spec.type.value for r in desired.of_kind("Provider")
+                                if r.spec.type.value in DISCOVERING_TYPES}
         factories = self._factories()
-        with open_session(desired.resources, groups, self.settings, path, factories) as session:
+        wanted &= set(factories) | set(groups)
+        with open_session(desired.resources, wanted, self.settings, path, factories) as session:
             if on_gather:
                 on_gather(len(chosen), len(groups))
-            gathered = gather(chosen, session.providers)
-            endpoints = {r.address: session.providers[k].endpoint(r)
-                         for k, rs in groups.items() for r in rs}
+            gathered = gather(chosen, session.providers, desired.resources, discover=True)
+            endpoints: dict[Address, str] = {}
+            for key, members in groups.items():
+                for r in members:
+                    endpoints.setdefault(r.address, session.providers[key].endpoint(r))
             operations = {k: p.operations for k, p in session.providers.items()}
         options = PlanOptions(
             now=self.clock(),
@@ -167,7 +177,8 @@ class Engine:
             operations=operations,
             endpoints=endpoints,
         )
-        return PlanRun(make_plan(desired, gathered.live, options), desired, gathered)
+        plan = make_plan(desired, gathered.live, options, gathered.discovered)
+        return PlanRun(plan, desired, gathered)
 
     def apply(
         self,
@@ -185,14 +196,15 @@ class Engine:
         rev = plan.source.rev if plan.source else None
         resources = resources_from_documents(plan.resources)
         touched = [resources[a] for a in plan.live_fingerprints if a in resources]
-        groups = group_by_driver(list(resources.values()))
-        with open_session(resources, groups, self.settings, source_path,
+        needed = set(group_by_driver(list(resources.values()), resources))
+        needed |= {a.provider for a in plan.actions if a.provider}
+        with open_session(resources, needed, self.settings, source_path,
                           self._factories()) as session:
             if check:
                 revision = plan.revision
                 if plan.source is not None:
                     revision = current_revision(source_path, rev)
-                live = gather(touched, session.providers).live
+                live = gather(touched, session.providers, resources).live
                 check_fresh(plan, revision, live)
             applier = Applier(plan, resources, session.providers,
                               parallelism=self.settings.parallelism, listener=listener)

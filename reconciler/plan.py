@@ -21,7 +21,7 @@ from reconciler.model import (
     Severity,
 )
 from reconciler.model.plan import PlanSource, Summary
-from reconciler.planners.server import Draft, ResourcePlan, plan_server
+from reconciler.planners import PLANNERS, Draft, PlanContext, ResourcePlan
 from reconciler.policy import enforce
 from reconciler.references import references
 
@@ -39,8 +39,7 @@ class PlanOptions:
 
 def managed(desired: DesiredState, targets: Collection[Address] = ()) -> list[Resource]:
     """The resources with a live counterpart that this plan covers (all, or the targets)."""
-    live_kinds = {"Server"}
-    chosen = [r for r in desired.resources.values() if r.kind in live_kinds]
+    chosen = [r for r in desired.resources.values() if r.kind in PLANNERS]
     if targets:
         chosen = [r for r in chosen if r.address in targets]
     return chosen
@@ -64,20 +63,35 @@ def _closure(address: Address, resources: Mapping[Address, Resource]) -> set[Add
 
 
 def make_plan(
-    desired: DesiredState, live: Mapping[Address, LiveResource], options: PlanOptions
+    desired: DesiredState,
+    live: Mapping[Address, LiveResource],
+    options: PlanOptions,
+    discovered: Mapping[Address, LiveResource] | None = None,
 ) -> Plan:
+    """Plan every managed resource, and the deletion of `discovered` objects Git dropped."""
     resources = desired.resources
     diagnostics: list[Diagnostic] = list(desired.warnings)
     for missing in unknown_targets(desired, options.targets):
         diagnostics.append(Diagnostic(severity=Severity.ERROR, address=missing,
                                       message="--target names no resource of the desired state"))
 
+    ctx = PlanContext(resources=resources, locate=desired.locate,
+                      operations=options.operations, now=options.now)
     planned: list[ResourcePlan] = []
     for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
-        driver = resource.spec.bmc.driver.value
-        ops = options.operations.get(driver, frozenset())
-        planned.append(plan_server(resource, resources, live.get(resource.address),
-                                   operations=ops, locate=desired.locate))
+        planner = PLANNERS[resource.kind]
+        planned.append(planner(resource, live.get(resource.address), ctx))
+    deleted_documents: dict[Address, dict[str, object]] = {}
+    for address, gone in sorted((discovered or {}).items()):
+        kind = address.split("/", 1)[0]
+        if address in resources or kind not in PLANNERS:
+            continue
+        if options.targets and address not in options.targets:
+            continue
+        planned.append(PLANNERS[kind](None, gone, ctx))
+        document = gone.facts.get("document")
+        if isinstance(document, dict):
+            deleted_documents[address] = document
 
     changes = [p.change for p in planned if p.reachable]
     unreachable = sum(1 for p in planned if not p.reachable)
@@ -106,7 +120,8 @@ def make_plan(
         summary=_summary(changes, actions, unreachable),
         diagnostics=diagnostics,
         live_fingerprints=fingerprints,
-        resources={a: resources[a].document() for a in sorted(kept)},
+        resources={**{a: resources[a].document() for a in sorted(kept) if a in resources},
+                   **{a: d for a, d in deleted_documents.items() if a in touched}},
         targets=sorted(options.targets),
         refresh_only=options.refresh_only,
     )
@@ -134,6 +149,7 @@ def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> li
             status=draft.status,
             reason=draft.reason,
             endpoint=endpoints.get(address, ""),
+            provider=draft.provider,
             expect=draft.expect,
             description=draft.description,
         ))

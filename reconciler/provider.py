@@ -33,6 +33,8 @@ class ProviderContext:
     """Extra attempts for a temporary failure."""
     operation_timeout: float = 600.0
     """Seconds a long operation (power transition, reboot) may take to be observed."""
+    resources: Mapping[Address, Resource] = field(default_factory=dict)
+    """The desired resources, e.g. the Provider resource a Service names for its endpoint."""
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -61,6 +63,18 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Discovering(Protocol):
+    """A provider that creates things (containers) and can list those Metalform manages.
+
+    `discover` returns, by address, every live object carrying Metalform's management mark
+    within `scope` (the Provider resources of its type), so the planner can delete what Git no
+    longer declares and never touches anything unmarked.
+    """
+
+    def discover(self, scope: Sequence[Resource]) -> Mapping[Address, LiveResource]: ...
+
+
 ProviderFactory = Callable[[ProviderContext], Provider]
 
 
@@ -76,8 +90,36 @@ def installed_providers() -> dict[str, ProviderFactory]:
     return found
 
 
-def driver_key(resource: Resource) -> str | None:
-    """Which provider handles this resource, or None for kinds with no live counterpart."""
+PROVIDER_BOUND = {"Aggregate": ("provider",), "Service": ("provider",)}
+"""Kinds whose live counterpart lives in the system a Provider resource names."""
+
+
+def drivers(resource: Resource, resources: Mapping[Address, Resource]) -> list[str]:
+    """Every provider that holds part of this resource's live state, primary first.
+
+    A Server is read by its BMC driver (`redfish`, `ipmi`) and, when it is provisioned, by
+    `maas` too; an Aggregate or a Service by the type of the Provider it names.
+    """
     if resource.kind == "Server":
-        return str(resource.spec.bmc.driver.value)
-    return None
+        keys = [str(resource.spec.bmc.driver.value)]
+        provisioning = resource.spec.provisioning
+        if provisioning is not None:
+            keys.append(_provider_type(provisioning.provider, resources) or "maas")
+        return keys
+    if resource.kind in PROVIDER_BOUND:
+        key = _provider_type(resource.spec.provider, resources)
+        return [key] if key else []
+    return []
+
+
+def _provider_type(name: str, resources: Mapping[Address, Resource]) -> str | None:
+    provider = resources.get(f"Provider/{name}")
+    return str(provider.spec.type.value) if provider is not None else None
+
+
+def driver_key(
+    resource: Resource, resources: Mapping[Address, Resource] | None = None
+) -> str | None:
+    """The primary provider of a resource, or None for kinds with no live counterpart."""
+    keys = drivers(resource, resources or {})
+    return keys[0] if keys else None

@@ -10,12 +10,25 @@ from typing import Any
 from reconciler.model import Address, Resource, address_of
 
 REFERENCES: dict[str, list[tuple[tuple[str, ...], str]]] = {
-    # kind: [(field path in the document, referenced kind)]
+    # kind: [(field path in the document, referenced kind)]; a list field refers to each item
     "Server": [
         (("spec", "bmc", "credential"), "Credential"),
         (("spec", "bios", "template"), "BiosTemplate"),
+        (("spec", "provisioning", "provider"), "Provider"),
     ],
     "BiosTemplate": [(("spec", "extends"), "BiosTemplate")],
+    "Provider": [(("spec", "credential"), "Credential")],
+    "Aggregate": [(("spec", "provider"), "Provider"), (("spec", "hosts"), "Server")],
+    "Service": [(("spec", "provider"), "Provider")],
+    "NotificationChannel": [(("spec", "email", "provider"), "Provider")],
+    "NotificationRule": [(("spec", "channels"), "NotificationChannel")],
+}
+PROVIDER_TYPES: dict[tuple[str, tuple[str, ...]], str] = {
+    # a reference to a Provider must name one of the right type
+    ("Server", ("spec", "provisioning", "provider")): "maas",
+    ("Aggregate", ("spec", "provider")): "openstack",
+    ("Service", ("spec", "provider")): "docker",
+    ("NotificationChannel", ("spec", "email", "provider")): "smtp",
 }
 
 
@@ -26,13 +39,6 @@ class Problem:
     message: str
 
 
-def _get(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = doc
-    for part in path:
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _attribute(spec: Any, path: tuple[str, ...]) -> Any:
@@ -49,12 +55,16 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
-def references(resource: Resource) -> Iterator[tuple[tuple[str, ...], Address]]:
+def references(resource: Resource) -> Iterator[tuple[tuple[str | int, ...], Address]]:
     """The (field path, address) of every resource `resource` refers to."""
     for path, kind in REFERENCES.get(resource.kind, ()):
-        name = _attribute(resource.spec, path)
-        if isinstance(name, str):
-            yield path, address_of(kind, name)
+        value = _attribute(resource.spec, path)
+        if isinstance(value, str):
+            yield path, address_of(kind, value)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, str):
+                    yield (*path, index), address_of(kind, item)
 
 
 def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
@@ -66,8 +76,14 @@ def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
             if target not in resources:
                 kind, name = target.split("/", 1)
                 problems.append(Problem(address, path, f"{kind} {name!r} is not defined"))
-            else:
-                edges.add(target)
+                continue
+            edges.add(target)
+            want = PROVIDER_TYPES.get((resource.kind, tuple(p for p in path
+                                                            if isinstance(p, str))))
+            got = resources[target].spec.type.value if target.startswith("Provider/") else None
+            if want is not None and got != want:
+                problems.append(Problem(address, path,
+                                        f"{target} is of type {got}, expected {want}"))
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:

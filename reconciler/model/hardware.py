@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from pydantic import Field
 
@@ -71,9 +72,29 @@ class Boot(SpecModel):
     mode: BootMode = BootMode.CONTINUOUS
 
 
+class ProvisioningState(str, enum.Enum):
+    READY = "Ready"
+    DEPLOYED = "Deployed"
+    RELEASED = "Released"
+
+
+class UserData(SpecModel):
+    template: str = Field(description="Jinja2 cloud-init template, a path in the repository")
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class Provisioning(SpecModel):
+    provider: str = Field(description="Name of a Provider of type maas")
+    state: ProvisioningState
+    distro_series: str | None = None
+    user_data: UserData | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
 class ServerSpec(SpecModel):
     bmc: Bmc
     hostname: str | None = None
+    provisioning: Provisioning | None = None
     power: PowerState | None = None
     bios: Bios | None = None
     boot: Boot | None = None

@@ -6,12 +6,21 @@ from pydantic import BaseModel
 
 from reconciler.model.credentials import CredentialSpec
 from reconciler.model.hardware import BiosTemplateSpec, ServerSpec
+from reconciler.model.notifications import NotificationChannelSpec, NotificationRuleSpec
+from reconciler.model.openstack import AggregateSpec
 from reconciler.model.policy import PolicySpec
+from reconciler.model.providers import ProviderSpec
+from reconciler.model.services import ServiceSpec
 
 KIND_SPECS: dict[str, type[BaseModel]] = {
     "Credential": CredentialSpec,
+    "Provider": ProviderSpec,
     "BiosTemplate": BiosTemplateSpec,
     "Server": ServerSpec,
+    "Aggregate": AggregateSpec,
+    "Service": ServiceSpec,
+    "NotificationChannel": NotificationChannelSpec,
+    "NotificationRule": NotificationRuleSpec,
     "Policy": PolicySpec,
 }
 

@@ -79,6 +79,8 @@ class Action(_Wire):
     reason: str = ""
     endpoint: str = ""
     """The BMC or API the action talks to, for per-endpoint concurrency limits."""
+    provider: str = ""
+    """The driver key of the provider that executes it (`redfish`, `maas`, `docker`, ...)."""
     expect: Expectation = Field(default_factory=Expectation)
     description: str = ""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from reconciler.model.base import SpecModel
 
@@ -17,6 +19,30 @@ class Selector(SpecModel):
         return all(labels.get(k) == v for k, v in self.labels.items())
 
 
+class DisruptionBudget(SpecModel):
+    group_by: str = Field(description="Label whose values form the groups (e.g. aggregate)")
+    max: int | str = Field(description="Hosts of one group disrupted at once: N or N%")
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("max must be at least 1")
+        elif not re.fullmatch(r"([1-9]\d?|100)%", value):
+            raise ValueError("max must be a count or a percentage like 25%")
+        return value
+
+
+class MaintenanceWindow(SpecModel):
+    match: Selector | None = None
+    cron: str = Field(description="When a window opens: 5-field cron, e.g. '0 2 * * SAT'")
+    duration: str = Field(pattern=r"^\d+[mhd]$", description="How long it stays open: 4h")
+    timezone: str = "UTC"
+
+
 class PolicySpec(SpecModel):
     max_changes_per_apply: int | None = Field(default=None, ge=1)
     protect: Selector | None = None
+    max_disrupted_per_group: DisruptionBudget | None = None
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)

@@ -5,8 +5,9 @@ Pure: desired resources and live state in, a change, action drafts and diagnosti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from reconciler.bios import ATTRIBUTE_PREFIX, check_against_registry, effective_attributes
@@ -43,6 +44,8 @@ class Draft:
     status: ActionStatus = ActionStatus.PLANNED
     reason: str = ""
     description: str = ""
+    provider: str = ""
+    """Driver key of the provider that executes it; empty: the resource's primary provider."""
 
 
 @dataclass
@@ -55,7 +58,15 @@ class ResourcePlan:
     """False when the live state could not be read: the change is unknown, not a no-op."""
 
 
-Locate = Any  # Callable[[Address, Sequence[str | int]], Location | None]
+@dataclass(frozen=True)
+class PlanContext:
+    """What every kind's planner may consult: all desired resources, positions, capabilities."""
+
+    resources: Mapping[Address, Resource]
+    locate: Callable[[Address, Sequence[str | int]], Location | None]
+    operations: Mapping[str, frozenset[str]]
+    """Operations each driver supports (`redfish` -> {`bios.set`, ...})."""
+    now: datetime
 
 
 def desired_state(server: Resource, resources: Mapping[Address, Resource]) -> dict[str, Any]:
@@ -74,13 +85,15 @@ def desired_state(server: Resource, resources: Mapping[Address, Resource]) -> di
 
 
 def plan_server(
-    server: Resource,
-    resources: Mapping[Address, Resource],
-    live: LiveResource | None,
-    *,
-    operations: frozenset[str],
-    locate: Locate,
+    server: Resource | None, live: LiveResource | None, ctx: PlanContext
 ) -> ResourcePlan:
+    """Power, boot override and BIOS of one Server (a Server removed from Git is unmanaged)."""
+    if server is None:
+        assert live is not None
+        return ResourcePlan(live.address, Change(address=live.address, action=ChangeKind.NOOP))
+    resources = ctx.resources
+    locate = ctx.locate
+    operations = ctx.operations.get(server.spec.bmc.driver.value, frozenset())
     address = server.address
     result = ResourcePlan(address, Change(address=address, action=ChangeKind.NOOP,
                                           source=server.source))

@@ -1,0 +1,72 @@
+"""NotificationChannel and NotificationRule: who hears about plans, applies and drift."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field, model_validator
+
+from reconciler.model.base import SpecModel
+from reconciler.model.credentials import SecretRef
+
+
+class ChannelType(str, enum.Enum):
+    WEBHOOK = "webhook"
+    SLACK = "slack"
+    EMAIL = "email"
+
+
+class EventType(str, enum.Enum):
+    PLAN_CREATED = "plan.created"
+    PLAN_FAILED = "plan.failed"
+    APPLY_STARTED = "apply.started"
+    APPLY_SUCCEEDED = "apply.succeeded"
+    APPLY_FAILED = "apply.failed"
+    DRIFT_DETECTED = "drift.detected"
+    WEBHOOK_REJECTED = "webhook.rejected"
+
+
+class Email(SpecModel):
+    provider: str = Field(description="Name of a Provider of type smtp")
+    from_: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+
+
+class NotificationChannelSpec(SpecModel):
+    type: ChannelType
+    url: str | SecretRef | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> NotificationChannelSpec:
+        if self.type is ChannelType.EMAIL:
+            if self.email is None or self.url is not None:
+                raise ValueError("an email channel needs email and no url")
+        elif self.url is None or self.email is not None:
+            raise ValueError(f"a {self.type.value} channel needs url and no email")
+        return self
+
+
+class Severity(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class RuleMatch(SpecModel):
+    kinds: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    severity: Severity | None = None
+
+
+class Throttle(SpecModel):
+    window: str = Field(pattern=r"^\d+[smhd]$", description="e.g. 10m")
+    max: int = Field(ge=1)
+
+
+class NotificationRuleSpec(SpecModel):
+    events: list[EventType] = Field(min_length=1)
+    match: RuleMatch | None = None
+    channels: list[str] = Field(min_length=1, description="Names of NotificationChannels")
+    template: str | None = Field(default=None, description="Jinja2 (sandboxed) message body")
+    throttle: Throttle | None = None

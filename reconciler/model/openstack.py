@@ -1,0 +1,36 @@
+"""Aggregate: an OpenStack Nova host aggregate (spot and on-demand GPU pools)."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import Field, model_validator
+
+from reconciler.model.base import SpecModel
+
+
+class OnInstances(str, enum.Enum):
+    REFUSE = "Refuse"
+    ALLOW = "Allow"
+
+
+class LabelSelector(SpecModel):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items())
+
+
+class AggregateSpec(SpecModel):
+    provider: str = Field(description="Name of a Provider of type openstack")
+    availability_zone: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    hosts: list[str] | None = Field(default=None, description="Server names")
+    selector: LabelSelector | None = Field(default=None, description="Servers by label")
+    on_instances: OnInstances = OnInstances.REFUSE
+
+    @model_validator(mode="after")
+    def _hosts_or_selector(self) -> AggregateSpec:
+        if self.hosts is not None and self.selector is not None:
+            raise ValueError("give hosts or selector, not both")
+        return self

@@ -1,0 +1,21 @@
+"""Planners: one pure function per kind, from desired and live state to a change and actions.
+
+A planner gets the desired resource (None when Git no longer declares it) and its live state
+(None when it does not exist yet) and returns a ResourcePlan. Kinds without a planner (Credential,
+BiosTemplate, Policy, ...) have no live counterpart of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from reconciler.model import LiveResource, Resource
+from reconciler.planners.server import Draft, PlanContext, ResourcePlan, plan_server
+
+Planner = Callable[[Resource | None, LiveResource | None, PlanContext], ResourcePlan]
+
+PLANNERS: dict[str, Planner] = {
+    "Server": plan_server,
+}
+
+__all__ = ["PLANNERS", "Draft", "PlanContext", "Planner", "ResourcePlan"]
