@@ -70,32 +70,36 @@ def _passwords(state_dir: Path) -> dict[str, str]:
     return values
 
 
-def _redfish(state_dir: Path, password: str | None = None) -> RedfishPeer:
+def _redfish(state_dir: Path, password: str | None = None,
+             port: int = REDFISH_PORT) -> RedfishPeer:
     path = state_dir / "redfish"
     if password is None:
         return RedfishPeer.attach(path)
-    return RedfishPeer(path, lab_systems(), port=REDFISH_PORT, username="admin",
+    return RedfishPeer(path, lab_systems(), port=port, username="admin",
                        password=password, power_delay=0.5)
 
 
-def _ipmi(state_dir: Path, password: str | None = None) -> IpmiPeer:
+def _ipmi(state_dir: Path, password: str | None = None,
+          base_port: int = min(IPMI_PORTS.values())) -> IpmiPeer:
     path = state_dir / "ipmi"
     if password is None:
         return IpmiPeer.attach(path)
-    bmcs = [BmcSpec(name=name, port=port, power="Off") for name, port in IPMI_PORTS.items()]
+    bmcs = [BmcSpec(name=name, port=base_port + i, power="Off")
+            for i, name in enumerate(IPMI_PORTS)]
     return IpmiPeer(path, bmcs, username="admin", password=password)
 
 
-def up(state_dir: Path, say: Say) -> int:
+def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
+       ipmi_base_port: int = min(IPMI_PORTS.values())) -> int:
     passwords = _passwords(state_dir)
-    redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"])
+    redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
     if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
         say(f"Redfish BMC already running at {REDFISH_PORT}")
     else:
         redfish.start()
         say(f"Redfish BMC (sushy-emulator) at {redfish.url}: "
             f"{', '.join(REDFISH_SERVERS)}")
-    ipmi = _ipmi(state_dir, passwords["METALFORM_IPMI_PASSWORD"])
+    ipmi = _ipmi(state_dir, passwords["METALFORM_IPMI_PASSWORD"], ipmi_base_port)
     if (state_dir / "ipmi").exists() and IpmiPeer.attach(state_dir / "ipmi").is_running():
         say("IPMI BMCs already running")
     else:
@@ -137,5 +141,8 @@ def status(state_dir: Path, say: Say) -> int:
     return 0 if running else 1
 
 
-def run_lab(action: str, state_dir: Path, say: Say) -> int:
-    return {"up": up, "down": down, "status": status}[action](state_dir, say)
+def run_lab(action: str, state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
+            ipmi_base_port: int = min(IPMI_PORTS.values())) -> int:
+    if action == "up":
+        return up(state_dir, say, redfish_port=redfish_port, ipmi_base_port=ipmi_base_port)
+    return {"down": down, "status": status}[action](state_dir, say)

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir", default=".metalform-lab", metavar="DIR",
                    help="where the lab keeps its processes' state (default: .metalform-lab)")
+    p.add_argument("--redfish-port", type=int, default=18000, metavar="PORT",
+                   help="loopback port of the Redfish BMC (default 18000, as inventory-example/)")
+    p.add_argument("--ipmi-base-port", type=int, default=16230, metavar="PORT",
+                   help="UDP port of the first IPMI BMC; the next ones follow (default 16230)")
     return parser
 
 
@@ -258,7 +262,8 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     from lab.cli import run_lab
 
-    return run_lab(args.action, Path(args.state_dir), out.line)
+    return run_lab(args.action, Path(args.state_dir), out.line,
+                   redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port)
 
 
 COMMANDS = {

@@ -99,7 +99,7 @@ def make_plan(
         diagnostics.extend(p.diagnostics)
     actions = [] if options.refresh_only else _number(planned, options.endpoints)
     policies = desired.of_kind("Policy")
-    actions, policy_diags = enforce(policies, resources, changes, actions)
+    actions, policy_diags = enforce(policies, resources, changes, actions, options.now)
     diagnostics.extend(policy_diags)
 
     touched = {a.address for a in actions}

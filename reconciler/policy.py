@@ -1,8 +1,12 @@
-"""Policies the planner enforces: protected resources and the size of one apply."""
+"""Policies the planner enforces: protection, apply size, maintenance windows, blast radius."""
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from reconciler.model import (
     Action,
@@ -14,6 +18,39 @@ from reconciler.model import (
     Resource,
     Severity,
 )
+from reconciler.windows import CronError, is_open, next_opening
+
+
+@dataclass(frozen=True)
+class WindowState:
+    covered: bool
+    """Some Policy's maintenance window applies to this resource."""
+    open: bool
+    why: str
+
+
+def window_state(resource: Resource, policies: Sequence[Resource], now: datetime) -> WindowState:
+    """Whether disruptive actions on `resource` may run now, per the maintenance windows."""
+    covering = [(p, w) for p in policies for w in p.spec.maintenance_windows
+                if w.match is None or w.match.matches(resource.kind, resource.metadata.labels)]
+    if not covering:
+        return WindowState(False, True, "no maintenance window covers it")
+    openings = []
+    for policy, window in covering:
+        try:
+            if is_open(window.cron, window.duration, window.timezone, now):
+                return WindowState(True, True, f"Policy/{policy.name} window is open")
+            upcoming = next_opening(window.cron, window.timezone, now)
+        except CronError as exc:
+            return WindowState(True, False, f"Policy/{policy.name}: {exc}")
+        if upcoming is not None:
+            openings.append(upcoming)
+    when = f"; next opens {min(openings).isoformat(timespec='minutes')}" if openings else ""
+    return WindowState(True, False, f"outside its maintenance window{when}")
+
+
+def _defer(action: Action, reason: str) -> Action:
+    return action.model_copy(update={"status": ActionStatus.DEFERRED, "reason": reason})
 
 
 def enforce(
@@ -21,10 +58,20 @@ def enforce(
     resources: Mapping[Address, Resource],
     changes: Sequence[Change],
     actions: list[Action],
+    now: datetime,
 ) -> tuple[list[Action], list[Diagnostic]]:
-    """Mark refused actions; return the actions and the diagnostics that explain them."""
+    """Mark refused and deferred actions; return them and the diagnostics that explain them."""
     diags: list[Diagnostic] = []
     out = list(actions)
+    # Maintenance windows: disruptive actions outside a window wait for it.
+    for i, action in enumerate(out):
+        target = resources.get(action.address)
+        if not action.disruptive or action.status is not ActionStatus.PLANNED or target is None:
+            continue
+        state = window_state(target, policies, now)
+        if state.covered and not state.open:
+            out[i] = _defer(action, state.why)
+    out = _blast_radius(policies, resources, out)
     for policy in policies:
         protect = policy.spec.protect
         if protect is None:
@@ -56,6 +103,40 @@ def enforce(
         diags.append(Diagnostic(severity=Severity.ERROR, message=reason,
                                 address=policy.address, location=policy.location))
     return out, _propagate(out, diags)
+
+
+def _blast_radius(
+    policies: Sequence[Resource], resources: Mapping[Address, Resource], actions: list[Action]
+) -> list[Action]:
+    """At most N (or N%) resources of one group disrupted in one apply; the rest deferred."""
+    out = list(actions)
+    for policy in policies:
+        budget = policy.spec.max_disrupted_per_group
+        if budget is None:
+            continue
+        label = budget.group_by
+        members: dict[str, int] = defaultdict(int)
+        for resource in resources.values():
+            if label in resource.metadata.labels and resource.kind == "Server":
+                members[resource.metadata.labels[label]] += 1
+        chosen: dict[str, set[Address]] = defaultdict(set)
+        for i, action in enumerate(out):
+            target = resources.get(action.address)
+            if (not action.disruptive or action.status is not ActionStatus.PLANNED
+                    or target is None or label not in target.metadata.labels):
+                continue
+            group = target.metadata.labels[label]
+            if isinstance(budget.max, int):
+                limit = budget.max
+            else:
+                limit = max(1, math.floor(members[group] * int(budget.max[:-1]) / 100))
+            if action.address in chosen[group] or len(chosen[group]) < limit:
+                chosen[group].add(action.address)
+                continue
+            out[i] = _defer(action, f"Policy/{policy.name} allows {budget.max} of "
+                                    f"{label}={group} disrupted at once; "
+                                    f"{len(chosen[group])} already are in this apply")
+    return out
 
 
 def _propagate(actions: list[Action], diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -7,6 +7,7 @@ import re
 from pydantic import Field, field_validator
 
 from reconciler.model.base import SpecModel
+from reconciler.windows import parse_cron, zone
 
 
 class Selector(SpecModel):
@@ -39,6 +40,18 @@ class MaintenanceWindow(SpecModel):
     cron: str = Field(description="When a window opens: 5-field cron, e.g. '0 2 * * SAT'")
     duration: str = Field(pattern=r"^\d+[mhd]$", description="How long it stays open: 4h")
     timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        parse_cron(value)  # CronError is a ValueError: reported with the file and line
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        zone(value)
+        return value
 
 
 class PolicySpec(SpecModel):

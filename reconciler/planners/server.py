@@ -25,6 +25,7 @@ from reconciler.model import (
 )
 from reconciler.model.hardware import RebootPolicy
 from reconciler.model.plan import ActionStatus
+from reconciler.policy import window_state
 
 # How long a BMC may take to show BIOS settings applied after a reboot or power-on.
 BIOS_SETTLE_SECONDS = 900.0
@@ -225,8 +226,14 @@ def plan_server(
             diag(Severity.WARNING, f"{len(needs_reboot)} BIOS setting(s) stay pending: "
                  "reboot: Never")
         elif policy is RebootPolicy.IN_MAINTENANCE_WINDOW:
-            reboot.status = ActionStatus.DEFERRED
-            reboot.reason = "reboot: InMaintenanceWindow and no maintenance window is open"
+            window = window_state(server, [r for r in resources.values() if r.kind == "Policy"],
+                                  ctx.now)
+            if not window.covered:
+                reboot.status = ActionStatus.DEFERRED
+                reboot.reason = "reboot: InMaintenanceWindow, but no maintenance window covers it"
+            elif not window.open:
+                reboot.status = ActionStatus.DEFERRED
+                reboot.reason = f"reboot: InMaintenanceWindow, {window.why}"
             drafts.append(reboot)
         else:
             drafts.append(reboot)
