@@ -115,7 +115,11 @@ def test_demo_plans_applies_and_converges(demo: Demo) -> None:
     assert ("Server/compute-002", "boot.set") in operations
     gpu1 = next(a for a in saved["actions"]
                 if a["address"] == "Server/gpu-host-001" and a["operation"] == "bios.set")
-    assert gpu1["params"]["attributes"]["ProcTurboMode"] == "Enabled"  # the server's override
+    gpu2 = next(a for a in saved["actions"]
+                if a["address"] == "Server/gpu-host-002" and a["operation"] == "bios.set")
+    # gpu-l40 turns turbo off; gpu-host-001 overrides it back on, which is the lab's default
+    assert gpu2["params"]["attributes"]["ProcTurboMode"] == "Disabled"
+    assert "ProcTurboMode" not in gpu1["params"]["attributes"]
     assert gpu1["params"]["attributes"]["NumaNodesPerSocket"] == 2  # from gpu-l40
     assert gpu1["params"]["attributes"]["WorkloadProfile"] == "HighPerformance"  # compute-base
     assert "Server/gpu-host-001" in plan.stdout and "power.on" in plan.stdout
