@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.redfish",
     "tests.fixtures.ipmi",
     "tests.fixtures.forge",
+    "tests.fixtures.notify",
 ]

@@ -1,0 +1,265 @@
+"""A mail sink on loopback: an aiosmtpd SMTP server that keeps every message as a file.
+
+`SmtpPeer` runs `python -m lab.smtp --state-dir DIR` in the background (127.0.0.1:2525 for
+the lab, any free port for tests), keeps its pid and port in the state directory so another
+process can `attach` and stop it, and stores each received message as `mail/<n>.eml` there.
+`LoopbackController` is the in-process server both this sink and the test fixtures use; it
+accepts port 0 and reports the port it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import email
+import email.policy
+import ipaddress
+import itertools
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+LAB_PORT = 2525
+ENDPOINT_FILE = "endpoint.json"
+PID_FILE = "smtp.pid"
+LOG_FILE = "smtp.log"
+MAIL_DIR = "mail"
+_MODULE = "lab.smtp"
+
+
+class PeerError(Exception):
+    """The mail sink could not be started, found or stopped."""
+
+
+class LoopbackController(Controller):
+    """aiosmtpd's threaded controller, on a loopback address, with port 0 allowed."""
+
+    def __init__(self, handler: Any, host: str = "127.0.0.1", port: int = 0,
+                 **smtp_options: Any) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the lab binds loopback addresses only, not {host}")
+        super().__init__(handler, hostname=host, port=port, **smtp_options)
+
+    def _trigger_server(self) -> None:
+        # The stock controller connects to `self.port` to finish starting; with port 0 that
+        # is the port the listening socket really got.
+        server: Any = self.server
+        self.port = int(server.sockets[0].getsockname()[1])
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+class MailboxHandler:
+    """Stores each message, as received, in a directory: `<n>.eml`, written atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        existing = [int(p.stem) for p in self.directory.glob("*.eml") if p.stem.isdigit()]
+        self._numbers = itertools.count(max(existing, default=0) + 1)
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        with self._lock:
+            number = next(self._numbers)
+        path = self.directory / f"{number:06d}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        tmp.rename(path)
+        return "250 Message accepted for delivery"
+
+
+def read_mailbox(directory: Path) -> list[EmailMessage]:
+    """The messages in a mailbox directory, oldest first."""
+    messages = []
+    for path in sorted(directory.glob("*.eml")):
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        messages.append(parsed)
+    return messages
+
+
+class SmtpPeer:
+    """The lab's mail sink: a background process; all state lives in `state_dir`."""
+
+    def __init__(self, state_dir: Path | str, *, host: str = "127.0.0.1",
+                 port: int = LAB_PORT) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the lab binds loopback addresses only, not {host}")
+        self.state_dir = Path(state_dir).resolve()
+        self.host = host
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+
+    @classmethod
+    def attach(cls, state_dir: Path | str) -> SmtpPeer:
+        """The sink whose state is in `state_dir` (running or not), e.g. to stop it."""
+        state = Path(state_dir).resolve()
+        try:
+            endpoint = json.loads((state / ENDPOINT_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PeerError(f"no mail sink in {state}") from None
+        peer = cls(state, host=endpoint["host"], port=int(endpoint["port"]))
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            peer._pid = int((state / PID_FILE).read_text().strip())
+        return peer
+
+    @property
+    def url(self) -> str:
+        """The sink as an smtp Provider's `url`."""
+        return f"smtp://{self.host}:{self.port}"
+
+    @property
+    def mailbox(self) -> Path:
+        return self.state_dir / MAIL_DIR
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def start(self, timeout: float = 10.0) -> SmtpPeer:
+        """Start the sink and wait until it answers SMTP."""
+        if self.is_running():
+            raise PeerError(f"a mail sink is already running from {self.state_dir}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+        env = dict(os.environ)
+        # The child imports `lab` even when this tree is not installed (a source checkout).
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        with open(self.state_dir / LOG_FILE, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", _MODULE, "--state-dir", str(self.state_dir),
+                 "--host", self.host, "--port", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )
+        self._pid = self._process.pid
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self._terminate(signal.SIGKILL)
+            raise
+        (self.state_dir / PID_FILE).write_text(f"{self._pid}\n")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the sink; received mail stays in the mailbox."""
+        self._terminate(signal.SIGTERM, timeout)
+        (self.state_dir / PID_FILE).unlink(missing_ok=True)
+
+    def is_running(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        return self._pid is not None and _is_sink(self._pid)
+
+    def messages(self) -> list[EmailMessage]:
+        """Every message received so far, oldest first."""
+        return read_mailbox(self.mailbox)
+
+    def clear(self) -> None:
+        for path in self.mailbox.glob("*.eml"):
+            path.unlink()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise PeerError(f"the mail sink exited with code {self._process.returncode}: "
+                                f"{self._log_tail()}")
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                endpoint = json.loads((self.state_dir / ENDPOINT_FILE).read_text())
+                if endpoint.get("pid") == self._pid:
+                    self.port = int(endpoint["port"])
+                    with smtplib.SMTP(self.host, self.port, local_hostname="localhost",
+                                      timeout=2) as smtp:
+                        smtp.noop()
+                    return
+            time.sleep(0.02)
+        raise PeerError(f"the mail sink did not answer within {timeout:.0f}s: {self._log_tail()}")
+
+    def _log_tail(self, lines: int = 10) -> str:
+        try:
+            text = (self.state_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
+        pid = self._pid
+        if pid is not None and self.is_running():
+            # The sink leads its own session (start_new_session): signal only that group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+            deadline = time.monotonic() + timeout
+            while self.is_running() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.is_running():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+
+    def __enter__(self) -> SmtpPeer:
+        return self.start() if not self.is_running() else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _is_sink(pid: int) -> bool:
+    """True when `pid` is a running mail sink (guards against a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return _MODULE.encode() in cmdline and bool(state) and state[0] != "Z"
+
+
+def serve(state_dir: Path, host: str, port: int) -> None:
+    """Run the sink in this process until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    controller = LoopbackController(MailboxHandler(state_dir / MAIL_DIR), host, port)
+    controller.start()
+    try:
+        endpoint = {"host": host, "port": controller.port, "pid": os.getpid()}
+        tmp = state_dir / (ENDPOINT_FILE + ".tmp")
+        tmp.write_text(json.dumps(endpoint), encoding="utf-8")
+        tmp.rename(state_dir / ENDPOINT_FILE)
+        print(f"mail sink on {host}:{controller.port}", flush=True)
+        while not stop.wait(0.5):  # a timed wait: the signal handler runs between waits
+            pass
+    finally:
+        controller.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lab.smtp", description=__doc__)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=LAB_PORT)
+    args = parser.parse_args(argv)
+    if not ipaddress.ip_address(args.host).is_loopback:
+        parser.error("the lab binds loopback addresses only")
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    serve(args.state_dir, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
