@@ -2,16 +2,16 @@
 
 `ipmi_sim` is an independent implementation of the IPMI 1.5/2.0 LAN protocol (RMCP+, RAKP
 authentication, sessions, chassis commands), so the provider is tested against a BMC it did not
-write. `ipmi_sim` has no host behind it: power and boot device live in a chassis state file that
-`lab/ipmi_chassis.py` keeps, as the simulator's `chassis_control` program.
+write. `ipmi_sim` has no host behind it: power and boot device live in a state file that the
+simulator's `chassis_control` program keeps (lab/ipmi_chassis.py).
 
 Layout of a state directory::
 
     STATE_DIR/peer.json             what `attach` needs: host, user name, BMC names and ports
     STATE_DIR/<bmc>/lan.conf        ipmi_sim configuration (holds the password; mode 0600)
     STATE_DIR/<bmc>/sim.emu         the emulated management controller
-    STATE_DIR/<bmc>/chassis         wrapper that runs lab/ipmi_chassis.py for this BMC
-    STATE_DIR/<bmc>/chassis.json    power and boot device: survive restarts
+    STATE_DIR/<bmc>/chassis         the chassis_control program (a shell script)
+    STATE_DIR/<bmc>/chassis.state   power and boot device of the host: survive restarts
     STATE_DIR/<bmc>/ipmi_sim.pid    ipmi_sim.log
 
 Known limits of ipmi_sim (OpenIPMI 2.0.33), which the provider has to live with:
@@ -28,12 +28,10 @@ import ipaddress
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -287,22 +285,13 @@ class IpmiPeer:
             f"{MANUFACTURER_ID:#x} {PRODUCT_ID:#x}\n"
             f"mc_enable {MC_ADDRESS}\n"
         )
-        wrapper = directory / "chassis"
-        script = Path(ipmi_chassis.__file__).resolve()
-        wrapper.write_text(
-            "#!/bin/sh\n"
-            "# chassis_control program of this simulated BMC (see lab/ipmi_chassis.py)\n"
-            f"exec {shlex.quote(sys.executable)} -I -S {shlex.quote(str(script))} "
-            f'{shlex.quote(str(directory))} "$@"\n'
-        )
-        wrapper.chmod(0o755)
-        with ipmi_chassis.locked(directory):
-            state = ipmi_chassis.load(directory)
-            if not (directory / ipmi_chassis.STATE_FILE).exists():
-                state["power"] = 1 if spec.power == "On" else 0
-                state["boot"] = spec.boot
-            state["softOffDelay"] = self.soft_off_delay
-            ipmi_chassis.save(directory, state)
+        ipmi_chassis.write_script(directory)
+        state = ipmi_chassis.load(directory)
+        if not (directory / ipmi_chassis.STATE_FILE).exists():
+            state["power"] = 1 if spec.power == "On" else 0
+            state["boot"] = spec.boot
+        state["soft_off_delay_ms"] = round(self.soft_off_delay * 1000)
+        ipmi_chassis.save(directory, state)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -358,6 +347,7 @@ class IpmiPeer:
             self._procs[spec.name] = self._spawn(spec, port, binary)
             pending[spec.name] = (spec, port, 1)
         self._write_meta()
+        spawned = list(pending)  # on failure, stop these and leave running ones alone
         deadline = began + timeout
         while pending:
             for name, (spec, port, attempt) in list(pending.items()):
@@ -376,7 +366,7 @@ class IpmiPeer:
                         pending[name] = (spec, port, attempt + 1)
                         self._write_meta()
                         continue
-                    self.stop()
+                    self.stop(spawned)
                     raise IpmiLabError(
                         f"ipmi_sim for BMC {name} exited with status {proc.returncode}: "
                         f"{self._log_tail(name) or 'no output'}"
@@ -384,7 +374,7 @@ class IpmiPeer:
                 if rmcp_ping(self.host, port, 0.01):
                     del pending[name]
             if pending and time.monotonic() > deadline:
-                self.stop()
+                self.stop(spawned)
                 raise IpmiLabError(
                     f"BMCs {sorted(pending)} did not answer within {timeout:g}s "
                     f"(see {LOG_FILE} in their directories under {self.state_dir})"
@@ -399,37 +389,45 @@ class IpmiPeer:
             return False
         return True
 
-    def _terminate(self, name: str, sig: signal.Signals, timeout: float) -> None:
-        pid = self._pid(name)
-        proc = self._procs.pop(name, None)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if proc is not None:
-                    if proc.poll() is not None:
-                        break
-                elif not _process_alive(pid):
-                    break
-                time.sleep(0.01)
-            else:
+    def _terminate(self, names: Iterable[str], sig: signal.Signals, timeout: float) -> None:
+        """Signal every named BMC first, then wait for each (SIGKILL after `timeout`)."""
+        victims: list[tuple[str, int | None, subprocess.Popen[bytes] | None]] = []
+        for name in names:
+            pid = self._pid(name)
+            proc = self._procs.pop(name, None)
+            if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout)  # reap it: no zombie, no ResourceWarning
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / name / PID_FILE).unlink()
+                    os.kill(pid, sig)
+            victims.append((name, pid, proc))
+        deadline = time.monotonic() + timeout
+        for name, pid, proc in victims:
+            if pid is not None:
+                while time.monotonic() < deadline:
+                    gone = proc.poll() is not None if proc is not None else not _process_alive(pid)
+                    if gone:
+                        break
+                    time.sleep(0.005)
+                else:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)  # reap it: no zombie, no ResourceWarning
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / name / PID_FILE).unlink()
 
     def stop(self, names: Iterable[str] | None = None) -> None:
         """Stop the BMCs (all, or those named): SIGTERM, then SIGKILL after a few seconds."""
-        for name in list(names) if names is not None else [b.name for b in self.bmcs]:
-            self._terminate(name, signal.SIGTERM, STOP_TIMEOUT)
+        self._terminate(
+            list(names) if names is not None else [b.name for b in self.bmcs],
+            signal.SIGTERM,
+            STOP_TIMEOUT,
+        )
 
     def kill(self, name: str) -> None:
         """Kill one BMC at once (SIGKILL), as a crash; its chassis state stays on disk."""
-        self._terminate(name, signal.SIGKILL, STOP_TIMEOUT)
+        self._spec(name)
+        self._terminate([name], signal.SIGKILL, STOP_TIMEOUT)
 
     def is_running(self, name: str | None = None) -> bool:
         """True when the BMC (or every BMC) has a live ipmi_sim process."""
@@ -453,28 +451,41 @@ class IpmiPeer:
         return self._ports[name]
 
     def chassis(self, name: str) -> dict[str, Any]:
-        """The simulated host behind a BMC: power (0/1), boot device, resets, power-ons."""
-        directory = self.bmc_dir(name)
-        state = ipmi_chassis.load(directory)
-        ipmi_chassis.settle(state, time.time())
-        return state
+        """The simulated host behind a BMC, as IPMI will report it next.
+
+        Keys: `power` (`On`/`Off`), `boot` (none, pxe, default, cdrom, bios), `softOffPending`,
+        `resets` and `powerOns` (counters), `lastBootDevice` (boot device at the last power-on
+        or reset), `lastRequest` (the last chassis change the BMC asked for: `power-1`,
+        `power-0`, `shutdown-1` for a soft-off, `reset-1`, `boot-pxe`, ...).
+        """
+        state = ipmi_chassis.settle(ipmi_chassis.load(self.bmc_dir(name)))
+        return {
+            "power": "On" if state["power"] else "Off",
+            "boot": state["boot"],
+            "softOffPending": bool(state["soft_off_at"]),
+            "resets": state["resets"],
+            "powerOns": state["power_ons"],
+            "lastBootDevice": state["last_boot"],
+            "lastRequest": state["last_request"],
+        }
 
     def set_chassis(self, name: str, *, power: str | None = None, boot: str | None = None) -> None:
-        """Change the host out of band (someone pressed the power button): drift for tests."""
+        """Change the host out of band (someone pressed the power button): drift, for tests.
+
+        Call it while no client is talking to that BMC: the chassis program does not lock.
+        """
         directory = self.bmc_dir(name)
-        with ipmi_chassis.locked(directory):
-            state = ipmi_chassis.load(directory)
-            ipmi_chassis.settle(state, time.time())
-            if power is not None:
-                if power not in ("On", "Off"):
-                    raise ValueError("power must be On or Off")
-                state["power"] = 1 if power == "On" else 0
-                state["softOffAt"] = None
-            if boot is not None:
-                if boot not in ipmi_chassis.BOOT_DEVICES:
-                    raise ValueError(f"boot must be one of {ipmi_chassis.BOOT_DEVICES}")
-                state["boot"] = boot
-            ipmi_chassis.save(directory, state)
+        state = ipmi_chassis.settle(ipmi_chassis.load(directory))
+        if power is not None:
+            if power not in ("On", "Off"):
+                raise ValueError("power must be On or Off")
+            state["power"] = 1 if power == "On" else 0
+            state["soft_off_at"] = 0
+        if boot is not None:
+            if boot not in ipmi_chassis.BOOT_DEVICES:
+                raise ValueError(f"boot must be one of {ipmi_chassis.BOOT_DEVICES}")
+            state["boot"] = boot
+        ipmi_chassis.save(directory, state)
 
     def status(self) -> list[dict[str, Any]]:
         """One line of facts per BMC, for `metalform lab status`."""
@@ -489,7 +500,7 @@ class IpmiPeer:
                     "address": f"{self.host}:{port}" if port else None,
                     "pid": pid,
                     "answering": bool(pid and port and rmcp_ping(self.host, port)),
-                    "power": "On" if chassis.get("power") else "Off",
+                    "power": chassis.get("power"),
                     "boot": chassis.get("boot"),
                 }
             )
