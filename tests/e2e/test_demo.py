@@ -63,7 +63,8 @@ class Demo:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "reconciler.cli", *args],
+            # the console script, as a user runs it (python -m would put the cwd on sys.path)
+            [str(Path(sys.executable).parent / "metalform"), *args],
             cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300,
         )
 
@@ -71,7 +72,7 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     work = tmp_path_factory.mktemp("demo")
-    state = work / "lab"
+    state = work / ".metalform-lab"
     redfish_port, ipmi_base = free_tcp_port(), free_udp_ports(2)
     env = {**os.environ, "NO_COLOR": "1"}
     inventory = work / "inventory"
