@@ -23,6 +23,7 @@ help:
 
 # command that must exist -> Debian package that provides it
 SYSTEM_DEPS := ipmi_sim:openipmi ipmitool:ipmitool git:git npm:npm \
+               dockerd:docker.io busybox:busybox-static \
                /usr/lib/postgresql/*/bin/initdb:postgresql
 
 system-deps:

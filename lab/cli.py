@@ -1,8 +1,8 @@
 """`metalform lab up|down|status`: the local virtual datacenter that inventory-example/ plans.
 
 The lab is one sushy-emulator (six Redfish servers behind one BMC address, each with its own
-System Id) and one `ipmi_sim` per IPMI server, on fixed loopback ports that
-`inventory-example/` names. Passwords are generated at the first `lab up` and written, with the
+System Id), one `ipmi_sim` per IPMI server, a Docker engine on a unix socket and an SMTP sink,
+on fixed loopback ports that `inventory-example/` names. Passwords are generated at the first `lab up` and written, with the
 environment variables the example's Credentials read, to `STATE_DIR/env` (mode 0600).
 """
 
@@ -15,10 +15,13 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.docker import DockerPeer
 from lab.ipmi import BmcSpec, IpmiPeer
 from lab.redfish import LabSystem, RedfishPeer
+from lab.smtp import SmtpPeer
 
 REDFISH_PORT = 18000
+SMTP_PORT = 2525
 IPMI_PORTS = {"storage-001": 16230, "storage-002": 16231}
 REDFISH_SERVERS = {
     # name: model; MF-G8 are the GPU hosts the gpu-l40 template matches
@@ -90,7 +93,7 @@ def _ipmi(state_dir: Path, password: str | None = None,
 
 
 def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
-       ipmi_base_port: int = min(IPMI_PORTS.values())) -> int:
+       ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT) -> int:
     passwords = _passwords(state_dir)
     redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
     if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
@@ -106,6 +109,18 @@ def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
         ipmi.start()
         for name, address in ipmi.addresses.items():
             say(f"IPMI BMC (ipmi_sim) {name} at {address}")
+    docker_dir = state_dir / "docker"
+    if docker_dir.exists() and DockerPeer.attach(docker_dir).is_running():
+        say("Docker engine already running")
+    else:
+        docker = DockerPeer(docker_dir).start()
+        say(f"Docker engine (dockerd) at {docker.url}, image local/busybox:1")
+    smtp_dir = state_dir / "smtp"
+    if (smtp_dir / "endpoint.json").exists() and SmtpPeer.attach(smtp_dir).is_running():
+        say("SMTP sink already running")
+    else:
+        smtp = SmtpPeer(smtp_dir, port=smtp_port).start()
+        say(f"SMTP sink (aiosmtpd) at {smtp.url}, mail kept in {smtp.mailbox}")
     say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
     return 0
 
@@ -117,6 +132,12 @@ def down(state_dir: Path, say: Say) -> int:
         stopped = True
     if (state_dir / "ipmi").exists():
         _ipmi(state_dir).stop()
+        stopped = True
+    if (state_dir / "docker").exists():
+        DockerPeer.attach(state_dir / "docker").stop()
+        stopped = True
+    if (state_dir / "smtp" / "endpoint.json").exists():
+        SmtpPeer.attach(state_dir / "smtp").stop()
         stopped = True
     say("Lab stopped." if stopped else f"No lab in {state_dir}.")
     return 0
@@ -138,11 +159,22 @@ def status(state_dir: Path, say: Say) -> int:
             ok = ipmi.is_running(name)
             running &= ok
             say(f"ipmi     {'running' if ok else 'stopped'}  {name} {address}")
+    if (state_dir / "docker").exists():
+        docker = DockerPeer.attach(state_dir / "docker")
+        ok = docker.is_running()
+        running &= ok
+        say(f"docker   {'running' if ok else 'stopped'}  {docker.url}")
+    if (state_dir / "smtp" / "endpoint.json").exists():
+        smtp = SmtpPeer.attach(state_dir / "smtp")
+        ok = smtp.is_running()
+        running &= ok
+        say(f"smtp     {'running' if ok else 'stopped'}  {smtp.url}")
     return 0 if running else 1
 
 
 def run_lab(action: str, state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
-            ipmi_base_port: int = min(IPMI_PORTS.values())) -> int:
+            ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT) -> int:
     if action == "up":
-        return up(state_dir, say, redfish_port=redfish_port, ipmi_base_port=ipmi_base_port)
+        return up(state_dir, say, redfish_port=redfish_port, ipmi_base_port=ipmi_base_port,
+                  smtp_port=smtp_port)
     return {"down": down, "status": status}[action](state_dir, say)

@@ -99,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("planfile", metavar="PLANFILE")
     p.add_argument("--format", choices=sorted(RENDERERS), default="text")
 
+    p = sub.add_parser("status", help="last applied revision, per-resource sync and health "
+                                      "(from the server's state store)")
+    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
+                   help="where metalform.db is (default: the current directory)")
+    p.add_argument("--database", metavar="URL",
+                   help="the state store (sqlite:///PATH or postgresql://...; default: "
+                        "$METALFORM_DATABASE, else DIR/metalform.db)")
+
+    p = sub.add_parser("serve", help="REST API and webhooks: plan on push, apply on request")
+    p.add_argument("--config", metavar="FILE",
+                   help="server configuration (YAML); default: every default")
+
     p = sub.add_parser("schema", help="write the JSON Schemas of every kind")
     p.add_argument("--out", metavar="DIR", default="schemas",
                    help="folder to write into (default: schemas)")
@@ -112,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loopback port of the Redfish BMC (default 18000, as inventory-example/)")
     p.add_argument("--ipmi-base-port", type=int, default=16230, metavar="PORT",
                    help="UDP port of the first IPMI BMC; the next ones follow (default 16230)")
+    p.add_argument("--smtp-port", type=int, default=2525, metavar="PORT",
+                   help="loopback port of the SMTP sink (default 2525)")
     return parser
 
 
@@ -259,11 +273,24 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from reconciler.server.status_command import run_status
+
+    return run_status(Path(args.directory), args.database, out.line)
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from reconciler.server.serve import serve
+
+    return serve(Path(args.config) if args.config else None)
+
+
 def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     from lab.cli import run_lab
 
     return run_lab(args.action, Path(args.state_dir), out.line,
-                   redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port)
+                   redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port,
+                   smtp_port=args.smtp_port)
 
 
 COMMANDS = {
@@ -272,6 +299,8 @@ COMMANDS = {
     "apply": cmd_apply,
     "show": cmd_show,
     "schema": cmd_schema,
+    "status": cmd_status,
+    "serve": cmd_serve,
     "lab": cmd_lab,
 }
 

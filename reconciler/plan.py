@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from reconciler.graph import phase
-from reconciler.load import DesiredState
+from reconciler.load import DesiredState, resources_from_documents
 from reconciler.model import (
     Action,
     ActionStatus,
@@ -81,7 +82,7 @@ def make_plan(
     for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
         planner = PLANNERS[resource.kind]
         planned.append(planner(resource, live.get(resource.address), ctx))
-    deleted_documents: dict[Address, dict[str, object]] = {}
+    deleted_documents: dict[Address, dict[str, Any]] = {}
     for address, gone in sorted((discovered or {}).items()):
         kind = address.split("/", 1)[0]
         if address in resources or kind not in PLANNERS:
@@ -105,11 +106,18 @@ def make_plan(
     touched = {a.address for a in actions}
     kept: set[Address] = set()
     for address in touched:
-        kept |= _closure(address, resources)
+        if address in deleted_documents:
+            # What a deleted resource referred to (its Provider) is still needed to act on it.
+            dropped = resources_from_documents({address: deleted_documents[address]})[address]
+            for _, target in references(dropped):
+                kept |= _closure(target, resources)
+        else:
+            kept |= _closure(address, resources)
+    observed = {**(discovered or {}), **live}
     fingerprints = {
-        address: live[address].fingerprint()
+        address: observed[address].fingerprint()
         for address in sorted(touched)
-        if address in live
+        if address in observed
     }
     return Plan(
         revision=desired.revision,

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.ipmi",
     "tests.fixtures.forge",
     "tests.fixtures.notify",
+    "tests.fixtures.docker",
 ]

@@ -11,11 +11,13 @@ from collections.abc import Callable
 
 from reconciler.model import LiveResource, Resource
 from reconciler.planners.server import Draft, PlanContext, ResourcePlan, plan_server
+from reconciler.planners.service import plan_service
 
 Planner = Callable[[Resource | None, LiveResource | None, PlanContext], ResourcePlan]
 
 PLANNERS: dict[str, Planner] = {
     "Server": plan_server,
+    "Service": plan_service,
 }
 
 __all__ = ["PLANNERS", "Draft", "PlanContext", "Planner", "ResourcePlan"]

@@ -74,6 +74,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     work = tmp_path_factory.mktemp("demo")
     state = work / ".metalform-lab"
     redfish_port, ipmi_base = free_tcp_port(), free_udp_ports(2)
+    smtp_port, status_port = free_tcp_port(), free_tcp_port()
     env = {**os.environ, "NO_COLOR": "1"}
     inventory = work / "inventory"
     shutil.copytree(ROOT / "inventory-example", inventory)
@@ -81,11 +82,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         text = path.read_text()
         text = (text.replace("127.0.0.1:18000", f"127.0.0.1:{redfish_port}")
                 .replace("127.0.0.1:16230", f"127.0.0.1:{ipmi_base}")
-                .replace("127.0.0.1:16231", f"127.0.0.1:{ipmi_base + 1}"))
+                .replace("127.0.0.1:16231", f"127.0.0.1:{ipmi_base + 1}")
+                .replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
+                .replace("127.0.0.1:18080", f"127.0.0.1:{status_port}"))
         path.write_text(text)
     d = Demo(work, state, env)
     up = d.run("lab", "up", "--state-dir", str(state), "--redfish-port", str(redfish_port),
-               "--ipmi-base-port", str(ipmi_base))
+               "--ipmi-base-port", str(ipmi_base), "--smtp-port", str(smtp_port))
     assert up.returncode == 0, up.stdout + up.stderr
     for line in (state / "env").read_text().splitlines():
         if line.startswith("export "):
@@ -108,6 +111,7 @@ def test_demo_plans_applies_and_converges(demo: Demo) -> None:
     assert "Traceback" not in plan.stderr
     saved = json.loads((demo.root / "demo.plan.json").read_text())
     assert saved["summary"]["update"] == 8
+    assert saved["summary"]["create"] == 3  # the three Services on the lab's Docker engine
     assert saved["summary"]["unreachable"] == 0
     operations = sorted((a["address"], a["operation"]) for a in saved["actions"])
     # every server was off: power on; every Redfish server stages its BIOS first
