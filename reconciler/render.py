@@ -28,6 +28,8 @@ def _entry_value(entry: Any, which: str) -> str:
 
 def params_text(action: Action) -> str:
     params = action.params
+    if action.operation.startswith("service."):
+        return ""  # the resource's diff above shows what the container gets
     if action.operation == "bios.set":
         return ", ".join(f"{k}={value(v)}" for k, v in params.get("attributes", {}).items())
     return ", ".join(f"{k}={value(v)}" for k, v in params.items())
@@ -88,11 +90,10 @@ def render_text(plan: Plan) -> str:
         out.append(f"{SYMBOL[change.action]} {change.address}{source}")
         width = max((len(e.path) for e in change.diff), default=0)
         for entry in change.diff:
-            line = (f"    {entry.path:<{width}}  {_entry_value(entry, 'before')} -> "
-                    f"{_entry_value(entry, 'after')}")
+            before = _entry_value(entry, "before")
             if entry.pending is not None:
-                line += f"   (pending: {_entry_value(entry, 'pending')})"
-            out.append(line)
+                before += f" (pending: {_entry_value(entry, 'pending')})"
+            out.append(f"    {entry.path:<{width}}  {before} -> {_entry_value(entry, 'after')}")
         for action in by_address.get(change.address, []):
             out.append(f"    {_action_line(action)}")
         out.append("")
