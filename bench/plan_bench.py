@@ -38,17 +38,18 @@ ATTRIBUTES = {
 
 
 def write_repo(root: Path, url: str, systems: list[LabSystem]) -> None:
-    docs = ["""apiVersion: metalform/v1
+    attributes = ", ".join(f"{k}: {v}" for k, v in ATTRIBUTES.items())
+    docs = [f"""apiVersion: metalform/v1
 kind: Credential
-metadata: {name: bmc}
-spec: {username: admin, password: {fromEnv: BENCH_BMC_PASSWORD}}
+metadata: {{name: bmc}}
+spec: {{username: admin, password: {{fromEnv: BENCH_BMC_PASSWORD}}}}
 ---
 apiVersion: metalform/v1
 kind: BiosTemplate
-metadata: {name: bench}
+metadata: {{name: bench}}
 spec:
-  attributes: {%s}
-""" % ", ".join(f"{k}: {v}" for k, v in ATTRIBUTES.items())]
+  attributes: {{{attributes}}}
+"""]
     for s in systems:
         docs.append(f"""apiVersion: metalform/v1
 kind: Server

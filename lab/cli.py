@@ -2,8 +2,9 @@
 
 The lab is one sushy-emulator (six Redfish servers behind one BMC address, each with its own
 System Id), one `ipmi_sim` per IPMI server, a Docker engine on a unix socket and an SMTP sink,
-on fixed loopback ports that `inventory-example/` names. Passwords are generated at the first `lab up` and written, with the
-environment variables the example's Credentials read, to `STATE_DIR/env` (mode 0600).
+on fixed loopback ports that `inventory-example/` names. Passwords are generated at the first
+`lab up` and written, with the environment variables the example's Credentials read, to
+`STATE_DIR/env` (mode 0600).
 """
 
 from __future__ import annotations
