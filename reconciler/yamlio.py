@@ -18,6 +18,7 @@ from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 
 MAX_NODES = 100_000
 """A document expanding to more values than this is refused: YAML alias bombs."""
@@ -25,6 +26,14 @@ MAX_NODES = 100_000
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _MERGE = _TAG + "merge"
+
+
+_MAYBE_TYPED = frozenset("0123456789-+.~tTfFnN<=")
+_STR_TAG = Tag(suffix=_STR)
+_SEQ_TAG = Tag(suffix=_TAG + "seq")
+_MAP_TAG = Tag(suffix=_TAG + "map")
+_SHARED_TAGS = {t: Tag(suffix=t) for t in (_STR, _INT, _FLOAT, _BOOL, _NULL, _MERGE,
+                                            _TAG + "timestamp")}
 
 
 class _Yaml12Resolver(VersionedResolver):
@@ -45,6 +54,16 @@ class _Yaml12Resolver(VersionedResolver):
         if self._cached is None:
             self._cached = VersionedResolver.versioned_resolver.fget(self)  # type: ignore[attr-defined]
         return self._cached
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # Most plain scalars are words: only these first characters can start a YAML 1.2
+        # null, bool, int, float, timestamp or merge key; everything else is a string.
+        if kind is ScalarNode:
+            if not implicit[0] or (value and value[0] not in _MAYBE_TYPED):
+                return _STR_TAG
+            tag = super().resolve(kind, value, implicit)
+            return _SHARED_TAGS.get(str(tag), tag)
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
 
 
 class YamlProblem(Exception):
@@ -79,8 +98,10 @@ class Pos:
 
 
 def _tag(node: Node) -> str:
-    tag = node.tag
-    return tag if isinstance(tag, str) else str(getattr(tag, "value", tag))
+    ctag = node.ctag
+    if ctag.handle is None and isinstance(ctag.suffix, str):
+        return ctag.suffix  # resolved implicitly: the full tag, no handle to expand
+    return str(node.tag)
 
 
 def _int(text: str) -> int:
@@ -107,34 +128,21 @@ def _float(text: str) -> float:
     return float(lowered)
 
 
-class _Builder:
-    def __init__(self) -> None:
-        self.sizes: dict[int, int] = {}
-        self.constructor = SafeConstructor()
+class _TooLarge(Exception):
+    """The document expands (through aliases) to more than MAX_NODES values."""
 
-    def size(self, node: Node, active: set[int]) -> int:
-        key = id(node)
-        if key in self.sizes:
-            return self.sizes[key]
-        if isinstance(node, ScalarNode):
-            return 1
-        if key in active:
-            raise YamlProblem("recursive YAML alias", node.start_mark.line, node.start_mark.column)
-        active.add(key)
-        total = 1
-        if isinstance(node, MappingNode):
-            for k, v in node.value:
-                total += self.size(k, active) + self.size(v, active)
-                if total > MAX_NODES:
-                    break
-        else:
-            for item in node.value:
-                total += self.size(item, active)
-                if total > MAX_NODES:
-                    break
-        active.discard(key)
-        self.sizes[key] = total
-        return total
+
+class _Builder:
+    """Builds plain values and positions in one pass over the node tree.
+
+    Aliases share nodes, so a document can expand exponentially (a billion-laughs bomb): the
+    pass counts every value it produces and stops at MAX_NODES, so the work stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.active: set[int] = set()
+        self.constructor = SafeConstructor()
 
     def scalar(self, node: ScalarNode) -> Any:
         tag = _tag(node)
@@ -159,10 +167,23 @@ class _Builder:
         return value if isinstance(value, str | int | float | bool) else str(value)
 
     def build(self, node: Node) -> tuple[Any, Pos]:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooLarge
         mark = node.start_mark
         pos = Pos(mark.line, mark.column)
         if isinstance(node, ScalarNode):
             return self.scalar(node), pos
+        key = id(node)
+        if key in self.active:
+            raise YamlProblem("recursive YAML alias", mark.line, mark.column)
+        self.active.add(key)
+        try:
+            return self._collection(node, pos)
+        finally:
+            self.active.discard(key)
+
+    def _collection(self, node: Node, pos: Pos) -> tuple[Any, Pos]:
         if isinstance(node, SequenceNode):
             items = []
             for index, child in enumerate(node.value):
@@ -212,13 +233,13 @@ def load_documents(text: str) -> Iterator[tuple[Any, Pos]]:
         for node in yaml.compose_all(text):
             if node is None:
                 continue
-            builder = _Builder()
-            if builder.size(node, set()) > MAX_NODES:
+            try:
+                value, pos = _Builder().build(node)
+            except _TooLarge:
                 raise YamlProblem(
                     f"document expands to more than {MAX_NODES} values "
                     "(YAML aliases nested too deep)",
-                    node.start_mark.line, node.start_mark.column)
-            value, pos = builder.build(node)
+                    node.start_mark.line, node.start_mark.column) from None
             if value is None:
                 continue
             yield value, pos
