@@ -227,8 +227,19 @@ class _Builder:
 
 def load_documents(text: str) -> Iterator[tuple[Any, Pos]]:
     """Plain values and positions of every non-empty document of `text`."""
-    yaml = YAML(typ="safe", pure=False)
+    try:
+        documents = _compose(text, pure=False)
+    except YamlProblem:
+        # libyaml (the C parser) rejects some valid YAML 1.2 that ruamel's own parser accepts,
+        # such as `{url: https://host}` in flow style: try that before reporting an error.
+        documents = _compose(text, pure=True)
+    yield from documents
+
+
+def _compose(text: str, *, pure: bool) -> list[tuple[Any, Pos]]:
+    yaml = YAML(typ="safe", pure=pure)
     yaml.Resolver = _Yaml12Resolver
+    documents: list[tuple[Any, Pos]] = []
     try:
         for node in yaml.compose_all(text):
             if node is None:
@@ -242,7 +253,7 @@ def load_documents(text: str) -> Iterator[tuple[Any, Pos]]:
                     node.start_mark.line, node.start_mark.column) from None
             if value is None:
                 continue
-            yield value, pos
+            documents.append((value, pos))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc).splitlines()[0]
@@ -252,3 +263,4 @@ def load_documents(text: str) -> Iterator[tuple[Any, Pos]]:
         raise YamlProblem(f"invalid YAML: {str(exc).splitlines()[0]}", None, None) from None
     except RecursionError:
         raise YamlProblem("YAML nested too deeply", None, None) from None
+    return documents
