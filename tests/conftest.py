@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.forge",
     "tests.fixtures.notify",
     "tests.fixtures.docker",
+    "tests.fixtures.postgres",
 ]

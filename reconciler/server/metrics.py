@@ -1,0 +1,49 @@
+"""Prometheus metrics of one server, on a registry of its own (tests create many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    """Counters and histograms of plans, applies, actions, webhooks and HTTP requests."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.plans = Counter("metalform_plans", "Planning jobs finished, by result and trigger.",
+                             ["result", "trigger"], registry=r)
+        self.plan_seconds = Histogram("metalform_plan_duration_seconds",
+                                      "Time to load, gather and plan.", buckets=_RUN_BUCKETS,
+                                      registry=r)
+        self.applies = Counter("metalform_applies", "Applies finished, by result.", ["result"],
+                               registry=r)
+        self.apply_seconds = Histogram("metalform_apply_duration_seconds",
+                                       "Time an apply ran.", buckets=_RUN_BUCKETS, registry=r)
+        self.actions = Counter("metalform_actions", "Apply actions finished, by outcome.",
+                               ["operation", "status"], registry=r)
+        self.action_seconds = Histogram("metalform_action_duration_seconds",
+                                        "Time one action took, read-back included.",
+                                        ["operation"], buckets=_RUN_BUCKETS, registry=r)
+        self.webhooks = Counter("metalform_webhook_deliveries",
+                                "Webhook deliveries, by forge and result.", ["forge", "result"],
+                                registry=r)
+        self.drift = Gauge("metalform_drifted_resources",
+                           "Resources out of sync at the last plan of the tracked branch.",
+                           registry=r)
+        self.jobs = Gauge("metalform_jobs_in_flight", "Plans and applies queued or running.",
+                          registry=r)
+        self.http = Counter("metalform_http_requests", "HTTP requests, by route and status.",
+                            ["method", "route", "status"], registry=r)
+        self.http_seconds = Histogram("metalform_http_request_duration_seconds",
+                                      "Time to answer an HTTP request (streams excluded).",
+                                      ["method", "route"], buckets=_HTTP_BUCKETS, registry=r)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
