@@ -13,6 +13,7 @@ so a long apply can notice that it no longer holds its lock.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import os
@@ -44,8 +45,12 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-class Lock:
-    """A held lock. Truthy; `release()` (or leaving the `with` block) gives it up."""
+class Lock(abc.ABC):
+    """A held lock. Truthy; `release()` (or leaving the `with` block) gives it up.
+
+    Until released, a heartbeat thread keeps it alive: a lock that is dropped without
+    `release()` stays held until the process ends.
+    """
 
     def __init__(self, name: str, owner: str, heartbeat_seconds: float) -> None:
         self.name = name
@@ -107,21 +112,26 @@ class Lock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    @abc.abstractmethod
     def _beat(self) -> bool:
-        raise NotImplementedError
+        """Renew or check the lock; False when it is no longer ours."""
 
     def _beat_failed(self) -> bool:
+        """Whether the lock may still be ours after `_beat` raised."""
         return True
 
+    @abc.abstractmethod
     def _release(self) -> None:
-        raise NotImplementedError
+        """Give the lock up in the database."""
 
 
 class AdvisoryLock(Lock):
     """A PostgreSQL session-level advisory lock on a dedicated connection."""
 
-    def __init__(self, name: str, owner: str, connection: Connection, key: int) -> None:
-        super().__init__(name, owner, heartbeat_seconds=DEFAULT_LEASE_SECONDS / 3)
+    def __init__(
+        self, name: str, owner: str, connection: Connection, key: int, check_seconds: float
+    ) -> None:
+        super().__init__(name, owner, heartbeat_seconds=check_seconds)
         self._connection = connection
         self._key = key
 
@@ -188,8 +198,11 @@ class LeaseLock(Lock):
             )
 
 
-def try_advisory_lock(engine: Engine, name: str, owner: str) -> AdvisoryLock | None:
-    """Take the PostgreSQL advisory lock `name` on a new connection of `engine`, or None."""
+def try_advisory_lock(
+    engine: Engine, name: str, owner: str, check_seconds: float = DEFAULT_LEASE_SECONDS / 3
+) -> AdvisoryLock | None:
+    """Take the PostgreSQL advisory lock `name` on a new connection of `engine`, or None.
+    Every `check_seconds` a heartbeat checks that the connection (and so the lock) lives."""
     key = advisory_key(name)
     # autocommit: the connection must not sit "idle in transaction" for the whole apply
     connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -201,7 +214,7 @@ def try_advisory_lock(engine: Engine, name: str, owner: str) -> AdvisoryLock | N
     if not acquired:
         connection.close()
         return None
-    lock = AdvisoryLock(name, owner, connection, key)
+    lock = AdvisoryLock(name, owner, connection, key, check_seconds)
     lock._start_heartbeat()
     return lock
 

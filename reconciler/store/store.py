@@ -9,6 +9,7 @@ does not have (nor misses one it has).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -257,7 +258,7 @@ class Store:
             # id 8 before id 7 commits and skip 7 for good. Holding one lock from taking an id
             # to commit makes ids visible in order. Callers append events last, so it is held
             # only for the commit.
-            session.execute(select(1))
+            session.execute(select(func.pg_advisory_xact_lock(locks.advisory_key(_EVENT_LOG_LOCK))))
         row = EventRow(
             at=self._now(),
             type=type.value if isinstance(type, EventType) else type,
@@ -329,6 +330,34 @@ class Store:
         query = query.order_by(EventRow.id).limit(_clamp_limit(limit))
         with self._read() as session:
             return [_event(row) for row in session.scalars(query)]
+
+    def wait_for_events(
+        self,
+        after: int,
+        *,
+        timeout_seconds: float,
+        poll_seconds: float = 0.5,
+        limit: int = 100,
+        repository: str | None = None,
+        plan_id: str | None = None,
+        apply_id: str | None = None,
+    ) -> list[Event]:
+        """Like `list_events`, but wait up to `timeout_seconds` for at least one (an SSE
+        stream's loop); an empty list when none came. Polls: the same on both databases and
+        across replicas."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            events = self.list_events(
+                after,
+                limit=limit,
+                repository=repository,
+                plan_id=plan_id,
+                apply_id=apply_id,
+            )
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return events
+            time.sleep(min(poll_seconds, remaining))
 
     def last_event_id(self) -> int:
         """The id of the newest event, 0 when there is none (where a new stream starts)."""
@@ -994,7 +1023,7 @@ class Store:
                     # disconnect, and a long apply must not keep a pooled connection from others
                     self._lock_engine = create_store_engine(self.url, pool=False)
                 engine = self._lock_engine
-            return locks.try_advisory_lock(engine, name, owner)
+            return locks.try_advisory_lock(engine, name, owner, self._lock_lease / 3)
         return locks.try_lease_lock(self._engine, name, owner, self._lock_lease)
 
     @contextmanager
