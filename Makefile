@@ -12,12 +12,13 @@ PYTEST_WORKERS ?= 2
 LAB_DIR ?= .metalform-lab
 WEBHOOK_EXAMPLES := .cache/npm/node_modules/@octokit/webhooks-examples
 
-.PHONY: help install system-deps demo test lint schemas bench clean lab-down
+.PHONY: help install system-deps demo test lint schemas bench clean lab-down tour
 
 help:
 	@echo "make demo     start the local lab and plan/apply inventory-example/"
 	@echo "make test     run the whole test suite (installs what it needs)"
 	@echo "make lint     ruff, ruff format --check, mypy --strict on reconciler/"
+	@echo "make tour     the GitOps tour: metalform serve, webhooks, a PR comment, apply (after demo)"
 	@echo "make bench    time a plan of 200 emulated servers against a plain sushy loop"
 	@echo "make schemas  regenerate schemas/ from the models"
 
@@ -55,6 +56,9 @@ demo: install
 	source $(LAB_DIR)/env && $(BIN)/metalform apply demo.plan.json
 	source $(LAB_DIR)/env && $(BIN)/metalform plan -C inventory-example --detailed-exitcode
 	@echo; echo "The lab keeps running: 'source $(LAB_DIR)/env' to use it, 'make lab-down' to stop it."
+
+tour: install
+	$(BIN)/python scripts/gitops_tour.py
 
 lab-down:
 	$(BIN)/metalform lab down --state-dir $(LAB_DIR)
