@@ -67,7 +67,7 @@ test: install $(WEBHOOK_EXAMPLES)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: install
-	$(BIN)/ruff check reconciler providers webhooks lab tests bench
+	$(BIN)/ruff check reconciler providers webhooks lab tests bench scripts
 	$(BIN)/mypy reconciler
 
 schemas: install

@@ -175,7 +175,7 @@ github:
                              "base": {"ref": "main", "sha": sha,
                                       "repo": {"full_name": REPO}}}})
         show(f"POST /webhooks/github (pull_request opened) -> {answer.status_code}")
-        statuses = wait("the commit status", lambda: [
+        wait("the commit status", lambda: [
             s for s in forge.statuses("github", head) if s.state != "pending"])
         comments = forge.comments("github", REPO, 7)
         show(f"PR #7 has {len(comments)} comment(s) by {comments[0].author}:")
