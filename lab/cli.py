@@ -18,11 +18,13 @@ from pathlib import Path
 
 from lab.docker import DockerPeer
 from lab.ipmi import BmcSpec, IpmiPeer
+from lab.maas import LAB_HOSTNAMES, MaasPeer, lab_machines, new_api_key
 from lab.redfish import LabSystem, RedfishPeer
 from lab.smtp import SmtpPeer
 
 REDFISH_PORT = 18000
 SMTP_PORT = 2525
+MAAS_PORT = 5240
 IPMI_PORTS = {"storage-001": 16230, "storage-002": 16231}
 REDFISH_SERVERS = {
     # name: model; MF-G8 are the GPU hosts the gpu-l40 template matches
@@ -35,7 +37,7 @@ REDFISH_SERVERS = {
 }
 MANUFACTURER = "Metalform Lab"
 ENV_FILE = "env"
-PASSWORD_VARS = ("METALFORM_BMC_PASSWORD", "METALFORM_IPMI_PASSWORD")
+PASSWORD_VARS = ("METALFORM_BMC_PASSWORD", "METALFORM_IPMI_PASSWORD", "METALFORM_MAAS_API_KEY")
 
 Say = Callable[[str], None]
 
@@ -65,6 +67,7 @@ def _passwords(state_dir: Path) -> dict[str, str]:
     if all(values.get(v) for v in PASSWORD_VARS):
         return values
     values = {var: secrets.token_urlsafe(12) for var in PASSWORD_VARS}
+    values["METALFORM_MAAS_API_KEY"] = new_api_key()  # consumer:token:secret, as MAAS issues
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -94,7 +97,8 @@ def _ipmi(state_dir: Path, password: str | None = None,
 
 
 def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
-       ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT) -> int:
+       ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT,
+       maas_port: int = MAAS_PORT) -> int:
     passwords = _passwords(state_dir)
     redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
     if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
@@ -122,6 +126,13 @@ def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
     else:
         smtp = SmtpPeer(smtp_dir, port=smtp_port).start()
         say(f"SMTP sink (aiosmtpd) at {smtp.url}, mail kept in {smtp.mailbox}")
+    maas_dir = state_dir / "maas"
+    if (maas_dir / "endpoint.json").exists() and MaasPeer.attach(maas_dir).is_running():
+        say("MAAS simulator already running")
+    else:
+        maas = MaasPeer(maas_dir, lab_machines(LAB_HOSTNAMES), port=maas_port,
+                        api_key=passwords["METALFORM_MAAS_API_KEY"]).start()
+        say(f"MAAS (simulated MAAS 2.0 API) at {maas.url}: {', '.join(LAB_HOSTNAMES)} Ready")
     say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
     return 0
 
@@ -139,6 +150,9 @@ def down(state_dir: Path, say: Say) -> int:
         stopped = True
     if (state_dir / "smtp" / "endpoint.json").exists():
         SmtpPeer.attach(state_dir / "smtp").stop()
+        stopped = True
+    if (state_dir / "maas" / "endpoint.json").exists():
+        MaasPeer.attach(state_dir / "maas").stop()
         stopped = True
     say("Lab stopped." if stopped else f"No lab in {state_dir}.")
     return 0
@@ -170,12 +184,18 @@ def status(state_dir: Path, say: Say) -> int:
         ok = smtp.is_running()
         running &= ok
         say(f"smtp     {'running' if ok else 'stopped'}  {smtp.url}")
+    if (state_dir / "maas" / "endpoint.json").exists():
+        maas = MaasPeer.attach(state_dir / "maas")
+        ok = maas.is_running()
+        running &= ok
+        say(f"maas     {'running' if ok else 'stopped'}  {maas.url}")
     return 0 if running else 1
 
 
 def run_lab(action: str, state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
-            ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT) -> int:
+            ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT,
+            maas_port: int = MAAS_PORT) -> int:
     if action == "up":
         return up(state_dir, say, redfish_port=redfish_port, ipmi_base_port=ipmi_base_port,
-                  smtp_port=smtp_port)
+                  smtp_port=smtp_port, maas_port=maas_port)
     return {"down": down, "status": status}[action](state_dir, say)

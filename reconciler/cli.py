@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UDP port of the first IPMI BMC; the next ones follow (default 16230)")
     p.add_argument("--smtp-port", type=int, default=2525, metavar="PORT",
                    help="loopback port of the SMTP sink (default 2525)")
+    p.add_argument("--maas-port", type=int, default=5240, metavar="PORT",
+                   help="loopback port of the MAAS simulator (default 5240)")
     return parser
 
 
@@ -290,7 +292,7 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
 
     return run_lab(args.action, Path(args.state_dir), out.line,
                    redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port,
-                   smtp_port=args.smtp_port)
+                   smtp_port=args.smtp_port, maas_port=args.maas_port)
 
 
 COMMANDS = {

@@ -30,6 +30,7 @@ from reconciler.model.plan import PlanSource
 from reconciler.plan import PlanOptions, make_plan, managed
 from reconciler.provider import Provider, ProviderContext, ProviderFactory, installed_providers
 from reconciler.secrets import ResolvedCredential, resolve
+from reconciler.userdata import repository_files
 
 DISCOVERING_TYPES = frozenset({"docker"})
 """Provider types that create objects Metalform must delete when Git drops them."""
@@ -208,6 +209,7 @@ class Engine:
             source=PlanSource(path=str(path.resolve()), rev=rev),
             operations=operations,
             endpoints=endpoints,
+            files=repository_files(path, rev),
         )
         plan = make_plan(desired, gathered.live, options, gathered.discovered)
         return PlanRun(plan, desired, gathered)

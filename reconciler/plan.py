@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,8 @@ class PlanOptions:
     operations: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Operations each installed driver supports (`redfish` -> {`bios.set`, ...})."""
     endpoints: Mapping[Address, str] = field(default_factory=dict)
+    files: Callable[[str], str] | None = None
+    """Reads a file of the planned revision (cloud-init templates), by repository path."""
 
 
 def managed(desired: DesiredState, targets: Collection[Address] = ()) -> list[Resource]:
@@ -77,7 +79,7 @@ def make_plan(
                                       message="--target names no resource of the desired state"))
 
     ctx = PlanContext(resources=resources, locate=desired.locate,
-                      operations=options.operations, now=options.now)
+                      operations=options.operations, now=options.now, files=options.files)
     planned: list[ResourcePlan] = []
     for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
         planner = PLANNERS[resource.kind]

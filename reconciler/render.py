@@ -30,6 +30,8 @@ def params_text(action: Action) -> str:
     params = action.params
     if action.operation.startswith("service."):
         return ""  # the resource's diff above shows what the container gets
+    if "userData" in params:  # shown as a block under the action (render_text)
+        params = {k: v for k, v in params.items() if k != "userData"}
     if action.operation == "bios.set":
         return ", ".join(f"{k}={value(v)}" for k, v in params.get("attributes", {}).items())
     return ", ".join(f"{k}={value(v)}" for k, v in params.items())
@@ -96,6 +98,10 @@ def render_text(plan: Plan) -> str:
             out.append(f"    {entry.path:<{width}}  {before} -> {_entry_value(entry, 'after')}")
         for action in by_address.get(change.address, []):
             out.append(f"    {_action_line(action)}")
+            user_data = action.params.get("userData")
+            if isinstance(user_data, str):
+                out.append("      user data:")
+                out.extend(f"      | {line}" for line in user_data.splitlines())
         out.append("")
     diagnostics = plan.diagnostics
     if diagnostics:

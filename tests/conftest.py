@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.notify",
     "tests.fixtures.docker",
     "tests.fixtures.postgres",
+    "tests.fixtures.maas",
 ]

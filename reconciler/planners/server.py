@@ -68,6 +68,9 @@ class PlanContext:
     operations: Mapping[str, frozenset[str]]
     """Operations each driver supports (`redfish` -> {`bios.set`, ...})."""
     now: datetime
+    files: Callable[[str], str] | None = None
+    """Reads a file of the planned revision by repository-relative path (userData templates);
+    None when the plan is made without a repository."""
 
 
 def desired_state(server: Resource, resources: Mapping[Address, Resource]) -> dict[str, Any]:
@@ -240,7 +243,24 @@ def plan_server(
     elif live_power == "Off" and needs_reboot and want_power is None:
         diag(Severity.WARNING, f"{len(needs_reboot)} BIOS setting(s) take effect at the next "
              "power-on (the server is off)")
+    if server.spec.provisioning is not None:
+        _add_provisioning(result, server, live, ctx)
     return result
+
+
+def _add_provisioning(
+    result: ResourcePlan, server: Resource, live: LiveResource, ctx: PlanContext
+) -> None:
+    """The MAAS lifecycle, after the BMC's planned work (MAAS power-cycles the machine)."""
+    from reconciler.planners.provisioning import plan_provisioning
+
+    first = tuple(d.key for d in result.drafts if d.status is ActionStatus.PLANNED)
+    planned = plan_provisioning(server, live, ctx, after=first)
+    if planned.diff:
+        result.change = result.change.model_copy(update={
+            "action": ChangeKind.UPDATE, "diff": [*result.change.diff, *planned.diff]})
+    result.drafts.extend(planned.drafts)
+    result.diagnostics.extend(planned.diagnostics)
 
 
 def _match_problem(

@@ -74,7 +74,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     work = tmp_path_factory.mktemp("demo")
     state = work / ".metalform-lab"
     redfish_port, ipmi_base = free_tcp_port(), free_udp_ports(2)
-    smtp_port, status_port = free_tcp_port(), free_tcp_port()
+    smtp_port, status_port, maas_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
     env = {**os.environ, "NO_COLOR": "1"}
     inventory = work / "inventory"
     shutil.copytree(ROOT / "inventory-example", inventory)
@@ -84,11 +84,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                 .replace("127.0.0.1:16230", f"127.0.0.1:{ipmi_base}")
                 .replace("127.0.0.1:16231", f"127.0.0.1:{ipmi_base + 1}")
                 .replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
-                .replace("127.0.0.1:18080", f"127.0.0.1:{status_port}"))
+                .replace("127.0.0.1:18080", f"127.0.0.1:{status_port}")
+                .replace("127.0.0.1:5240", f"127.0.0.1:{maas_port}"))
         path.write_text(text)
     d = Demo(work, state, env)
     up = d.run("lab", "up", "--state-dir", str(state), "--redfish-port", str(redfish_port),
-               "--ipmi-base-port", str(ipmi_base), "--smtp-port", str(smtp_port))
+               "--ipmi-base-port", str(ipmi_base), "--smtp-port", str(smtp_port),
+               "--maas-port", str(maas_port))
     assert up.returncode == 0, up.stdout + up.stderr
     for line in (state / "env").read_text().splitlines():
         if line.startswith("export "):

@@ -19,6 +19,7 @@ import pytest
 from reconciler.load import load
 from reconciler.model import LiveResource
 from reconciler.plan import PlanOptions, make_plan
+from reconciler.userdata import repository_files
 
 CASES = Path(__file__).parent / "cases"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,6 +42,7 @@ def run_case(case: Path) -> dict[str, Any]:
         targets=frozenset(options.get("targets", [])),
         refresh_only=options.get("refreshOnly", False),
         operations=OPERATIONS,
+        files=repository_files(case / "desired"),
     ))
     data = json.loads(plan.to_json())
     for action in data["actions"]:
