@@ -15,7 +15,8 @@ from pathlib import Path
 
 from reconciler.apply import Applier, ApplyResult, Listener, check_fresh
 from reconciler.concurrency import DEFAULT_PARALLELISM, Limiter
-from reconciler.errors import MetalformError
+from reconciler.credentials import check_credentials, fingerprint_key
+from reconciler.errors import MetalformError, StalePlanError
 from reconciler.gather import Gathered, gather, group_by_driver
 from reconciler.load import (
     DesiredState,
@@ -148,6 +149,20 @@ class PlanRun:
 class Engine:
     """Plans and applies one desired-state repository."""
 
+    @staticmethod
+    def _check_secrets(plan: Plan, resources: Mapping[Address, Resource], base: Path) -> None:
+        """A secret rotated between plan and apply makes the plan stale."""
+        if not plan.credential_fingerprints:
+            return
+        users = [r for r in resources.values() if r.kind != "Credential"]
+        now, _ = check_credentials(users, resources, base, fingerprint_key())
+        rotated = sorted(name for name, value in plan.credential_fingerprints.items()
+                         if now.get(name, value) != value)
+        if rotated:
+            raise StalePlanError(why="the secret of " + ", ".join(
+                f"Credential/{n}" for n in rotated) + " changed since the plan was made; "
+                "plan again")
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -187,6 +202,9 @@ class Engine:
     ) -> PlanRun:
         desired = load(path, rev)
         chosen = managed(desired, targets)
+        credentials, missing = check_credentials(chosen, desired.resources, path,
+                                                 fingerprint_key())
+        desired.warnings.extend(missing)
         groups = group_by_driver(chosen, desired.resources)
         # Providers that create things are asked what they manage, to plan deletions.
         wanted = set(groups) | {r.spec.type.value for r in desired.of_kind("Provider")
@@ -212,6 +230,9 @@ class Engine:
             files=repository_files(path, rev),
         )
         plan = make_plan(desired, gathered.live, options, gathered.discovered)
+        plan = plan.model_copy(update={"credential_fingerprints": {
+            name: value for name, value in credentials.items()
+            if f"Credential/{name}" in plan.resources}})
         return PlanRun(plan, desired, gathered)
 
     def apply(
@@ -240,6 +261,7 @@ class Engine:
                     revision = current_revision(source_path, rev)
                 live = gather(touched, session.providers, resources).live
                 check_fresh(plan, revision, live)
+                self._check_secrets(plan, resources, source_path)
             applier = Applier(plan, resources, session.providers,
                               parallelism=self.settings.parallelism, listener=listener)
             return applier.run()

@@ -113,6 +113,9 @@ class Plan(_Wire):
     summary: Summary = Field(default_factory=Summary)
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     live_fingerprints: dict[Address, str] = Field(default_factory=dict)
+    credential_fingerprints: dict[str, str] = Field(default_factory=dict)
+    """Credential name -> keyed HMAC of its secret (never the value): a rotated secret
+    shows here and makes the plan stale."""
     resources: dict[Address, dict[str, Any]] = Field(default_factory=dict)
     """The desired documents of the resources the actions touch (and what they reference),
     so apply can connect without re-reading Git. Secret references only, never values."""
