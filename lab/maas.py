@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
+from lab.process import PeerError, log_tail, running_as, stop_group
+
 LAB_PORT = 5240
 API_PREFIX = "/MAAS/api/2.0/"
 LAB_PREFIX = "/MAAS/_lab/"
@@ -74,10 +76,6 @@ STATUS_NAMES = {
 STATE_BY_NAME = {name: number for number, name in STATUS_NAMES.items()}
 
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-
-
-class PeerError(Exception):
-    """The simulator could not be started, found or stopped."""
 
 
 @dataclass(frozen=True)
@@ -722,27 +720,10 @@ class MaasPeer:
                         f"{self._log_tail()}")
 
     def _log_tail(self, lines: int = 10) -> str:
-        try:
-            text = (self.state_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+        return log_tail(self.state_dir / LOG_FILE, lines)
 
     def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        pid = self._pid
-        if pid is not None and self.is_running():
-            # The simulator leads its own session (start_new_session): signal only that group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
-            deadline = time.monotonic() + timeout
-            while self.is_running() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.is_running():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-        if self._process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=5)
+        stop_group(self._pid, self.is_running, self._process, sig, timeout)
 
     def __enter__(self) -> MaasPeer:
         return self.start() if not self.is_running() else self
@@ -753,12 +734,7 @@ class MaasPeer:
 
 def _is_simulator(pid: int) -> bool:
     """True when `pid` is a running simulator (guards against a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return _MODULE.encode() in cmdline and bool(state) and state[0] != "Z"
+    return running_as(pid, _MODULE.encode())
 
 
 def lab_machines(hostnames: Iterable[str], status: str = "Ready") -> list[LabMachine]:

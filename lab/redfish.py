@@ -30,6 +30,8 @@ from typing import Any
 
 import requests
 
+from lab.process import PeerError, log_tail, stop_group
+
 BiosValue = str | int | bool
 
 REGISTRY_ID = "LabBiosAttributeRegistry.v1_0_0"
@@ -250,10 +252,6 @@ class FaultBoard:
             return {}
         faults = data.get("faults", {}) if isinstance(data, dict) else {}
         return {str(k): str(v) for k, v in faults.items()}
-
-
-class PeerError(RuntimeError):
-    """The lab BMC could not be started, reached or stopped."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -572,35 +570,10 @@ class RedfishPeer:
         raise PeerError(f"sushy-emulator did not answer within {timeout:.0f}s: {self._log_tail()}")
 
     def _log_tail(self, lines: int = 15) -> str:
-        try:
-            text = (self.state_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+        return log_tail(self.state_dir / LOG_FILE, lines)
 
     def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        pid = self._pid
-        if pid is None or not self.is_running():
-            self._reap()
-            return
-        # The emulator leads its own session (start_new_session): signal only that group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + timeout
-        while self.is_running() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self.is_running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while self.is_running() and time.monotonic() < deadline:
-                time.sleep(0.02)
-        self._reap()
-
-    def _reap(self) -> None:
-        if self._process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=5)
+        stop_group(self._pid, self.is_running, self._process, sig, timeout)
 
     def __enter__(self) -> RedfishPeer:
         return self.start() if not self.is_running() else self

@@ -30,16 +30,14 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from lab.process import PeerError, log_tail, running_as, stop_group
+
 LAB_PORT = 2525
 ENDPOINT_FILE = "endpoint.json"
 PID_FILE = "smtp.pid"
 LOG_FILE = "smtp.log"
 MAIL_DIR = "mail"
 _MODULE = "lab.smtp"
-
-
-class PeerError(Exception):
-    """The mail sink could not be started, found or stopped."""
 
 
 class LoopbackController(Controller):
@@ -191,27 +189,10 @@ class SmtpPeer:
         raise PeerError(f"the mail sink did not answer within {timeout:.0f}s: {self._log_tail()}")
 
     def _log_tail(self, lines: int = 10) -> str:
-        try:
-            text = (self.state_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+        return log_tail(self.state_dir / LOG_FILE, lines)
 
     def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        pid = self._pid
-        if pid is not None and self.is_running():
-            # The sink leads its own session (start_new_session): signal only that group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, sig)
-            deadline = time.monotonic() + timeout
-            while self.is_running() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.is_running():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-        if self._process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=5)
+        stop_group(self._pid, self.is_running, self._process, sig, timeout)
 
     def __enter__(self) -> SmtpPeer:
         return self.start() if not self.is_running() else self
@@ -222,12 +203,7 @@ class SmtpPeer:
 
 def _is_sink(pid: int) -> bool:
     """True when `pid` is a running mail sink (guards against a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return _MODULE.encode() in cmdline and bool(state) and state[0] != "Z"
+    return running_as(pid, _MODULE.encode())
 
 
 def serve(state_dir: Path, host: str, port: int) -> None:
