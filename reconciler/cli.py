@@ -10,17 +10,27 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from reconciler import __version__
 from reconciler.apply import ActionResult
 from reconciler.concurrency import DEFAULT_PARALLELISM
-from reconciler.engine import Engine, Settings
+from reconciler.engine import Engine, PlanRun, Settings
 from reconciler.errors import InputError, MetalformError
+from reconciler.events import APPLY_FAILED, APPLY_STARTED, APPLY_SUCCEEDED, PLAN_FAILED
 from reconciler.load import load
 from reconciler.model import Action, ActionStatus, Plan
+from reconciler.notifications import (
+    RunNotifications,
+    apply_finished_payload,
+    apply_started_payload,
+    notification_problems,
+    plan_failed_payload,
+    planned_event,
+    result_entry,
+)
 from reconciler.render import RENDERERS
 from reconciler.secrets import REDACTOR, RedactingFilter
 
@@ -55,6 +65,11 @@ def _add_repo_args(p: argparse.ArgumentParser) -> None:
                    help="plan this Git revision instead of the working tree")
 
 
+def _add_notify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--notify", action="store_true",
+                   help="send this run's events through the desired state's NotificationRules")
+
+
 def _add_parallelism(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM, metavar="N",
                    help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
@@ -86,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh-only", action="store_true",
                    help="show drift between Git and the live state, plan no actions")
     _add_parallelism(p)
+    _add_notify(p)
 
     p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with "
                                      "--auto-approve)")
@@ -94,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-approve", action="store_true",
                    help="plan and apply at once, without a saved plan")
     _add_parallelism(p)
+    _add_notify(p)
 
     p = sub.add_parser("show", help="render a saved plan")
     p.add_argument("planfile", metavar="PLANFILE")
@@ -139,6 +156,9 @@ def _print_diagnostics(out: Output, diagnostics: Sequence[object]) -> None:
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     state = load(Path(args.directory), args.rev)
     _print_diagnostics(out, state.warnings)
+    problems = notification_problems(state)
+    if problems:
+        raise InputError(problems)
     kinds: dict[str, int] = {}
     for resource in state.resources.values():
         kinds[resource.kind] = kinds.get(resource.kind, 0) + 1
@@ -154,15 +174,48 @@ def _engine(args: argparse.Namespace) -> Engine:
     return Engine(Settings(parallelism=args.parallelism))
 
 
+def _notifications(args: argparse.Namespace, path: Path,
+                   rev: str | None) -> RunNotifications:
+    """The run's notifications (off without --notify); the rules come from the desired state
+    being planned, read before planning so that a failing plan can still be reported."""
+    if not getattr(args, "notify", False):
+        return RunNotifications(None)
+    return RunNotifications.from_desired(load(path, rev), path,
+                                         repository=path.resolve().name)
+
+
+def _planned(engine: Engine, args: argparse.Namespace, notes: RunNotifications,
+             **options: Any) -> PlanRun:
+    """Plan, telling the notifications how it went (plan.failed also when planning fails)."""
+    try:
+        run = engine.plan(Path(args.directory), args.rev, **options)
+    except MetalformError as exc:
+        notes.emit(PLAN_FAILED, plan_failed_payload(str(exc), getattr(exc, "diagnostics", [])))
+        raise
+    event = planned_event(run.plan)
+    if event is not None:
+        notes.emit(*event)
+    return run
+
+
 def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     engine = _engine(args)
+    notes = _notifications(args, Path(args.directory), args.rev)
+    try:
+        return _plan(engine, args, out, notes)
+    finally:
+        notes.close()
+
+
+def _plan(engine: Engine, args: argparse.Namespace, out: Output,
+          notes: RunNotifications) -> int:
 
     def on_gather(resources: int, drivers: int) -> None:
         if args.format == "text":
             out.line(f"Reading {resources} resources through {drivers} provider(s)...", "dim")
 
-    run = engine.plan(Path(args.directory), args.rev, targets=args.target,
-                      refresh_only=args.refresh_only, on_gather=on_gather)
+    run = _planned(engine, args, notes, targets=args.target,
+                   refresh_only=args.refresh_only, on_gather=on_gather)
     plan = run.plan
     if args.format == "text":
         out.line(f"Read {len(run.gathered.live)} resources in {run.gathered.seconds:.1f}s.",
@@ -208,14 +261,22 @@ class ApplyProgress:
         self.out.line(text, style)
 
 
-def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None) -> int:
+def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None,
+               notes: RunNotifications | None = None) -> int:
     if not plan.actions:
         out.line("No changes. Nothing to apply.", "green")
         return EXIT_OK
+    notes = notes or RunNotifications(None)
     runnable = len(plan.runnable)
     out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
     progress = ApplyProgress(out, len(plan.actions))
-    result = engine.apply(plan, path=path, listener=progress)
+    notes.emit(APPLY_STARTED, apply_started_payload(plan))
+    try:
+        result = engine.apply(plan, path=path, listener=progress)
+    except MetalformError as exc:
+        notes.emit(APPLY_FAILED, apply_finished_payload([], {}, revision=plan.revision,
+                                                        error=str(exc)))
+        raise
     counts = {s: result.count(s) for s in ActionStatus}
     seconds = time.monotonic() - progress.started
     line = (f"Apply finished in {seconds:.1f}s: {counts[ActionStatus.SUCCEEDED]} succeeded, "
@@ -224,6 +285,11 @@ def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None) -> in
     failed = counts[ActionStatus.FAILED] + counts[ActionStatus.SKIPPED] + counts[
         ActionStatus.REFUSED]
     out.line(line, "red" if failed else "green")
+    results = [result_entry(r.address, r.operation, r.status, r.error)
+               for r in sorted(result.results.values(), key=lambda r: r.id)]
+    notes.emit(APPLY_FAILED if failed else APPLY_SUCCEEDED, apply_finished_payload(
+        results, {s.value: n for s, n in counts.items() if n}, revision=plan.revision,
+        error=f"{failed} action(s) failed, skipped or refused" if failed else None))
     if failed:
         out.line("Plan again to see what is left; apply is safe to resume.")
         return EXIT_ERROR
@@ -250,15 +316,38 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
             raise MetalformError("give either PLANFILE or --auto-approve, not both")
         plan = read_plan_file(args.planfile)
         path = Path(args.directory) if args.directory != "." else None
-        return _run_apply(engine, plan, out, path)
+        notes = _saved_plan_notifications(args, plan, path)
+        try:
+            return _run_apply(engine, plan, out, path, notes)
+        finally:
+            notes.close()
     if not args.auto_approve:
         raise MetalformError("apply needs a PLANFILE (from `metalform plan -o`) or "
                              "--auto-approve to plan and apply at once")
-    run = engine.plan(Path(args.directory), args.rev)
-    sys.stdout.write(RENDERERS["text"](run.plan))
-    if run.plan.has_errors:
-        return EXIT_ERROR
-    return _run_apply(engine, run.plan, out, None)
+    notes = _notifications(args, Path(args.directory), args.rev)
+    try:
+        run = _planned(engine, args, notes)
+        sys.stdout.write(RENDERERS["text"](run.plan))
+        if run.plan.has_errors:
+            return EXIT_ERROR
+        return _run_apply(engine, run.plan, out, None, notes)
+    finally:
+        notes.close()
+
+
+def _saved_plan_notifications(args: argparse.Namespace, plan: Plan,
+                              path: Path | None) -> RunNotifications:
+    """The rules of the revision a saved plan was made from; when that cannot be read the
+    apply goes on without notifications (its staleness check says what moved)."""
+    if not args.notify:
+        return RunNotifications(None)
+    source = path or (Path(plan.source.path) if plan.source else Path("."))
+    rev = plan.source.rev if plan.source else None
+    try:
+        return _notifications(args, source, rev)
+    except MetalformError as exc:
+        log.warning("notifications are off for this apply: %s", REDACTOR(str(exc)))
+        return RunNotifications(None)
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:

@@ -56,6 +56,15 @@ def merge(parts: Sequence[LiveResource]) -> LiveResource:
     )
 
 
+def _scrubbed(item: LiveResource) -> LiveResource:
+    """`item` with known secrets redacted from its error text."""
+    if item.error:
+        clean = REDACTOR(item.error)
+        if clean != item.error:
+            return item.model_copy(update={"error": clean})
+    return item
+
+
 def gather(
     resources: Sequence[Resource],
     providers: Mapping[str, Provider],
@@ -90,6 +99,9 @@ def gather(
         except MetalformError as exc:
             message = REDACTOR(str(exc))
             live = {r.address: unreachable(r.address, message) for r in batch}
+        # A failure reported as data (an Unreachable result) may quote a credential as easily
+        # as an exception does, and plans carry it to files, the state store and forges.
+        live = {address: _scrubbed(item) for address, item in live.items()}
         found: Mapping[Address, LiveResource] = {}
         if key in scopes and isinstance(provider, Discovering):
             try:

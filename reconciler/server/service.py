@@ -23,15 +23,24 @@ from reconciler.events import (
     APPLY_STARTED,
     APPLY_SUCCEEDED,
     DRIFT_DETECTED,
-    PLAN_CREATED,
     PLAN_FAILED,
     EventBus,
 )
 from reconciler.model import Action, ActionStatus, Plan
+from reconciler.notifications import (
+    MAX_ADDRESSES,
+    apply_finished_payload,
+    apply_started_payload,
+    plan_failed_payload,
+    plan_payload,
+    planned_event,
+    result_entry,
+)
 from reconciler.secrets import REDACTOR
 from reconciler.server import resource_status
 from reconciler.server.config import ServerConfig
 from reconciler.server.metrics import Metrics
+from reconciler.server.notifications import ServerNotifications
 from reconciler.server.reporting import ForgeReporter, PullRequest
 from reconciler.server.repository import (
     RepositoryUnavailable,
@@ -105,6 +114,7 @@ class Service:
         self._version = 0
         # any event may change what the status shows; readers compare versions to cache it
         self.bus.subscribe(lambda event: self.changed())
+        self.notifications = ServerNotifications(self.bus)
         self._last_head: str | None = None
         self._head_lock = threading.Lock()
 
@@ -140,8 +150,9 @@ class Service:
             self.repository, ref=ref if ref is not None else (sha or self.config.branch),
             revision=sha, trigger=trigger, who=who,
             pull_request=pull_request.key if pull_request else None)
-        self.bus.emit(PLAN_CREATED, {"ref": record.ref, "trigger": trigger.value, "who": who},
-                      repository=self.repository, plan_id=record.id)
+        # plan.created is emitted when the plan is made (run_plan): only then does it say
+        # what changes, which notification rules match on. The store has the record now.
+        self.changed()
         try:
             self.workers.submit(f"plan {record.id}", self.run_plan, record.id, pull_request,
                                 auto_apply, detect_drift)
@@ -185,7 +196,8 @@ class Service:
             lines = [d.render() for d in exc.diagnostics]
             error = REDACTOR(f"{exc} at {sha}:\n" + "\n".join(lines))
             return self._plan_failed(plan_id, error, pull_request, started, trigger,
-                                     invalid_input=True, detect_drift=detect_drift)
+                                     invalid_input=True, detect_drift=detect_drift,
+                                     diagnostics=exc.diagnostics, revision=sha)
         except MetalformError as exc:
             return self._plan_failed(plan_id, REDACTOR(str(exc)), pull_request, started, trigger,
                                      invalid_input=False, detect_drift=detect_drift)
@@ -200,6 +212,10 @@ class Service:
         self.metrics.plan_seconds.observe(time.monotonic() - started)
         tracked = pull_request is None and self.tracker.branch_of(record.ref) == self.config.branch
         if tracked:
+            # before this plan's events, so that the rules of the revision just planned hear them
+            self.notifications.update(run.desired, run.plan.revision, self.tracker.source_path)
+        self._emit_planned(record, run.plan)
+        if tracked:
             self._record_statuses(run)
             if detect_drift:
                 self._drift_checked(done, run)
@@ -213,13 +229,24 @@ class Service:
                 log.warning("auto-apply of plan %s not started: %s", plan_id, exc)
         return done
 
+    def _emit_planned(self, record: PlanRecord, plan: Plan) -> None:
+        """plan.failed for a plan with errors, plan.created for one with changes; a plan with
+        neither is not news (a drift check finding nothing would otherwise notify each time)."""
+        event = planned_event(plan, ref=record.ref, trigger=record.trigger.value,
+                              who=record.who)
+        if event is not None:
+            self.bus.emit(event[0], event[1], repository=self.repository, plan_id=record.id)
+
     def _plan_failed(self, plan_id: str, error: str, pull_request: PullRequest | None,
                      started: float, trigger: str, *, invalid_input: bool,
-                     detect_drift: bool = False) -> PlanRecord:
+                     detect_drift: bool = False, diagnostics: list[Any] | None = None,
+                     revision: str | None = None) -> PlanRecord:
         record = self.store.fail_plan(plan_id, error)
         self.metrics.plans.labels("failed", trigger).inc()
         self.metrics.plan_seconds.observe(time.monotonic() - started)
-        self.bus.emit(PLAN_FAILED, {"error": error.splitlines()[0] if error else ""},
+        self.bus.emit(PLAN_FAILED, plan_failed_payload(
+                          error.splitlines()[0] if error else "", diagnostics or [],
+                          ref=record.ref, trigger=trigger, revision=revision),
                       repository=self.repository, plan_id=plan_id)
         if detect_drift:
             self.drift = DriftState(time.time(), plan_id, None, [],
@@ -237,10 +264,10 @@ class Service:
         drifted = resource_status.drifted(run)
         self.drift = DriftState(time.time(), record.id, run.plan.revision, drifted)
         if drifted:
-            self.bus.emit(DRIFT_DETECTED, {"revision": run.plan.revision,
-                                           "resources": len(drifted),
-                                           "addresses": drifted[:50]},
-                          repository=self.repository, plan_id=record.id)
+            payload = plan_payload(run.plan)
+            payload.update(resources=len(drifted), addresses=drifted[:MAX_ADDRESSES])
+            self.bus.emit(DRIFT_DETECTED, payload, repository=self.repository,
+                          plan_id=record.id)
 
     # --- applies -----------------------------------------------------------------------
 
@@ -310,7 +337,7 @@ class Service:
         error: str | None = None
         try:
             self.store.start_apply(apply_id)
-            self.bus.emit(APPLY_STARTED, {"planId": record.id, "revision": plan.revision},
+            self.bus.emit(APPLY_STARTED, apply_started_payload(plan, planId=record.id),
                           repository=record.repository, plan_id=record.id, apply_id=apply_id)
             if record.pull_request is None and self.tracker.branch_of(record.ref) is not None:
                 self.tracker.fetch()  # Git may have moved since the request was checked
@@ -339,8 +366,11 @@ class Service:
         if full.actions:
             self.store.upsert_resource_statuses(record.repository,
                                                 resource_status.after_apply(full.actions))
+        results = [result_entry(a.address, a.operation, a.status, a.error)
+                   for a in full.actions]
         self.bus.emit(APPLY_SUCCEEDED if error is None else APPLY_FAILED,
-                      {"planId": record.id, "error": error, "counts": done.counts},
+                      apply_finished_payload(results, done.counts, planId=record.id,
+                                             revision=plan.revision, error=error),
                       repository=record.repository, plan_id=record.id, apply_id=apply_id)
         if pull_request is not None:
             self.reporter.applied(pull_request, done)
@@ -372,5 +402,6 @@ class Service:
     def close(self, timeout: float = 30.0) -> None:
         """Let running jobs finish (queued ones are dropped) and close the forge clients."""
         self.workers.shutdown(timeout)
+        self.notifications.close(timeout)
         for client in self.reporter.clients.values():
             client.close()
