@@ -18,6 +18,7 @@ from reconciler.concurrency import DEFAULT_PARALLELISM, Limiter
 from reconciler.credentials import check_credentials, fingerprint_key
 from reconciler.errors import MetalformError, StalePlanError
 from reconciler.gather import Gathered, gather, group_by_driver
+from reconciler.inventory import import_inventory
 from reconciler.load import (
     DesiredState,
     load,
@@ -201,6 +202,9 @@ class Engine:
         on_gather: Callable[[int, int], None] | None,
     ) -> PlanRun:
         desired = load(path, rev)
+        # NetBox inventory Providers turn devices into Servers before anything is chosen, so
+        # imported Servers are planned (and their credentials checked) like Git's.
+        desired = import_inventory(desired, CredentialResolver(desired.resources, path))
         chosen = managed(desired, targets)
         credentials, missing = check_credentials(chosen, desired.resources, path,
                                                  fingerprint_key())

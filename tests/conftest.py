@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.docker",
     "tests.fixtures.postgres",
     "tests.fixtures.maas",
+    "tests.fixtures.netbox",
 ]

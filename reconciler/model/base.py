@@ -134,9 +134,12 @@ class Resource(BaseModel):
 
     def document(self) -> dict[str, Any]:
         """The resource as a JSON-able document, as written in Git (camelCase, no defaults)."""
-        return {
+        document = {
             "apiVersion": API_VERSION,
             "kind": self.kind,
             "metadata": self.metadata.model_dump(mode="json", by_alias=True, exclude_defaults=True),
             "spec": self.spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
         }
+        if self.source != "git":
+            document["source"] = self.source
+        return document
