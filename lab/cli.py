@@ -19,12 +19,14 @@ from pathlib import Path
 from lab.docker import DockerPeer
 from lab.ipmi import BmcSpec, IpmiPeer
 from lab.maas import LAB_HOSTNAMES, MaasPeer, lab_machines, new_api_key
+from lab.nova import NovaPeer
 from lab.redfish import LabSystem, RedfishPeer
 from lab.smtp import SmtpPeer
 
 REDFISH_PORT = 18000
 SMTP_PORT = 2525
 MAAS_PORT = 5240
+NOVA_PORT = 8774
 IPMI_PORTS = {"storage-001": 16230, "storage-002": 16231}
 REDFISH_SERVERS = {
     # name: model; MF-G8 are the GPU hosts the gpu-l40 template matches
@@ -98,7 +100,7 @@ def _ipmi(state_dir: Path, password: str | None = None,
 
 def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
        ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT,
-       maas_port: int = MAAS_PORT) -> int:
+       maas_port: int = MAAS_PORT, nova_port: int = NOVA_PORT) -> int:
     passwords = _passwords(state_dir)
     redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
     if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
@@ -133,6 +135,14 @@ def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
         maas = MaasPeer(maas_dir, lab_machines(LAB_HOSTNAMES), port=maas_port,
                         api_key=passwords["METALFORM_MAAS_API_KEY"]).start()
         say(f"MAAS (simulated MAAS 2.0 API) at {maas.url}: {', '.join(LAB_HOSTNAMES)} Ready")
+    nova_dir = state_dir / "nova"
+    if (nova_dir / "endpoint.json").exists() and NovaPeer.attach(nova_dir).is_running():
+        say("OpenStack compute API already running")
+    else:
+        # The first start builds nova's own virtualenv (about a minute, once).
+        nova = NovaPeer(nova_dir, [*REDFISH_SERVERS, *IPMI_PORTS], port=nova_port).start()
+        say(f"OpenStack compute API (nova-api 34) at {nova.url}: "
+            f"{len(REDFISH_SERVERS) + len(IPMI_PORTS)} compute hosts")
     say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
     return 0
 
@@ -153,6 +163,9 @@ def down(state_dir: Path, say: Say) -> int:
         stopped = True
     if (state_dir / "maas" / "endpoint.json").exists():
         MaasPeer.attach(state_dir / "maas").stop()
+        stopped = True
+    if (state_dir / "nova" / "endpoint.json").exists():
+        NovaPeer.attach(state_dir / "nova").stop()
         stopped = True
     say("Lab stopped." if stopped else f"No lab in {state_dir}.")
     return 0
@@ -189,13 +202,18 @@ def status(state_dir: Path, say: Say) -> int:
         ok = maas.is_running()
         running &= ok
         say(f"maas     {'running' if ok else 'stopped'}  {maas.url}")
+    if (state_dir / "nova" / "endpoint.json").exists():
+        nova = NovaPeer.attach(state_dir / "nova")
+        ok = nova.is_running()
+        running &= ok
+        say(f"nova     {'running' if ok else 'stopped'}  {nova.url}")
     return 0 if running else 1
 
 
 def run_lab(action: str, state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
             ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT,
-            maas_port: int = MAAS_PORT) -> int:
+            maas_port: int = MAAS_PORT, nova_port: int = NOVA_PORT) -> int:
     if action == "up":
         return up(state_dir, say, redfish_port=redfish_port, ipmi_base_port=ipmi_base_port,
-                  smtp_port=smtp_port, maas_port=maas_port)
+                  smtp_port=smtp_port, maas_port=maas_port, nova_port=nova_port)
     return {"down": down, "status": status}[action](state_dir, say)

@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loopback port of the SMTP sink (default 2525)")
     p.add_argument("--maas-port", type=int, default=5240, metavar="PORT",
                    help="loopback port of the MAAS simulator (default 5240)")
+    p.add_argument("--nova-port", type=int, default=8774, metavar="PORT",
+                   help="loopback port of the OpenStack compute API (default 8774)")
     return parser
 
 
@@ -381,7 +383,8 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
 
     return run_lab(args.action, Path(args.state_dir), out.line,
                    redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port,
-                   smtp_port=args.smtp_port, maas_port=args.maas_port)
+                   smtp_port=args.smtp_port, maas_port=args.maas_port,
+                   nova_port=args.nova_port)
 
 
 COMMANDS = {

@@ -154,7 +154,7 @@ def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> li
             address=address,
             operation=draft.operation,
             params=draft.params,
-            depends_on=tuple(sorted(ids[(address, k)] for k in draft.after)),
+            depends_on=_dependencies(address, draft.after, ids),
             disruptive=draft.disruptive,
             status=draft.status,
             reason=draft.reason,
@@ -164,6 +164,29 @@ def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> li
             description=draft.description,
         ))
     return actions
+
+
+def _dependencies(
+    address: Address, after: tuple[str, ...], ids: Mapping[tuple[Address, str], int]
+) -> tuple[int, ...]:
+    """Ids of the drafts an action waits for.
+
+    An entry is a key of the same resource's drafts, or `Kind/name:key` for a draft of another
+    resource (a host joins its new aggregate before it leaves the old one). A draft of another
+    resource that this plan does not hold (--target, unreachable) adds no dependency.
+    """
+    found: set[int] = set()
+    for key in after:
+        if (address, key) in ids:
+            found.add(ids[(address, key)])
+            continue
+        other, sep, rest = key.partition(":")
+        if sep and "/" in other:
+            if (other, rest) in ids:
+                found.add(ids[(other, rest)])
+            continue
+        found.add(ids[(address, key)])  # an unknown key of this resource is a planner bug
+    return tuple(sorted(found))
 
 
 def _summary(changes: list[Change], actions: list[Action], unreachable: int) -> Summary:

@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.maas",
     "tests.fixtures.netbox",
+    "tests.fixtures.nova",
 ]

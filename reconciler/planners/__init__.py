@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reconciler.model import LiveResource, Resource
+from reconciler.planners.aggregate import plan_aggregate
 from reconciler.planners.server import Draft, PlanContext, ResourcePlan, plan_server
 from reconciler.planners.service import plan_service
 
 Planner = Callable[[Resource | None, LiveResource | None, PlanContext], ResourcePlan]
 
 PLANNERS: dict[str, Planner] = {
+    "Aggregate": plan_aggregate,
     "Server": plan_server,
     "Service": plan_service,
 }

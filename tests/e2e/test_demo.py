@@ -75,6 +75,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     state = work / ".metalform-lab"
     redfish_port, ipmi_base = free_tcp_port(), free_udp_ports(2)
     smtp_port, status_port, maas_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
+    nova_port = free_tcp_port()
     env = {**os.environ, "NO_COLOR": "1"}
     inventory = work / "inventory"
     shutil.copytree(ROOT / "inventory-example", inventory)
@@ -85,12 +86,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                 .replace("127.0.0.1:16231", f"127.0.0.1:{ipmi_base + 1}")
                 .replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
                 .replace("127.0.0.1:18080", f"127.0.0.1:{status_port}")
-                .replace("127.0.0.1:5240", f"127.0.0.1:{maas_port}"))
+                .replace("127.0.0.1:5240", f"127.0.0.1:{maas_port}")
+                .replace("127.0.0.1:8774", f"127.0.0.1:{nova_port}"))
         path.write_text(text)
     d = Demo(work, state, env)
     up = d.run("lab", "up", "--state-dir", str(state), "--redfish-port", str(redfish_port),
                "--ipmi-base-port", str(ipmi_base), "--smtp-port", str(smtp_port),
-               "--maas-port", str(maas_port))
+               "--maas-port", str(maas_port), "--nova-port", str(nova_port))
     assert up.returncode == 0, up.stdout + up.stderr
     for line in (state / "env").read_text().splitlines():
         if line.startswith("export "):
@@ -113,7 +115,8 @@ def test_demo_plans_applies_and_converges(demo: Demo) -> None:
     assert "Traceback" not in plan.stderr
     saved = json.loads((demo.root / "demo.plan.json").read_text())
     assert saved["summary"]["update"] == 8
-    assert saved["summary"]["create"] == 3  # the three Services on the lab's Docker engine
+    # the three Services on the lab's Docker engine and the two GPU aggregates in Nova
+    assert saved["summary"]["create"] == 5
     assert saved["summary"]["unreachable"] == 0
     operations = sorted((a["address"], a["operation"]) for a in saved["actions"])
     # every server was off: power on; every Redfish server stages its BIOS first

@@ -1,0 +1,179 @@
+"""OpenStack clouds: Nova host aggregates (Aggregate resources).
+
+One `OpenStackProvider` serves every Provider resource of type openstack; each gets one
+reused connection (`Cloud`) to its compute endpoint (`url`). Reading costs three listings
+per cloud, whatever the number of Aggregates: every aggregate, the compute services (the hosts
+Nova knows) and the hypervisors with their servers (how many instances each host runs).
+Aggregates Git no longer declares are left alone (no discovery): Nova aggregates carry no mark
+of who made them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from providers.base import with_retries
+from providers.openstack.client import Cloud, HostNotFound
+from providers.openstack.mapping import live_resource
+from reconciler.errors import PermanentError, ProviderError
+from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model.live import unreachable
+from reconciler.planners.aggregate import AZ, desired_hosts
+from reconciler.provider import ProviderContext
+from reconciler.secrets import REDACTOR
+
+OPERATIONS = frozenset({
+    "aggregate.create",
+    "aggregate.set_availability_zone",
+    "aggregate.set_metadata",
+    "aggregate.add_host",
+    "aggregate.remove_host",
+})
+
+__all__ = ["OPERATIONS", "OpenStackProvider"]
+
+
+class OpenStackProvider:
+    """Host aggregates on OpenStack clouds (see the module docstring)."""
+
+    name: ClassVar[str] = "openstack"
+    kinds: ClassVar[frozenset[str]] = frozenset({"Aggregate"})
+    operations: ClassVar[frozenset[str]] = OPERATIONS
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+        self._clouds: dict[str, Cloud] = {}
+        self._lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _provider_resource(self, aggregate: Resource) -> Resource:
+        provider = self.context.resources.get(f"Provider/{aggregate.spec.provider}")
+        if provider is None:
+            raise PermanentError(
+                f"Provider/{aggregate.spec.provider} of {aggregate.address} is not defined"
+            )
+        return provider
+
+    def cloud(self, provider: Resource) -> Cloud:
+        """The connection of one Provider resource (one for the provider's lifetime)."""
+        with self._lock:
+            cloud = self._clouds.get(provider.name)
+            if cloud is None:
+                spec = provider.spec
+                credential = (self.context.credential(spec.credential)
+                              if spec.credential else None)
+                timeout = spec.timeout if "timeout" in spec.model_fields_set else None
+                cloud = Cloud(spec.url, self.context.limiter, timeout or self.context.timeout,
+                              project=spec.project, region=spec.region,
+                              verify=spec.verify_tls, credential=credential)
+                self._clouds[provider.name] = cloud
+            return cloud
+
+    def endpoint(self, resource: Resource) -> str:
+        if resource.kind == "Provider":
+            return f"openstack:{resource.spec.url.rstrip('/')}"
+        provider = self.context.resources.get(f"Provider/{resource.spec.provider}")
+        if provider is None:
+            return "openstack:"
+        return f"openstack:{provider.spec.url.rstrip('/')}"
+
+    def _retried(self, what: str, fn: Any) -> Any:
+        return with_retries(fn, retries=self.context.retries, what=what)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
+        """Every Aggregate, grouped by cloud: three listings per cloud."""
+        out: dict[Address, LiveResource] = {}
+        by_cloud: dict[str, tuple[Cloud, list[Resource]]] = {}
+        for aggregate in resources:
+            try:
+                cloud = self.cloud(self._provider_resource(aggregate))
+            except ProviderError as exc:
+                out[aggregate.address] = unreachable(aggregate.address, REDACTOR(str(exc)))
+                continue
+            by_cloud.setdefault(cloud.url, (cloud, []))[1].append(aggregate)
+        for cloud, members in by_cloud.values():
+            out.update(self._read_on(cloud, members))
+        return out
+
+    def _read_on(
+        self, cloud: Cloud, aggregates: Sequence[Resource], *, hosts: bool = True
+    ) -> dict[Address, LiveResource]:
+        try:
+            listing = self._retried(f"{cloud.url}: list aggregates", cloud.aggregates)
+            counts: dict[str, int | None] | None = (
+                self._retried(f"{cloud.url}: list hypervisors", cloud.compute_hosts)
+                if hosts else None
+            )
+        except ProviderError as exc:
+            message = REDACTOR(str(exc))
+            return {a.address: unreachable(a.address, message) for a in aggregates}
+        by_name = {str(a["name"]): a for a in listing}
+        return {
+            a.address: live_resource(
+                a.address,
+                by_name.get(a.name),
+                cloud=cloud.url,
+                aggregates=listing,
+                desired_hosts=desired_hosts(a, self.context.resources) or (),
+                instances=counts,
+                compute_hosts=sorted(counts) if counts is not None else None,
+            )
+            for a in aggregates
+        }
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def execute(self, action: Action, resource: Resource) -> LiveResource:
+        """Perform exactly `action` on the aggregate; return it read back."""
+        operation = action.operation
+        if operation not in OPERATIONS:
+            raise PermanentError(
+                f"operation {operation} is not supported by the openstack provider"
+            )
+        cloud = self.cloud(self._provider_resource(resource))
+        params = action.params
+        if operation == "aggregate.create":
+            # Not retried: a create that timed out may have happened; the next plan tells.
+            cloud.create(resource.name, params.get(AZ))
+        else:
+            aggregate_id = self._find(cloud, resource)
+            if operation == "aggregate.set_availability_zone":
+                self._retried("set zone", lambda: cloud.set_zone(aggregate_id, params[AZ]))
+            elif operation == "aggregate.set_metadata":
+                self._retried("set metadata",
+                              lambda: cloud.set_metadata(aggregate_id, dict(params["metadata"])))
+            else:
+                host = str(params["host"])
+                try:
+                    if operation == "aggregate.add_host":
+                        cloud.add_host(aggregate_id, host)
+                    else:
+                        cloud.remove_host(aggregate_id, host)
+                except HostNotFound as exc:
+                    raise HostNotFound(
+                        f"{operation} {host} on {resource.address}: Nova knows no such "
+                        f"compute host, or the aggregate is gone ({exc})"
+                    ) from None
+        # The read-back needs the aggregate only: no hypervisor listing per action.
+        return self._read_on(cloud, [resource], hosts=False)[resource.address]
+
+    def _find(self, cloud: Cloud, aggregate: Resource) -> Any:
+        listing: list[dict[str, Any]] = self._retried("list aggregates", cloud.aggregates)
+        for found in listing:
+            if found["name"] == aggregate.name:
+                return found["id"]
+        raise PermanentError(
+            f"{cloud.url} has no aggregate {aggregate.name!r} (deleted since the plan was "
+            "made? plan again)"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for cloud in self._clouds.values():
+                cloud.close()
+            self._clouds.clear()
