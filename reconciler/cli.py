@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -430,14 +429,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.error("interrupted")
         return 130
-
-
-def _json_default(value: object) -> str:
-    return str(value)
-
-
-def dump_json(data: object) -> str:
-    return json.dumps(data, indent=2, default=_json_default)
 
 
 if __name__ == "__main__":

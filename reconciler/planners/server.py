@@ -34,7 +34,12 @@ POWER_SETTLE_SECONDS = 300.0
 
 @dataclass
 class Draft:
-    """An action before it gets its plan-wide id; `after` names drafts of the same resource."""
+    """An action before it gets its plan-wide id.
+
+    `after` names the drafts it waits for: a key of the same resource's drafts, or
+    `Kind/name:key` for another resource's (a host joins its new aggregate before it leaves
+    the old one).
+    """
 
     key: str
     operation: str
