@@ -12,7 +12,16 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from reconciler.model import Address, Diagnostic, Resource, Severity
+from reconciler.model import (
+    Address,
+    Change,
+    ChangeKind,
+    Diagnostic,
+    DiffEntry,
+    Plan,
+    Resource,
+    Severity,
+)
 from reconciler.references import references
 from reconciler.secrets import SecretUnavailable, fingerprint, resolve
 
@@ -89,3 +98,19 @@ def check_credentials(
             continue
         fingerprints[name] = fingerprint(value, key)
     return fingerprints, diagnostics
+
+
+def with_rotations(plan: Plan, previous: Mapping[str, str]) -> Plan:
+    """The plan, plus a change for every secret whose fingerprint differs from `previous`
+    (the fingerprints of the last applied plan): a rotated secret shows in the plan as a
+    changed fingerprint, never as a value. Pure."""
+    rotated = [
+        Change(address=f"Credential/{name}", action=ChangeKind.UPDATE,
+               diff=[DiffEntry(path="secret (fingerprint)", before=previous[name], after=now)])
+        for name, now in sorted(plan.credential_fingerprints.items())
+        if name in previous and previous[name] != now
+    ]
+    if not rotated:
+        return plan
+    summary = plan.summary.model_copy(update={"update": plan.summary.update + len(rotated)})
+    return plan.model_copy(update={"changes": [*rotated, *plan.changes], "summary": summary})

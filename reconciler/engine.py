@@ -234,9 +234,7 @@ class Engine:
             files=repository_files(path, rev),
         )
         plan = make_plan(desired, gathered.live, options, gathered.discovered)
-        plan = plan.model_copy(update={"credential_fingerprints": {
-            name: value for name, value in credentials.items()
-            if f"Credential/{name}" in plan.resources}})
+        plan = plan.model_copy(update={"credential_fingerprints": credentials})
         return PlanRun(plan, desired, gathered)
 
     def apply(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.apply import ActionResult as EngineActionResult
+from reconciler.credentials import with_rotations
 from reconciler.engine import Engine, PlanRun
 from reconciler.errors import InputError, MetalformError, StalePlanError
 from reconciler.events import (
@@ -177,6 +178,18 @@ class Service:
             return record.revision
         return self.tracker.resolve(record.ref)
 
+    def _applied_secrets(self) -> dict[str, str]:
+        """Credential fingerprints of the last applied plan, to show rotated secrets."""
+        status = self.store.repository_status(self.repository)
+        if status is None or status.last_apply_id is None:
+            return {}
+        try:
+            applied = self.store.get_apply(status.last_apply_id)
+            plan = self.store.get_plan(applied.plan_id).plan()
+        except MetalformError:
+            return {}
+        return dict(plan.credential_fingerprints) if plan is not None else {}
+
     def run_plan(self, plan_id: str, pull_request: PullRequest | None = None,
                  auto_apply: bool = False, detect_drift: bool = False) -> PlanRecord:
         """The planning job: fetch, plan the exact commit, record, report."""
@@ -206,7 +219,7 @@ class Service:
             return self._plan_failed(plan_id, f"internal error: {type(exc).__name__}",
                                      pull_request, started, trigger, invalid_input=False,
                                      detect_drift=detect_drift)
-        done = self.store.finish_plan(plan_id, run.plan)
+        done = self.store.finish_plan(plan_id, with_rotations(run.plan, self._applied_secrets()))
         self.changed()
         self.metrics.plans.labels("succeeded", trigger).inc()
         self.metrics.plan_seconds.observe(time.monotonic() - started)
