@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from lab.process import PeerError, log_tail, running_as, stop_group
+from lab.process import PeerError, log_tail, running_as, spawn_module, stop_group
 
 LAB_PORT = 8001
 API_PREFIX = "/api/"
@@ -321,17 +321,9 @@ class NetboxPeer:
         config = {"pageSize": self.page_size, "maxPageSize": self.max_page_size,
                   "parentPid": os.getpid() if self.die_with_parent else None}
         _write_json(self.state_dir / CONFIG_FILE, config)
-        env = dict(os.environ)
-        # The child imports `lab` even when this tree is not installed (a source checkout).
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        with open(self.state_dir / LOG_FILE, "ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", _MODULE, "--state-dir", str(self.state_dir),
-                 "--host", self.host, "--port", str(self.port)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,
-            )
+        self._process = spawn_module(
+            _MODULE, ["--state-dir", str(self.state_dir), "--host", self.host,
+                      "--port", str(self.port)], self.state_dir / LOG_FILE)
         self._pid = self._process.pid
         try:
             self._wait_ready(timeout)

@@ -60,3 +60,30 @@ def stop_group(
     if process is not None:  # reap our own child, so it leaves no zombie
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+
+
+def spawn_module(
+    module: str,
+    args: list[str],
+    log_file: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Run `python -m module args` as a peer: its own session, output appended to `log_file`.
+
+    The child imports `lab` even when this tree is not installed (a source checkout), and it
+    outlives the caller (start_new_session) so `lab up` can return while the lab keeps running.
+    """
+    import sys
+
+    environment = dict(os.environ if env is None else env)
+    root = str(Path(__file__).resolve().parent.parent)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, environment.get("PYTHONPATH")) if p)
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=environment, cwd=cwd, start_new_session=True,
+        )

@@ -20,7 +20,6 @@ import re
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 import requests
 
-from lab.process import PeerError, log_tail, stop_group
+from lab.process import PeerError, log_tail, spawn_module, stop_group
 
 BiosValue = str | int | bool
 
@@ -365,20 +364,10 @@ class RedfishPeer:
         (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
         self._write_credentials()
         config_path = self._write_config()
+        # Only our config file configures the emulator, never a stray variable of the caller.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUSHY_EMULATOR_")}
-        # The child imports `lab` even when this tree is not installed (a source checkout).
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        with open(self.state_dir / LOG_FILE, "ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", _EMULATOR_MODULE, "--config", str(config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.state_dir,
-                start_new_session=True,
-            )
+        self._process = spawn_module(_EMULATOR_MODULE, ["--config", str(config_path)],
+                                     self.state_dir / LOG_FILE, env=env, cwd=self.state_dir)
         self._pid = self._process.pid
         try:
             self._wait_ready(timeout)

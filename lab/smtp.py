@@ -20,7 +20,6 @@ import os
 import signal
 import smtplib
 import subprocess
-import sys
 import threading
 import time
 from email.message import EmailMessage
@@ -30,7 +29,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from lab.process import PeerError, log_tail, running_as, stop_group
+from lab.process import PeerError, log_tail, running_as, spawn_module, stop_group
 
 LAB_PORT = 2525
 ENDPOINT_FILE = "endpoint.json"
@@ -133,17 +132,9 @@ class SmtpPeer:
             raise PeerError(f"a mail sink is already running from {self.state_dir}")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
-        env = dict(os.environ)
-        # The child imports `lab` even when this tree is not installed (a source checkout).
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        with open(self.state_dir / LOG_FILE, "ab") as log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", _MODULE, "--state-dir", str(self.state_dir),
-                 "--host", self.host, "--port", str(self.port)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,
-            )
+        self._process = spawn_module(
+            _MODULE, ["--state-dir", str(self.state_dir), "--host", self.host,
+                      "--port", str(self.port)], self.state_dir / LOG_FILE)
         self._pid = self._process.pid
         try:
             self._wait_ready(timeout)
