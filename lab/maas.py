@@ -15,14 +15,18 @@ What it models:
   machine makes its next commissioning or deployment end in "Failed commissioning" / "Failed
   deployment" with the given status message.
 - deploy stores the user data and distro series given; release forgets them.
-Lab-only control routes (`/MAAS/_lab/...`, signed like the API) inject faults and read the
-stored user data; tests use them through `MaasPeer`.
+- HTTP faults: the next N API requests (optionally only those under a path) answered with a
+  given status, or held for some seconds before they are served (a region that hangs).
+Lab-only control routes (`/MAAS/_lab/...`, signed like the API) inject faults, read the stored
+user data and the log of API requests seen (method, path, op); tests use them through
+`MaasPeer`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import contextlib
 import email.parser
 import email.policy
@@ -242,10 +246,13 @@ class Maas:
 
     # -- API --------------------------------------------------------------------------------
 
-    def list_machines(self, base: str) -> list[dict[str, Any]]:
+    def list_machines(self, base: str, hostnames: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every machine, or those with one of `hostnames` (MAAS's `?hostname=` filter)."""
         with self.lock:
             self._advance()
-            return [self._machine_json(m, base) for m in self.machines.values()]
+            wanted = set(hostnames)
+            return [self._machine_json(m, base) for m in self.machines.values()
+                    if not wanted or m["hostname"] in wanted]
 
     def read_machine(self, system_id: str, base: str) -> dict[str, Any]:
         with self.lock:
@@ -446,7 +453,7 @@ def _parse_authorization(header: str) -> dict[str, str]:
 
 
 def _parse_form(environ: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The request body: multipart (python-libmaas) or urlencoded (Metalform's client)."""
+    """The request body: multipart (python-libmaas) or urlencoded (as curl sends it)."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     ctype = environ.get("CONTENT_TYPE", "")
@@ -464,13 +471,41 @@ def _parse_form(environ: Mapping[str, Any]) -> dict[str, list[str]]:
     return form
 
 
-class App:
-    """The WSGI application: authentication, routing, JSON."""
+@dataclass
+class HttpFault:
+    """The next `count` API requests under `path` get `status`, or wait `hang` seconds first."""
 
-    def __init__(self, maas: Maas, api_key: str) -> None:
+    count: int
+    path: str = ""
+    status: str | None = None
+    hang: float = 0.0
+
+
+class App:
+    """The WSGI application: authentication, routing, JSON, the request log, HTTP faults."""
+
+    REQUEST_LOG_SIZE = 1000
+
+    def __init__(self, maas: Maas, api_key: str, *, latency: float = 0.0) -> None:
         self.maas = maas
+        self.latency = latency
         consumer, token, secret = api_key.split(":")
         self._consumer, self._token, self._secret = consumer, token, secret
+        self._lock = threading.Lock()
+        self._requests: collections.deque[str] = collections.deque(maxlen=self.REQUEST_LOG_SIZE)
+        self._faults: list[HttpFault] = []
+
+    def _seen(self, method: str, rest: str, query: str) -> HttpFault | None:
+        """Log one API request; the HTTP fault it meets, if any."""
+        with self._lock:
+            self._requests.append(f"{method} {rest}" + (f"?{unquote(query)}" if query else ""))
+            for fault in self._faults:
+                if rest.startswith(fault.path):
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
 
     def _authorized(self, environ: Mapping[str, Any]) -> bool:
         fields = _parse_authorization(environ.get("HTTP_AUTHORIZATION", ""))
@@ -503,6 +538,12 @@ class App:
         maas = self.maas
         if path.startswith(API_PREFIX):
             rest = path[len(API_PREFIX):]
+            fault = self._seen(method, rest, environ.get("QUERY_STRING", ""))
+            time.sleep(self.latency)
+            if fault is not None:
+                time.sleep(fault.hang)
+                if fault.status:
+                    raise HttpError(fault.status, "injected by the lab")
             if rest == "describe/" and method == "GET":
                 return "200 OK", describe(base)
             if rest == "version/" and method == "GET":
@@ -513,7 +554,7 @@ class App:
             parts = [unquote(p) for p in rest.strip("/").split("/")]
             form = _parse_form(environ) if method in ("POST", "PUT") else query
             if parts == ["machines"] and method == "GET":
-                return "200 OK", maas.list_machines(base)
+                return "200 OK", maas.list_machines(base, query.get("hostname", []))
             if len(parts) == 2 and parts[0] == "machines":
                 system_id = parts[1]
                 if method == "GET" and op is None:
@@ -552,6 +593,24 @@ class App:
                 return "200 OK", {}
             if what == "machines" and method == "GET":
                 return "200 OK", maas.dump()
+            if what == "requests" and method == "GET":
+                with self._lock:
+                    return "200 OK", list(self._requests)
+            if what == "requests" and method == "DELETE":
+                with self._lock:
+                    self._requests.clear()
+                return "200 OK", {}
+            if what == "http-faults" and method == "POST":
+                with self._lock:
+                    self._faults.append(HttpFault(count=int(data.get("count", 1)),
+                                                  path=str(data.get("path", "")),
+                                                  status=data.get("status"),
+                                                  hang=float(data.get("hang", 0.0))))
+                return "200 OK", {}
+            if what == "http-faults" and method == "DELETE":
+                with self._lock:
+                    self._faults.clear()
+                return "200 OK", {}
         raise HttpError("404 Not Found", f"no route for {method} {path}")
 
 
@@ -573,6 +632,7 @@ class MaasPeer:
 
     def __init__(self, state_dir: Path | str, machines: Sequence[LabMachine] = (), *,
                  host: str = "127.0.0.1", port: int = LAB_PORT, delay: float = DEFAULT_DELAY,
+                 latency: float = 0.0,
                  api_key: str | None = None, die_with_parent: bool = False) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the lab binds loopback addresses only, not {host}")
@@ -581,6 +641,8 @@ class MaasPeer:
         self.host = host
         self.port = port
         self.delay = delay
+        self.latency = latency
+        """Seconds every API request waits before it is served (a region over a WAN)."""
         self._api_key = api_key
         self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
@@ -635,6 +697,7 @@ class MaasPeer:
             f.write(self._api_key + "\n")
         config = {
             "delay": self.delay,
+            "latency": self.latency,
             "machines": [{"hostname": m.hostname, "status": m.status, "tags": list(m.tags),
                           "distro_series": m.distro_series} for m in self.machines],
             "parentPid": os.getpid() if self.die_with_parent else None,
@@ -670,7 +733,23 @@ class MaasPeer:
                                          "message": message})
 
     def clear_faults(self) -> None:
+        """Forget the machine faults and the HTTP faults not met yet."""
         self._control("DELETE", "faults")
+        self._control("DELETE", "http-faults")
+
+    def fail_requests(self, *, count: int = 1, path: str = "", status: str | None = None,
+                      hang: float = 0.0) -> None:
+        """Answer the next `count` API requests under `path` (e.g. `machines/`) with `status`
+        (e.g. `503 Service Unavailable`), after holding each for `hang` seconds."""
+        self._control("POST", "http-faults", {"count": count, "path": path, "status": status,
+                                              "hang": hang})
+
+    def requests_seen(self, *, clear: bool = False) -> list[str]:
+        """The API requests served, oldest first: `GET machines/`, `POST tags/x/?op=y`, ..."""
+        seen: list[str] = self._control("GET", "requests")
+        if clear:
+            self._control("DELETE", "requests")
+        return seen
 
     def set_status(self, hostname: str, status: str) -> None:
         """Put a machine directly into a MAAS status (New, Ready, Deployed, ...)."""
@@ -762,7 +841,8 @@ def serve(state_dir: Path, host: str, port: int) -> None:
     if parent:
         # A test run that dies must not leave simulators behind.
         threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
-    server = waitress.create_server(App(maas, api_key), host=host, port=port, threads=8,
+    app = App(maas, api_key, latency=float(config.get("latency", 0.0)))
+    server = waitress.create_server(app, host=host, port=port, threads=16,
                                     ident="MAAS-lab")
     bound = int(server.effective_port)
     endpoint = {"host": host, "port": bound, "pid": os.getpid()}
