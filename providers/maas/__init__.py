@@ -138,9 +138,12 @@ class MaasProvider:
         return LiveResource(address=resource.address, state=state, facts=facts, health=health)
 
     def _read_one(self, client: MaasClient, resource: Resource) -> LiveResource:
-        machines = self._retry(client.machines, what=f"list machines of {client.url}")
+        """One Server's machine, found by MAAS's hostname filter (not a listing of all)."""
+        hostname = hostname_of(resource)
+        machines = self._retry(functools.partial(client.machines, [hostname]),
+                               what=f"read machine {hostname} of {client.url}")
         found = {str(m.get("hostname")): m for m in machines}
-        return self._live(resource, found.get(hostname_of(resource)), client.url)
+        return self._live(resource, found.get(hostname), client.url)
 
     def _system_id(self, client: MaasClient, resource: Resource) -> str:
         live = self._read_one(client, resource)

@@ -1,20 +1,32 @@
-"""A small synchronous MAAS 2.0 API client: OAuth1 PLAINTEXT signing, timeouts, error classes.
+"""MAAS 2.0 API calls through python-libmaas, bounded for use from worker threads.
 
-python-libmaas is asyncio-based, opens a new HTTP session per call and has no per-request
-timeout; the provider needs bounded, retried, slot-limited requests from worker threads, so it
-speaks the few routes it uses directly (the same ones python-libmaas calls, see lab.maas).
+python-libmaas's low-level "bones" API builds its handlers from the region's `describe/`
+document, marshals each call (multipart bodies, `op=` query) and signs it with OAuth1
+PLAINTEXT. It is asyncio code with no timeouts of its own, while the provider runs in the
+engine's worker threads, holds a per-endpoint limiter slot per request and retries what is
+temporary. So each `MaasClient` runs libmaas on one event loop in a thread of its own: a
+worker thread takes a slot, submits the call there bounded by `asyncio.wait_for`, and gets
+its answer or a classified error (`ProviderError`) back.
+
+The API key lives only inside libmaas's session; no message, log line or repr carries it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping, Sequence
+import errno
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
-from oauthlib import oauth1
+import aiohttp
+from maas.client.bones import CallError, SessionAPI, SessionError
+from maas.client.utils.creds import Credentials
 
 from reconciler.concurrency import Limiter
 from reconciler.errors import (
@@ -25,6 +37,8 @@ from reconciler.errors import (
 )
 
 API_PATH = "api/2.0/"
+SHUTDOWN_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 def endpoint_of(url: str) -> str:
@@ -34,7 +48,7 @@ def endpoint_of(url: str) -> str:
 
 
 def api_root(url: str) -> str:
-    """`http://host:5240/MAAS` -> `http://host:5240/MAAS/api/2.0/` (as python-libmaas does)."""
+    """`http://host:5240/MAAS` -> `http://host:5240/MAAS/api/2.0/` (where `describe/` is)."""
     root = url if url.endswith("/") else url + "/"
     return root if root.rstrip("/").endswith("/api/2.0") else root + API_PATH
 
@@ -51,7 +65,7 @@ class ApiKey:
     def parse(cls, value: str) -> ApiKey:
         parts = value.strip().split(":")
         if len(parts) != 3 or not all(parts):
-            # The value itself is never part of the message.
+            # The value itself is never part of the message (libmaas's own parser quotes it).
             raise PermanentError("a MAAS API key has the form consumer:token:secret")
         return cls(*parts)
 
@@ -59,78 +73,150 @@ class ApiKey:
         return "ApiKey(sensitive)"
 
 
+class EventLoopThread:
+    """An asyncio event loop running in a daemon thread, started on first use.
+
+    `run` may be called from any number of threads at once; each call is one task on the
+    loop, cancelled when its timeout passes.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def run(self, make: Callable[[], Awaitable[T]], timeout: float) -> T:
+        """Await `make()` on the loop (it is called there), for at most `timeout` seconds."""
+
+        async def bounded() -> T:
+            return await asyncio.wait_for(make(), timeout)
+
+        future: Future[T] = asyncio.run_coroutine_threadsafe(bounded(), self._running_loop())
+        return future.result()
+
+    def close(self) -> None:
+        """Cancel what is still running, stop the loop and join its thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+
+        async def drain() -> None:
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+            await loop.shutdown_default_executor()
+
+        try:
+            asyncio.run_coroutine_threadsafe(drain(), loop).result(SHUTDOWN_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(SHUTDOWN_TIMEOUT)
+            if not thread.is_alive():
+                loop.close()
+
+
 class MaasClient:
-    """Requests to one MAAS region, each holding a slot of the region's endpoint."""
+    """Calls to one MAAS region, each holding a slot of the region's endpoint."""
 
     def __init__(self, url: str, key: ApiKey, *, credential: str, limiter: Limiter,
                  timeout: float, verify_tls: bool = True) -> None:
         self.url = url
         self.root = api_root(url)
         self.endpoint = endpoint_of(url)
-        self._key = key
+        self._credentials = Credentials(key.consumer, key.token, key.secret)
         self._credential = credential
         self._limiter = limiter
         self._timeout = timeout
-        self._session = requests.Session()
-        self._session.verify = verify_tls
+        self._verify_tls = verify_tls
+        self._loop = EventLoopThread(f"maas {urlsplit(url).netloc}")
+        self._session: SessionAPI | None = None
+        self._session_lock = threading.Lock()
 
-    def _headers(self, url: str, method: str) -> dict[str, str]:
-        client = oauth1.Client(self._key.consumer, "", self._key.token, self._key.secret,
-                               signature_method=oauth1.SIGNATURE_PLAINTEXT, realm="OAuth")
-        _, headers, _ = client.sign(url, method, None, {})
-        return {**headers, "Accept": "application/json"}
+    # -- libmaas -----------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, op: str | None = None,
-                data: Sequence[tuple[str, str]] | None = None) -> Any:
-        """One signed request; the JSON answer, or a classified ProviderError."""
-        url = self.root + path
-        params = {"op": op} if op else None
-        if params:
-            url_for_signing = requests.Request(method, url, params=params).prepare().url or url
-        else:
-            url_for_signing = url
+    def session(self) -> Any:
+        """libmaas's session, built once from the region's API description."""
+        with self._session_lock:
+            if self._session is None:
+                self._session = self._bounded(
+                    lambda: SessionAPI.fromURL(self.root, credentials=self._credentials,
+                                               insecure=not self._verify_tls),
+                    what="GET describe/")
+            return self._session
+
+    def call(self, handler: str, action: str, **data: Any) -> Any:
+        """One API call, e.g. `call("Machine", "deploy", system_id=..., distro_series=...)`.
+
+        Arguments naming a URI parameter of the handler (`system_id`, a tag's `name`) go in
+        the path; the others are the query (GET) or the multipart body.
+        """
+        bound = getattr(getattr(self.session(), handler, None), action, None)
+        if bound is None:
+            raise PermanentError(f"{self.url}: the MAAS API description has no "
+                                 f"{handler}.{action}")
+        return self._bounded(lambda: bound(**data), what=f"{handler}.{action}")
+
+    def _bounded(self, make: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """Run one libmaas coroutine under a limiter slot and the timeout; classify failures."""
         with self._limiter.slot(self.endpoint):
             try:
-                response = self._session.request(
-                    method, url, params=params, data=list(data) if data else None,
-                    headers=self._headers(url_for_signing, method), timeout=self._timeout)
-            except requests.Timeout:
+                return self._loop.run(make, self._timeout)
+            except CallError as exc:
+                raise self._http_error(exc, what) from None
+            except TimeoutError:
                 raise UnreachableError(endpoint=self.url,
-                                       cause=f"no answer within {self._timeout:.0f}s") from None
-            except requests.ConnectionError as exc:
+                                       cause=f"no answer within {self._timeout:g}s") from None
+            except aiohttp.ClientConnectorError as exc:
                 raise UnreachableError(endpoint=self.url,
-                                       cause=_connection_cause(exc)) from None
-        status = response.status_code
+                                       cause=_connection_cause(exc.os_error)) from None
+            except aiohttp.ClientError as exc:
+                raise TemporaryError(f"{self.url}: {what}: {exc.__class__.__name__}") from None
+            except SessionError as exc:
+                # "<url> -> 404 Not Found" or a wrong content type: not a MAAS API root.
+                raise PermanentError(f"{self.url} is not a MAAS 2.0 API: {exc}") from None
+
+    def _http_error(self, exc: CallError, what: str) -> Exception:
+        status = exc.status
         if status in (401, 403):
-            raise AuthenticationError(endpoint=self.url,
-                                      credential=f"Credential/{self._credential}")
+            return AuthenticationError(endpoint=self.url,
+                                       credential=f"Credential/{self._credential}")
         if status >= 500 or status == 429:
-            raise TemporaryError(f"{self.url}: HTTP {status} for {method} {path}")
-        if status >= 400:
-            raise PermanentError(f"{self.url}: {method} {path}{'?op=' + op if op else ''}: "
-                                 f"HTTP {status} {response.text[:200]}")
-        try:
-            return response.json()
-        except ValueError:
-            raise PermanentError(f"{self.url}: {method} {path} did not answer JSON") from None
+            return TemporaryError(f"{self.url}: HTTP {status} for {what}")
+        content = exc.content.decode("utf-8", "replace")[:200]
+        return PermanentError(f"{self.url}: {what}: HTTP {status} {content}")
 
-    # -- the routes ---------------------------------------------------------------------------
+    # -- the calls the provider makes --------------------------------------------------------
 
-    def machines(self) -> list[dict[str, Any]]:
-        """Every machine, in one request."""
-        result = self.request("GET", "machines/")
+    def machines(self, hostnames: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Every machine (or those with one of `hostnames`), in one request."""
+        result = self.call("Machines", "read", **({"hostname": list(hostnames)}
+                                                  if hostnames else {}))
         if not isinstance(result, list):
             raise PermanentError(f"{self.url}: machines/ did not answer a list")
         return result
 
     def machine(self, system_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", f"machines/{system_id}/")
+        result: dict[str, Any] = self.call("Machine", "read", system_id=system_id)
         return result
 
-    def machine_op(self, system_id: str, op: str,
-                   data: Mapping[str, str] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", f"machines/{system_id}/", op=op,
-                                              data=list((data or {}).items()))
+    def machine_op(self, system_id: str, op: str, **data: str) -> dict[str, Any]:
+        """`commission`, `deploy`, `release`, ... of one machine."""
+        result: dict[str, Any] = self.call("Machine", op, system_id=system_id, **data)
         return result
 
     def deploy(self, system_id: str, *, user_data: str | None,
@@ -140,31 +226,28 @@ class MaasClient:
             data["user_data"] = base64.b64encode(user_data.encode()).decode()
         if distro_series:
             data["distro_series"] = distro_series
-        return self.machine_op(system_id, "deploy", data)
+        return self.machine_op(system_id, "deploy", **data)
 
     def set_description(self, system_id: str, description: str) -> None:
-        self.request("PUT", f"machines/{system_id}/", data=[("description", description)])
+        self.call("Machine", "update", system_id=system_id, description=description)
 
     def tags(self) -> list[str]:
-        return [t["name"] for t in self.request("GET", "tags/")]
+        return [t["name"] for t in self.call("Tags", "read")]
 
     def create_tag(self, name: str) -> None:
-        self.request("POST", "tags/", data=[("name", name),
-                                            ("comment", "managed by Metalform")])
+        self.call("Tags", "create", name=name, comment="managed by Metalform")
 
     def update_tag_nodes(self, name: str, *, add: Sequence[str] = (),
                          remove: Sequence[str] = ()) -> None:
-        data = [("add", s) for s in add] + [("remove", s) for s in remove]
-        self.request("POST", f"tags/{name}/", op="update_nodes", data=data)
+        self.call("Tag", "update_nodes", name=name, add=list(add), remove=list(remove))
 
     def close(self) -> None:
-        self._session.close()
+        self._loop.close()
 
 
-def _connection_cause(exc: requests.ConnectionError) -> str:
-    text = str(exc)
-    if "Connection refused" in text:
-        return "connection refused"
-    if "Name or service not known" in text or "nodename nor servname" in text:
+def _connection_cause(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
         return "unknown host"
-    return exc.__class__.__name__
+    if error.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    return error.strerror or error.__class__.__name__

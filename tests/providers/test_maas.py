@@ -4,18 +4,21 @@ plan -> apply -> converged run through the engine."""
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.maas import MaasPeer
+from lab.maas import MaasPeer, system_id_of
 from providers.maas import MaasProvider, mapping
-from providers.maas.client import MaasClient
+from providers.maas.client import ApiKey, MaasClient
 from providers.memory import MemoryFleet, memory_factory
+from reconciler.concurrency import Limiter
 from reconciler.engine import Engine, Settings
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, UnreachableError
 from reconciler.model import Action, ActionStatus, Health
 from reconciler.model.hardware import ProvisioningState
 from reconciler.provider import Provider
@@ -101,19 +104,13 @@ def test_provider_satisfies_the_protocol(provider: MaasProvider) -> None:
 
 
 def test_read_maps_machines_by_hostname_in_one_request(
-    provider: MaasProvider, monkeypatch: pytest.MonkeyPatch
+    maas_peer: MaasPeer, provider: MaasProvider
 ) -> None:
-    calls: list[str] = []
-    original = MaasClient.request
-
-    def counting(self: MaasClient, method: str, path: str, **kw: Any) -> Any:
-        calls.append(f"{method} {path}")
-        return original(self, method, path, **kw)
-
-    monkeypatch.setattr(MaasClient, "request", counting)
+    provider.read([maas_server("maas-read")])  # libmaas reads the API description once
+    maas_peer.requests_seen(clear=True)
     servers = [maas_server("maas-read"), maas_server("maas-new"), maas_server("nowhere")]
     live = provider.read(servers)
-    assert calls == ["GET machines/"]
+    assert maas_peer.requests_seen() == ["GET machines/"]
     read = live["Server/maas-read"]
     assert read.state[mapping.STATE] == "Ready"
     assert read.state[mapping.TAGS] == ["gpu"]
@@ -139,7 +136,55 @@ def test_bad_api_key_is_a_clear_error_without_the_key(maas_peer: MaasPeer) -> No
 def test_unreachable_maas_marks_its_servers_unreachable(provider: MaasProvider) -> None:
     live = provider.read([maas_server("maas-read", provider="maas-down")])
     assert live["Server/maas-read"].health is Health.UNREACHABLE
-    assert "did not answer" in (live["Server/maas-read"].error or "")
+    assert live["Server/maas-read"].error == (
+        "http://127.0.0.1:9/MAAS did not answer: connection refused")
+
+
+def test_a_temporary_http_error_is_retried(maas_peer: MaasPeer, provider: MaasProvider) -> None:
+    provider.read([maas_server("maas-read")])
+    maas_peer.requests_seen(clear=True)
+    maas_peer.fail_requests(path="machines/", status="503 Service Unavailable")
+    live = provider.read([maas_server("maas-read")])
+    assert live["Server/maas-read"].state[mapping.STATE] == "Ready"
+    assert maas_peer.requests_seen() == ["GET machines/", "GET machines/"]
+
+
+def test_a_hanging_region_fails_after_the_timeout(maas_peer: MaasPeer) -> None:
+    client = MaasClient(maas_peer.url, ApiKey.parse(maas_peer.api_key), credential="maas-key",
+                        limiter=Limiter(parallelism=2, per_endpoint=1), timeout=0.5)
+    try:
+        assert any(m["hostname"] == "maas-read" for m in client.machines())
+        maas_peer.fail_requests(path="machines/", hang=3.0)
+        started = time.monotonic()
+        with pytest.raises(UnreachableError) as caught:
+            client.machines()
+        assert time.monotonic() - started < 2.0
+        assert str(caught.value) == f"{maas_peer.url} did not answer: no answer within 0.5s"
+        # The slot was given back and the loop still serves the next call.
+        assert client.machine(system_id_of("maas-read"))["hostname"] == "maas-read"
+    finally:
+        maas_peer.clear_faults()
+        client.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("maas 127.0.0.1")]
+
+
+def test_a_permanent_http_error_names_the_call(maas_peer: MaasPeer) -> None:
+    client = MaasClient(maas_peer.url, ApiKey.parse(maas_peer.api_key), credential="maas-key",
+                        limiter=Limiter(parallelism=2, per_endpoint=1), timeout=5)
+    try:
+        with pytest.raises(PermanentError, match=r"Machine\.read: HTTP 404 "):
+            client.machine("nosuch")
+        with pytest.raises(PermanentError, match=r"API description has no Machine\.rescue_mode"):
+            client.machine_op(system_id_of("maas-read"), "rescue_mode")
+    finally:
+        client.close()
+
+
+def test_an_api_key_that_is_not_one_is_refused_without_echoing_it() -> None:
+    with pytest.raises(PermanentError) as caught:
+        ApiKey.parse("consumer:only-two-parts-secret")
+    assert "only-two-parts-secret" not in str(caught.value)
+    assert "secret" not in repr(ApiKey.parse("a:b:c-secret"))
 
 
 def test_deploy_stores_user_data_and_reports_its_hash(
@@ -183,11 +228,19 @@ def test_release_a_deployed_machine(provider: MaasProvider) -> None:
     assert live.state[mapping.STATE] == "Ready"
 
 
-def test_tags_are_created_and_set(provider: MaasProvider) -> None:
+def test_tags_are_created_and_set(provider: MaasProvider, maas_peer: MaasPeer) -> None:
     server = maas_server("maas-tags", tags=["gpu-l40", "yul1"])
+    provider.read([server])
+    maas_peer.requests_seen(clear=True)
     live = provider.execute(action("provisioning.tags", server.address,
                                    add=["gpu-l40", "yul1"], remove=[]), server)
     assert live.state[mapping.TAGS] == ["gpu-l40", "yul1"]
+    # One machine is looked up by hostname, never by listing all of them.
+    assert maas_peer.requests_seen() == [
+        "GET machines/?hostname=maas-tags", "GET tags/",
+        "POST tags/", "POST tags/gpu-l40/?op=update_nodes",
+        "POST tags/", "POST tags/yul1/?op=update_nodes",
+        "GET machines/?hostname=maas-tags"]
     live = provider.execute(action("provisioning.tags", server.address, add=[],
                                    remove=["yul1"]), server)
     assert live.state[mapping.TAGS] == ["gpu-l40"]
