@@ -19,7 +19,7 @@ help:
 	@echo "make test     run the whole test suite (installs what it needs)"
 	@echo "make lint     ruff, ruff format --check, mypy --strict on reconciler/"
 	@echo "make tour     the GitOps tour: metalform serve, webhooks, a PR comment, apply (after demo)"
-	@echo "make bench    time a plan of 200 emulated servers against a plain sushy loop"
+	@echo "make bench    time a plan of 200 emulated servers (vs a plain sushy loop) and MAAS calls"
 	@echo "make schemas  regenerate schemas/ from the models"
 
 # command that must exist -> Debian package that provides it
@@ -75,6 +75,7 @@ schemas: install
 
 bench: install
 	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/maas_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache $(LAB_DIR) demo.plan.json
