@@ -277,8 +277,12 @@ class NovaPeer:
         return {str(k): int(v) for k, v in self._control("instances", {})["hosts"].items()}
 
     def reset(self) -> None:
-        """Delete every aggregate and instance: a clean cloud for the next test."""
+        """Delete every aggregate, instance and added compute host: a clean cloud."""
         self._control("reset", {})
+
+    def add_compute_host(self, host: str) -> None:
+        """Register `host` as a compute host, as its nova-compute does when it first starts."""
+        self._control("compute-hosts", {"host": host})
 
     def headers(self) -> dict[str, str]:
         return dict(ADMIN_HEADERS)
@@ -363,6 +367,8 @@ class Control(BaseHTTPRequestHandler):
                     self._send(200, instances(body))
                 elif self.path == "/_lab/reset":
                     self._send(200, reset())
+                elif self.path == "/_lab/compute-hosts":
+                    self._send(200, compute_hosts(body))
                 else:
                     self._send(404, {"error": "no such lab request"})
         except Exception as exc:
@@ -413,8 +419,38 @@ def instances(body):
     return {"host": host, "count": count}
 
 
+def create_compute(cctxt, host):
+    """A nova-compute service and its compute node, as nova-compute registers them."""
+    from nova import objects
+    service = objects.Service(cctxt, host=host, binary="nova-compute", topic="compute",
+                              report_count=0)
+    service.create()
+    objects.ComputeNode(
+        cctxt, host=host, hypervisor_hostname=host, service_id=service.id,
+        vcpus=64, memory_mb=262144, local_gb=2048, vcpus_used=0, memory_mb_used=0,
+        local_gb_used=0, hypervisor_type="fake", hypervisor_version=1000,
+        cpu_info="{}", disk_available_least=2048, free_ram_mb=262144,
+        free_disk_gb=2048, current_workload=0, running_vms=0,
+        host_ip="127.0.0.1", supported_hv_specs=[], stats={},
+        cpu_allocation_ratio=16.0, ram_allocation_ratio=1.5,
+        disk_allocation_ratio=1.0).create()
+
+
+def compute_hosts(body):
+    """Register compute host `body["host"]` (a deployed machine whose nova-compute started)."""
+    from nova import context
+    from nova.objects import host_mapping
+    ctxt = context.get_admin_context()
+    cell = cell1(ctxt)
+    with context.target_cell(ctxt, cell) as cctxt:
+        create_compute(cctxt, body["host"])
+    host_mapping.discover_hosts(ctxt, cell_uuid=cell.uuid)
+    return {"host": body["host"]}
+
+
 def reset():
-    from nova import context, objects
+    """No aggregates, no instances, and the lab's compute hosts only."""
+    from nova import context, exception, objects
     ctxt = context.get_admin_context()
     for agg in objects.AggregateList.get_all(ctxt):
         for host in list(agg.hosts or []):
@@ -423,6 +459,15 @@ def reset():
     with context.target_cell(ctxt, cell1(ctxt)) as cctxt:
         for inst in objects.InstanceList.get_by_filters(cctxt, {"deleted": False}):
             inst.destroy()
+        for service in objects.ServiceList.get_all(cctxt):
+            if service.binary == "nova-compute" and service.host not in LAB["hosts"]:
+                for node in objects.ComputeNodeList.get_all_by_host(cctxt, service.host):
+                    node.destroy()
+                service.destroy()
+                try:
+                    objects.HostMapping.get_by_host(ctxt, service.host).destroy()
+                except exception.HostMappingNotFound:
+                    pass
     return {}
 
 
@@ -451,18 +496,7 @@ def setup():
         migration.db_sync(database="main", context=cctxt)
     with context.target_cell(ctxt, cell) as cctxt:
         for host in LAB["hosts"]:
-            service = objects.Service(cctxt, host=host, binary="nova-compute",
-                                      topic="compute", report_count=0)
-            service.create()
-            objects.ComputeNode(
-                cctxt, host=host, hypervisor_hostname=host, service_id=service.id,
-                vcpus=64, memory_mb=262144, local_gb=2048, vcpus_used=0, memory_mb_used=0,
-                local_gb_used=0, hypervisor_type="fake", hypervisor_version=1000,
-                cpu_info="{}", disk_available_least=2048, free_ram_mb=262144,
-                free_disk_gb=2048, current_workload=0, running_vms=0,
-                host_ip="127.0.0.1", supported_hv_specs=[], stats={},
-                cpu_allocation_ratio=16.0, ram_allocation_ratio=1.5,
-                disk_allocation_ratio=1.0).create()
+            create_compute(cctxt, host)
     host_mapping.discover_hosts(ctxt, cell_uuid=cell.uuid)
     with open(CELL1_UUID_FILE, "w") as out:
         out.write(cell.uuid)

@@ -79,7 +79,8 @@ def make_plan(
                                       message="--target names no resource of the desired state"))
 
     ctx = PlanContext(resources=resources, locate=desired.locate,
-                      operations=options.operations, now=options.now, files=options.files)
+                      operations=options.operations, now=options.now, files=options.files,
+                      live=live)
     planned: list[ResourcePlan] = []
     for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
         planner = PLANNERS[resource.kind]

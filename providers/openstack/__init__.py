@@ -5,12 +5,15 @@ reused connection (`Cloud`) to its compute endpoint (`url`). Reading costs three
 per cloud, whatever the number of Aggregates: every aggregate, the compute services (the hosts
 Nova knows) and the hypervisors with their servers (how many instances each host runs).
 Aggregates Git no longer declares are left alone (no discovery): Nova aggregates carry no mark
-of who made them.
+of who made them. An `aggregate.add_host` with `awaitCompute` (a host MAAS deployed in the same
+apply) first waits, up to the operation timeout, for the host's nova-compute to register.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -33,6 +36,12 @@ OPERATIONS = frozenset({
 })
 
 __all__ = ["OPERATIONS", "OpenStackProvider"]
+
+log = logging.getLogger("metalform.providers.openstack")
+
+AWAIT_FIRST = 0.5
+AWAIT_MAX = 10.0
+"""Seconds between looks for a host that MAAS just deployed, growing from first to max."""
 
 
 class OpenStackProvider:
@@ -151,6 +160,8 @@ class OpenStackProvider:
                 host = str(params["host"])
                 try:
                     if operation == "aggregate.add_host":
+                        if params.get("awaitCompute"):
+                            self._await_compute(cloud, resource, host)
                         cloud.add_host(aggregate_id, host)
                     else:
                         cloud.remove_host(aggregate_id, host)
@@ -161,6 +172,22 @@ class OpenStackProvider:
                     ) from None
         # The read-back needs the aggregate only: no hypervisor listing per action.
         return self._read_on(cloud, [resource], hosts=False)[resource.address]
+
+    def _await_compute(self, cloud: Cloud, aggregate: Resource, host: str) -> None:
+        """Wait for a freshly deployed host's nova-compute to register with the cloud."""
+        timeout = self.context.operation_timeout
+        deadline = time.monotonic() + timeout
+        interval = AWAIT_FIRST
+        while not self._retried(f"{cloud.url}: find compute host {host}",
+                                lambda: cloud.has_compute_host(host)):
+            if time.monotonic() + interval > deadline:
+                raise PermanentError(
+                    f"{aggregate.address}: host {host} did not register as a nova-compute "
+                    f"host within {timeout:.0f}s; it was not added"
+                )
+            log.info("%s: waiting for compute host %s to register", aggregate.address, host)
+            time.sleep(interval)
+            interval = min(interval * 1.5, AWAIT_MAX)
 
     def _find(self, cloud: Cloud, aggregate: Resource) -> Any:
         listing: list[dict[str, Any]] = self._retried("list aggregates", cloud.aggregates)

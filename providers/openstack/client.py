@@ -160,6 +160,13 @@ class Cloud:
                 counts[matches[0]] = (counts[matches[0]] or 0) + servers
         return counts
 
+    def has_compute_host(self, host: str) -> bool:
+        """Whether `host` runs a nova-compute service Nova knows: one filtered listing."""
+        return self.call(
+            f"find compute host {host}",
+            lambda c: any(s.host == host for s in c.services(binary="nova-compute", host=host)),
+        )
+
     def create(self, name: str, zone: str | None) -> dict[str, Any]:
         return self.call(
             f"create aggregate {name}",

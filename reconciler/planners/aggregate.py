@@ -7,14 +7,16 @@ and `hosts.<hostname>: true` per member host, so a diff names the one host or ke
 changes. Facts (not compared) carry what the planner needs to decide and order:
 
 - `instances`: `{hostname: count}` of instances running on each host of the cloud it counted;
-- `computeHosts`: the compute hosts the cloud knows (an unknown host is an error, not an action);
+- `computeHosts`: the compute hosts the cloud knows (an unknown host is an error, not an action,
+  unless its Server is being deployed by MAAS: then the add waits for it to register);
 - `elsewhere`: `{hostname: {aggregate name: zone or None}}`, the other aggregates that hold
   the desired and member hosts, to order a host's move between two aggregates.
 
 A host moving between two aggregates joins the target before it leaves the source, so it is
 never outside both; unless both aggregates carry different availability zones, which Nova
 refuses for one host: then it leaves first. Removing a host that still runs instances is
-refused when `onInstances: Refuse`.
+refused when `onInstances: Refuse`. A host whose Server MAAS deploys in the same plan joins
+after the deployment succeeded (and not at all if it failed).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from reconciler.model import (
     Resource,
     Severity,
 )
+from reconciler.model.hardware import ProvisioningState
 from reconciler.model.openstack import OnInstances
 from reconciler.model.plan import ActionStatus
+from reconciler.planners.provisioning import DEPLOY_KEY
+from reconciler.planners.provisioning import STATE as PROVISIONING_STATE
 from reconciler.planners.server import Draft, PlanContext, ResourcePlan
 
 DRIVER = "openstack"
@@ -70,6 +75,16 @@ def desired_hosts(aggregate: Resource, resources: Mapping[Address, Resource]) ->
             }
         )
     return None
+
+
+def _being_deployed(server: Resource, ctx: PlanContext) -> bool:
+    """The Server is to be Deployed by MAAS and is not yet (so Nova cannot know it yet)."""
+    provisioning = getattr(server.spec, "provisioning", None)
+    if provisioning is None or provisioning.state is not ProvisioningState.DEPLOYED:
+        return False
+    live = ctx.live.get(server.address)
+    return (live is not None and live.reachable
+            and live.state.get(PROVISIONING_STATE) not in (None, "Deployed"))
 
 
 def desired_state(aggregate: Resource, resources: Mapping[Address, Resource]) -> dict[str, Any]:
@@ -136,18 +151,26 @@ def plan_aggregate(
     facts = live.facts
     hosts_path: tuple[str, ...] = ("spec", "hosts" if spec.hosts is not None else "selector")
     want = desired_state(aggregate, ctx.resources)
+    servers = {hostname(r): r for r in ctx.resources.values() if r.kind == "Server"}
+    awaiting: set[str] = set()
     known = facts.get("computeHosts")
     if isinstance(known, list):
         for path in [p for p in want if p.startswith(HOSTS_PREFIX)]:
             host = path.removeprefix(HOSTS_PREFIX)
-            if host not in known:
-                want.pop(path)
-                diag(
-                    Severity.ERROR,
-                    f"host {host!r} is not a compute host of the cloud of "
-                    f"Provider/{spec.provider}; it is not added",
-                    hosts_path,
-                )
+            if host in known:
+                continue
+            server = servers.get(host)
+            if server is not None and _being_deployed(server, ctx):
+                # Its nova-compute registers once MAAS has deployed it: the add waits for that.
+                awaiting.add(host)
+                continue
+            want.pop(path)
+            diag(
+                Severity.ERROR,
+                f"host {host!r} is not a compute host of the cloud of "
+                f"Provider/{spec.provider}; it is not added",
+                hosts_path,
+            )
     managed_hosts = spec.hosts is not None or spec.selector is not None
     live_state = live.state if live.exists else {}
     # Declared mappings are compared whole: a key or host the aggregate has but Git dropped goes.
@@ -252,15 +275,22 @@ def plan_aggregate(
                         f"{other} of zone {other_zone}, and Nova keeps a host in one zone",
                         hosts_path,
                     )
+            server = servers.get(host)
+            if server is not None:
+                # A host MAAS (re)deploys in this plan joins once it is deployed.
+                deps.append(f"{server.address}:{DEPLOY_KEY}")
+            waits = host in awaiting
             drafts.append(
                 Draft(
                     key=f"add:{host}",
                     operation="aggregate.add_host",
-                    params={"host": host},
+                    params={"host": host, "awaitCompute": True} if waits else {"host": host},
                     after=tuple(deps),
                     provider=DRIVER,
                     expect=Expectation(current={path: True}),
-                    description=f"add host {host}",
+                    description=f"add host {host}"
+                    + (" once MAAS has deployed it and its nova-compute has registered"
+                       if waits else ""),
                 )
             )
         else:

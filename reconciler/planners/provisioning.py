@@ -22,6 +22,8 @@ TAGS = "provisioning.tags"
 USER_DATA_HASH = "provisioning.userDataHash"
 MISSING = "provisioning.missing"
 PROVIDER = "maas"
+DEPLOY_KEY = "provisioning.deploy"
+"""The key of the deploy draft: what other resources' drafts name to wait for a deployment."""
 
 # MAAS can take a long while to install an OS; the provider itself waits for the end state,
 # so the read-back only has to absorb MAAS's own lag.
@@ -157,7 +159,7 @@ def plan_provisioning(
             params["userData"] = rendered.text
             expected[USER_DATA_HASH] = rendered.digest
         series = provisioning.distro_series or "the default series"
-        add(Draft(key="provisioning.deploy", operation="provisioning.deploy", params=params,
+        add(Draft(key=DEPLOY_KEY, operation="provisioning.deploy", params=params,
                   disruptive=redeploy,
                   expect=Expectation(current=expected, settle_seconds=SETTLE_SECONDS),
                   description=f"{'redeploy' if redeploy else 'deploy'} {series}"

@@ -76,6 +76,9 @@ class PlanContext:
     files: Callable[[str], str] | None = None
     """Reads a file of the planned revision by repository-relative path (userData templates);
     None when the plan is made without a repository."""
+    live: Mapping[Address, LiveResource] = field(default_factory=dict)
+    """Every resource's live state, for planners whose actions depend on another resource's
+    (an Aggregate waits for the MAAS deployment of a host it adds)."""
 
 
 def desired_state(server: Resource, resources: Mapping[Address, Resource]) -> dict[str, Any]:
