@@ -4,8 +4,9 @@ One `OpenStackProvider` serves every Provider resource of type openstack; each g
 reused connection (`Cloud`) to its compute endpoint (`url`). Reading costs three listings
 per cloud, whatever the number of Aggregates: every aggregate, the compute services (the hosts
 Nova knows) and the hypervisors with their servers (how many instances each host runs).
-Aggregates Git no longer declares are left alone (no discovery): Nova aggregates carry no mark
-of who made them. An `aggregate.add_host` with `awaitCompute` (a host MAAS deployed in the same
+An aggregate Metalform creates carries the metadata `metalform:managed=true`; discovery lists
+those, so one Git no longer declares is planned for deletion. Aggregates made by anyone else
+are never deleted. An `aggregate.add_host` with `awaitCompute` (a host MAAS deployed in the same
 apply) first waits, up to the operation timeout, for the host's nova-compute to register.
 """
 
@@ -19,16 +20,17 @@ from typing import Any, ClassVar
 
 from providers.base import with_retries
 from providers.openstack.client import Cloud, HostNotFound
-from providers.openstack.mapping import live_resource
+from providers.openstack.mapping import is_managed, live_resource
 from reconciler.errors import PermanentError, ProviderError
 from reconciler.model import Action, Address, LiveResource, Resource
 from reconciler.model.live import unreachable
-from reconciler.planners.aggregate import AZ, desired_hosts
+from reconciler.planners.aggregate import AZ, MANAGED_KEY, desired_hosts
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
 
 OPERATIONS = frozenset({
     "aggregate.create",
+    "aggregate.delete",
     "aggregate.set_availability_zone",
     "aggregate.set_metadata",
     "aggregate.add_host",
@@ -38,6 +40,10 @@ OPERATIONS = frozenset({
 __all__ = ["OPERATIONS", "OpenStackProvider"]
 
 log = logging.getLogger("metalform.providers.openstack")
+
+LISTING_REUSE_SECONDS = 5.0
+"""A plan reads then discovers at once: discovery reuses read's listings of a cloud if they are
+this fresh, so a plan still costs three listings per cloud."""
 
 AWAIT_FIRST = 0.5
 AWAIT_MAX = 10.0
@@ -55,6 +61,7 @@ class OpenStackProvider:
         self.context = context
         self._clouds: dict[str, Cloud] = {}
         self._lock = threading.Lock()
+        self._listings: dict[str, tuple[float, list[dict[str, Any]], dict[str, int | None]]] = {}
 
     # -- connections -------------------------------------------------------------------------
 
@@ -121,6 +128,9 @@ class OpenStackProvider:
         except ProviderError as exc:
             message = REDACTOR(str(exc))
             return {a.address: unreachable(a.address, message) for a in aggregates}
+        if counts is not None:
+            with self._lock:
+                self._listings[cloud.url] = (time.monotonic(), listing, counts)
         by_name = {str(a["name"]): a for a in listing}
         return {
             a.address: live_resource(
@@ -135,6 +145,39 @@ class OpenStackProvider:
             for a in aggregates
         }
 
+    def discover(self, scope: Sequence[Resource]) -> Mapping[Address, LiveResource]:
+        """The aggregates Metalform created on the clouds of these Provider resources.
+
+        A cloud that does not answer contributes nothing: no deletion is planned on a guess.
+        """
+        found: dict[Address, LiveResource] = {}
+        for provider in scope:
+            cloud = self.cloud(provider)
+            try:
+                listing, counts = self._listings_of(cloud)
+            except ProviderError:
+                continue
+            for aggregate in listing:
+                if is_managed(aggregate):
+                    address = f"Aggregate/{aggregate['name']}"
+                    found[address] = live_resource(
+                        address, aggregate, cloud=cloud.url, aggregates=listing,
+                        instances=counts, provider=provider.name)
+        return found
+
+    def _listings_of(
+        self, cloud: Cloud
+    ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
+        with self._lock:
+            taken = self._listings.pop(cloud.url, None)
+        if taken is not None and time.monotonic() - taken[0] <= LISTING_REUSE_SECONDS:
+            return taken[1], taken[2]
+        listing = self._retried(f"{cloud.url}: list aggregates", cloud.aggregates)
+        if not any(is_managed(a) for a in listing):
+            return listing, {}
+        counts = self._retried(f"{cloud.url}: list hypervisors", cloud.compute_hosts)
+        return listing, counts
+
     # -- acting ------------------------------------------------------------------------------
 
     def execute(self, action: Action, resource: Resource) -> LiveResource:
@@ -148,11 +191,16 @@ class OpenStackProvider:
         params = action.params
         if operation == "aggregate.create":
             # Not retried: a create that timed out may have happened; the next plan tells.
-            cloud.create(resource.name, params.get(AZ))
+            created = cloud.create(resource.name, params.get(AZ))
+            # The mark that lets a later plan delete it when Git drops it.
+            self._retried("mark as managed",
+                          lambda: cloud.set_metadata(created["id"], {MANAGED_KEY: "true"}))
         else:
             aggregate_id = self._find(cloud, resource)
             if operation == "aggregate.set_availability_zone":
                 self._retried("set zone", lambda: cloud.set_zone(aggregate_id, params[AZ]))
+            elif operation == "aggregate.delete":
+                cloud.delete(aggregate_id)
             elif operation == "aggregate.set_metadata":
                 self._retried("set metadata",
                               lambda: cloud.set_metadata(aggregate_id, dict(params["metadata"])))

@@ -173,6 +173,10 @@ class Cloud:
             lambda c: _plain(c.create_aggregate(name=name, availability_zone=zone)),
         )
 
+    def delete(self, aggregate_id: Any) -> None:
+        self.call("delete aggregate", lambda c: c.delete_aggregate(aggregate_id,
+                                                                   ignore_missing=False))
+
     def set_zone(self, aggregate_id: Any, zone: str | None) -> None:
         self.call("set availability zone",
                   lambda c: c.update_aggregate(aggregate_id, availability_zone=zone))

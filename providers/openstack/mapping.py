@@ -1,7 +1,8 @@
 """Nova host aggregates <-> Metalform: the flat live state an Aggregate is compared in.
 
 Nova keeps an aggregate's availability zone twice: as `availability_zone` and as the metadata
-key of the same name. It is shown once, as `availabilityZone`; the metadata shown is the rest.
+key of the same name. It is shown once, as `availabilityZone`; the metadata shown is the rest,
+but for Metalform's own mark (`metalform:managed`), which is a fact, not state.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reconciler.model import Address, LiveResource
-from reconciler.planners.aggregate import AZ, HOSTS_PREFIX, METADATA_PREFIX
+from reconciler.model import API_VERSION, Address, LiveResource
+from reconciler.model.openstack import RESERVED_METADATA_PREFIX
+from reconciler.planners.aggregate import AZ, HOSTS_PREFIX, MANAGED_KEY, METADATA_PREFIX
 
 AZ_METADATA_KEY = "availability_zone"
 
@@ -19,7 +21,7 @@ def live_state(aggregate: Mapping[str, Any]) -> dict[str, Any]:
     """An aggregate as Nova returns it -> `availabilityZone`, `metadata.<k>`, `hosts.<h>`."""
     state: dict[str, Any] = {AZ: aggregate.get("availability_zone") or None}
     for key, value in sorted((aggregate.get("metadata") or {}).items()):
-        if key != AZ_METADATA_KEY:
+        if key != AZ_METADATA_KEY and not key.startswith(RESERVED_METADATA_PREFIX):
             state[METADATA_PREFIX + key] = value
     for host in sorted(aggregate.get("hosts") or []):
         state[HOSTS_PREFIX + host] = True
@@ -43,6 +45,11 @@ def hosts_elsewhere(
     return found
 
 
+def is_managed(aggregate: Mapping[str, Any]) -> bool:
+    """Whether Metalform created this aggregate (and may delete it when Git drops it)."""
+    return (aggregate.get("metadata") or {}).get(MANAGED_KEY) == "true"
+
+
 def live_resource(
     address: Address,
     aggregate: Mapping[str, Any] | None,
@@ -52,8 +59,10 @@ def live_resource(
     desired_hosts: Iterable[str] = (),
     instances: Mapping[str, int | None] | None = None,
     compute_hosts: Sequence[str] | None = None,
+    provider: str | None = None,
 ) -> LiveResource:
-    """One Aggregate's live state and the facts its planner decides with."""
+    """One Aggregate's live state and the facts its planner decides with; `provider` adds the
+    document apply needs to delete it (a discovered aggregate Git no longer declares)."""
     state = live_state(aggregate) if aggregate is not None else {}
     members = {p.removeprefix(HOSTS_PREFIX) for p in state if p.startswith(HOSTS_PREFIX)}
     relevant = members | set(desired_hosts)
@@ -63,6 +72,11 @@ def live_resource(
     }
     if aggregate is not None:
         facts["id"] = aggregate.get("id")
+        facts["managed"] = is_managed(aggregate)
+    if provider is not None:
+        facts["document"] = {"apiVersion": API_VERSION, "kind": "Aggregate",
+                             "metadata": {"name": address.split("/", 1)[1]},
+                             "spec": {"provider": provider}}
     if instances is not None:
         # A host Nova has no countable hypervisor for is left out: its planner refuses to guess.
         facts["instances"] = {

@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from reconciler.model.base import SpecModel
 
+RESERVED_METADATA_PREFIX = "metalform:"
+"""Aggregate metadata keys Metalform keeps for itself (its management mark)."""
+
 
 class OnInstances(str, enum.Enum):
     REFUSE = "Refuse"
@@ -33,4 +36,8 @@ class AggregateSpec(SpecModel):
     def _hosts_or_selector(self) -> AggregateSpec:
         if self.hosts is not None and self.selector is not None:
             raise ValueError("give hosts or selector, not both")
+        reserved = sorted(k for k in self.metadata if k.startswith(RESERVED_METADATA_PREFIX))
+        if reserved:
+            raise ValueError(f"metadata key {reserved[0]!r} is reserved: Metalform marks the "
+                             f"aggregates it creates with {RESERVED_METADATA_PREFIX}* keys")
         return self

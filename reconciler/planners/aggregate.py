@@ -15,8 +15,9 @@ changes. Facts (not compared) carry what the planner needs to decide and order:
 A host moving between two aggregates joins the target before it leaves the source, so it is
 never outside both; unless both aggregates carry different availability zones, which Nova
 refuses for one host: then it leaves first. Removing a host that still runs instances is
-refused when `onInstances: Refuse`. A host whose Server MAAS deploys in the same plan joins
-after the deployment succeeded (and not at all if it failed).
+refused when `onInstances: Refuse`. An aggregate Metalform created (marked with MANAGED_KEY)
+that Git no longer declares is emptied and deleted. A host whose Server MAAS deploys in the same
+plan joins after the deployment succeeded (and not at all if it failed).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from reconciler.model import (
     Severity,
 )
 from reconciler.model.hardware import ProvisioningState
-from reconciler.model.openstack import OnInstances
+from reconciler.model.openstack import RESERVED_METADATA_PREFIX, OnInstances
 from reconciler.model.plan import ActionStatus
 from reconciler.planners.provisioning import DEPLOY_KEY
 from reconciler.planners.provisioning import STATE as PROVISIONING_STATE
@@ -48,6 +49,10 @@ DRIVER = "openstack"
 AZ = "availabilityZone"
 METADATA_PREFIX = "metadata."
 HOSTS_PREFIX = "hosts."
+
+MANAGED_KEY = RESERVED_METADATA_PREFIX + "managed"
+"""Metadata key Metalform sets on the aggregates it creates (and only those): the mark that
+lets it delete one Git no longer declares. Hidden from the compared state; reserved."""
 
 
 def hostname(server: Resource) -> str:
@@ -121,9 +126,8 @@ def plan_aggregate(
 ) -> ResourcePlan:
     """Create an aggregate, set its zone and metadata, add and remove its hosts."""
     if aggregate is None:
-        # Aggregates are not discovered: one Git no longer declares is left as it is.
-        assert live is not None
-        return ResourcePlan(live.address, Change(address=live.address, action=ChangeKind.NOOP))
+        assert live is not None, "a deletion is planned only for a discovered aggregate"
+        return _plan_delete(live)
     address = aggregate.address
     spec = aggregate.spec
     result = ResourcePlan(
@@ -332,4 +336,70 @@ def plan_aggregate(
                     + (f" ({count} instances keep running)" if count else ""),
                 )
             )
+    return result
+
+
+def _plan_delete(live: LiveResource) -> ResourcePlan:
+    """An aggregate Metalform created that Git no longer declares: empty it, then delete it.
+
+    Its hosts leave first (Nova deletes only empty aggregates); a host that still runs
+    instances is refused, as `onInstances: Refuse` (the default) would: empty the aggregate
+    through Git first (`hosts: []` with `onInstances: Allow`), then drop it.
+    """
+    address = live.address
+    result = ResourcePlan(address, Change(address=address, action=ChangeKind.NOOP))
+    if not live.reachable or not live.exists or not live.facts.get("managed"):
+        return result
+    result.change = Change(
+        address=address,
+        action=ChangeKind.DELETE,
+        diff=[DiffEntry(path=p, before=v) for p, v in sorted(live.state.items())],
+    )
+    instances: Mapping[str, int] = live.facts.get("instances") or {}
+    removals = []
+    for path in sorted(p for p in live.state if p.startswith(HOSTS_PREFIX)):
+        host = path.removeprefix(HOSTS_PREFIX)
+        count = instances.get(host)
+        status, reason = ActionStatus.PLANNED, ""
+        if count != 0:
+            status = ActionStatus.REFUSED
+            reason = (
+                f"host {host} still runs {count} instances"
+                if count is not None
+                else f"the instances of host {host} could not be counted"
+            )
+            result.diagnostics.append(
+                Diagnostic(
+                    severity=Severity.WARNING,
+                    address=address,
+                    message=f"deleting the aggregate is refused: {reason} (empty it through Git "
+                    "first: hosts: [] with onInstances: Allow, then drop it)",
+                )
+            )
+        removals.append(f"remove:{host}")
+        result.drafts.append(
+            Draft(
+                key=f"remove:{host}",
+                operation="aggregate.remove_host",
+                params={"host": host},
+                disruptive=True,
+                provider=DRIVER,
+                status=status,
+                reason=reason,
+                expect=Expectation(current={path: None}),
+                description=f"remove host {host}",
+            )
+        )
+    result.drafts.append(
+        Draft(
+            key="delete",
+            operation="aggregate.delete",
+            params={},
+            disruptive=True,
+            after=tuple(removals),
+            provider=DRIVER,
+            expect=Expectation(current=dict.fromkeys(live.state)),
+            description="delete the aggregate (no longer declared in Git)",
+        )
+    )
     return result

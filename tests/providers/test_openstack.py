@@ -18,12 +18,15 @@ import pytest
 import requests
 
 from lab.nova import NovaPeer
+from providers.memory import MemoryFleet, memory_factory
 from providers.openstack import OpenStackProvider
 from providers.openstack.client import Cloud, HostNotFound
 from reconciler.concurrency import Limiter
 from reconciler.engine import Engine
+from reconciler.errors import InputError
 from reconciler.load import load
-from reconciler.model import Action, ActionStatus, Plan, Severity
+from reconciler.model import Action, ActionStatus, ChangeKind, Plan, Severity
+from reconciler.planners.aggregate import MANAGED_KEY
 from reconciler.provider import Provider, ProviderContext
 
 pytestmark = [pytest.mark.peer]
@@ -146,7 +149,7 @@ def test_create_with_zone_metadata_and_selected_hosts(cloud: NovaPeer, tmp_path:
     found = nova_aggregates(cloud)
     assert found["gpu-spot"]["availability_zone"] == "az-gpu"
     assert found["gpu-spot"]["metadata"] == {"availability_zone": "az-gpu", "pool": "spot",
-                                             "gpu": "l40"}
+                                             "gpu": "l40", MANAGED_KEY: "true"}
     assert sorted(found["gpu-spot"]["hosts"]) == ["gpu-host-001", "gpu-host-002"]
     assert found["gpu-ondemand"]["availability_zone"] is None
     assert sorted(found["gpu-ondemand"]["hosts"]) == ["gpu-host-003", "gpu-host-004"]
@@ -161,7 +164,7 @@ def test_create_with_zone_metadata_and_selected_hosts(cloud: NovaPeer, tmp_path:
     assert [(a.operation, a.params) for a in second.actions] == [
         ("aggregate.set_metadata", {"metadata": {"gpu": None, "pool": "preempt"}})]
     assert nova_aggregates(cloud)["gpu-spot"]["metadata"] == {
-        "availability_zone": "az-gpu", "pool": "preempt"}
+        "availability_zone": "az-gpu", "pool": "preempt", MANAGED_KEY: "true"}
 
 
 def test_moved_host_joins_its_new_aggregate_before_leaving_the_old(
@@ -237,6 +240,91 @@ def test_removal_of_a_host_with_instances_is_refused_then_allowed(
     assert cloud.instances() == {"gpu-host-002": 3}  # the instances keep running
 
 
+def site_engine() -> Engine:
+    """The openstack provider, and in-memory BMCs for the Servers (which declare nothing)."""
+    fleet = MemoryFleet({f"Server/{name}": {"state": {}} for name in POOLS})
+    return Engine(factories={"openstack": OpenStackProvider, "redfish": memory_factory(fleet)})
+
+
+@pytest.fixture
+def bmc_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning the whole repository resolves the Servers' credential (never used here)."""
+    monkeypatch.setenv("METALFORM_TEST_UNUSED", "unused-bmc-password")
+
+
+@pytest.mark.usefixtures("bmc_password")
+def test_an_aggregate_git_drops_is_emptied_and_deleted_not_one_made_by_hand(
+    cloud: NovaPeer, tmp_path: Path
+) -> None:
+    spot, ondemand = aggregate("gpu-spot", "spot"), aggregate("gpu-ondemand", "ondemand")
+    converge(write_repo(tmp_path / "repo", cloud.url, POOLS, spot, ondemand))
+    made = requests.post(f"{cloud.url}/os-aggregates", headers=cloud.headers(), timeout=10,
+                         json={"aggregate": {"name": "by-hand"}})
+    made.raise_for_status()
+
+    repo = write_repo(tmp_path / "repo", cloud.url, POOLS, ondemand)
+    p = site_engine().plan(repo).plan
+    assert not p.has_errors, [d.render() for d in p.diagnostics]
+    assert [(a.address, a.operation, a.params.get("host"), a.disruptive)
+            for a in p.actions] == [
+        (SPOT, "aggregate.remove_host", "gpu-host-001", True),
+        (SPOT, "aggregate.remove_host", "gpu-host-002", True),
+        (SPOT, "aggregate.delete", None, True),
+    ]
+    assert p.actions[2].depends_on == (p.actions[0].id, p.actions[1].id)
+    change = next(c for c in p.changes if c.address == SPOT)
+    assert change.action is ChangeKind.DELETE
+    assert {e.path for e in change.diff} == {"availabilityZone", "hosts.gpu-host-001",
+                                             "hosts.gpu-host-002"}
+    assert p.summary.delete == 1
+
+    result = site_engine().apply(p)
+    assert result.ok, [(r.operation, r.error) for r in result.results.values()]
+    found = nova_aggregates(cloud)
+    assert "gpu-spot" not in found
+    assert {"gpu-ondemand", "by-hand"} <= set(found)
+    assert site_engine().plan(repo).plan.actions == []
+
+
+@pytest.mark.usefixtures("bmc_password")
+def test_deleting_an_aggregate_whose_hosts_run_instances_is_refused(
+    cloud: NovaPeer, tmp_path: Path
+) -> None:
+    spot, ondemand = aggregate("gpu-spot", "spot"), aggregate("gpu-ondemand", "ondemand")
+    converge(write_repo(tmp_path / "repo", cloud.url, POOLS, spot, ondemand))
+    cloud.set_instances("gpu-host-001", 2)
+    p = site_engine().plan(write_repo(tmp_path / "repo", cloud.url, POOLS, ondemand)).plan
+    remove = by_op(p, SPOT, "aggregate.remove_host", "gpu-host-001")
+    assert remove.status is ActionStatus.REFUSED
+    assert remove.reason == "host gpu-host-001 still runs 2 instances"
+    warnings = [d.message for d in p.diagnostics if d.severity is Severity.WARNING]
+    assert ("deleting the aggregate is refused: host gpu-host-001 still runs 2 instances "
+            "(empty it through Git first: hosts: [] with onInstances: Allow, then drop it)"
+            in warnings)
+    # The plan shows the delete will not happen either; apply removes the other host only.
+    delete = next(a for a in p.actions if a.operation == "aggregate.delete")
+    assert delete.status is ActionStatus.REFUSED
+    result = site_engine().apply(p)
+    statuses = [(a.operation, a.params.get("host"), result.results[a.id].status)
+                for a in p.actions]
+    assert statuses == [
+        ("aggregate.remove_host", "gpu-host-001", ActionStatus.REFUSED),
+        ("aggregate.remove_host", "gpu-host-002", ActionStatus.SUCCEEDED),
+        ("aggregate.delete", None, ActionStatus.REFUSED),
+    ]
+    assert nova_aggregates(cloud)["gpu-spot"]["hosts"] == ["gpu-host-001"]
+
+
+def test_metalform_metadata_keys_are_reserved(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", "http://127.0.0.1:9/v2.1", POOLS,
+                      aggregate("gpu-spot", "spot", metadata={MANAGED_KEY: "false"}))
+    with pytest.raises(InputError) as caught:
+        load(repo)
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.address == SPOT
+    assert "metadata key 'metalform:managed' is reserved" in diagnostic.message
+
+
 def test_unknown_host_is_a_clear_error(cloud: NovaPeer, tmp_path: Path) -> None:
     repo = write_repo(
         tmp_path / "repo", cloud.url, POOLS,
@@ -297,9 +385,12 @@ def test_read_costs_three_listings_per_cloud(
     assert isinstance(provider, Provider)
     try:
         live = provider.read([desired.resources[SPOT], desired.resources[ONDEMAND]])
+        # Discovery (a plan's next step) reuses the read's listings.
+        managed = provider.discover([desired.resources["Provider/cloud"]])
     finally:
         provider.close()
     assert sorted(calls) == ["list aggregates", "list compute services", "list hypervisors"]
+    assert sorted(managed) == [ONDEMAND, SPOT]
     spot = live[SPOT]
     assert spot.state == {"availabilityZone": None, "hosts.gpu-host-001": True,
                           "hosts.gpu-host-002": True}
