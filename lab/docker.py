@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.process import PeerError, log_tail, stop_group
+
 BUSYBOX_IMAGE = "local/busybox:1"
 """The image every lab and test Service runs (`sh`, `sleep`, `httpd`, ... as busybox applets)."""
 
@@ -43,10 +45,6 @@ SERVICE_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
 
 INDEX_PAGE = "<!doctype html><title>Metalform lab</title><p>Served by a Metalform Service.\n"
 """`/www/index.html` of the image, so `httpd -h /www` has something to serve."""
-
-
-class PeerError(RuntimeError):
-    """The lab's Docker engine could not be started, reached or stopped."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -327,30 +325,13 @@ class DockerPeer:
             f"dockerd did not answer within {timeout:.0f}s ({last}): {self._log_tail()}"
         )
 
-    def _log_tail(self, lines: int = 15) -> str:
-        try:
-            text = (self.state_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+    def _log_tail(self) -> str:
+        return log_tail(self.state_dir / LOG_FILE, 15)
 
     def _terminate(self, sig: signal.Signals, timeout: float = 20.0) -> None:
-        pid = self.pid
-        if pid is None or not _pid_alive(pid):
-            self._reap()
-            return
         # dockerd leads its own session (and its containerd is in it): signal only that group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.05)
-        self._reap()
+        pid = self.pid
+        stop_group(pid, lambda: pid is not None and _pid_alive(pid), self._process, sig, timeout)
 
     def _unmount_leftovers(self) -> None:
         """Unmount what dockerd left mounted below its folders (the host network namespace it

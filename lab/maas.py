@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
-import contextlib
 import email.parser
 import email.policy
 import hashlib
@@ -38,7 +37,6 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
-from lab.process import PeerError, log_tail, running_as, spawn_module, stop_group
+from lab.process import ENDPOINT_FILE, ModulePeer, PeerError, secret_file, watch_parent
 
 LAB_PORT = 5240
 API_PREFIX = "/MAAS/api/2.0/"
@@ -58,7 +56,6 @@ DEFAULT_DELAY = 0.5
 CONFIG_FILE = "config.json"
 STATE_FILE = "maas-state.json"
 KEY_FILE = "api-key"
-ENDPOINT_FILE = "endpoint.json"
 PID_FILE = "maas.pid"
 LOG_FILE = "maas.log"
 _MODULE = "lab.maas"
@@ -627,39 +624,25 @@ def sign_headers(api_key: str, url: str, method: str) -> dict[str, str]:
     return dict(headers)
 
 
-class MaasPeer:
+class MaasPeer(ModulePeer):
     """The lab's MAAS: a background process; all its state lives in `state_dir`."""
+
+    module = _MODULE
+    noun = "MAAS simulator"
+    pid_file = PID_FILE
+    log_file = LOG_FILE
 
     def __init__(self, state_dir: Path | str, machines: Sequence[LabMachine] = (), *,
                  host: str = "127.0.0.1", port: int = LAB_PORT, delay: float = DEFAULT_DELAY,
                  latency: float = 0.0,
                  api_key: str | None = None, die_with_parent: bool = False) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the lab binds loopback addresses only, not {host}")
-        self.state_dir = Path(state_dir).resolve()
+        super().__init__(state_dir, host=host, port=port)
         self.machines = list(machines)
-        self.host = host
-        self.port = port
         self.delay = delay
         self.latency = latency
         """Seconds every API request waits before it is served (a region over a WAN)."""
         self._api_key = api_key
         self.die_with_parent = die_with_parent
-        self._process: subprocess.Popen[bytes] | None = None
-        self._pid: int | None = None
-
-    @classmethod
-    def attach(cls, state_dir: Path | str) -> MaasPeer:
-        """The simulator whose state is in `state_dir` (running or not), e.g. to stop it."""
-        state = Path(state_dir).resolve()
-        try:
-            endpoint = json.loads((state / ENDPOINT_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PeerError(f"no MAAS simulator in {state}") from None
-        peer = cls(state, host=endpoint["host"], port=int(endpoint["port"]))
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            peer._pid = int((state / PID_FILE).read_text().strip())
-        return peer
 
     @property
     def url(self) -> str:
@@ -677,24 +660,8 @@ class MaasPeer:
         """The file holding the API key (for a Credential's `token: {fromFile: ...}`)."""
         return self.state_dir / KEY_FILE
 
-    @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    def start(self, timeout: float = 15.0) -> MaasPeer:
-        """Start the simulator and wait until it answers."""
-        if self.is_running():
-            raise PeerError(f"a MAAS simulator is already running from {self.state_dir}")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
-        key_file = self.state_dir / KEY_FILE
-        if self._api_key is None and key_file.exists():
-            self._api_key = key_file.read_text(encoding="utf-8").strip()
-        if self._api_key is None:
-            self._api_key = new_api_key()
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self._api_key + "\n")
+    def _prepare(self) -> None:
+        self._api_key = secret_file(self.key_file, self._api_key, new_api_key)
         config = {
             "delay": self.delay,
             "latency": self.latency,
@@ -703,27 +670,11 @@ class MaasPeer:
             "parentPid": os.getpid() if self.die_with_parent else None,
         }
         (self.state_dir / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
-        self._process = spawn_module(
-            _MODULE, ["--state-dir", str(self.state_dir), "--host", self.host,
-                      "--port", str(self.port)], self.state_dir / LOG_FILE)
-        self._pid = self._process.pid
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._terminate(signal.SIGKILL)
-            raise
-        (self.state_dir / PID_FILE).write_text(f"{self._pid}\n")
-        return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the simulator; its machines stay in the state file for the next start."""
-        self._terminate(signal.SIGTERM, timeout)
-        (self.state_dir / PID_FILE).unlink(missing_ok=True)
+    def _probe(self) -> None:
+        import requests
 
-    def is_running(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        return self._pid is not None and _is_simulator(self._pid)
+        requests.get(f"{self.url}/api/2.0/version/", timeout=2).raise_for_status()
 
     # -- lab control (tests) ------------------------------------------------------------------
 
@@ -770,43 +721,6 @@ class MaasPeer:
             raise PeerError(f"{method} {what}: HTTP {response.status_code} {response.text}")
         return response.json()
 
-    # -- process plumbing ---------------------------------------------------------------------
-
-    def _wait_ready(self, timeout: float) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise PeerError(f"the MAAS simulator exited with code "
-                                f"{self._process.returncode}: {self._log_tail()}")
-            with contextlib.suppress(FileNotFoundError, ValueError, requests.RequestException):
-                endpoint = json.loads((self.state_dir / ENDPOINT_FILE).read_text())
-                if endpoint.get("pid") == self._pid:
-                    self.port = int(endpoint["port"])
-                    requests.get(f"{self.url}/api/2.0/version/", timeout=2).raise_for_status()
-                    return
-            time.sleep(0.02)
-        raise PeerError(f"the MAAS simulator did not answer within {timeout:.0f}s: "
-                        f"{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 10) -> str:
-        return log_tail(self.state_dir / LOG_FILE, lines)
-
-    def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        stop_group(self._pid, self.is_running, self._process, sig, timeout)
-
-    def __enter__(self) -> MaasPeer:
-        return self.start() if not self.is_running() else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _is_simulator(pid: int) -> bool:
-    """True when `pid` is a running simulator (guards against a recycled pid)."""
-    return running_as(pid, _MODULE.encode())
-
 
 def lab_machines(hostnames: Iterable[str], status: str = "Ready") -> list[LabMachine]:
     """Machines for the lab, all in `status`."""
@@ -815,16 +729,6 @@ def lab_machines(hostnames: Iterable[str], status: str = "Ready") -> list[LabMac
 
 LAB_HOSTNAMES = ("gpu-host-001", "gpu-host-002", "gpu-host-003", "gpu-host-004")
 """The machines `metalform lab up` gives its MAAS: the example's four GPU hosts, Ready."""
-
-
-def _watch_parent(parent: int) -> None:  # pragma: no cover - a background guard
-    """Exit when the process that started the simulator is gone."""
-    while True:
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        time.sleep(0.5)
 
 
 def serve(state_dir: Path, host: str, port: int) -> None:
@@ -840,7 +744,7 @@ def serve(state_dir: Path, host: str, port: int) -> None:
     parent = config.get("parentPid")
     if parent:
         # A test run that dies must not leave simulators behind.
-        threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
+        watch_parent(int(parent))
     app = App(maas, api_key, latency=float(config.get("latency", 0.0)))
     server = waitress.create_server(app, host=host, port=port, threads=16,
                                     ident="MAAS-lab")

@@ -23,14 +23,12 @@ Faults (`set_fault`): `error` answers 500 to every API request, `hang` never ans
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hmac
 import ipaddress
 import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from lab.process import PeerError, log_tail, running_as, spawn_module, stop_group
+from lab.process import ENDPOINT_FILE, ModulePeer, secret_file, watch_parent
 
 LAB_PORT = 8001
 API_PREFIX = "/api/"
@@ -52,7 +50,6 @@ CONFIG_FILE = "config.json"
 DEVICES_FILE = "devices.json"
 TOKEN_FILE = "token"
 FAULTS_FILE = "faults.json"
-ENDPOINT_FILE = "endpoint.json"
 PID_FILE = "netbox.pid"
 LOG_FILE = "netbox.log"
 _MODULE = "lab.netbox"
@@ -248,38 +245,24 @@ class App:
 
 # --- the peer (process management) ------------------------------------------------------------
 
-class NetboxPeer:
+class NetboxPeer(ModulePeer):
     """The lab's NetBox: a background process; all its state lives in `state_dir`."""
+
+    module = _MODULE
+    noun = "NetBox simulator"
+    pid_file = PID_FILE
+    log_file = LOG_FILE
 
     def __init__(self, state_dir: Path | str, devices: Sequence[Mapping[str, Any]] = (), *,
                  host: str = "127.0.0.1", port: int = LAB_PORT,
                  page_size: int = DEFAULT_PAGE_SIZE, max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
                  token: str | None = None, die_with_parent: bool = False) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the lab binds loopback addresses only, not {host}")
-        self.state_dir = Path(state_dir).resolve()
+        super().__init__(state_dir, host=host, port=port)
         self.devices = [dict(d) for d in devices]
-        self.host = host
-        self.port = port
         self.page_size = page_size
         self.max_page_size = max_page_size
         self._token = token
         self.die_with_parent = die_with_parent
-        self._process: subprocess.Popen[bytes] | None = None
-        self._pid: int | None = None
-
-    @classmethod
-    def attach(cls, state_dir: Path | str) -> NetboxPeer:
-        """The simulator whose state is in `state_dir` (running or not), e.g. to stop it."""
-        state = Path(state_dir).resolve()
-        try:
-            endpoint = json.loads((state / ENDPOINT_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PeerError(f"no NetBox simulator in {state}") from None
-        peer = cls(state, host=endpoint["host"], port=int(endpoint["port"]))
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            peer._pid = int((state / PID_FILE).read_text().strip())
-        return peer
 
     @property
     def url(self) -> str:
@@ -297,51 +280,21 @@ class NetboxPeer:
         """The file holding the API token (for a Credential's `token: {fromFile: ...}`)."""
         return self.state_dir / TOKEN_FILE
 
-    @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    def start(self, timeout: float = 15.0) -> NetboxPeer:
-        """Start the simulator and wait until it answers."""
-        if self.is_running():
-            raise PeerError(f"a NetBox simulator is already running from {self.state_dir}")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+    def _prepare(self) -> None:
         (self.state_dir / FAULTS_FILE).unlink(missing_ok=True)
-        token_file = self.state_dir / TOKEN_FILE
-        if self._token is None and token_file.exists():
-            self._token = token_file.read_text(encoding="utf-8").strip()
-        if self._token is None:
-            self._token = secrets.token_hex(20)  # NetBox v1 tokens: 40 hex characters
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self._token + "\n")
+        # NetBox v1 tokens: 40 hex characters.
+        self._token = secret_file(self.token_file, self._token, lambda: secrets.token_hex(20))
         if self.devices or not (self.state_dir / DEVICES_FILE).exists():
             self.set_devices(self.devices)
         config = {"pageSize": self.page_size, "maxPageSize": self.max_page_size,
                   "parentPid": os.getpid() if self.die_with_parent else None}
         _write_json(self.state_dir / CONFIG_FILE, config)
-        self._process = spawn_module(
-            _MODULE, ["--state-dir", str(self.state_dir), "--host", self.host,
-                      "--port", str(self.port)], self.state_dir / LOG_FILE)
-        self._pid = self._process.pid
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._terminate(signal.SIGKILL)
-            raise
-        (self.state_dir / PID_FILE).write_text(f"{self._pid}\n")
-        return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the simulator; its devices stay in the state directory for the next start."""
-        self._terminate(signal.SIGTERM, timeout)
-        (self.state_dir / PID_FILE).unlink(missing_ok=True)
+    def _probe(self) -> None:
+        import requests
 
-    def is_running(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        return self._pid is not None and _is_simulator(self._pid)
+        requests.get(f"{self.url}/api/status/", timeout=2,
+                     headers={"Authorization": f"Token {self.token}"}).raise_for_status()
 
     # -- lab control (tests) ------------------------------------------------------------------
 
@@ -360,55 +313,6 @@ class NetboxPeer:
             raise ValueError(f"unknown fault {mode!r} (error or hang)")
         _write_json(self.state_dir / FAULTS_FILE, {"mode": mode})
 
-    # -- process plumbing ---------------------------------------------------------------------
-
-    def _wait_ready(self, timeout: float) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise PeerError(f"the NetBox simulator exited with code "
-                                f"{self._process.returncode}: {self._log_tail()}")
-            with contextlib.suppress(FileNotFoundError, ValueError, requests.RequestException):
-                endpoint = json.loads((self.state_dir / ENDPOINT_FILE).read_text())
-                if endpoint.get("pid") == self._pid:
-                    self.port = int(endpoint["port"])
-                    requests.get(f"{self.url}/api/status/", timeout=2,
-                                 headers={"Authorization": f"Token {self.token}"}
-                                 ).raise_for_status()
-                    return
-            time.sleep(0.02)
-        raise PeerError(f"the NetBox simulator did not answer within {timeout:.0f}s: "
-                        f"{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 10) -> str:
-        return log_tail(self.state_dir / LOG_FILE, lines)
-
-    def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        stop_group(self._pid, self.is_running, self._process, sig, timeout)
-
-    def __enter__(self) -> NetboxPeer:
-        return self.start() if not self.is_running() else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _is_simulator(pid: int) -> bool:
-    """True when `pid` is a running simulator (guards against a recycled pid)."""
-    return running_as(pid, _MODULE.encode())
-
-
-def _watch_parent(parent: int) -> None:  # pragma: no cover - a background guard
-    """Exit when the process that started the simulator is gone."""
-    while True:
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        time.sleep(0.5)
-
 
 def serve(state_dir: Path, host: str, port: int) -> None:
     """Run the simulator in this process until it is terminated."""
@@ -419,7 +323,7 @@ def serve(state_dir: Path, host: str, port: int) -> None:
     parent = config.get("parentPid")
     if parent:
         # A test run that dies must not leave simulators behind.
-        threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
+        watch_parent(int(parent))
     app = App(state_dir, token, int(config.get("pageSize", DEFAULT_PAGE_SIZE)),
               int(config.get("maxPageSize", DEFAULT_MAX_PAGE_SIZE)))
     server = waitress.create_server(app, host=host, port=port, threads=8, ident="NetBox-lab")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import ipaddress
 import json
 import os
 import re
@@ -21,7 +20,6 @@ import secrets
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 import requests
 
-from lab.process import PeerError, log_tail, spawn_module, stop_group
+from lab.process import ENDPOINT_FILE, ModulePeer, PeerError, spawn_module
 
 BiosValue = str | int | bool
 
@@ -37,7 +35,6 @@ REGISTRY_ID = "LabBiosAttributeRegistry.v1_0_0"
 """The Id of the lab's BIOS attribute registry, named by every system's Bios resource."""
 
 CONFIG_FILE = "emulator.json"
-ENDPOINT_FILE = "endpoint.json"
 PID_FILE = "emulator.pid"
 FAULTS_FILE = "faults.json"
 PASSWORD_FILE = "bmc-password"
@@ -282,12 +279,18 @@ def _is_emulator(pid: int) -> bool:
     return _EMULATOR_MODULE.encode() in cmdline
 
 
-class RedfishPeer:
+class RedfishPeer(ModulePeer):
     """A sushy-emulator subprocess serving `systems` on a loopback port.
 
     All state lives in `state_dir`: a restart (or `attach` from another process) finds the
     same systems, power states and BIOS settings again.
     """
+
+    module = _EMULATOR_MODULE
+    noun = "Redfish lab"
+    pid_file = PID_FILE
+    log_file = LOG_FILE
+    log_lines = 15
 
     def __init__(
         self,
@@ -302,30 +305,19 @@ class RedfishPeer:
         bios_registry: Sequence[BiosAttribute] = DEFAULT_BIOS_REGISTRY,
         die_with_parent: bool = False,
     ) -> None:
-        host = "127.0.0.1" if host == "localhost" else host
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(f"the lab binds loopback addresses only, not {host}")
         if power_delay < 0:
             raise ValueError("power_delay must not be negative")
         identities = [s.identity for s in systems]
         if len(set(identities)) != len(identities):
             raise ValueError("system identities must be unique")
-        self.state_dir = Path(state_dir).resolve()
+        super().__init__(state_dir, host="127.0.0.1" if host == "localhost" else host, port=port)
         self.systems = tuple(systems)
-        self.host = host
-        self.port = port
         self.username = username
         self._password = password
         self.power_delay = power_delay
         self.bios_registry = tuple(bios_registry)
         self.die_with_parent = die_with_parent
         """Exit when the starting process exits (tests: no orphan BMCs after a crash)."""
-        self._process: subprocess.Popen[bytes] | None = None
-        self._pid: int | None = None
         self._http = requests.Session()
         self.faults = FaultBoard(self.state_dir / FAULTS_FILE)
 
@@ -352,52 +344,35 @@ class RedfishPeer:
         endpoint = peer._read_endpoint()
         if endpoint is not None:
             peer.port = endpoint["port"]
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            peer._pid = int((state / PID_FILE).read_text().strip())
+        peer._adopt_pid()
         return peer
 
-    def start(self, timeout: float = 15.0) -> RedfishPeer:
-        """Start the emulator and wait until its service root answers."""
-        if self.is_running():
-            raise PeerError(f"a Redfish lab is already running from {self.state_dir}")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+    def _prepare(self) -> None:
         self._write_credentials()
-        config_path = self._write_config()
+        self._write_config()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         # Only our config file configures the emulator, never a stray variable of the caller.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUSHY_EMULATOR_")}
-        self._process = spawn_module(_EMULATOR_MODULE, ["--config", str(config_path)],
-                                     self.state_dir / LOG_FILE, env=env, cwd=self.state_dir)
-        self._pid = self._process.pid
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._terminate(signal.SIGKILL)
-            raise
-        (self.state_dir / PID_FILE).write_text(f"{self._pid}\n")
-        return self
+        return spawn_module(self.module, ["--config", str(self.state_dir / CONFIG_FILE)],
+                            self.state_dir / self.log_file, env=env, cwd=self.state_dir)
+
+    def _probe(self) -> None:
+        """The service root answers 200."""
+        self._http.get(f"{self.url}/redfish/v1/", timeout=1).raise_for_status()
+
+    def _is_peer(self, pid: int) -> bool:
+        return _is_emulator(pid) and _pid_alive(pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the emulator (state is kept for the next start)."""
-        self._terminate(signal.SIGTERM, timeout)
+        super().stop(timeout)
         self._http.close()
-        (self.state_dir / PID_FILE).unlink(missing_ok=True)
         (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
 
     def kill(self) -> None:
         """Kill the emulator at once, as a BMC that dies (its pid file stays behind)."""
         self._terminate(signal.SIGKILL)
-
-    def is_running(self) -> bool:
-        """True while the emulator process is alive."""
-        if self._process is not None:
-            return self._process.poll() is None
-        return self._pid is not None and _is_emulator(self._pid) and _pid_alive(self._pid)
-
-    @property
-    def pid(self) -> int | None:
-        """The emulator's process id (None before the first start)."""
-        return self._pid
 
     @property
     def url(self) -> str:
@@ -507,7 +482,7 @@ class RedfishPeer:
         htpasswd.write_text(f"{self.username}:{digest}\n", encoding="utf-8")
         htpasswd.chmod(0o600)
 
-    def _write_config(self) -> Path:
+    def _write_config(self) -> None:
         config = {
             "SUSHY_EMULATOR_LISTEN_IP": self.host,
             "SUSHY_EMULATOR_LISTEN_PORT": self.port,
@@ -527,9 +502,7 @@ class RedfishPeer:
                 "parentPid": os.getpid() if self.die_with_parent else None,
             },
         }
-        path = self.state_dir / CONFIG_FILE
-        path.write_text(json.dumps(config, indent=1), encoding="utf-8")
-        return path
+        (self.state_dir / CONFIG_FILE).write_text(json.dumps(config, indent=1), encoding="utf-8")
 
     def _read_endpoint(self) -> dict[str, Any] | None:
         try:
@@ -539,36 +512,6 @@ class RedfishPeer:
         except (FileNotFoundError, ValueError):
             return None
         return data
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        endpoint = None
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise PeerError(
-                    f"sushy-emulator exited with code {self._process.returncode}: "
-                    f"{self._log_tail()}"
-                )
-            endpoint = endpoint or self._read_endpoint()
-            if endpoint is not None and endpoint.get("pid") == self._pid:
-                self.port = int(endpoint["port"])
-                with contextlib.suppress(requests.RequestException):
-                    if self._http.get(f"{self.url}/redfish/v1/", timeout=1).status_code == 200:
-                        return
-            time.sleep(0.01)
-        raise PeerError(f"sushy-emulator did not answer within {timeout:.0f}s: {self._log_tail()}")
-
-    def _log_tail(self, lines: int = 15) -> str:
-        return log_tail(self.state_dir / LOG_FILE, lines)
-
-    def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        stop_group(self._pid, self.is_running, self._process, sig, timeout)
-
-    def __enter__(self) -> RedfishPeer:
-        return self.start() if not self.is_running() else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def lab_systems(

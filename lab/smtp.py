@@ -10,7 +10,6 @@ accepts port 0 and reports the port it got.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import email
 import email.policy
 import ipaddress
@@ -19,9 +18,7 @@ import json
 import os
 import signal
 import smtplib
-import subprocess
 import threading
-import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -29,10 +26,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from lab.process import PeerError, log_tail, running_as, spawn_module, stop_group
+from lab.process import ENDPOINT_FILE, ModulePeer
 
 LAB_PORT = 2525
-ENDPOINT_FILE = "endpoint.json"
 PID_FILE = "smtp.pid"
 LOG_FILE = "smtp.log"
 MAIL_DIR = "mail"
@@ -87,31 +83,17 @@ def read_mailbox(directory: Path) -> list[EmailMessage]:
     return messages
 
 
-class SmtpPeer:
+class SmtpPeer(ModulePeer):
     """The lab's mail sink: a background process; all state lives in `state_dir`."""
+
+    module = _MODULE
+    noun = "mail sink"
+    pid_file = PID_FILE
+    log_file = LOG_FILE
 
     def __init__(self, state_dir: Path | str, *, host: str = "127.0.0.1",
                  port: int = LAB_PORT) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"the lab binds loopback addresses only, not {host}")
-        self.state_dir = Path(state_dir).resolve()
-        self.host = host
-        self.port = port
-        self._process: subprocess.Popen[bytes] | None = None
-        self._pid: int | None = None
-
-    @classmethod
-    def attach(cls, state_dir: Path | str) -> SmtpPeer:
-        """The sink whose state is in `state_dir` (running or not), e.g. to stop it."""
-        state = Path(state_dir).resolve()
-        try:
-            endpoint = json.loads((state / ENDPOINT_FILE).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PeerError(f"no mail sink in {state}") from None
-        peer = cls(state, host=endpoint["host"], port=int(endpoint["port"]))
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            peer._pid = int((state / PID_FILE).read_text().strip())
-        return peer
+        super().__init__(state_dir, host=host, port=port)
 
     @property
     def url(self) -> str:
@@ -122,37 +104,9 @@ class SmtpPeer:
     def mailbox(self) -> Path:
         return self.state_dir / MAIL_DIR
 
-    @property
-    def pid(self) -> int | None:
-        return self._pid
-
-    def start(self, timeout: float = 10.0) -> SmtpPeer:
-        """Start the sink and wait until it answers SMTP."""
-        if self.is_running():
-            raise PeerError(f"a mail sink is already running from {self.state_dir}")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
-        self._process = spawn_module(
-            _MODULE, ["--state-dir", str(self.state_dir), "--host", self.host,
-                      "--port", str(self.port)], self.state_dir / LOG_FILE)
-        self._pid = self._process.pid
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self._terminate(signal.SIGKILL)
-            raise
-        (self.state_dir / PID_FILE).write_text(f"{self._pid}\n")
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the sink; received mail stays in the mailbox."""
-        self._terminate(signal.SIGTERM, timeout)
-        (self.state_dir / PID_FILE).unlink(missing_ok=True)
-
-    def is_running(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        return self._pid is not None and _is_sink(self._pid)
+    def _probe(self) -> None:
+        with smtplib.SMTP(self.host, self.port, local_hostname="localhost", timeout=2) as smtp:
+            smtp.noop()
 
     def messages(self) -> list[EmailMessage]:
         """Every message received so far, oldest first."""
@@ -161,40 +115,6 @@ class SmtpPeer:
     def clear(self) -> None:
         for path in self.mailbox.glob("*.eml"):
             path.unlink()
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise PeerError(f"the mail sink exited with code {self._process.returncode}: "
-                                f"{self._log_tail()}")
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                endpoint = json.loads((self.state_dir / ENDPOINT_FILE).read_text())
-                if endpoint.get("pid") == self._pid:
-                    self.port = int(endpoint["port"])
-                    with smtplib.SMTP(self.host, self.port, local_hostname="localhost",
-                                      timeout=2) as smtp:
-                        smtp.noop()
-                    return
-            time.sleep(0.02)
-        raise PeerError(f"the mail sink did not answer within {timeout:.0f}s: {self._log_tail()}")
-
-    def _log_tail(self, lines: int = 10) -> str:
-        return log_tail(self.state_dir / LOG_FILE, lines)
-
-    def _terminate(self, sig: signal.Signals, timeout: float = 10.0) -> None:
-        stop_group(self._pid, self.is_running, self._process, sig, timeout)
-
-    def __enter__(self) -> SmtpPeer:
-        return self.start() if not self.is_running() else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _is_sink(pid: int) -> bool:
-    """True when `pid` is a running mail sink (guards against a recycled pid)."""
-    return running_as(pid, _MODULE.encode())
 
 
 def serve(state_dir: Path, host: str, port: int) -> None:
