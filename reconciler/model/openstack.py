@@ -27,7 +27,10 @@ class LabelSelector(SpecModel):
 class AggregateSpec(SpecModel):
     provider: str = Field(description="Name of a Provider of type openstack")
     availability_zone: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"not": {"pattern": f"^{RESERVED_METADATA_PREFIX}"}}},
+    )
     hosts: list[str] | None = Field(default=None, description="Server names")
     selector: LabelSelector | None = Field(default=None, description="Servers by label")
     on_instances: OnInstances = OnInstances.REFUSE

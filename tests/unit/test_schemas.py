@@ -49,3 +49,14 @@ def test_schema_rejects_what_the_loader_rejects() -> None:
         [c.message for e in validator.iter_errors(bad) for c in e.context or []])
     assert "colour" in messages
     assert "redfsh" in messages
+
+
+def test_schema_rejects_metalform_metadata_keys_on_aggregates() -> None:
+    validator = _validator()
+    aggregate = {"apiVersion": "metalform/v1", "kind": "Aggregate", "metadata": {"name": "a"},
+                 "spec": {"provider": "cloud", "metadata": {"metalform:managed": "true"}}}
+    messages = json.dumps([c.message for e in validator.iter_errors(aggregate)
+                           for c in [e, *(e.context or [])]])
+    assert "'metalform:managed' should not be valid" in messages
+    aggregate["spec"]["metadata"] = {"pool": "spot"}  # type: ignore[index]
+    assert list(validator.iter_errors(aggregate)) == []
