@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from providers.memory import MemoryFleet, memory_factory
 from reconciler.engine import Engine
-from reconciler.server.config import config_from_mapping
-from reconciler.server.serve import Server
+from metalform.server.config import config_from_mapping
+from metalform.server.serve import Server
 from tests.fakes.forge import FakeForge
 from webhooks.github import sign
 

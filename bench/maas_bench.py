@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.maas import LabMachine, MaasPeer, system_id_of
+from metalform.lab.maas import LabMachine, MaasPeer, system_id_of
 from providers.maas import MaasProvider
 from providers.maas.client import ApiKey, MaasClient
 from reconciler.concurrency import Limiter

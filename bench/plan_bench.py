@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sushy
 
-from lab.redfish import LabSystem, RedfishPeer
+from metalform.lab.redfish import LabSystem, RedfishPeer
 from reconciler.engine import Engine, Settings
 
 ATTRIBUTES = {

@@ -75,7 +75,7 @@ def test_malformed_authorization_headers(harness: Harness) -> None:
 
 
 def test_no_tokens_configured_refuses_the_api(harness: Harness) -> None:
-    from reconciler.api import create_app
+    from metalform.api import create_app
 
     config = harness.config.__class__(**{**harness.config.__dict__, "tokens": ()})
     app = create_app(config, harness.service.engine, harness.store)

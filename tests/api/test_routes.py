@@ -57,7 +57,7 @@ def test_metrics_count_plans_and_requests(harness: Harness) -> None:
 
 def test_metrics_registry_is_per_app(harness: Harness) -> None:
     # a second app in the same process must not clash with the first one's metrics
-    from reconciler.api import create_app
+    from metalform.api import create_app
 
     other = create_app(harness.config, harness.service.engine, harness.store)
     assert other.service.metrics.registry is not harness.service.metrics.registry

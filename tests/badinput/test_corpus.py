@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from providers.memory import MemoryFleet, memory_factory
-from reconciler import cli, engine
+from metalform import cli
+from reconciler import engine
 
 CORPUS = Path(__file__).parent / "corpus"
 SECRETS_IN_CORPUS = ("Sup3rSecret!", "tok-live-123456", "hunter2-literal", "other-literal")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import system_id
-from lab.redfish import RedfishPeer
+from metalform.lab.cli import system_id
+from metalform.lab.redfish import RedfishPeer
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.peer, pytest.mark.xdist_group("e2e")]

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from lab.maas import DEPLOYED, MaasPeer
-from lab.nova import NovaPeer
+from metalform.lab.maas import DEPLOYED, MaasPeer
+from metalform.lab.nova import NovaPeer
 from providers.maas import MaasProvider
 from providers.memory import MemoryFleet, memory_factory
 from providers.openstack import OpenStackProvider

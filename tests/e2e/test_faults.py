@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.redfish import LabSystem, RedfishPeer
+from metalform.lab.redfish import LabSystem, RedfishPeer
 from reconciler.apply import ActionResult
 from reconciler.engine import Engine, Settings
 from reconciler.model import Action, ActionStatus

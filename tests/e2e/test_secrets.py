@@ -24,7 +24,8 @@ from urllib.parse import quote
 import pytest
 
 from providers.memory import MemoryFleet, MemoryProvider
-from reconciler import cli, engine
+from metalform import cli
+from reconciler import engine
 from reconciler.errors import PermanentError
 from reconciler.model import Action, Address, LiveResource, Resource
 from reconciler.model.live import unreachable
@@ -261,7 +262,7 @@ def test_validate_of_a_broken_repository_holds_no_secret(
         "spec: {events: [apply.failed], channels: [slack], template: '{{ nope }}'}\n",
         encoding="utf-8")
     env = {**os.environ, "NO_COLOR": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-m", "reconciler.cli", "--debug", "validate",
+    result = subprocess.run([sys.executable, "-m", "metalform.cli", "--debug", "validate",
                              "-C", str(repo)], env=env, capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 1

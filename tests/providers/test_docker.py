@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import pytest
 
-from lab.docker import BUSYBOX_IMAGE, SERVICE_COMMAND, DockerPeer
+from metalform.lab.docker import BUSYBOX_IMAGE, SERVICE_COMMAND, DockerPeer
 from providers.docker import DockerProvider
 from providers.docker.mapping import (
     MANAGED_KEY,

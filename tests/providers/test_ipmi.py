@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pyghmi import exceptions as pyghmi_exc
 
-from lab import ipmi_chassis
-from lab.ipmi import BmcSpec, IpmiPeer, IpmiSimNotInstalled, free_udp_port, rmcp_ping
+from metalform.lab import ipmi_chassis
+from metalform.lab.ipmi import BmcSpec, IpmiPeer, IpmiSimNotInstalled, free_udp_port, rmcp_ping
 from providers.ipmi import IpmiProvider, mapping
 from providers.ipmi.client import BmcTarget, IpmiClient, classify
 from reconciler.concurrency import Limiter

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lab.maas import MaasPeer, system_id_of
+from metalform.lab.maas import MaasPeer, system_id_of
 from providers.maas import MaasProvider, mapping
 from providers.maas.client import ApiKey, MaasClient
 from providers.memory import MemoryFleet, memory_factory
@@ -80,7 +80,7 @@ def test_simulator_refuses_a_bad_key(maas_peer: MaasPeer) -> None:
 
 
 def test_simulator_keeps_its_machines_across_a_restart(tmp_path: Path) -> None:
-    from lab.maas import LabMachine
+    from metalform.lab.maas import LabMachine
     from tests.fixtures.maas import start_peer
 
     peer = start_peer(tmp_path, [LabMachine("keep-me", status="New")])

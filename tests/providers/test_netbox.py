@@ -11,7 +11,7 @@ import pynetbox
 import pytest
 import requests
 
-from lab.netbox import NetboxPeer, lab_device
+from metalform.lab.netbox import NetboxPeer, lab_device
 from providers.memory import MemoryFleet, memory_factory
 from providers.netbox import fetch_devices, import_inventory
 from reconciler.engine import CredentialResolver, Engine

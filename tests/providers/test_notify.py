@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lab.smtp import SmtpPeer
-from providers.notify import (
+from metalform.lab.smtp import SmtpPeer
+from metalform.notify import (
     BackgroundNotifier,
     Event,
     EventResource,
@@ -20,9 +20,9 @@ from providers.notify import (
     Notifier,
     plan_event,
 )
-from providers.notify.router import Rule
+from metalform.notify.router import Rule
 from reconciler.errors import InputError
-from reconciler.events import EventBus
+from metalform.events import EventBus
 from reconciler.load import DesiredState, SourceFile, load_files
 from reconciler.model.base import Diagnostic, Severity
 from reconciler.model.credentials import SecretRef

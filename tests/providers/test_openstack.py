@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from lab.nova import NovaPeer
+from metalform.lab.nova import NovaPeer
 from providers.memory import MemoryFleet, memory_factory
 from providers.openstack import OpenStackProvider
 from providers.openstack.client import Cloud, HostNotFound

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lab.redfish import FaultKind, LabSystem, PeerError, RedfishPeer
+from metalform.lab.redfish import FaultKind, LabSystem, PeerError, RedfishPeer
 from providers.redfish import RedfishProvider, mapping
 from providers.redfish.client import base_url, endpoint_of
 from reconciler.errors import PermanentError, ProviderError

@@ -22,10 +22,10 @@ import falcon.testing
 import pytest
 
 from providers.memory import MemoryFleet, memory_factory
-from reconciler.api import MetalformApp, create_app
+from metalform.api import MetalformApp, create_app
 from reconciler.engine import Engine
-from reconciler.server.config import ServerConfig, config_from_mapping
-from reconciler.store import Store
+from metalform.server.config import ServerConfig, config_from_mapping
+from metalform.store import Store
 from tests.fakes.forge import FakeForge
 from webhooks.github import sign
 

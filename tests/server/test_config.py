@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli import main
+from metalform.cli import main
 from reconciler.errors import InputError, MetalformError
-from reconciler.server.config import Role, load_config, parse_config
-from reconciler.server.durations import format_duration, parse_duration
+from metalform.server.config import Role, load_config, parse_config
+from metalform.server.durations import format_duration, parse_duration
 
 EXAMPLE = """\
 listen: 127.0.0.1:8080

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from reconciler.events import BusEvent
-from reconciler.server.drift import Scheduler
+from metalform.events import BusEvent
+from metalform.server.drift import Scheduler
 from tests.server.harness import Harness, wait_for
 
 
@@ -84,6 +84,6 @@ def test_a_failing_tick_does_not_stop_the_loop(harness: Harness) -> None:
 
 
 def _broken() -> None:
-    from reconciler.server.repository import RepositoryUnavailable
+    from metalform.server.repository import RepositoryUnavailable
 
     raise RepositoryUnavailable("git fetch failed: remote gone")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.events import DRIFT_DETECTED, PLAN_CREATED, BusEvent, EventBus
+from metalform.events import DRIFT_DETECTED, PLAN_CREATED, BusEvent, EventBus
 
 
 class FakeLog:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.server.repository import RepositoryUnavailable, Tracker, repository_key
+from metalform.server.repository import RepositoryUnavailable, Tracker, repository_key
 from tests.server.harness import GitRemote
 
 

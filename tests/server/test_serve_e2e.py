@@ -56,7 +56,7 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
     env.pop("METALFORM_LISTEN", None)
     env.pop("METALFORM_DATABASE", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "metalform.cli", "serve", "--config", str(config)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True)

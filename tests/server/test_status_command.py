@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli import main
+from metalform.cli import main
 from tests.server.harness import Harness
 
 
@@ -32,7 +32,7 @@ def test_status_in_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("METALFORM_DATABASE", raising=False)
     assert main(["status", "-C", str(tmp_path)]) == 1
     assert "no state database at" in capsys.readouterr().err
-    from reconciler.store import Store
+    from metalform.store import Store
 
     Store.open(f"sqlite:///{tmp_path / 'metalform.db'}").close()
     assert main(["status", "-C", str(tmp_path)]) == 0

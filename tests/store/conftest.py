@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.store import Store
+from metalform.store import Store
 
 POSTGRES_PLUGIN = "tests.fixtures.postgres"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.store import Store
+from metalform.store import Store
 
 
 def hold(url: str, repository: str, lease: float, report: Any, release: Any) -> None:

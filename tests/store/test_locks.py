@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from reconciler.store import Store, apply_lock_name
+from metalform.store import Store, apply_lock_name
 from tests.store import lockholder
 
 # child processes are involved: a hang must fail the test, not stall the run

@@ -8,9 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from reconciler.store import Store
-from reconciler.store.migrate import MIGRATIONS_DIR, head_revision
-from reconciler.store.tables import Base
+from metalform.store import Store
+from metalform.store.migrate import MIGRATIONS_DIR, head_revision
+from metalform.store.tables import Base
 
 TABLES = {
     "alembic_version",

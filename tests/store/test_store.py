@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.model.base import Diagnostic, Health, Severity, SyncStatus
 from reconciler.model.plan import Action, ActionStatus, Plan, Summary
-from reconciler.store import (
+from metalform.store import (
     ConflictError,
     EventType,
     NotFoundError,
@@ -20,7 +20,7 @@ from reconciler.store import (
     StoreError,
     Trigger,
 )
-from reconciler.store.ids import new_id
+from metalform.store.ids import new_id
 
 REPO = "https://git.example/infra.git#main:."
 

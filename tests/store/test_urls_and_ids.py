@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from reconciler.store import StoreError
-from reconciler.store.engine import normalize_url
-from reconciler.store.ids import new_id, parse_id
+from metalform.store import StoreError
+from metalform.store.database import normalize_url
+from metalform.store.ids import new_id, parse_id
 
 
 @pytest.mark.parametrize(

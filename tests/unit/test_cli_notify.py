@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from providers.memory import MemoryFleet, memory_factory
-from reconciler import cli, engine
+from metalform import cli
+from reconciler import engine
 from tests.fixtures.notify import HttpReceiver
 
 CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"

@@ -1,0 +1,1 @@
+"""Metalform, the application: CLI, server, notifications and lab on top of the engine."""

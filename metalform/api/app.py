@@ -1,0 +1,141 @@
+"""`create_app(config, engine, store)`: the Falcon app of `metalform serve`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import falcon
+import falcon.media
+
+from metalform.api.auth import Authenticator, AuthMiddleware
+from metalform.api.errors import handle_error
+from metalform.api.openapi import OpenApi, Operation, Route, build
+from metalform.api.resources.applies import ApplyEvents, ApplyItem
+from metalform.api.resources.plans import PlanApply, PlanItem, Plans
+from metalform.api.resources.probes import Health, Metrics, Ready
+from metalform.api.resources.status import History, ResourceItem, Resources, Status
+from metalform.api.resources.webhooks import Webhook
+from reconciler.engine import Engine
+from reconciler.secrets import REDACTOR
+from metalform.server.config import ServerConfig
+from metalform.server.service import Service
+from metalform.store import Store
+from webhooks import MAX_BODY_BYTES, ForgeClient, make_client
+from webhooks.github import WEBHOOK as GITHUB_WEBHOOK
+from webhooks.gitlab import WEBHOOK as GITLAB_WEBHOOK
+
+_JSON_OUT = falcon.media.JSONHandler(
+    # every JSON body passes the redactor: a secret that slipped into a message stays out
+    dumps=lambda obj, **kw: REDACTOR(json.dumps(obj, ensure_ascii=False, default=str)),
+)
+
+
+class MetalformApp(falcon.App):  # type: ignore[type-arg]
+    """The Falcon app, with the service behind it (tests and `serve` reach it here)."""
+
+    service: Service
+    routes: list[Route]
+    stopping: threading.Event
+
+
+class RequestMetrics:
+    """Counts requests by route template and status; times the non-streaming ones."""
+
+    def __init__(self, service: Service) -> None:
+        self.metrics = service.metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.monotonic()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         succeeded: bool) -> None:
+        route = req.uri_template or "(unrouted)"
+        status = str(resp.status_code)
+        self.metrics.http.labels(req.method, route, status).inc()
+        started = getattr(req.context, "started", None)
+        if started is not None and resp.stream is None:
+            self.metrics.http_seconds.labels(req.method, route).observe(
+                time.monotonic() - started)
+
+
+def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
+    """API clients of the forges whose token is configured."""
+    clients: dict[str, ForgeClient] = {}
+    for name, settings in (("github", config.github), ("gitlab", config.gitlab)):
+        if settings is not None and settings.token:
+            # cast: the clients match the protocol but declare `forge` as a ClassVar
+            clients[name] = cast(ForgeClient, make_client(name, settings.token,
+                                                          settings.api_url))
+    return clients
+
+
+def _routes(service: Service, stopping: threading.Event, max_body: int) -> list[Route]:
+    config = service.config
+    return [
+        Route("/healthz", Health(), {"GET": Operation("Liveness: the process answers")}),
+        Route("/readyz", Ready(service),
+              {"GET": Operation("Readiness: database and repository reachable")}),
+        Route("/metrics", Metrics(service),
+              {"GET": Operation("Prometheus metrics", content_type="text/plain")}),
+        Route("/api/v1/plans", Plans(service), {"POST": Operation(
+            "Plan a revision (default: the tracked branch)", status=202,
+            body={"type": "object", "properties": {"revision": {"type": "string"}}})}),
+        Route("/api/v1/plans/{id}", PlanItem(service), {"GET": Operation(
+            "A plan as JSON, or rendered with ?format=markdown|text", query=("format",))}),
+        Route("/api/v1/plans/{id}/apply", PlanApply(service), {"POST": Operation(
+            "Apply a plan; 409 when stale or another apply runs", status=202)}),
+        Route("/api/v1/applies/{id}", ApplyItem(service),
+              {"GET": Operation("An apply: per action status, timings and errors")}),
+        Route("/api/v1/applies/{id}/events", ApplyEvents(service, stopping), {"GET": Operation(
+            "Server-Sent Events of an apply (resume with Last-Event-ID)",
+            content_type="text/event-stream", query=("lastEventId",))}),
+        Route("/api/v1/status", Status(service), {"GET": Operation(
+            "Last planned and applied revision, drift, per-kind counts")}),
+        Route("/api/v1/resources", Resources(service), {"GET": Operation(
+            "Resources with sync and health", query=("kind", "label", "status"))}),
+        Route("/api/v1/resources/{kind}/{name}", ResourceItem(service),
+              {"GET": Operation("One resource's status and its part of the last plan")}),
+        Route("/api/v1/history", History(service), {"GET": Operation(
+            "Plans and applies, newest first", query=("limit", "before"))}),
+        Route("/webhooks/github", Webhook(service, GITHUB_WEBHOOK, config.github, max_body),
+              {"POST": Operation("GitHub deliveries (X-Hub-Signature-256)", status=202)}),
+        Route("/webhooks/gitlab", Webhook(service, GITLAB_WEBHOOK, config.gitlab, max_body),
+              {"POST": Operation("GitLab deliveries (X-Gitlab-Token)", status=202)}),
+    ]
+
+
+def create_app(
+    config: ServerConfig,
+    engine: Engine,
+    store: Store,
+    *,
+    service: Service | None = None,
+    forge_clients_by_name: Mapping[str, ForgeClient] | None = None,
+    max_body: int = MAX_BODY_BYTES,
+) -> MetalformApp:
+    """The WSGI app. Background loops are not started here (see `metalform.server.serve`)."""
+    if service is None:
+        clients = forge_clients(config) if forge_clients_by_name is None \
+            else forge_clients_by_name
+        service = Service(config, engine, store, forge_clients=clients)
+    app = MetalformApp(middleware=[RequestMetrics(service),
+                                   AuthMiddleware(Authenticator(config.tokens))])
+    handlers: dict[str, Any] = {falcon.MEDIA_JSON: _JSON_OUT}
+    app.resp_options.media_handlers.update(handlers)
+    app.add_error_handler(Exception, handle_error)
+    app.add_error_handler(falcon.HTTPError, handle_error)
+    stopping = threading.Event()
+    routes = _routes(service, stopping, max_body)
+    openapi = OpenApi({})
+    routes.append(Route("/openapi.json", openapi, {"GET": Operation("This OpenAPI document")}))
+    openapi.document = build(routes)
+    for route in routes:
+        app.add_route(route.path, route.resource)
+    app.service = service
+    app.routes = routes
+    app.stopping = stopping
+    return app

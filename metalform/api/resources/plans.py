@@ -1,0 +1,97 @@
+"""Plans: create (queued on the workers), read (JSON or rendered), apply."""
+
+from __future__ import annotations
+
+import re
+
+import falcon
+from pydantic import BaseModel, ConfigDict, Field
+
+from metalform.api import serialize
+from metalform.api.auth import who
+from metalform.api.errors import InvalidRequest
+from reconciler.model import Plan
+from reconciler.render import RENDERERS
+from metalform.server.config import Role
+from metalform.server.service import Service
+from metalform.store import ConflictError, RunStatus, Trigger
+
+_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[^\x00-\x20\x7f~^:?*\[\\]{1,255}$")
+_CONTENT_TYPES = {"markdown": "text/markdown; charset=utf-8",
+                  "text": "text/plain; charset=utf-8",
+                  "json": "application/json"}
+
+
+class PlanRequest(BaseModel):
+    """Body of `POST /api/v1/plans`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str | None = Field(default=None, max_length=255)
+    """A branch, tag or commit of the tracked repository; default: the tracked branch."""
+
+
+class Plans:
+    """`POST /api/v1/plans`."""
+
+    roles = {"POST": Role.PLANNER}
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = req.get_media(default_when_empty={})
+        if not isinstance(body, dict):
+            raise InvalidRequest("the body must be a JSON object")
+        request = PlanRequest.model_validate(body)
+        if request.revision is not None and not _REF.match(request.revision):
+            raise InvalidRequest("revision is not a valid Git revision",
+                                 {"field": "revision"})
+        record = self.service.request_plan(request.revision, trigger=Trigger.API, who=who(req))
+        resp.status = falcon.HTTP_202
+        resp.set_header("Location", f"/api/v1/plans/{record.id}")
+        resp.media = {"id": record.id, "status": record.status.value}
+
+
+class PlanItem:
+    """`GET /api/v1/plans/{id}` (`?format=markdown|text|json`)."""
+
+    roles = {"GET": Role.VIEWER}
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
+        record = self.service.store.get_plan(id)
+        fmt = req.get_param("format")
+        if fmt is None:
+            resp.media = serialize.plan(record, with_document=True)
+            return
+        if fmt not in RENDERERS:
+            raise InvalidRequest(f"format must be one of {', '.join(sorted(RENDERERS))}",
+                                 {"field": "format"})
+        if record.status is RunStatus.FAILED:
+            resp.content_type = _CONTENT_TYPES["text"]
+            resp.text = f"Plan {record.id} failed:\n{record.error}\n"
+            return
+        plan = record.plan()
+        if plan is None:
+            raise ConflictError(f"plan {record.id} is {record.status.value}; there is nothing "
+                                "to render yet")
+        resp.content_type = _CONTENT_TYPES[fmt]
+        resp.text = RENDERERS[fmt](Plan.model_validate(plan))
+
+
+class PlanApply:
+    """`POST /api/v1/plans/{id}/apply`."""
+
+    roles = {"POST": Role.OPERATOR}
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
+        applied = self.service.request_apply(id, trigger=Trigger.API, who=who(req))
+        resp.status = falcon.HTTP_202
+        resp.set_header("Location", f"/api/v1/applies/{applied.id}")
+        resp.media = {"applyId": applied.id, "status": applied.status.value}

@@ -1,0 +1,435 @@
+"""`metalform`: the command line, and the composition root that wires the engine together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from reconciler import __version__
+from reconciler.apply import ActionResult
+from reconciler.concurrency import DEFAULT_PARALLELISM
+from reconciler.engine import Engine, PlanRun, Settings
+from reconciler.errors import InputError, MetalformError
+from metalform.events import APPLY_FAILED, APPLY_STARTED, APPLY_SUCCEEDED, PLAN_FAILED
+from reconciler.load import load
+from reconciler.model import Action, ActionStatus, Plan
+from metalform.notify.payloads import (
+    RunNotifications,
+    apply_finished_payload,
+    apply_started_payload,
+    notification_problems,
+    plan_failed_payload,
+    planned_event,
+    result_entry,
+)
+from reconciler.render import RENDERERS
+from reconciler.secrets import REDACTOR, RedactingFilter
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+log = logging.getLogger("metalform")
+
+
+class Output:
+    """Writes to the terminal: colour and symbols on a TTY, plain lines otherwise."""
+
+    def __init__(self, stream: TextIO | None = None, err: TextIO | None = None) -> None:
+        # Looked up at call time, not import time, so redirections (and tests) see the output.
+        self.stream = stream or sys.stdout
+        self.err = err or sys.stderr
+        self.tty = self.stream.isatty() and os.environ.get("NO_COLOR") is None
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        text = REDACTOR(text)
+        if self.tty and style:
+            codes = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
+            text = f"\033[{codes[style]}m{text}\033[0m"
+        print(text, file=self.stream, flush=True)
+
+    def error(self, text: str) -> None:
+        print(REDACTOR(text), file=self.err, flush=True)
+
+
+def _add_repo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
+                   help="the desired-state repository (default: the current directory)")
+    p.add_argument("--rev", metavar="REV",
+                   help="plan this Git revision instead of the working tree")
+
+
+def _add_notify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--notify", action="store_true",
+                   help="send this run's events through the desired state's NotificationRules")
+
+
+def _add_parallelism(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM, metavar="N",
+                   help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
+                        "at most 4 requests to one BMC or API)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metalform",
+        description="Declarative GitOps for bare metal: plan and apply BMCs, BIOS, power and "
+                    "boot from YAML in Git.",
+    )
+    parser.add_argument("--version", action="version", version=f"metalform {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="log debug details and show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="check the desired state without contacting anything")
+    _add_repo_args(p)
+
+    p = sub.add_parser("plan", help="read the live state and show what apply would do")
+    _add_repo_args(p)
+    p.add_argument("-o", "--out", metavar="PLANFILE", help="save the plan as JSON for apply")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 when there are no changes, 2 when there are, 1 on error")
+    p.add_argument("--target", action="append", default=[], metavar="ADDR",
+                   help="plan only this resource (Kind/name); repeatable")
+    p.add_argument("--refresh-only", action="store_true",
+                   help="show drift between Git and the live state, plan no actions")
+    _add_parallelism(p)
+    _add_notify(p)
+
+    p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with "
+                                     "--auto-approve)")
+    p.add_argument("planfile", nargs="?", metavar="PLANFILE")
+    _add_repo_args(p)
+    p.add_argument("--auto-approve", action="store_true",
+                   help="plan and apply at once, without a saved plan")
+    _add_parallelism(p)
+    _add_notify(p)
+
+    p = sub.add_parser("show", help="render a saved plan")
+    p.add_argument("planfile", metavar="PLANFILE")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+
+    p = sub.add_parser("status", help="last applied revision, per-resource sync and health "
+                                      "(from the server's state store)")
+    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
+                   help="where metalform.db is (default: the current directory)")
+    p.add_argument("--database", metavar="URL",
+                   help="the state store (sqlite:///PATH or postgresql://...; default: "
+                        "$METALFORM_DATABASE, else DIR/metalform.db)")
+
+    p = sub.add_parser("serve", help="REST API and webhooks: plan on push, apply on request")
+    p.add_argument("--config", metavar="FILE",
+                   help="server configuration (YAML); default: every default")
+
+    p = sub.add_parser("schema", help="write the JSON Schemas of every kind")
+    p.add_argument("--out", metavar="DIR", default="schemas",
+                   help="folder to write into (default: schemas)")
+
+    p = sub.add_parser("lab", help="a local virtual datacenter (emulated BMCs) to try "
+                                   "Metalform on")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", default=".metalform-lab", metavar="DIR",
+                   help="where the lab keeps its processes' state (default: .metalform-lab)")
+    p.add_argument("--redfish-port", type=int, default=18000, metavar="PORT",
+                   help="loopback port of the Redfish BMC (default 18000, as inventory-example/)")
+    p.add_argument("--ipmi-base-port", type=int, default=16230, metavar="PORT",
+                   help="UDP port of the first IPMI BMC; the next ones follow (default 16230)")
+    p.add_argument("--smtp-port", type=int, default=2525, metavar="PORT",
+                   help="loopback port of the SMTP sink (default 2525)")
+    p.add_argument("--maas-port", type=int, default=5240, metavar="PORT",
+                   help="loopback port of the MAAS simulator (default 5240)")
+    p.add_argument("--nova-port", type=int, default=8774, metavar="PORT",
+                   help="loopback port of the OpenStack compute API (default 8774)")
+    return parser
+
+
+def _print_diagnostics(out: Output, diagnostics: Sequence[object]) -> None:
+    for d in diagnostics:
+        out.error(d.render())  # type: ignore[attr-defined]
+
+
+def cmd_validate(args: argparse.Namespace, out: Output) -> int:
+    state = load(Path(args.directory), args.rev)
+    _print_diagnostics(out, state.warnings)
+    problems = notification_problems(state)
+    if problems:
+        raise InputError(problems)
+    kinds: dict[str, int] = {}
+    for resource in state.resources.values():
+        kinds[resource.kind] = kinds.get(resource.kind, 0) + 1
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    out.line(f"Valid: {len(state.resources)} resources ({counts}) at {state.revision}.",
+             "green")
+    return EXIT_OK
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    if args.parallelism < 1:
+        raise MetalformError("--parallelism must be at least 1")
+    return Engine(Settings(parallelism=args.parallelism))
+
+
+def _notifications(args: argparse.Namespace, path: Path,
+                   rev: str | None) -> RunNotifications:
+    """The run's notifications (off without --notify); the rules come from the desired state
+    being planned, read before planning so that a failing plan can still be reported."""
+    if not getattr(args, "notify", False):
+        return RunNotifications(None)
+    return RunNotifications.from_desired(load(path, rev), path,
+                                         repository=path.resolve().name)
+
+
+def _planned(engine: Engine, args: argparse.Namespace, notes: RunNotifications,
+             **options: Any) -> PlanRun:
+    """Plan, telling the notifications how it went (plan.failed also when planning fails)."""
+    try:
+        run = engine.plan(Path(args.directory), args.rev, **options)
+    except MetalformError as exc:
+        notes.emit(PLAN_FAILED, plan_failed_payload(str(exc), getattr(exc, "diagnostics", [])))
+        raise
+    event = planned_event(run.plan)
+    if event is not None:
+        notes.emit(*event)
+    return run
+
+
+def cmd_plan(args: argparse.Namespace, out: Output) -> int:
+    engine = _engine(args)
+    notes = _notifications(args, Path(args.directory), args.rev)
+    try:
+        return _plan(engine, args, out, notes)
+    finally:
+        notes.close()
+
+
+def _plan(engine: Engine, args: argparse.Namespace, out: Output,
+          notes: RunNotifications) -> int:
+
+    def on_gather(resources: int, drivers: int) -> None:
+        if args.format == "text":
+            out.line(f"Reading {resources} resources through {drivers} provider(s)...", "dim")
+
+    run = _planned(engine, args, notes, targets=args.target,
+                   refresh_only=args.refresh_only, on_gather=on_gather)
+    plan = run.plan
+    if args.format == "text":
+        out.line(f"Read {len(run.gathered.live)} resources in {run.gathered.seconds:.1f}s.",
+                 "dim")
+        out.line()
+    sys.stdout.write(RENDERERS[args.format](plan))
+    if args.out:
+        Path(args.out).write_text(REDACTOR(plan.to_json()) + "\n", encoding="utf-8")
+        if args.format == "text":
+            out.line(f"\nSaved the plan to {args.out}. Apply it with: metalform apply {args.out}")
+    if plan.has_errors:
+        return EXIT_ERROR
+    if args.detailed_exitcode and plan.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+class ApplyProgress:
+    """One line per action as it starts and ends."""
+
+    def __init__(self, out: Output, total: int) -> None:
+        self.out = out
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+
+    def __call__(self, action: Action, result: ActionResult) -> None:
+        width = len(str(self.total))
+        status = result.status
+        if status is ActionStatus.RUNNING:
+            if self.out.tty:
+                self.out.line(f"  ... #{action.id} {action.address} {action.operation}", "dim")
+            return
+        self.done += 1
+        counter = f"[{self.done:>{width}}/{self.total}]"
+        text = f"{counter} #{action.id} {action.address} {action.operation}: {status.value}"
+        if result.seconds:
+            text += f" ({result.seconds:.1f}s)"
+        if result.error:
+            text += f": {result.error}"
+        style = {ActionStatus.SUCCEEDED: "green", ActionStatus.FAILED: "red"}.get(status,
+                                                                                 "yellow")
+        self.out.line(text, style)
+
+
+def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None,
+               notes: RunNotifications | None = None) -> int:
+    if not plan.actions:
+        out.line("No changes. Nothing to apply.", "green")
+        return EXIT_OK
+    notes = notes or RunNotifications(None)
+    runnable = len(plan.runnable)
+    out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
+    progress = ApplyProgress(out, len(plan.actions))
+    notes.emit(APPLY_STARTED, apply_started_payload(plan))
+    try:
+        result = engine.apply(plan, path=path, listener=progress)
+    except MetalformError as exc:
+        notes.emit(APPLY_FAILED, apply_finished_payload([], {}, revision=plan.revision,
+                                                        error=str(exc)))
+        raise
+    counts = {s: result.count(s) for s in ActionStatus}
+    seconds = time.monotonic() - progress.started
+    line = (f"Apply finished in {seconds:.1f}s: {counts[ActionStatus.SUCCEEDED]} succeeded, "
+            f"{counts[ActionStatus.FAILED]} failed, {counts[ActionStatus.SKIPPED]} skipped, "
+            f"{counts[ActionStatus.DEFERRED]} deferred, {counts[ActionStatus.REFUSED]} refused.")
+    failed = counts[ActionStatus.FAILED] + counts[ActionStatus.SKIPPED] + counts[
+        ActionStatus.REFUSED]
+    out.line(line, "red" if failed else "green")
+    results = [result_entry(r.address, r.operation, r.status, r.error)
+               for r in sorted(result.results.values(), key=lambda r: r.id)]
+    notes.emit(APPLY_FAILED if failed else APPLY_SUCCEEDED, apply_finished_payload(
+        results, {s.value: n for s, n in counts.items() if n}, revision=plan.revision,
+        error=f"{failed} action(s) failed, skipped or refused" if failed else None))
+    if failed:
+        out.line("Plan again to see what is left; apply is safe to resume.")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def read_plan_file(path: str) -> Plan:
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MetalformError(f"cannot read plan {path}: {exc.strerror}") from None
+    try:
+        return Plan.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise MetalformError(f"{path} is not a Metalform plan ({where}: {first['msg']})") from None
+
+
+def cmd_apply(args: argparse.Namespace, out: Output) -> int:
+    engine = _engine(args)
+    if args.planfile:
+        if args.auto_approve:
+            raise MetalformError("give either PLANFILE or --auto-approve, not both")
+        plan = read_plan_file(args.planfile)
+        path = Path(args.directory) if args.directory != "." else None
+        notes = _saved_plan_notifications(args, plan, path)
+        try:
+            return _run_apply(engine, plan, out, path, notes)
+        finally:
+            notes.close()
+    if not args.auto_approve:
+        raise MetalformError("apply needs a PLANFILE (from `metalform plan -o`) or "
+                             "--auto-approve to plan and apply at once")
+    notes = _notifications(args, Path(args.directory), args.rev)
+    try:
+        run = _planned(engine, args, notes)
+        sys.stdout.write(RENDERERS["text"](run.plan))
+        if run.plan.has_errors:
+            return EXIT_ERROR
+        return _run_apply(engine, run.plan, out, None, notes)
+    finally:
+        notes.close()
+
+
+def _saved_plan_notifications(args: argparse.Namespace, plan: Plan,
+                              path: Path | None) -> RunNotifications:
+    """The rules of the revision a saved plan was made from; when that cannot be read the
+    apply goes on without notifications (its staleness check says what moved)."""
+    if not args.notify:
+        return RunNotifications(None)
+    source = path or (Path(plan.source.path) if plan.source else Path("."))
+    rev = plan.source.rev if plan.source else None
+    try:
+        return _notifications(args, source, rev)
+    except MetalformError as exc:
+        log.warning("notifications are off for this apply: %s", REDACTOR(str(exc)))
+        return RunNotifications(None)
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    plan = read_plan_file(args.planfile)
+    sys.stdout.write(RENDERERS[args.format](plan))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: Output) -> int:
+    from reconciler.schema import write_schemas
+
+    written = write_schemas(Path(args.out))
+    out.line(f"Wrote {len(written)} schemas to {args.out}/.")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from metalform.server.status_command import run_status
+
+    return run_status(Path(args.directory), args.database, out.line)
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from metalform.server.serve import serve
+
+    return serve(Path(args.config) if args.config else None)
+
+
+def cmd_lab(args: argparse.Namespace, out: Output) -> int:
+    from metalform.lab.cli import run_lab
+
+    return run_lab(args.action, Path(args.state_dir), out.line,
+                   redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port,
+                   smtp_port=args.smtp_port, maas_port=args.maas_port,
+                   nova_port=args.nova_port)
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "show": cmd_show,
+    "schema": cmd_schema,
+    "status": cmd_status,
+    "serve": cmd_serve,
+    "lab": cmd_lab,
+}
+
+
+def _configure_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    if not debug:
+        # Client libraries log every retry and redirect at INFO/WARNING; our errors say enough.
+        for noisy in ("sushy", "pyghmi", "urllib3", "git"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    out = Output()
+    try:
+        return COMMANDS[args.command](args, out)
+    except InputError as exc:
+        _print_diagnostics(out, exc.diagnostics)
+        out.error(f"error: {exc}; nothing was changed.")
+        return EXIT_ERROR
+    except MetalformError as exc:
+        if args.debug:
+            raise
+        out.error(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

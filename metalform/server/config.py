@@ -1,0 +1,401 @@
+"""The server configuration (`metalform serve --config FILE`): YAML, validated, with positions.
+
+Every field has a default, so `metalform serve` runs with no file at all (tracking the Git
+repository in the current directory). An invalid file fails at start with `file:line:column`
+and the field path of every problem, like the desired state. `METALFORM_LISTEN` and
+`METALFORM_DATABASE` override the file. Token values are read once, digested (SHA-256) and
+forgotten: only the digests are kept.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from reconciler.errors import InputError, MetalformError
+from reconciler.model import Diagnostic, Location, Severity
+from reconciler.model.credentials import SecretRef
+from reconciler.secrets import resolve
+from metalform.server.durations import parse_duration
+from reconciler.yamlio import Pos, YamlProblem, load_documents
+
+ENV_LISTEN = "METALFORM_LISTEN"
+ENV_DATABASE = "METALFORM_DATABASE"
+MAX_CONFIG_BYTES = 256 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              frozen=True)
+
+
+class Role(str, enum.Enum):
+    """What a bearer token may do; each role includes the ones before it."""
+
+    VIEWER = "viewer"
+    PLANNER = "planner"
+    OPERATOR = "operator"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class RepositoryConfig(_Config):
+    url: str = "."
+    """Any URL gitpython can fetch (a path, `file://`, `https://`, `ssh://`). Default: the
+    Git repository in the current directory."""
+    branch: str = "main"
+    path: str = "."
+    """The folder of the desired state inside the repository."""
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not value or value.startswith("-") or re.search(r"[\s~^:?*\[\\]|\.\.|@\{", value):
+            raise ValueError("not a valid branch name")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        parts = Path(value).parts
+        if Path(value).is_absolute() or ".." in parts:
+            raise ValueError("must be a relative path inside the repository")
+        return value
+
+
+class TokenConfig(_Config):
+    name: str
+    role: Role = Role.VIEWER
+    token: SecretRef | None = None
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenConfig:
+        if (self.token is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of token ({fromEnv|fromFile}) or sha256")
+        if self.sha256 is not None and not _HEX64.match(self.sha256.lower()):
+            raise ValueError("sha256 must be 64 hexadecimal digits")
+        return self
+
+
+class ForgeConfig(_Config):
+    api_url: str | None = None
+    token: SecretRef | None = None
+    """API token to post the plan comment and the commit status; none: no reporting."""
+    allowed_approvers: list[str] = Field(default_factory=list)
+    """Logins whose `/metalform apply` comment applies a pull request's plan."""
+    repository: str | None = None
+    """Only act on deliveries of this repository (`org/infra`); default: any."""
+    plan_forks: bool = False
+    """Plan pull requests from forks. Off by default: a fork's desired state could point a
+    BMC address at its own host and receive the server's credentials while gathering."""
+
+
+class GitHubConfig(ForgeConfig):
+    webhook_secret: SecretRef | None = None
+    api_url: str | None = "https://api.github.com"
+
+
+class GitLabConfig(ForgeConfig):
+    webhook_token: SecretRef | None = None
+    api_url: str | None = "https://gitlab.com/api/v4"
+
+
+class ServerConfigModel(_Config):
+    listen: str = "127.0.0.1:8080"
+    database: str = "sqlite:///metalform.db"
+    data_dir: str = ".metalform-server"
+    """Where the server keeps its working clone of the repository."""
+    repository: RepositoryConfig = Field(default_factory=RepositoryConfig)
+    auto_apply: bool = False
+    drift_interval: str | float = "10m"
+    poll_interval: str | float = "1m"
+    """How often the remote is fetched to find new commits when no webhook says so."""
+    workers: int = Field(default=4, ge=1, le=64)
+    public_url: str | None = None
+    """Base URL people reach the server at; commit statuses link to the plan there."""
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    github: GitHubConfig | None = None
+    gitlab: GitLabConfig | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("drift_interval", "poll_interval")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("must be sqlite:///PATH or postgresql://...")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_token_names(self) -> ServerConfigModel:
+        names = [t.name for t in self.tokens]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate token names: {', '.join(duplicated)}")
+        return self
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`127.0.0.1:8080` -> (host, port); `[::1]:8080` for IPv6."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError("port must be between 0 and 65535")
+    return host.strip("[]"), number
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A bearer token as the server keeps it: a name, a role and the SHA-256 of the value."""
+
+    name: str
+    role: Role
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class ForgeSettings:
+    """A forge's settings with its secrets resolved (they stay in memory only)."""
+
+    secret: bytes | None
+    api_url: str | None
+    token: str | None
+    allowed_approvers: frozenset[str]
+    repository: str | None
+    plan_forks: bool
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The validated configuration, with durations in seconds and secrets resolved."""
+
+    listen_host: str
+    listen_port: int
+    database: str
+    data_dir: Path
+    repository_url: str
+    branch: str
+    path: str
+    auto_apply: bool
+    drift_interval: float
+    poll_interval: float
+    workers: int
+    public_url: str | None
+    tokens: tuple[ApiToken, ...]
+    github: ForgeSettings | None
+    gitlab: ForgeSettings | None
+    source: str = "(defaults)"
+
+    @property
+    def listen(self) -> str:
+        return f"{self.listen_host}:{self.listen_port}"
+
+
+def digest_token(value: str) -> bytes:
+    """The SHA-256 digest the server compares presented tokens against."""
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "field required"
+    # never echo the input: a misplaced token value must not reach a log
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _diagnostics(exc: ValidationError, file: str, pos: Pos | None) -> list[Diagnostic]:
+    out = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = [p for p in err["loc"] if isinstance(p, str | int)]
+        # union members show up as extra loc parts (e.g. `str`); keep the field path only
+        path = [p for p in path if p not in ("str", "float", "int", "SecretRef")]
+        line, column = pos.at(path) if pos is not None else (-1, -1)
+        out.append(Diagnostic(
+            severity=Severity.ERROR,
+            message=_message(err),
+            field=".".join(str(p) for p in path) or None,
+            location=Location(file=file, line=line + 1, column=column + 1),
+        ))
+    return out
+
+
+def _error(file: str, message: str, line: int | None = None, column: int | None = None,
+           field: str | None = None) -> InputError:
+    location = Location(file=file, line=(line or 0) + (1 if line is not None else 0),
+                        column=(column or 0) + (1 if column is not None else 0))
+    diag = Diagnostic(severity=Severity.ERROR, message=message, field=field, location=location)
+    return InputError([diag], message=f"invalid server configuration {file}")
+
+
+def parse_config(text: str, file: str = "metalform-server.yaml") -> ServerConfigModel:
+    """Validate configuration text; `InputError` lists every problem with its position."""
+    try:
+        documents = list(load_documents(text))
+    except YamlProblem as exc:
+        raise _error(file, exc.message, exc.line, exc.column) from None
+    if len(documents) > 1:
+        raise _error(file, "the configuration is one YAML document", documents[1][1].line,
+                     documents[1][1].column)
+    raw, pos = documents[0] if documents else ({}, None)
+    if not isinstance(raw, dict):
+        raise _error(file, "the configuration must be a mapping", pos.line if pos else None,
+                     pos.column if pos else None)
+    try:
+        return ServerConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(_diagnostics(exc, file, pos),
+                         message=f"invalid server configuration {file}") from None
+
+
+def _secret_bytes(ref: SecretRef | None, base: Path, what: str) -> str | None:
+    if ref is None:
+        return None
+    return resolve(ref, base_dir=base, what=what).reveal()
+
+
+def _forge(model: ForgeConfig | None, secret_ref: SecretRef | None, base: Path,
+           name: str) -> ForgeSettings | None:
+    if model is None:
+        return None
+    secret = _secret_bytes(secret_ref, base, f"the {name} webhook secret")
+    token = _secret_bytes(model.token, base, f"the {name} API token")
+    return ForgeSettings(
+        secret=secret.encode("utf-8") if secret else None,
+        api_url=model.api_url,
+        token=token,
+        allowed_approvers=frozenset(model.allowed_approvers),
+        repository=model.repository,
+        plan_forks=model.plan_forks,
+    )
+
+
+def resolve_config(
+    model: ServerConfigModel,
+    *,
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    source: str = "(defaults)",
+) -> ServerConfig:
+    """Turn a validated model into the running configuration: environment overrides applied,
+    relative paths made absolute against `base_dir`, secrets read (tokens digested)."""
+    env = os.environ if environ is None else environ
+    listen = env.get(ENV_LISTEN) or model.listen
+    database = env.get(ENV_DATABASE) or model.database
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise MetalformError(f"{ENV_LISTEN}: {exc}") from None
+    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        relative = database.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            database = f"sqlite:///{(base_dir / relative).resolve()}"
+    tokens = []
+    for entry in model.tokens:
+        if entry.sha256 is not None:
+            digest = bytes.fromhex(entry.sha256)
+        else:
+            assert entry.token is not None
+            value = resolve(entry.token, base_dir=base_dir, what=f"token {entry.name}").reveal()
+            if not value:
+                raise MetalformError(f"token {entry.name} is empty")
+            digest = digest_token(value)
+        tokens.append(ApiToken(entry.name, entry.role, digest))
+    github = model.github
+    gitlab = model.gitlab
+    return ServerConfig(
+        listen_host=host,
+        listen_port=port,
+        database=database,
+        data_dir=(base_dir / model.data_dir).resolve(),
+        repository_url=model.repository.url,
+        branch=model.repository.branch,
+        path=model.repository.path,
+        auto_apply=model.auto_apply,
+        drift_interval=parse_duration(model.drift_interval),
+        poll_interval=parse_duration(model.poll_interval),
+        workers=model.workers,
+        public_url=model.public_url.rstrip("/") if model.public_url else None,
+        tokens=tuple(tokens),
+        github=_forge(github, github.webhook_secret if github else None, base_dir, "github"),
+        gitlab=_forge(gitlab, gitlab.webhook_token if gitlab else None, base_dir, "gitlab"),
+        source=source,
+    )
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read, validate and resolve the configuration file (None: every default)."""
+    if path is None:
+        return resolve_config(ServerConfigModel(), base_dir=Path.cwd(), environ=environ)
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise MetalformError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MetalformError(f"configuration file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise MetalformError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise MetalformError(f"cannot read {path}: {exc.strerror}") from None
+    model = parse_config(text, str(path))
+    return resolve_config(model, base_dir=path.resolve().parent, environ=environ,
+                          source=str(path))
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """A configuration from a mapping (as the YAML would hold), for tests and embedding."""
+    try:
+        model = ServerConfigModel.model_validate(dict(data))
+    except ValidationError as exc:
+        raise InputError(_diagnostics(exc, "(mapping)", None),
+                         message="invalid server configuration") from None
+    return resolve_config(model, base_dir=base_dir, environ=environ)
+
+
+def describe(config: ServerConfig) -> Sequence[str]:
+    """Lines about the running configuration, secrets left out, for the start-up log."""
+    return (
+        f"listening on http://{config.listen}",
+        f"tracking {redact_url(config.repository_url)} branch {config.branch} path {config.path}",
+        f"drift every {config.drift_interval:g}s, poll every {config.poll_interval:g}s, "
+        f"auto-apply {'on' if config.auto_apply else 'off'}",
+        f"{len(config.tokens)} API token(s); webhooks: "
+        + (", ".join(n for n, f in (("github", config.github), ("gitlab", config.gitlab)) if f)
+           or "none"),
+    )
+
+
+def redact_url(url: str) -> str:
+    """A repository URL without the password or token it may embed (`https://x:TOKEN@...`)."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)

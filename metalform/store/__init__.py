@@ -1,0 +1,50 @@
+"""The state store: plans, applies, events, webhook deliveries, resource status and locks.
+
+SQLite (the default, one file) or PostgreSQL (shared by several server replicas). The schema
+is migrated with Alembic when a store is opened.
+
+    store = Store.open("sqlite:///metalform.db")
+    plan = store.create_plan("https://git.example/infra.git#main:.", trigger=Trigger.API)
+    with store.apply_lock(plan.repository) as acquired:
+        if not acquired:
+            ...  # another apply of this repository is running somewhere
+"""
+
+from metalform.store.errors import ConflictError, NotFoundError, StoreError
+from metalform.store.locks import Lock
+from metalform.store.records import (
+    ActionResult,
+    ApplyRecord,
+    Delivery,
+    Event,
+    EventType,
+    Page,
+    PlanRecord,
+    RepositoryStatus,
+    ResourceStatus,
+    ResourceStatusUpdate,
+    RunStatus,
+    Trigger,
+)
+from metalform.store.store import Store, apply_lock_name
+
+__all__ = [
+    "ActionResult",
+    "ApplyRecord",
+    "ConflictError",
+    "Delivery",
+    "Event",
+    "EventType",
+    "Lock",
+    "NotFoundError",
+    "Page",
+    "PlanRecord",
+    "RepositoryStatus",
+    "ResourceStatus",
+    "ResourceStatusUpdate",
+    "RunStatus",
+    "Store",
+    "StoreError",
+    "Trigger",
+    "apply_lock_name",
+]

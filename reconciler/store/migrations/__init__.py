@@ -1,1 +1,0 @@
-"""Alembic migrations of the state store (run by `reconciler.store.migrate`)."""
