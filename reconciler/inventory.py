@@ -1,210 +1,73 @@
-"""NetBox as an inventory source: NetBox devices -> Server resources, merged with Git.
+"""Inventory sources: systems that describe servers (NetBox, ...) merged into the desired state.
 
-A `Provider` of `type: netbox` with `inventory: {filter, template}` imports the devices its
-filter selects as Servers. The mapping is pure (`servers_from_devices`) and so is the merge
-(`merge_inventory`); only `import_inventory` talks to NetBox, through a fetch function (by
-default `providers.netbox.client.fetch_devices`, imported when first needed).
-
-The mapping of one device (a NetBox `dcim.devices` object as JSON):
-
-- `metadata.name`: the device name, lowercased; a name that breaks the name rule skips the device
-- `metadata.labels`: `site` (site slug), `role` (role slug; `device_role` on NetBox < 4.0),
-  `tag.<slug>: "true"` for each tag, so an Aggregate `selector` can match NetBox tags
-- `metadata.annotations`: `netbox.provider` and `netbox.device-id`, to find the device again
-- `spec`: the Provider's `inventory.template` (e.g. `bmc.credential`, `power`, `bios`), deep
-  merged under what the device says: `bmc.address`, `bmc.driver` and `bmc.systemId` from the
-  custom fields `bmc_address`, `bmc_driver` and `bmc_system_id`
-
-A device that cannot become a valid Server (no name, bad name, no `bmc_address`, a template
-that does not validate, a reference to an undefined Credential) is skipped with a warning that
-names the device: one bad NetBox record must not block the plan of the rest of the fleet.
-Git wins where Git and NetBox both define `Server/<name>`; a warning says so.
+A `Provider` with an `inventory` block names a source by its `type`. Sources are found through
+the `metalform.inventory` entry point group (as providers are through `metalform.providers`), so
+the engine never imports one. A source turns what it reads into Server resources; the merge
+here is the same for every source: Git wins where both define `Server/<name>`, and an imported
+Server whose references Git cannot satisfy is dropped with a warning, never planned.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import ValidationError
+from importlib.metadata import entry_points
+from typing import Protocol
 
 from reconciler.errors import MetalformError
 from reconciler.load import DesiredState
-from reconciler.model import API_VERSION, Diagnostic, Location, Resource, Severity, address_of
-from reconciler.model.base import NAME_MAX, NAME_PATTERN, Metadata
+from reconciler.model import Diagnostic, Location, Resource, Severity, address_of
 from reconciler.model.credentials import CredentialType
-from reconciler.model.kinds import KIND_SPECS
-from reconciler.model.providers import ProviderType
 from reconciler.references import check_references
 from reconciler.secrets import ResolvedCredential, Secret
 
-SOURCE = "netbox"
-"""The `source` of every imported Server (the text plan shows `(from netbox)`)."""
-TAG_LABEL_PREFIX = "tag."
-"""A NetBox tag `gpu` becomes the label `tag.gpu: "true"`."""
-TAG_LABEL_VALUE = "true"
-PROVIDER_ANNOTATION = "netbox.provider"
-DEVICE_ANNOTATION = "netbox.device-id"
-CUSTOM_FIELDS = {"bmc_address": "address", "bmc_driver": "driver", "bmc_system_id": "systemId"}
-"""NetBox custom field -> field of the Server's `spec.bmc`."""
-
-DeviceFetcher = Callable[[Resource, Secret | None], list[dict[str, Any]]]
-"""Fetch the devices of one netbox Provider resource (its filter applied), given its token."""
+ENTRY_POINT_GROUP = "metalform.inventory"
 CredentialResolverFn = Callable[[str], ResolvedCredential]
 
 
 @dataclass
 class Imported:
-    """What one Provider's devices became: Servers by address, and the devices skipped."""
+    """What one Provider's records became: Servers by address, and warnings on the rest."""
 
     servers: dict[str, Resource] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
-def _warning(message: str, address: str | None = None, *, provider: str | None = None,
-             field_path: str | None = None) -> Diagnostic:
+class InventorySource(Protocol):
+    """Reads one inventory Provider and maps its records to Server resources."""
+
+    def import_servers(self, provider: Resource, token: Secret | None) -> Imported:
+        """The Servers of `provider`; raises MetalformError when the source cannot be read."""
+        ...
+
+    def origin(self, server: Resource) -> str:
+        """How a warning names where an imported Server came from (`NetBox device 12`)."""
+        ...
+
+
+def warning(message: str, address: str | None = None, *, provider: str | None = None,
+            field_path: str | None = None) -> Diagnostic:
+    """A warning located at the inventory Provider."""
     location = Location(file=address_of("Provider", provider)) if provider else None
     return Diagnostic(severity=Severity.WARNING, message=message, address=address,
                       field=field_path, location=location)
 
 
-def _slug(value: Any) -> str | None:
-    """The slug of a nested NetBox object (`{"slug": ...}`), or None when absent."""
-    if isinstance(value, Mapping):
-        slug = value.get("slug")
-        return str(slug) if slug not in (None, "") else None
-    return None
-
-
-def _describe(device: Mapping[str, Any]) -> str:
-    """How a diagnostic names a device: its NetBox name and id, as an operator searches it."""
-    name = device.get("name")
-    ident = device.get("id")
-    shown = repr(name) if name else "(unnamed)"
-    return f"NetBox device {shown} (id {ident})" if ident is not None else f"NetBox device {shown}"
-
-
-def device_labels(device: Mapping[str, Any]) -> dict[str, str]:
-    """Labels from the device's site, role and tags."""
-    labels: dict[str, str] = {}
-    site = _slug(device.get("site"))
-    if site:
-        labels["site"] = site
-    # NetBox 4.0 renamed `device_role` to `role`; accept both so older servers work too.
-    role = _slug(device.get("role")) or _slug(device.get("device_role"))
-    if role:
-        labels["role"] = role
-    for tag in device.get("tags") or ():
-        slug = _slug(tag)
-        if slug:
-            labels[TAG_LABEL_PREFIX + slug] = TAG_LABEL_VALUE
-    return labels
-
-
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """`over` merged into a copy of `base`, mappings merged key by key, anything else replaced."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _field_path(loc: Sequence[str | int]) -> str:
+def field_path(loc: Sequence[str | int]) -> str:
+    """`('spec', 'bmc', 0)` -> `spec.bmc[0]`."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _name_problem(name: str) -> str | None:
-    if len(name) > NAME_MAX:
-        return f"is {len(name)} characters long; at most {NAME_MAX} allowed"
-    if not NAME_PATTERN.match(name):
-        return ("must be lowercase letters, digits, '.' and '-', starting and ending with a "
-                "letter or digit")
-    return None
-
-
-def server_document(device: Mapping[str, Any], provider: str,
-                    template: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """The Server document for one device, or (None, why it cannot be one)."""
-    raw_name = device.get("name")
-    if not isinstance(raw_name, str) or not raw_name.strip():
-        return None, "has no name"
-    name = raw_name.strip().lower()
-    problem = _name_problem(name)
-    if problem:
-        return None, f"cannot become a Server: its name {name!r} {problem}"
-    custom = device.get("custom_fields") or {}
-    if not isinstance(custom, Mapping):
-        custom = {}
-    bmc: dict[str, Any] = {}
-    for custom_field, bmc_field in CUSTOM_FIELDS.items():
-        value = custom.get(custom_field)
-        if value not in (None, ""):
-            bmc[bmc_field] = str(value)
-    if "address" not in bmc:
-        return None, "has no BMC address (custom field bmc_address is empty)"
-    spec = _deep_merge(dict(template), {"bmc": bmc})
-    metadata = {
-        "name": name,
-        "labels": device_labels(device),
-        "annotations": {PROVIDER_ANNOTATION: provider,
-                        **({DEVICE_ANNOTATION: str(device["id"])}
-                           if device.get("id") is not None else {})},
-    }
-    return {"apiVersion": API_VERSION, "kind": "Server", "metadata": metadata,
-            "spec": spec}, None
-
-
-def servers_from_devices(devices: Iterable[Mapping[str, Any]], provider: str,
-                         template: Mapping[str, Any]) -> Imported:
-    """Validate every device as a Server; the ones that are not valid become warnings."""
-    result = Imported()
-    spec_model = KIND_SPECS["Server"]
-    seen: dict[str, str] = {}
-    for device in devices:
-        who = _describe(device)
-        doc, why = server_document(device, provider, template)
-        if doc is None:
-            result.diagnostics.append(_warning(f"{who} {why}; not imported", provider=provider))
-            continue
-        address = address_of("Server", doc["metadata"]["name"])
-        if address in seen:
-            result.diagnostics.append(_warning(
-                f"{who} has the same name as {seen[address]}; only the first is imported",
-                address, provider=provider))
-            continue
-        try:
-            metadata = Metadata.model_validate(doc["metadata"])
-            spec = spec_model.model_validate(doc["spec"])
-        except ValidationError as exc:
-            for err in exc.errors():
-                # The message only, never the input: a template could hold anything.
-                msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-                result.diagnostics.append(_warning(
-                    f"{who} cannot become a Server: {msg.removeprefix('Value error, ')}; "
-                    "not imported",
-                    address, provider=provider,
-                    field_path=_field_path(["spec", *err["loc"]])))
-            continue
-        seen[address] = who
-        location = Location(file=f"{address_of('Provider', provider)} ({who})")
-        result.servers[address] = Resource(kind="Server", metadata=metadata, spec=spec,
-                                           location=location, source=SOURCE)
-    return result
-
-
-def merge_inventory(desired: DesiredState, imported: Mapping[str, Imported]) -> DesiredState:
+def merge_inventory(desired: DesiredState, imported: Mapping[str, Imported],
+                    origin: Callable[[Resource], str] = lambda r: r.source or "?",
+                    ) -> DesiredState:
     """The desired state with the imported Servers added; Git wins on a conflict.
 
-    `imported` is by Provider name, in the order the Providers are read: when two netbox
-    Providers import the same Server, the first one wins, with a warning.
+    `imported` is by Provider name, in the order the Providers are read: when two Providers
+    import the same Server, the first one wins, with a warning.
     """
     resources = dict(desired.resources)
     warnings = list(desired.warnings)
@@ -215,15 +78,13 @@ def merge_inventory(desired: DesiredState, imported: Mapping[str, Imported]) -> 
             git = desired.resources.get(address)
             if git is not None:
                 where = f" at {git.location}" if git.location else ""
-                warnings.append(_warning(
-                    f"defined in Git{where} and by NetBox "
-                    f"(device {server.metadata.annotations.get(DEVICE_ANNOTATION, '?')}); "
-                    "Git wins, the NetBox device is ignored", address, provider=provider))
+                warnings.append(warning(
+                    f"defined in Git{where} and by {origin(server)}; "
+                    "Git wins, the imported record is ignored", address, provider=provider))
                 continue
             if address in added:
-                warnings.append(_warning(
-                    f"also imported by Provider/{added[address]}, which wins", address,
-                    provider=provider))
+                warnings.append(warning(f"also imported by Provider/{added[address]}, which wins",
+                                        address, provider=provider))
                 continue
             resources[address] = server
             added[address] = provider
@@ -231,34 +92,30 @@ def merge_inventory(desired: DesiredState, imported: Mapping[str, Imported]) -> 
     # warning instead of planning a Server that cannot be reached.
     for problem in check_references(resources):
         if problem.address in added:
-            warnings.append(_warning(f"{problem.message}; not imported", problem.address,
-                                     provider=added[problem.address],
-                                     field_path=_field_path(problem.path)))
+            warnings.append(warning(f"{problem.message}; not imported", problem.address,
+                                    provider=added[problem.address],
+                                    field_path=field_path(problem.path)))
             resources.pop(problem.address, None)
     return DesiredState(revision=desired.revision, resources=resources, warnings=warnings,
                         locators=desired.locators)
 
 
+def installed_sources() -> dict[str, InventorySource]:
+    """The inventory sources installed, by Provider type."""
+    return {ep.name: ep.load()() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def inventory_providers(desired: DesiredState) -> list[Resource]:
-    """The netbox Providers with an `inventory`, by name (a stable order for the merge)."""
-    return sorted((r for r in desired.of_kind("Provider")
-                   if r.spec.type is ProviderType.NETBOX and r.spec.inventory is not None),
+    """The Providers with an `inventory` block, by name (a stable order for the merge)."""
+    return sorted((r for r in desired.of_kind("Provider") if r.spec.inventory is not None),
                   key=lambda r: r.name)
-
-
-def _default_fetcher() -> DeviceFetcher:
-    # Imported here: the pure core loads without the NetBox client, and a repository that
-    # declares no NetBox inventory never imports pynetbox.
-    from providers.netbox.client import fetch_devices
-
-    return fetch_devices
 
 
 def _token(provider: Resource, desired: DesiredState,
            credential_resolver: CredentialResolverFn) -> Secret | None:
     name = provider.spec.credential
     if name is None:
-        return None  # NetBox may allow anonymous reads (LOGIN_REQUIRED = False)
+        return None  # the source may allow anonymous reads
     credential = desired.get("Credential", name)
     if credential is not None and credential.spec.type is not CredentialType.TOKEN:
         raise MetalformError(f"{provider.address} needs a Credential of type token; "
@@ -271,20 +128,27 @@ def _token(provider: Resource, desired: DesiredState,
 
 
 def import_inventory(desired: DesiredState, credential_resolver: CredentialResolverFn,
-                     fetch: DeviceFetcher | None = None) -> DesiredState:
-    """Add the Servers of every netbox inventory Provider to `desired` (unchanged when none).
+                     sources: Mapping[str, InventorySource] | None = None) -> DesiredState:
+    """Add the Servers of every inventory Provider to `desired` (unchanged when none).
 
-    Raises MetalformError naming the Provider when NetBox cannot be read: planning without
+    Raises MetalformError naming the Provider when its source cannot be read: planning without
     part of the fleet would look like the fleet shrank.
     """
     providers = inventory_providers(desired)
     if not providers:
         return desired
-    fetch = fetch or _default_fetcher()
+    sources = installed_sources() if sources is None else sources
     imported: dict[str, Imported] = {}
+    origins: dict[str, InventorySource] = {}
     for provider in providers:
-        devices = fetch(provider, _token(provider, desired, credential_resolver))
-        inventory = provider.spec.inventory
-        imported[provider.name] = servers_from_devices(devices, provider.name,
-                                                       inventory.template)
-    return merge_inventory(desired, imported)
+        kind = provider.spec.type.value
+        source = sources.get(kind)
+        if source is None:
+            raise MetalformError(f"{provider.address}: no inventory source for type {kind} is "
+                                 "installed")
+        imported[provider.name] = source.import_servers(
+            provider, _token(provider, desired, credential_resolver))
+        for address in imported[provider.name].servers:
+            origins[address] = source
+    return merge_inventory(desired, imported,
+                           origin=lambda server: origins[server.address].origin(server))

@@ -14,9 +14,9 @@ import requests
 from metalform.lab.netbox import NetboxPeer, lab_device
 from providers.memory import MemoryFleet, memory_factory
 from providers.netbox import fetch_devices, import_inventory
+from providers.netbox.inventory import SOURCE, merge_inventory, servers_from_devices
 from reconciler.engine import CredentialResolver, Engine
 from reconciler.errors import AuthenticationError, MetalformError, PermanentError, UnreachableError
-from reconciler.inventory import SOURCE, merge_inventory, servers_from_devices
 from reconciler.load import DesiredState
 from reconciler.model import ActionStatus, Metadata, Resource, Severity
 from reconciler.model.credentials import CredentialSpec, CredentialType, SecretRef
