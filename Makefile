@@ -17,7 +17,7 @@ WEBHOOK_EXAMPLES := .cache/npm/node_modules/@octokit/webhooks-examples
 help:
 	@echo "make demo     start the local lab and plan/apply inventory-example/"
 	@echo "make test     run the whole test suite (installs what it needs)"
-	@echo "make lint     ruff check, mypy --strict on reconciler/"
+	@echo "make lint     ruff check and format check, mypy --strict on every product package, layer contract"
 	@echo "make tour     the GitOps tour: metalform serve, webhooks, a PR comment, apply (after demo)"
 	@echo "make bench    time a plan of 200 emulated servers (vs a plain sushy loop) and MAAS calls"
 	@echo "make schemas  regenerate schemas/ from the models"
@@ -66,9 +66,12 @@ lab-down:
 test: install $(WEBHOOK_EXAMPLES)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
+PRODUCT := metalform reconciler providers webhooks
 lint: install
-	$(BIN)/ruff check reconciler providers webhooks lab tests bench scripts
-	$(BIN)/mypy reconciler
+	$(BIN)/ruff check $(PRODUCT) tests bench scripts
+	$(BIN)/ruff format --check $(PRODUCT) tests bench scripts
+	$(BIN)/mypy $(PRODUCT)
+	$(BIN)/lint-imports
 
 schemas: install
 	$(BIN)/metalform schema --out schemas
