@@ -6,23 +6,14 @@ import graphlib
 from collections.abc import Sequence
 
 from reconciler.model import Action
+from reconciler.model.registry import phases
+
 
 # SPEC: credentials and BMC settings, BIOS, reboot, power, provisioning, aggregate membership,
 # services; deletions in reverse.
-PHASES: dict[str, int] = {
-    "credential": 0,
-    "bmc": 0,
-    "bios": 10,
-    "boot": 15,
-    "power": 20,
-    "provisioning": 30,
-    "aggregate": 40,
-    "service": 50,
-}
-
-
 def phase(operation: str) -> int:
-    return PHASES.get(operation.split(".", 1)[0], 90)
+    """Where an operation stands in the action order (its kind declares it; 90 when not)."""
+    return phases().get(operation.split(".", 1)[0], 90)
 
 
 def waves(actions: Sequence[Action]) -> list[list[Action]]:

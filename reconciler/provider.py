@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 from reconciler.concurrency import Limiter
 from reconciler.errors import MetalformError
 from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model.registry import kind
 from reconciler.secrets import ResolvedCredential
 
 ENTRY_POINT_GROUP = "metalform.providers"
@@ -90,26 +91,17 @@ def installed_providers() -> dict[str, ProviderFactory]:
     return found
 
 
-PROVIDER_BOUND = {"Aggregate": ("provider",), "Service": ("provider",)}
-"""Kinds whose live counterpart lives in the system a Provider resource names."""
-
-
 def drivers(resource: Resource, resources: Mapping[Address, Resource]) -> list[str]:
     """Every provider that holds part of this resource's live state, primary first.
 
-    A Server is read by its BMC driver (`redfish`, `ipmi`) and, when it is provisioned, by
-    `maas` too; an Aggregate or a Service by the type of the Provider it names.
+    The kind's declaration says which (`reconciler.model.registry.Kind.providers_of`): a Server
+    is read by its BMC driver and by MAAS when provisioned; an Aggregate or a Service by the
+    type of the Provider it names.
     """
-    if resource.kind == "Server":
-        keys = [str(resource.spec.bmc.driver.value)]
-        provisioning = resource.spec.provisioning
-        if provisioning is not None:
-            keys.append(_provider_type(provisioning.provider, resources) or "maas")
-        return keys
-    if resource.kind in PROVIDER_BOUND:
-        key = _provider_type(resource.spec.provider, resources)
-        return [key] if key else []
-    return []
+    declared = kind(resource.kind)
+    if declared is None:
+        return []
+    return declared.providers_of(resource, lambda name: _provider_type(name, resources))
 
 
 def _provider_type(name: str, resources: Mapping[Address, Resource]) -> str | None:

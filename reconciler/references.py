@@ -8,28 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.model import Address, Resource, address_of
-
-REFERENCES: dict[str, list[tuple[tuple[str, ...], str]]] = {
-    # kind: [(field path in the document, referenced kind)]; a list field refers to each item
-    "Server": [
-        (("spec", "bmc", "credential"), "Credential"),
-        (("spec", "bios", "template"), "BiosTemplate"),
-        (("spec", "provisioning", "provider"), "Provider"),
-    ],
-    "BiosTemplate": [(("spec", "extends"), "BiosTemplate")],
-    "Provider": [(("spec", "credential"), "Credential")],
-    "Aggregate": [(("spec", "provider"), "Provider"), (("spec", "hosts"), "Server")],
-    "Service": [(("spec", "provider"), "Provider")],
-    "NotificationChannel": [(("spec", "email", "provider"), "Provider")],
-    "NotificationRule": [(("spec", "channels"), "NotificationChannel")],
-}
-PROVIDER_TYPES: dict[tuple[str, tuple[str, ...]], str] = {
-    # a reference to a Provider must name one of the right type
-    ("Server", ("spec", "provisioning", "provider")): "maas",
-    ("Aggregate", ("spec", "provider")): "openstack",
-    ("Service", ("spec", "provider")): "docker",
-    ("NotificationChannel", ("spec", "email", "provider")): "smtp",
-}
+from reconciler.model.registry import kind, references_of
 
 
 @dataclass(frozen=True)
@@ -51,20 +30,34 @@ def _attribute(spec: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
+def _provider_type_wanted(resource: Resource, path: tuple[str | int, ...]) -> str | None:
+    """The Provider type the reference at `path` must name, if the field says one."""
+    declared = kind(resource.kind)
+    fields = tuple(p for p in path if isinstance(p, str))
+    for ref_path, ref in references_of(declared.spec) if declared else ():
+        if ref_path == fields:
+            return ref.provider_type
+    return None
+
+
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 def references(resource: Resource) -> Iterator[tuple[tuple[str | int, ...], Address]]:
     """The (field path, address) of every resource `resource` refers to."""
-    for path, kind in REFERENCES.get(resource.kind, ()):
+    declared = kind(resource.kind)
+    if declared is None:
+        return
+    for path, ref in references_of(declared.spec):
         value = _attribute(resource.spec, path)
+        kind_name = ref.kind
         if isinstance(value, str):
-            yield path, address_of(kind, value)
+            yield path, address_of(kind_name, value)
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, str):
-                    yield (*path, index), address_of(kind, item)
+                    yield (*path, index), address_of(kind_name, item)
 
 
 def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
@@ -78,8 +71,7 @@ def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
                 problems.append(Problem(address, path, f"{kind} {name!r} is not defined"))
                 continue
             edges.add(target)
-            want = PROVIDER_TYPES.get((resource.kind, tuple(p for p in path
-                                                            if isinstance(p, str))))
+            want = _provider_type_wanted(resource, path)
             got = resources[target].spec.type.value if target.startswith("Provider/") else None
             if want is not None and got != want:
                 problems.append(Problem(address, path,

@@ -7,6 +7,7 @@ import enum
 from pydantic import model_validator
 
 from reconciler.model.base import SpecModel
+from reconciler.model.registry import Kind
 
 
 class SecretRef(SpecModel):
@@ -55,3 +56,6 @@ class CredentialSpec(SpecModel):
         ref = self.password if self.type is CredentialType.BASIC else self.token
         assert ref is not None  # guaranteed by _fields_for_type
         return ref
+
+
+CREDENTIAL = Kind("Credential", CredentialSpec)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from reconciler.model.base import SpecModel
+from reconciler.model.base import Resource, SpecModel
+from reconciler.model.registry import Kind, ProviderTypeOf, Ref
 
 BiosValue = str | int | bool | float
 
@@ -44,7 +45,7 @@ class RebootPolicy(str, enum.Enum):
 class Bmc(SpecModel):
     driver: BmcDriver
     address: str = Field(description="Redfish base URL (https://host[:port]) or IPMI host[:port]")
-    credential: str = Field(description="Name of a Credential")
+    credential: Annotated[str, Ref("Credential")] = Field(description="Name of a Credential")
     system_id: str | None = Field(
         default=None, description="Redfish System identity; absent when the BMC has one system"
     )
@@ -57,13 +58,15 @@ class Match(SpecModel):
 
 
 class BiosTemplateSpec(SpecModel):
-    extends: str | None = Field(default=None, description="Name of the BiosTemplate to extend")
+    extends: Annotated[str, Ref("BiosTemplate")] | None = Field(
+        default=None, description="Name of the BiosTemplate to extend"
+    )
     match: Match | None = None
     attributes: dict[str, BiosValue] = Field(default_factory=dict)
 
 
 class Bios(SpecModel):
-    template: str | None = None
+    template: Annotated[str, Ref("BiosTemplate")] | None = None
     attributes: dict[str, BiosValue] = Field(default_factory=dict)
 
 
@@ -84,7 +87,9 @@ class UserData(SpecModel):
 
 
 class Provisioning(SpecModel):
-    provider: str = Field(description="Name of a Provider of type maas")
+    provider: Annotated[str, Ref("Provider", "maas")] = Field(
+        description="Name of a Provider of type maas"
+    )
     state: ProvisioningState
     distro_series: str | None = None
     user_data: UserData | None = None
@@ -99,3 +104,22 @@ class ServerSpec(SpecModel):
     bios: Bios | None = None
     boot: Boot | None = None
     reboot: RebootPolicy = RebootPolicy.ALLOWED
+
+
+def _server_drivers(resource: Resource, provider_type: ProviderTypeOf) -> list[str]:
+    """A Server is read by its BMC driver and, when it is provisioned, by MAAS too."""
+    spec: ServerSpec = resource.spec
+    keys = [spec.bmc.driver.value]
+    if spec.provisioning is not None:
+        keys.append(provider_type(spec.provisioning.provider) or "maas")
+    return keys
+
+
+BIOS_TEMPLATE = Kind("BiosTemplate", BiosTemplateSpec)
+SERVER = Kind(
+    "Server",
+    ServerSpec,
+    planner="reconciler.planners.server:plan_server",
+    phases={"credential": 0, "bmc": 0, "bios": 10, "boot": 15, "power": 20, "provisioning": 30},
+    drivers=_server_drivers,
+)

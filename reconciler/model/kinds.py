@@ -1,29 +1,33 @@
-"""The registry of kinds: kind name -> spec model, and the references between them."""
+"""Kind name -> spec model, a view over the registry (`reconciler.model.registry`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from pydantic import BaseModel
 
-from reconciler.model.credentials import CredentialSpec
-from reconciler.model.hardware import BiosTemplateSpec, ServerSpec
-from reconciler.model.notifications import NotificationChannelSpec, NotificationRuleSpec
-from reconciler.model.openstack import AggregateSpec
-from reconciler.model.policy import PolicySpec
-from reconciler.model.providers import ProviderSpec
-from reconciler.model.services import ServiceSpec
-
-KIND_SPECS: dict[str, type[BaseModel]] = {
-    "Credential": CredentialSpec,
-    "Provider": ProviderSpec,
-    "BiosTemplate": BiosTemplateSpec,
-    "Server": ServerSpec,
-    "Aggregate": AggregateSpec,
-    "Service": ServiceSpec,
-    "NotificationChannel": NotificationChannelSpec,
-    "NotificationRule": NotificationRuleSpec,
-    "Policy": PolicySpec,
-}
+from reconciler.model.registry import kind, kinds
 
 
-def spec_model(kind: str) -> type[BaseModel] | None:
-    return KIND_SPECS.get(kind)
+class _KindSpecs(Mapping[str, type[BaseModel]]):
+    """Every declared kind's spec model; kinds registered later show up too."""
+
+    def __getitem__(self, name: str) -> type[BaseModel]:
+        declared = kind(name)
+        if declared is None:
+            raise KeyError(name)
+        return declared.spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(kinds())
+
+    def __len__(self) -> int:
+        return len(kinds())
+
+
+KIND_SPECS: Mapping[str, type[BaseModel]] = _KindSpecs()
+
+
+def spec_model(name: str) -> type[BaseModel] | None:
+    declared = kind(name)
+    return declared.spec if declared is not None else None

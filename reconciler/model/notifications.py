@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from reconciler.model.base import SpecModel
 from reconciler.model.credentials import SecretRef
+from reconciler.model.registry import Kind, Ref
 
 
 class ChannelType(str, enum.Enum):
@@ -27,7 +29,9 @@ class EventType(str, enum.Enum):
 
 
 class Email(SpecModel):
-    provider: str = Field(description="Name of a Provider of type smtp")
+    provider: Annotated[str, Ref("Provider", "smtp")] = Field(
+        description="Name of a Provider of type smtp"
+    )
     from_: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
 
@@ -67,6 +71,12 @@ class Throttle(SpecModel):
 class NotificationRuleSpec(SpecModel):
     events: list[EventType] = Field(min_length=1)
     match: RuleMatch | None = None
-    channels: list[str] = Field(min_length=1, description="Names of NotificationChannels")
+    channels: list[Annotated[str, Ref("NotificationChannel")]] = Field(
+        min_length=1, description="Names of NotificationChannels"
+    )
     template: str | None = Field(default=None, description="Jinja2 (sandboxed) message body")
     throttle: Throttle | None = None
+
+
+NOTIFICATION_CHANNEL = Kind("NotificationChannel", NotificationChannelSpec)
+NOTIFICATION_RULE = Kind("NotificationRule", NotificationRuleSpec)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from reconciler.model.base import SpecModel
+from reconciler.model.registry import Kind, Ref
 
 RESERVED_METADATA_PREFIX = "metalform:"
 """Aggregate metadata keys Metalform keeps for itself (its management mark)."""
@@ -25,13 +27,17 @@ class LabelSelector(SpecModel):
 
 
 class AggregateSpec(SpecModel):
-    provider: str = Field(description="Name of a Provider of type openstack")
+    provider: Annotated[str, Ref("Provider", "openstack")] = Field(
+        description="Name of a Provider of type openstack"
+    )
     availability_zone: str | None = None
     metadata: dict[str, str] = Field(
         default_factory=dict,
         json_schema_extra={"propertyNames": {"not": {"pattern": f"^{RESERVED_METADATA_PREFIX}"}}},
     )
-    hosts: list[str] | None = Field(default=None, description="Server names")
+    hosts: list[Annotated[str, Ref("Server")]] | None = Field(
+        default=None, description="Server names"
+    )
     selector: LabelSelector | None = Field(default=None, description="Servers by label")
     on_instances: OnInstances = OnInstances.REFUSE
 
@@ -44,3 +50,12 @@ class AggregateSpec(SpecModel):
             raise ValueError(f"metadata key {reserved[0]!r} is reserved: Metalform marks the "
                              f"aggregates it creates with {RESERVED_METADATA_PREFIX}* keys")
         return self
+
+
+AGGREGATE = Kind(
+    "Aggregate",
+    AggregateSpec,
+    planner="reconciler.planners.aggregate:plan_aggregate",
+    phases={"aggregate": 40},
+    live_from="provider",
+)

@@ -7,6 +7,7 @@ import re
 from pydantic import Field, field_validator
 
 from reconciler.model.base import SpecModel
+from reconciler.model.registry import Kind
 from reconciler.windows import parse_cron, zone
 
 
@@ -59,3 +60,6 @@ class PolicySpec(SpecModel):
     protect: Selector | None = None
     max_disrupted_per_group: DisruptionBudget | None = None
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+
+
+POLICY = Kind("Policy", PolicySpec)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from reconciler.model.base import SpecModel
+from reconciler.model.registry import Kind, Ref
 
 
 class ProviderType(str, enum.Enum):
@@ -31,10 +32,15 @@ class NetboxInventory(SpecModel):
 class ProviderSpec(SpecModel):
     type: ProviderType
     url: str = Field(description="API endpoint: https://maas/MAAS, unix:///run/docker.sock, ...")
-    credential: str | None = Field(default=None, description="Name of a Credential")
+    credential: Annotated[str, Ref("Credential")] | None = Field(
+        default=None, description="Name of a Credential"
+    )
     verify_tls: bool = True
     timeout: float = Field(default=10.0, gt=0, description="Seconds for one request")
     region: str | None = None
     project: str | None = None
     domain: str | None = None
     inventory: NetboxInventory | None = None
+
+
+PROVIDER = Kind("Provider", ProviderSpec)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
 from reconciler.model.base import SpecModel
+from reconciler.model.registry import Kind, Ref
 
 PORT = re.compile(r"^(\d{1,5}:)?\d{1,5}(/(tcp|udp))?$")
 VOLUME = re.compile(r"^[^:]+:/[^:]*(:(ro|rw))?$")
@@ -26,7 +28,9 @@ class RestartPolicy(str, enum.Enum):
 
 
 class ServiceSpec(SpecModel):
-    provider: str = Field(description="Name of a Provider of type docker")
+    provider: Annotated[str, Ref("Provider", "docker")] = Field(
+        description="Name of a Provider of type docker"
+    )
     image: str
     state: ServiceState = ServiceState.RUNNING
     command: list[str] | str | None = None
@@ -52,3 +56,12 @@ class ServiceSpec(SpecModel):
             if not VOLUME.match(volume):
                 raise ValueError(f"volume {volume!r} is not SOURCE:/PATH[:ro|rw]")
         return volumes
+
+
+SERVICE = Kind(
+    "Service",
+    ServiceSpec,
+    planner="reconciler.planners.service:plan_service",
+    phases={"service": 50},
+    live_from="provider",
+)
