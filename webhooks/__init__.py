@@ -3,7 +3,8 @@
 - `webhooks.github` / `webhooks.gitlab`: `verify(...)`, `parse(...)` and a `WEBHOOK` receiver
   (entry point group `metalform.webhooks`) that the server mounts.
 - `webhooks.events`: `GitEvent` and its closed vocabularies.
-- `webhooks.forge`: clients that post the plan comment and the `metalform/plan` status.
+- `webhooks.forge`: clients that post the plan comment and the `metalform/plan` status (one
+  module per forge, `forge_github` and `forge_gitlab`; what they share in `forge_base`).
 - `webhooks.payload`: the body size limit (`MAX_BODY_BYTES`, `ensure_size`, `read_body`).
 """
 

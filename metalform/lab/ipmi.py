@@ -3,7 +3,8 @@
 `ipmi_sim` is an independent implementation of the IPMI 1.5/2.0 LAN protocol (RMCP+, RAKP
 authentication, sessions, chassis commands), so the provider is tested against a BMC it did not
 write. `ipmi_sim` has no host behind it: power and boot device live in a state file that the
-simulator's `chassis_control` program keeps (metalform/lab/ipmi_chassis.py).
+simulator's `chassis_control` program keeps (metalform/lab/ipmi_chassis.py). The files of one
+BMC are written by metalform/lab/ipmi_config.py; this module runs and watches the processes.
 
 Layout of a state directory::
 
@@ -27,37 +28,46 @@ import contextlib
 import ipaddress
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metalform.lab import ipmi_chassis
+from metalform.lab.ipmi_config import (
+    LAN_CONF,
+    PASSWORD_PATTERN,
+    SIM_EMU,
+    SIM_STATE,
+    USERNAME_PATTERN,
+    BmcSpec,
+    normalise_bmcs,
+    write_bmc,
+)
 from reconciler.errors import MetalformError
+
+# Tests import BmcSpec from here.
+__all__ = [
+    "BmcSpec",
+    "IpmiLabError",
+    "IpmiPeer",
+    "IpmiSimNotInstalled",
+    "free_udp_port",
+    "ipmi_sim_path",
+    "rmcp_ping",
+]
 
 IPMI_SIM = "ipmi_sim"
 PEER_FILE = "peer.json"
 PID_FILE = "ipmi_sim.pid"
 LOG_FILE = "ipmi_sim.log"
-MC_ADDRESS = "0x20"
-# Get Device ID answers: MontaVista's IANA number (the author of ipmi_sim), a made-up product.
-MANUFACTURER_ID = 0x1291
-PRODUCT_ID = 0x0F02
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 3.0
 PORT_ATTEMPTS = 5
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
-# lan.conf takes the password as a quoted word: no quotes, backslashes or blanks; IPMI 2.0
-# allows at most 20 bytes.
-PASSWORD_PATTERN = re.compile(r"^[!#-\[\]-~]{1,20}$")
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
 # RMCP presence ping (ASF, IANA 4542): answered without a session, so it tells that the
 # simulator is listening without logging in.
@@ -74,18 +84,6 @@ class IpmiSimNotInstalled(IpmiLabError):
         "ipmi_sim was not found on PATH; the IPMI lab needs it: "
         "install the Debian package with `apt-get install openipmi`"
     )
-
-
-@dataclass(frozen=True)
-class BmcSpec:
-    """One simulated BMC: its name, UDP port (0: pick a free one) and initial chassis state."""
-
-    name: str
-    port: int = 0
-    power: str = "Off"
-    """Power state when the BMC's state directory holds none yet: `On` or `Off`."""
-    boot: str = "none"
-    """Boot device when none is stored yet: none, pxe, default (hard disk), cdrom, bios."""
 
 
 def ipmi_sim_path() -> str:
@@ -127,26 +125,6 @@ def _process_alive(pid: int) -> bool:
     return comm == IPMI_SIM and state not in ("Z", "X")
 
 
-def _normalise(bmcs: Mapping[str, int] | Iterable[BmcSpec | str]) -> list[BmcSpec]:
-    if isinstance(bmcs, Mapping):
-        specs = [BmcSpec(name=name, port=port) for name, port in bmcs.items()]
-    else:
-        specs = [b if isinstance(b, BmcSpec) else BmcSpec(name=b) for b in bmcs]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"BMC names must be unique: {names}")
-    for spec in specs:
-        if not NAME_PATTERN.match(spec.name):
-            raise ValueError(f"BMC name {spec.name!r}: use lowercase letters, digits, '.', '-'")
-        if not 0 <= spec.port <= 65535:
-            raise ValueError(f"BMC {spec.name}: port {spec.port} is out of range")
-        if spec.power not in ("On", "Off"):
-            raise ValueError(f"BMC {spec.name}: power must be On or Off, not {spec.power!r}")
-        if spec.boot not in ipmi_chassis.BOOT_DEVICES:
-            raise ValueError(f"BMC {spec.name}: boot must be one of {ipmi_chassis.BOOT_DEVICES}")
-    return specs
-
-
 class IpmiPeer:
     """A set of simulated IPMI BMCs on loopback, one `ipmi_sim` process each.
 
@@ -180,7 +158,7 @@ class IpmiPeer:
         self.username = username
         self._password = password
         self.soft_off_delay = soft_off_delay
-        self.bmcs = _normalise(bmcs)
+        self.bmcs = normalise_bmcs(bmcs)
         self._ports: dict[str, int] = {b.name: b.port for b in self.bmcs}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.startup_seconds: float | None = None
@@ -239,62 +217,6 @@ class IpmiPeer:
         except (OSError, ValueError, KeyError, TypeError):
             return {}
 
-    def _write_config(self, spec: BmcSpec, port: int) -> None:
-        directory = self.state_dir / spec.name
-        (directory / "sim-state").mkdir(parents=True, exist_ok=True)
-        conf = directory / "lan.conf"
-        if self._password is None:
-            if not conf.exists():
-                raise IpmiLabError(
-                    f"BMC {spec.name}: no lan.conf in {directory} and no password to write one"
-                )
-            # A re-attached peer keeps the user and password it was created with.
-            text = re.sub(r"(?m)^(\s*addr )\S+ \d+$", rf"\g<1>{self.host} {port}", conf.read_text())
-            conf.write_text(text)
-        else:
-            guid = uuid.uuid5(uuid.NAMESPACE_URL, f"metalform-lab-ipmi:{spec.name}").hex
-            text = "\n".join(
-                [
-                    "# Written by metalform/lab/ipmi.py; see ipmi_lan(5).",
-                    f'name "{spec.name}"',
-                    f"set_working_mc {MC_ADDRESS}",
-                    "  startlan 1",
-                    f"    addr {self.host} {port}",
-                    "    priv_limit admin",
-                    "    allowed_auths_callback md5",
-                    "    allowed_auths_user md5",
-                    "    allowed_auths_operator md5",
-                    "    allowed_auths_admin md5",
-                    f"    guid {guid}",
-                    "  endlan",
-                    # Relative to the working directory, which is the BMC's directory: no
-                    # quoting trouble whatever the state directory is called.
-                    f'  chassis_control "./chassis {MC_ADDRESS}"',
-                    f'  user 2 true "{self.username}" "{self._password}" admin 16 md5',
-                    "",
-                ]
-            )
-            # The file holds the password: readable by its owner only.
-            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        (directory / "sim.emu").write_text(
-            "# Written by metalform/lab/ipmi.py; see ipmi_sim_cmd(5).\n"
-            f"mc_setbmc {MC_ADDRESS}\n"
-            f"mc_add {MC_ADDRESS} 0 no-device-sdrs 0x23 9 8 0x9f "
-            f"{MANUFACTURER_ID:#x} {PRODUCT_ID:#x}\n"
-            f"mc_enable {MC_ADDRESS}\n"
-        )
-        ipmi_chassis.write_script(directory)
-        state = ipmi_chassis.load(directory)
-        if not (directory / ipmi_chassis.STATE_FILE).exists():
-            state["power"] = 1 if spec.power == "On" else 0
-            state["boot"] = spec.boot
-        state["soft_off_delay_ms"] = round(self.soft_off_delay * 1000)
-        ipmi_chassis.save(directory, state)
-
-    # -- processes -------------------------------------------------------------------------
-
     def _pid(self, name: str) -> int | None:
         proc = self._procs.get(name)
         if proc is not None:
@@ -307,10 +229,22 @@ class IpmiPeer:
 
     def _spawn(self, spec: BmcSpec, port: int, binary: str) -> subprocess.Popen[bytes]:
         directory = self.state_dir / spec.name
-        self._write_config(spec, port)
+        if self._password is None and not (directory / LAN_CONF).exists():
+            raise IpmiLabError(
+                f"BMC {spec.name}: no {LAN_CONF} in {directory} and no password to write one"
+            )
+        write_bmc(
+            directory,
+            spec,
+            host=self.host,
+            port=port,
+            username=self.username,
+            password=self._password,
+            soft_off_delay=self.soft_off_delay,
+        )
         with open(directory / LOG_FILE, "ab") as log:
             proc = subprocess.Popen(
-                [binary, "-c", "lan.conf", "-f", "sim.emu", "-s", "sim-state", "-n", "-p"],
+                [binary, "-c", LAN_CONF, "-f", SIM_EMU, "-s", SIM_STATE, "-n", "-p"],
                 cwd=directory,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

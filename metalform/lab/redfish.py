@@ -1,9 +1,11 @@
 """A real Redfish BMC on loopback: sushy-emulator with BIOS settings, run as a subprocess.
 
-`RedfishPeer` starts `python -m lab.redfish_emulator` (sushy-tools' Flask app with the lab's
-systems driver, see `lab.redfish_driver`) on 127.0.0.1, keeps everything in its own state
-directory (config, htpasswd, emulator state, pid and port files, fault switches) and can be
-re-attached from that directory by another process (`metalform lab down`).
+`RedfishPeer` starts `python -m metalform.lab.redfish_emulator` (sushy-tools' Flask app with
+the lab's systems driver, see `metalform.lab.redfish_driver`) on 127.0.0.1, keeps everything in
+its own state directory (config, htpasswd, emulator state, pid and port files, fault switches)
+and can be re-attached from that directory by another process (`metalform lab down`). What it
+serves is described in `metalform.lab.redfish_systems`; its fault switches are in
+`metalform.lab.redfish_faults`.
 
 Tests use `stage_bios` (an operator staging BIOS values by hand), `set_fault`/`clear_faults`
 (a system that answers HTTP 500 or never answers) and `kill` (a BMC that dies mid-apply).
@@ -12,27 +14,39 @@ Tests use `stage_bios` (an operator staging BIOS values by hand), `set_fault`/`c
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import os
-import re
 import secrets
 import signal
 import subprocess
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from metalform.lab.process import ENDPOINT_FILE, ModulePeer, PeerError, spawn_module
+from metalform.lab.redfish_faults import FaultBoard, FaultKind
+from metalform.lab.redfish_systems import (
+    DEFAULT_BIOS_REGISTRY,
+    REGISTRY_ID,
+    BiosAttribute,
+    BiosValue,
+    LabSystem,
+)
 
-BiosValue = str | int | bool
-
-REGISTRY_ID = "LabBiosAttributeRegistry.v1_0_0"
-"""The Id of the lab's BIOS attribute registry, named by every system's Bios resource."""
+# The emulator, its driver, tests and benchmarks import these from here.
+__all__ = [
+    "DEFAULT_BIOS_REGISTRY",
+    "REGISTRY_ID",
+    "BiosAttribute",
+    "BiosValue",
+    "FaultBoard",
+    "FaultKind",
+    "LabSystem",
+    "PeerError",
+    "RedfishPeer",
+]
 
 CONFIG_FILE = "emulator.json"
 PID_FILE = "emulator.pid"
@@ -41,213 +55,7 @@ PASSWORD_FILE = "bmc-password"
 HTPASSWD_FILE = "htpasswd"
 LOG_FILE = "emulator.log"
 DATA_DIR = "emulator-state"
-
-ALL_SYSTEMS = "*"
-"""Fault target meaning every request to the BMC, the service root included."""
-
-_IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EMULATOR_MODULE = "metalform.lab.redfish_emulator"
-
-
-class FaultKind(str, enum.Enum):
-    """What a faulty system does with the requests for it."""
-
-    ERROR = "error"
-    """Answer HTTP 500 to every request."""
-    HANG = "hang"
-    """Never answer (until the fault is cleared), so clients time out."""
-    NO_GRACEFUL = "no-graceful"
-    """Accept GracefulShutdown/GracefulRestart and ignore them (a hung OS)."""
-
-
-@dataclass(frozen=True)
-class BiosAttribute:
-    """One entry of the lab's BIOS attribute registry."""
-
-    name: str
-    type: str = "Enumeration"
-    """Enumeration, Integer, String or Boolean (Redfish AttributeRegistry types)."""
-    default: BiosValue = ""
-    values: tuple[str, ...] = ()
-    """Allowed values of an Enumeration."""
-    lower: int | None = None
-    upper: int | None = None
-    read_only: bool = False
-    max_length: int | None = None
-    display_name: str = ""
-
-    def problem(self, value: object) -> str | None:
-        """Why the BMC refuses `value` for this attribute, or None when it accepts it."""
-        if self.read_only:
-            return f"attribute {self.name} is read-only"
-        if self.type == "Enumeration":
-            if value not in self.values:
-                return (
-                    f"value {value!r} is not allowed for {self.name} (allowed: {list(self.values)})"
-                )
-        elif self.type == "Integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                return f"attribute {self.name} takes an integer, not {value!r}"
-            if self.lower is not None and value < self.lower:
-                return f"value {value} of {self.name} is below its lower bound {self.lower}"
-            if self.upper is not None and value > self.upper:
-                return f"value {value} of {self.name} is above its upper bound {self.upper}"
-        elif self.type == "Boolean":
-            if not isinstance(value, bool):
-                return f"attribute {self.name} takes a boolean, not {value!r}"
-        elif self.type == "String":
-            if not isinstance(value, str):
-                return f"attribute {self.name} takes a string, not {value!r}"
-            if self.max_length is not None and len(value) > self.max_length:
-                return f"value of {self.name} is longer than {self.max_length} characters"
-        return None
-
-    def registry_entry(self) -> dict[str, Any]:
-        """The attribute as a Redfish AttributeRegistry `Attributes` entry."""
-        entry: dict[str, Any] = {
-            "AttributeName": self.name,
-            "DisplayName": self.display_name or self.name,
-            "Type": self.type,
-            "DefaultValue": self.default,
-            "ReadOnly": self.read_only,
-            "Immutable": self.read_only,
-            "Hidden": False,
-            "ResetRequired": True,
-        }
-        if self.type == "Enumeration":
-            entry["Value"] = [{"ValueName": v, "ValueDisplayName": v} for v in self.values]
-        if self.lower is not None:
-            entry["LowerBound"] = self.lower
-        if self.upper is not None:
-            entry["UpperBound"] = self.upper
-        if self.max_length is not None:
-            entry["MaxLength"] = self.max_length
-        return entry
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able form, read back by `from_json`."""
-        data = asdict(self)
-        data["values"] = list(self.values)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> BiosAttribute:
-        """The inverse of `to_json`."""
-        return cls(**{**data, "values": tuple(data.get("values", ()))})
-
-
-_ON_OFF = ("Enabled", "Disabled")
-
-DEFAULT_BIOS_REGISTRY: tuple[BiosAttribute, ...] = (
-    BiosAttribute("ProcTurboMode", values=_ON_OFF, default="Enabled", display_name="Turbo Boost"),
-    BiosAttribute("LogicalProc", values=_ON_OFF, default="Enabled", display_name="Hyper-Threading"),
-    BiosAttribute("ProcVirtualization", values=_ON_OFF, default="Enabled"),
-    BiosAttribute("SriovGlobalEnable", values=_ON_OFF, default="Disabled"),
-    BiosAttribute("BootMode", values=("Uefi", "Bios"), default="Uefi"),
-    BiosAttribute(
-        "WorkloadProfile",
-        values=("Balanced", "HighPerformance", "PowerSaving"),
-        default="Balanced",
-    ),
-    BiosAttribute("NumaNodesPerSocket", type="Integer", default=1, lower=1, upper=4),
-    BiosAttribute("PowerCapWatts", type="Integer", default=0, lower=0, upper=2000),
-    BiosAttribute("ProcCoreCount", type="Integer", default=32, read_only=True),
-    BiosAttribute("AssetTag", type="String", default="", max_length=32),
-)
-"""The registry the lab publishes unless told otherwise."""
-
-
-@dataclass(frozen=True)
-class LabSystem:
-    """One emulated server behind the lab BMC."""
-
-    identity: str
-    """The Redfish System Id (also its UUID and the `bmc.systemId` of a Server)."""
-    name: str = ""
-    manufacturer: str = "Metalform Lab"
-    model: str = "Virtual Server"
-    power_state: str = "Off"
-    bios: Mapping[str, BiosValue] = field(default_factory=dict)
-    """Initial BIOS values; attributes not given take their registry default."""
-    boot_source: str = "Hdd"
-
-    def __post_init__(self) -> None:
-        if not _IDENTITY.match(self.identity):
-            raise ValueError(f"system identity {self.identity!r} must be letters, digits, ._-")
-        if self.power_state not in ("On", "Off"):
-            raise ValueError(f"power_state of {self.identity} must be On or Off")
-
-    def emulator_entry(self) -> dict[str, Any]:
-        """The system as an entry of sushy-emulator's SUSHY_EMULATOR_FAKE_SYSTEMS."""
-        return {
-            "uuid": self.identity,
-            "name": self.name or self.identity,
-            "power_state": self.power_state,
-            # True would make the fake driver send each change to a localhost port.
-            "external_notifier": False,
-            "nics": [],
-            "manufacturer": self.manufacturer,
-            "model": self.model,
-            "bios": dict(self.bios),
-            "boot_device": self.boot_source,
-        }
-
-    @classmethod
-    def from_emulator_entry(cls, entry: Mapping[str, Any]) -> LabSystem:
-        """The inverse of `emulator_entry`."""
-        return cls(
-            identity=entry["uuid"],
-            name=entry.get("name", ""),
-            manufacturer=entry.get("manufacturer", ""),
-            model=entry.get("model", ""),
-            power_state=entry.get("power_state", "Off"),
-            bios=dict(entry.get("bios", {})),
-            boot_source=entry.get("boot_device", "Hdd"),
-        )
-
-
-class FaultBoard:
-    """The fault switches of one lab BMC: a JSON file the emulator re-reads when it changes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._seen: tuple[int, int, int] | None = None
-        self._faults: dict[str, str] = {}
-
-    def current(self) -> dict[str, str]:
-        """Faults by system identity (or `*`); re-read only when the file changed."""
-        try:
-            st = self.path.stat()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        with self._lock:
-            if stamp != self._seen:
-                self._faults = self._load() if stamp is not None else {}
-                self._seen = stamp
-            return self._faults
-
-    def fault_for(self, identity: str | None) -> str | None:
-        """The fault of a system (or of the whole BMC), if any."""
-        faults = self.current()
-        if not faults:
-            return None
-        return faults.get(identity or "", faults.get(ALL_SYSTEMS))
-
-    def write(self, faults: Mapping[str, str]) -> None:
-        """Replace every fault at once (atomically: the emulator never reads half a file)."""
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"faults": dict(faults)}), encoding="utf-8")
-        os.replace(tmp, self.path)
-
-    def _load(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        faults = data.get("faults", {}) if isinstance(data, dict) else {}
-        return {str(k): str(v) for k, v in faults.items()}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -354,8 +162,13 @@ class RedfishPeer(ModulePeer):
     def _spawn(self) -> subprocess.Popen[bytes]:
         # Only our config file configures the emulator, never a stray variable of the caller.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUSHY_EMULATOR_")}
-        return spawn_module(self.module, ["--config", str(self.state_dir / CONFIG_FILE)],
-                            self.state_dir / self.log_file, env=env, cwd=self.state_dir)
+        return spawn_module(
+            self.module,
+            ["--config", str(self.state_dir / CONFIG_FILE)],
+            self.state_dir / self.log_file,
+            env=env,
+            cwd=self.state_dir,
+        )
 
     def _probe(self) -> None:
         """The service root answers 200."""
@@ -512,28 +325,3 @@ class RedfishPeer(ModulePeer):
         except (FileNotFoundError, ValueError):
             return None
         return data
-
-
-def lab_systems(
-    count: int,
-    *,
-    prefix: str = "node",
-    models: Iterable[tuple[str, str]] = (
-        ("Dell Inc.", "PowerEdge R760"),
-        ("Supermicro", "SYS-221H-TNR"),
-        ("HPE", "ProLiant DL380 Gen11"),
-    ),
-    power_state: str = "On",
-) -> list[LabSystem]:
-    """`count` systems named `<prefix>-001`..., cycling through a few manufacturers/models."""
-    choices = list(models)
-    width = max(3, len(str(count)))
-    return [
-        LabSystem(
-            identity=f"{prefix}-{i:0{width}d}",
-            manufacturer=choices[(i - 1) % len(choices)][0],
-            model=choices[(i - 1) % len(choices)][1],
-            power_state=power_state,
-        )
-        for i in range(1, count + 1)
-    ]

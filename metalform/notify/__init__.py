@@ -10,6 +10,7 @@ and digests are computed with an injectable clock; delivery failures are logged 
 counted in `notifier.stats`, never raised.
 """
 
+from metalform.notify.background import BackgroundNotifier
 from metalform.notify.channels import (
     Channel,
     EmailChannel,
@@ -17,15 +18,9 @@ from metalform.notify.channels import (
     Message,
     SmtpEndpoint,
 )
+from metalform.notify.config import NotificationConfigError, build_channel
 from metalform.notify.event import Event, EventResource, plan_event
-from metalform.notify.router import (
-    BackgroundNotifier,
-    DeliveryStats,
-    NotificationConfigError,
-    Notifier,
-    Rule,
-    build_channel,
-)
+from metalform.notify.router import DeliveryStats, Notifier, Rule
 from metalform.notify.templates import DEFAULT_TEMPLATES, Rendered, TemplateError, Templates
 
 __all__ = [

@@ -13,10 +13,7 @@ at the next event, `tick()` or `flush()`) the held events go out as one digest p
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,26 +25,14 @@ from typing import Any
 import jinja2
 import requests
 
-from providers.base import with_retries
-from metalform.notify.channels import (
-    Channel,
-    CredentialResolver,
-    EmailChannel,
-    HttpChannel,
-    Message,
-    SecretResolver,
-    SmtpEndpoint,
-)
+from metalform.notify.channels import Channel, CredentialResolver, Message, SecretResolver
+from metalform.notify.config import NotificationConfigError, build_channel
 from metalform.notify.event import SEVERITY_ORDER, BusEventLike, Event
 from metalform.notify.templates import Redact, TemplateError, Templates, redact_data
-from reconciler.errors import MetalformError, ProviderError
+from providers.base import with_retries
+from reconciler.errors import ProviderError
 from reconciler.model.credentials import SecretRef
-from reconciler.model.notifications import (
-    ChannelType,
-    NotificationChannelSpec,
-    NotificationRuleSpec,
-)
-from reconciler.model.providers import ProviderType
+from reconciler.model.notifications import NotificationRuleSpec
 from reconciler.secrets import REDACTOR, Secret, resolve
 
 log = logging.getLogger("metalform.notify")
@@ -56,14 +41,6 @@ Clock = Callable[[], float]
 MAX_HELD = 100
 """Events a digest lists one by one; the rest are only counted."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class NotificationConfigError(MetalformError):
-    """The notification resources cannot be used; `problems` lists each one."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("notifications: " + "; ".join(self.problems))
 
 
 def window_seconds(text: str) -> float:
@@ -199,8 +176,13 @@ class Notifier:
         for resource in desired.of_kind("NotificationChannel"):
             try:
                 channels[resource.name] = build_channel(
-                    resource.name, resource.spec, desired, credential_resolver, secrets,
-                    session=session, timeout=timeout,
+                    resource.name,
+                    resource.spec,
+                    desired,
+                    credential_resolver,
+                    secrets,
+                    session=session,
+                    timeout=timeout,
                 )
             except NotificationConfigError as exc:
                 problems.extend(exc.problems)
@@ -209,8 +191,9 @@ class Notifier:
             spec: NotificationRuleSpec = resource.spec
             unknown = [c for c in spec.channels if desired.get("NotificationChannel", c) is None]
             if unknown:
-                problems.append(f"NotificationRule/{resource.name}: unknown channel(s) "
-                                f"{', '.join(unknown)}")
+                problems.append(
+                    f"NotificationRule/{resource.name}: unknown channel(s) {', '.join(unknown)}"
+                )
             template = None
             if spec.template is not None:
                 try:
@@ -327,10 +310,19 @@ class Notifier:
                 rendered = self.templates.render_event(event, rule.name, where, None)
                 note = self.redact(f"\n\n(the rule's template failed: {exc})")
                 rendered = type(rendered)(rendered.subject, rendered.text + note)
-            outgoing.append(_Outgoing(name, Message(
-                rule=rule.name, channel=name, subject=rendered.subject, text=rendered.text,
-                event=event_data, headers={"X-Metalform-Event": event.type.value},
-            )))
+            outgoing.append(
+                _Outgoing(
+                    name,
+                    Message(
+                        rule=rule.name,
+                        channel=name,
+                        subject=rendered.subject,
+                        text=rendered.text,
+                        event=event_data,
+                        headers={"X-Metalform-Event": event.type.value},
+                    ),
+                )
+            )
         return outgoing
 
     def _digest(self, rule: Rule, window: _Window, length: float) -> list[_Outgoing]:
@@ -341,25 +333,46 @@ class Notifier:
         for name in rule.spec.channels:
             channel = self.channels[name]
             rendered = self.templates.render_digest(
-                rule.name, (name, channel.type.value), window.held,
-                suppressed=window.suppressed, start=window.opened_at, end=end,
-                window=throttle.window, max_messages=throttle.max,
+                rule.name,
+                (name, channel.type.value),
+                window.held,
+                suppressed=window.suppressed,
+                start=window.opened_at,
+                end=end,
+                window=throttle.window,
+                max_messages=throttle.max,
             )
-            digest = redact_data({
-                "suppressed": window.suppressed,
-                "window": throttle.window,
-                "start": window.opened_at.isoformat(timespec="seconds"),
-                "end": end.isoformat(timespec="seconds"),
-                "events": [
-                    {"type": e.type.value, "time": e.time.isoformat(timespec="seconds"),
-                     "headline": self.templates.headline(e), "message": e.message}
-                    for e in window.held
-                ],
-            }, self.redact)
-            outgoing.append(_Outgoing(name, Message(
-                rule=rule.name, channel=name, subject=rendered.subject, text=rendered.text,
-                digest=digest, headers={"X-Metalform-Event": "digest"},
-            )))
+            digest = redact_data(
+                {
+                    "suppressed": window.suppressed,
+                    "window": throttle.window,
+                    "start": window.opened_at.isoformat(timespec="seconds"),
+                    "end": end.isoformat(timespec="seconds"),
+                    "events": [
+                        {
+                            "type": e.type.value,
+                            "time": e.time.isoformat(timespec="seconds"),
+                            "headline": self.templates.headline(e),
+                            "message": e.message,
+                        }
+                        for e in window.held
+                    ],
+                },
+                self.redact,
+            )
+            outgoing.append(
+                _Outgoing(
+                    name,
+                    Message(
+                        rule=rule.name,
+                        channel=name,
+                        subject=rendered.subject,
+                        text=rendered.text,
+                        digest=digest,
+                        headers={"X-Metalform-Event": "digest"},
+                    ),
+                )
+            )
         return outgoing
 
     # --- delivery --------------------------------------------------------------------------
@@ -393,89 +406,3 @@ class Notifier:
                 self._count("digests")
             self._count("sent")
         return delivered
-
-
-def build_channel(
-    name: str,
-    spec: NotificationChannelSpec,
-    desired: Any,
-    credential_resolver: CredentialResolver,
-    secret_resolver: SecretResolver,
-    *,
-    session: requests.Session | None = None,
-    timeout: float = 10.0,
-) -> Channel:
-    """One channel from its spec; an email channel takes its server from an smtp Provider."""
-    if spec.type is not ChannelType.EMAIL:
-        assert spec.url is not None  # the model requires it
-        return HttpChannel(name, spec.type, spec.url, resolve_secret=secret_resolver,
-                           session=session, timeout=timeout)
-    assert spec.email is not None
-    where = f"NotificationChannel/{name}"
-    provider = desired.get("Provider", spec.email.provider)
-    if provider is None:
-        raise NotificationConfigError([f"{where}: Provider {spec.email.provider} is not "
-                                       "defined"])
-    if provider.spec.type is not ProviderType.SMTP:
-        raise NotificationConfigError([f"{where}: Provider/{spec.email.provider} is of type "
-                                       f"{provider.spec.type.value}, not smtp"])
-    try:
-        endpoint = SmtpEndpoint.parse(provider.spec.url)
-    except ValueError as exc:
-        raise NotificationConfigError([f"Provider/{spec.email.provider}: {exc}"]) from None
-    return EmailChannel(
-        name, endpoint=endpoint, sender=spec.email.from_, recipients=spec.email.to,
-        provider=spec.email.provider, credential=provider.spec.credential,
-        resolve_credential=credential_resolver, verify_tls=provider.spec.verify_tls,
-        timeout=min(timeout, provider.spec.timeout),
-    )
-
-
-class BackgroundNotifier:
-    """Runs a Notifier on its own thread: bus subscribers must return at once, while a
-    delivery may wait on timeouts and retries. Also sends due digests while idle."""
-
-    def __init__(self, notifier: Notifier, *, tick_interval: float = 5.0,
-                 max_queued: int = 1000) -> None:
-        self.notifier = notifier
-        self.tick_interval = tick_interval
-        self.dropped = 0
-        self._queue: queue.Queue[Event | BusEventLike | None] = queue.Queue(max_queued)
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-        self._thread.start()
-
-    def __call__(self, event: Event | BusEventLike) -> None:
-        """Queue an event (the event-bus subscriber); drops it when the queue is full."""
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
-            log.warning("notification queue full; event %s dropped", event.type)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued, flush digests and stop the thread."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                event = self._queue.get(timeout=self.tick_interval)
-            except queue.Empty:
-                self._guarded(self.notifier.tick)
-                continue
-            if event is None:
-                self._guarded(self.notifier.close)
-                return
-            self._guarded(functools.partial(self.notifier.notify, event))
-
-    @staticmethod
-    def _guarded(fn: Callable[[], object]) -> None:
-        try:
-            fn()
-        except Exception as exc:
-            # Not log.exception: a traceback's text could quote a secret URL in pieces.
-            log.warning("notification worker error: %s", type(exc).__name__)
-
-
