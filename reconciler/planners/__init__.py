@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from reconciler.model import LiveResource, Resource
 from reconciler.planners.aggregate import plan_aggregate
-from reconciler.planners.server import Draft, PlanContext, ResourcePlan, plan_server
+from reconciler.planners.base import Draft, PlanContext, ResourcePlan
+from reconciler.planners.server import plan_server
 from reconciler.planners.service import plan_service
 
 Planner = Callable[[Resource | None, LiveResource | None, PlanContext], ResourcePlan]

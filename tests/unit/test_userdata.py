@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import LiveResource, Severity
+from reconciler.planners.base import PlanContext
 from reconciler.planners.provisioning import plan_provisioning
-from reconciler.planners.server import PlanContext
 from reconciler.secrets import REDACTOR, SENSITIVE
 from reconciler.userdata import (
     UserDataError,
