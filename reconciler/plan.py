@@ -75,18 +75,65 @@ def make_plan(
     resources = desired.resources
     diagnostics: list[Diagnostic] = list(desired.warnings)
     for missing in unknown_targets(desired, options.targets):
-        diagnostics.append(Diagnostic(severity=Severity.ERROR, address=missing,
-                                      message="--target names no resource of the desired state"))
+        diagnostics.append(
+            Diagnostic(
+                severity=Severity.ERROR,
+                address=missing,
+                message="--target names no resource of the desired state",
+            )
+        )
+    planned, deleted_documents = _plan_resources(desired, live, options, discovered or {})
+    changes = [p.change for p in planned if p.reachable]
+    unreachable = sum(1 for p in planned if not p.reachable)
+    for p in planned:
+        diagnostics.extend(p.diagnostics)
+    actions = [] if options.refresh_only else _number(planned, options.endpoints)
+    policies = desired.of_kind("Policy")
+    actions, policy_diags = enforce(policies, resources, changes, actions, options.now)
+    diagnostics.extend(policy_diags)
+    touched = {a.address for a in actions}
+    observed = {**(discovered or {}), **live}
+    return Plan(
+        revision=desired.revision,
+        created_at=options.now.isoformat(timespec="seconds"),
+        source=options.source,
+        changes=changes,
+        actions=actions,
+        summary=_summary(changes, actions, unreachable),
+        diagnostics=diagnostics,
+        live_fingerprints={
+            address: observed[address].fingerprint()
+            for address in sorted(touched)
+            if address in observed
+        },
+        resources=_documents(touched, resources, deleted_documents),
+        targets=sorted(options.targets),
+        refresh_only=options.refresh_only,
+    )
 
-    ctx = PlanContext(resources=resources, locate=desired.locate,
-                      operations=options.operations, now=options.now, files=options.files,
-                      live=live)
+
+def _plan_resources(
+    desired: DesiredState,
+    live: Mapping[Address, LiveResource],
+    options: PlanOptions,
+    discovered: Mapping[Address, LiveResource],
+) -> tuple[list[ResourcePlan], dict[Address, dict[str, Any]]]:
+    """Each managed resource's plan, then each deletion; and the deleted resources' documents."""
+    resources = desired.resources
+    ctx = PlanContext(
+        resources=resources,
+        locate=desired.locate,
+        operations=options.operations,
+        now=options.now,
+        files=options.files,
+        live=live,
+    )
     planned: list[ResourcePlan] = []
     for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
         planner = PLANNERS[resource.kind]
         planned.append(planner(resource, live.get(resource.address), ctx))
     deleted_documents: dict[Address, dict[str, Any]] = {}
-    for address, gone in sorted((discovered or {}).items()):
+    for address, gone in sorted(discovered.items()):
         kind = address.split("/", 1)[0]
         if address in resources or kind not in PLANNERS:
             continue
@@ -96,17 +143,15 @@ def make_plan(
         document = gone.facts.get("document")
         if isinstance(document, dict):
             deleted_documents[address] = document
+    return planned, deleted_documents
 
-    changes = [p.change for p in planned if p.reachable]
-    unreachable = sum(1 for p in planned if not p.reachable)
-    for p in planned:
-        diagnostics.extend(p.diagnostics)
-    actions = [] if options.refresh_only else _number(planned, options.endpoints)
-    policies = desired.of_kind("Policy")
-    actions, policy_diags = enforce(policies, resources, changes, actions, options.now)
-    diagnostics.extend(policy_diags)
 
-    touched = {a.address for a in actions}
+def _documents(
+    touched: set[Address],
+    resources: Mapping[Address, Resource],
+    deleted_documents: Mapping[Address, dict[str, Any]],
+) -> dict[Address, dict[str, Any]]:
+    """The documents apply needs: each acted-on resource and all it refers to, transitively."""
     kept: set[Address] = set()
     for address in touched:
         if address in deleted_documents:
@@ -116,26 +161,10 @@ def make_plan(
                 kept |= _closure(target, resources)
         else:
             kept |= _closure(address, resources)
-    observed = {**(discovered or {}), **live}
-    fingerprints = {
-        address: observed[address].fingerprint()
-        for address in sorted(touched)
-        if address in observed
+    return {
+        **{a: resources[a].document() for a in sorted(kept) if a in resources},
+        **{a: d for a, d in deleted_documents.items() if a in touched},
     }
-    return Plan(
-        revision=desired.revision,
-        created_at=options.now.isoformat(timespec="seconds"),
-        source=options.source,
-        changes=changes,
-        actions=actions,
-        summary=_summary(changes, actions, unreachable),
-        diagnostics=diagnostics,
-        live_fingerprints=fingerprints,
-        resources={**{a: resources[a].document() for a in sorted(kept) if a in resources},
-                   **{a: d for a, d in deleted_documents.items() if a in touched}},
-        targets=sorted(options.targets),
-        refresh_only=options.refresh_only,
-    )
 
 
 def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> list[Action]:
@@ -150,20 +179,22 @@ def _number(planned: list[ResourcePlan], endpoints: Mapping[Address, str]) -> li
         ids[(address, draft.key)] = n
     actions = []
     for n, (_, address, _, draft) in enumerate(entries, start=1):
-        actions.append(Action(
-            id=n,
-            address=address,
-            operation=draft.operation,
-            params=draft.params,
-            depends_on=_dependencies(address, draft.after, ids),
-            disruptive=draft.disruptive,
-            status=draft.status,
-            reason=draft.reason,
-            endpoint=endpoints.get(address, ""),
-            provider=draft.provider,
-            expect=draft.expect,
-            description=draft.description,
-        ))
+        actions.append(
+            Action(
+                id=n,
+                address=address,
+                operation=draft.operation,
+                params=draft.params,
+                depends_on=_dependencies(address, draft.after, ids),
+                disruptive=draft.disruptive,
+                status=draft.status,
+                reason=draft.reason,
+                endpoint=endpoints.get(address, ""),
+                provider=draft.provider,
+                expect=draft.expect,
+                description=draft.description,
+            )
+        )
     return actions
 
 

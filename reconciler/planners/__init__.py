@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from reconciler.model import LiveResource, Resource
 from reconciler.model.registry import kinds, planner
-from reconciler.planners.server import Draft, PlanContext, ResourcePlan
+from reconciler.planners.base import Draft, PlanContext, ResourcePlan
 
 Planner = Callable[[Resource | None, LiveResource | None, PlanContext], ResourcePlan]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from reconciler.model import Diagnostic, DiffEntry, Expectation, LiveResource, Resource, Severity
 from reconciler.model.hardware import PowerState, ProvisioningState
-from reconciler.planners.server import Draft, PlanContext
+from reconciler.planners.base import Draft, PlanContext
+from reconciler.planners.diff import diff_declared
 from reconciler.userdata import RenderedUserData, UserDataError, render_user_data
 
 STATE = "provisioning.state"
@@ -49,122 +50,217 @@ def plan_provisioning(
     provisioning = server.spec.provisioning
     if provisioning is None:
         return result
-    address = server.address
-
-    def diag(severity: Severity, message: str, *path: str) -> None:
-        location = ctx.locate(address, ("spec", "provisioning", *path)) or server.location
-        field_name = ".".join(("spec.provisioning", *path)) if path else "spec.provisioning"
-        result.diagnostics.append(Diagnostic(severity=severity, message=message,
-                                             address=address, field=field_name,
-                                             location=location))
-
-    missing = live.facts.get(MISSING)
-    if missing:
-        diag(Severity.ERROR, str(missing))
-        return result
-    current = live.state.get(STATE)
+    current = _machine_state(server, live, ctx, result.diagnostics)
     if current is None:
-        diag(Severity.WARNING, "MAAS did not report this machine; provisioning is not planned")
         return result
-
-    want = provisioning.state
-    declared = provisioning.model_fields_set
-    deployed = want is ProvisioningState.DEPLOYED
+    deployed = provisioning.state is ProvisioningState.DEPLOYED
+    if deployed and server.spec.power is PowerState.OFF:
+        result.diagnostics.append(
+            _diagnostic(
+                ctx,
+                server,
+                Severity.WARNING,
+                "power: Off and state: Deployed disagree: MAAS "
+                "powers a machine on to deploy it, and a deployed machine is meant to run",
+                "state",
+            )
+        )
+    try:
+        rendered = _user_data(server, ctx) if deployed else None
+    except UserDataError as exc:
+        result.diagnostics.append(
+            _diagnostic(ctx, server, Severity.ERROR, str(exc), "userData", "template")
+        )
+        return result
     # MAAS has no "Released" status: a released machine is Ready again.
     target = "Deployed" if deployed else "Ready"
-
-    if deployed and server.spec.power is PowerState.OFF:
-        diag(Severity.WARNING, "power: Off and state: Deployed disagree: MAAS powers a machine "
-             "on to deploy it, and a deployed machine is meant to run", "state")
-
-    rendered: RenderedUserData | None = None
-    if deployed and provisioning.user_data is not None:
-        try:
-            if ctx.files is None:
-                raise UserDataError("this plan was made without the repository's files, so "
-                                    f"template {provisioning.user_data.template} cannot be read")
-            rendered = render_user_data(server, ctx.files)
-        except UserDataError as exc:
-            diag(Severity.ERROR, str(exc), "userData", "template")
-            return result
-
-    diff = result.diff
-    if current != target:
-        diff.append(DiffEntry(path=STATE, before=current, after=want.value))
-    distro_drift = image_drift = False
-    if deployed:
-        if provisioning.distro_series is not None and \
-                live.state.get(DISTRO) != provisioning.distro_series:
-            distro_drift = True
-            diff.append(DiffEntry(path=DISTRO, before=live.state.get(DISTRO),
-                                  after=provisioning.distro_series))
-        if rendered is not None and live.state.get(USER_DATA_HASH) != rendered.digest:
-            image_drift = True
-            diff.append(DiffEntry(path=USER_DATA_HASH, before=live.state.get(USER_DATA_HASH),
-                                  after=rendered.digest))
-    want_tags = sorted(set(provisioning.tags))
-    live_tags = sorted(live.state.get(TAGS) or [])
-    tags_drift = "tags" in declared and want_tags != live_tags
-    if tags_drift:
-        diff.append(DiffEntry(path=TAGS, before=live_tags, after=want_tags))
-
-    drafts = result.drafts
-    if tags_drift:
-        drafts.append(Draft(
-            key="provisioning.tags", operation="provisioning.tags", provider=PROVIDER,
-            params={"add": [t for t in want_tags if t not in live_tags],
-                    "remove": [t for t in live_tags if t not in want_tags]},
-            expect=Expectation(current={TAGS: want_tags}),
-            description="set MAAS tags"))
-
+    result.diff = _diff(server, live, current, target, rendered)
+    drifted = {entry.path for entry in result.diff}
+    if TAGS in drifted:
+        result.drafts.append(_tags_draft(server, live))
+    reimage = DISTRO in drifted or USER_DATA_HASH in drifted
     if current in _IN_PROGRESS:
-        if current != target or distro_drift or image_drift:
-            diag(Severity.WARNING, f"the machine is {current} in MAAS; its lifecycle is planned "
-                 "once that ends")
+        if current != target or reimage:
+            result.diagnostics.append(
+                _diagnostic(
+                    ctx,
+                    server,
+                    Severity.WARNING,
+                    f"the machine is {current} in MAAS; its lifecycle is planned once that ends",
+                )
+            )
         return result
-
-    chain: list[str] = list(after)
-
-    def add(draft: Draft) -> None:
-        draft.after = tuple(chain)
-        draft.provider = PROVIDER
-        drafts.append(draft)
-        chain[:] = [draft.key]
-
-    if current in _NEEDS_COMMISSIONING:
-        add(Draft(key="provisioning.commission", operation="provisioning.commission", params={},
-                  expect=Expectation(current={STATE: "Ready"}, settle_seconds=SETTLE_SECONDS),
-                  description="commission in MAAS"))
-        current = "Ready"
-
-    redeploy = current == "Deployed" and deployed and (distro_drift or image_drift)
-    if current in _HOLDS_IMAGE and (not deployed or redeploy or current == "FailedDeployment"):
-        what = "redeploy" if redeploy else "release"
-        add(Draft(key="provisioning.release", operation="provisioning.release", params={},
-                  disruptive=current == "Deployed",
-                  expect=Expectation(current={STATE: "Ready"}, settle_seconds=SETTLE_SECONDS),
-                  description=f"release in MAAS ({what})" if redeploy
-                  else "release in MAAS (the machine's disks are wiped of its OS)"))
-        current = "Ready"
-
-    if deployed and current == "Ready":
-        params: dict[str, Any] = {}
-        expected: dict[str, Any] = {STATE: "Deployed"}
-        if provisioning.distro_series is not None:
-            params["distroSeries"] = provisioning.distro_series
-            expected[DISTRO] = provisioning.distro_series
-        if rendered is not None:
-            params["template"] = rendered.template
-            params["userDataHash"] = rendered.digest
-            params["userData"] = rendered.text
-            expected[USER_DATA_HASH] = rendered.digest
-        series = provisioning.distro_series or "the default series"
-        add(Draft(key=DEPLOY_KEY, operation="provisioning.deploy", params=params,
-                  disruptive=redeploy,
-                  expect=Expectation(current=expected, settle_seconds=SETTLE_SECONDS),
-                  description=f"{'redeploy' if redeploy else 'deploy'} {series}"
-                  + (f" with user data from {rendered.template}" if rendered else "")))
-    elif current not in ("Ready", "Deployed") and current != target:
-        diag(Severity.WARNING, f"the machine is {current} in MAAS; Metalform does not move a "
-             "machine out of that state")
+    result.drafts.extend(
+        _lifecycle(server, current, reimage, rendered, after, ctx, result.diagnostics)
+    )
     return result
+
+
+def _diagnostic(
+    ctx: PlanContext, server: Resource, severity: Severity, message: str, *path: str
+) -> Diagnostic:
+    """A diagnostic on the Server's `spec.provisioning` (or one of its fields)."""
+    return ctx.diagnostic(
+        server,
+        severity,
+        message,
+        path=("spec", "provisioning", *path),
+        field_name=".".join(("spec.provisioning", *path)),
+    )
+
+
+def _machine_state(
+    server: Resource, live: LiveResource, ctx: PlanContext, diags: list[Diagnostic]
+) -> str | None:
+    """The machine's MAAS status, or None (and why) when there is no machine to plan for."""
+    missing = live.facts.get(MISSING)
+    if missing:
+        diags.append(_diagnostic(ctx, server, Severity.ERROR, str(missing)))
+        return None
+    current = live.state.get(STATE)
+    if current is None:
+        diags.append(
+            _diagnostic(
+                ctx,
+                server,
+                Severity.WARNING,
+                "MAAS did not report this machine; provisioning is not planned",
+            )
+        )
+    return current
+
+
+def _user_data(server: Resource, ctx: PlanContext) -> RenderedUserData | None:
+    """The user data to deploy with, rendered now so the plan shows it; None when none."""
+    user_data = server.spec.provisioning.user_data
+    if user_data is None:
+        return None
+    if ctx.files is None:
+        raise UserDataError(
+            "this plan was made without the repository's files, so "
+            f"template {user_data.template} cannot be read"
+        )
+    return render_user_data(server, ctx.files)
+
+
+def _diff(
+    server: Resource,
+    live: LiveResource,
+    current: str,
+    target: str,
+    rendered: RenderedUserData | None,
+) -> list[DiffEntry]:
+    """The status against its target (shown as declared), then the declared image and tags."""
+    provisioning = server.spec.provisioning
+    entries = []
+    if current != target:
+        entries.append(DiffEntry(path=STATE, before=current, after=provisioning.state.value))
+    want: dict[str, Any] = {}
+    if target == "Deployed" and provisioning.distro_series is not None:
+        want[DISTRO] = provisioning.distro_series
+    if target == "Deployed" and rendered is not None:
+        want[USER_DATA_HASH] = rendered.digest
+    if "tags" in provisioning.model_fields_set:
+        want[TAGS] = sorted(set(provisioning.tags))
+    # Tags are a set: compared sorted, whatever order MAAS lists them in.
+    held = {**live.state, TAGS: sorted(live.state.get(TAGS) or [])}
+    return [*entries, *diff_declared(want, held).entries]
+
+
+def _tags_draft(server: Resource, live: LiveResource) -> Draft:
+    want_tags = sorted(set(server.spec.provisioning.tags))
+    live_tags = sorted(live.state.get(TAGS) or [])
+    return Draft(
+        key="provisioning.tags",
+        operation="provisioning.tags",
+        provider=PROVIDER,
+        params={
+            "add": [t for t in want_tags if t not in live_tags],
+            "remove": [t for t in live_tags if t not in want_tags],
+        },
+        expect=Expectation(current={TAGS: want_tags}),
+        description="set MAAS tags",
+    )
+
+
+def _lifecycle(
+    server: Resource,
+    current: str,
+    reimage: bool,
+    rendered: RenderedUserData | None,
+    after: tuple[str, ...],
+    ctx: PlanContext,
+    diags: list[Diagnostic],
+) -> list[Draft]:
+    """Commission, release and deploy as needed, each after the one before."""
+    deployed = server.spec.provisioning.state is ProvisioningState.DEPLOYED
+    target = "Deployed" if deployed else "Ready"
+    steps: list[Draft] = []
+    if current in _NEEDS_COMMISSIONING:
+        steps.append(
+            Draft(
+                key="provisioning.commission",
+                operation="provisioning.commission",
+                params={},
+                expect=Expectation(current={STATE: "Ready"}, settle_seconds=SETTLE_SECONDS),
+                description="commission in MAAS",
+            )
+        )
+        current = "Ready"
+    redeploy = current == "Deployed" and deployed and reimage
+    if current in _HOLDS_IMAGE and (not deployed or redeploy or current == "FailedDeployment"):
+        steps.append(_release_draft(redeploy, disruptive=current == "Deployed"))
+        current = "Ready"
+    if deployed and current == "Ready":
+        steps.append(_deploy_draft(server, rendered, redeploy))
+    elif current not in ("Ready", "Deployed") and current != target:
+        diags.append(
+            _diagnostic(
+                ctx,
+                server,
+                Severity.WARNING,
+                f"the machine is {current} in "
+                "MAAS; Metalform does not move a machine out of that state",
+            )
+        )
+    for step in steps:
+        step.after, step.provider = after, PROVIDER
+        after = (step.key,)
+    return steps
+
+
+def _release_draft(redeploy: bool, disruptive: bool) -> Draft:
+    return Draft(
+        key="provisioning.release",
+        operation="provisioning.release",
+        params={},
+        disruptive=disruptive,
+        expect=Expectation(current={STATE: "Ready"}, settle_seconds=SETTLE_SECONDS),
+        description="release in MAAS (redeploy)"
+        if redeploy
+        else "release in MAAS (the machine's disks are wiped of its OS)",
+    )
+
+
+def _deploy_draft(server: Resource, rendered: RenderedUserData | None, redeploy: bool) -> Draft:
+    """Deploy the declared series, with the user data rendered at plan time."""
+    distro = server.spec.provisioning.distro_series
+    params: dict[str, Any] = {}
+    expected: dict[str, Any] = {STATE: "Deployed"}
+    if distro is not None:
+        params["distroSeries"] = distro
+        expected[DISTRO] = distro
+    if rendered is not None:
+        params["template"] = rendered.template
+        params["userDataHash"] = rendered.digest
+        params["userData"] = rendered.text
+        expected[USER_DATA_HASH] = rendered.digest
+    return Draft(
+        key=DEPLOY_KEY,
+        operation="provisioning.deploy",
+        params=params,
+        disruptive=redeploy,
+        expect=Expectation(current=expected, settle_seconds=SETTLE_SECONDS),
+        description=f"{'redeploy' if redeploy else 'deploy'} {distro or 'the default series'}"
+        + (f" with user data from {rendered.template}" if rendered else ""),
+    )

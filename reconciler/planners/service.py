@@ -14,17 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.model import (
-    Address,
-    Change,
     ChangeKind,
     Diagnostic,
-    DiffEntry,
     Expectation,
     LiveResource,
     Resource,
     Severity,
 )
-from reconciler.planners.server import Draft, PlanContext, ResourcePlan
+from reconciler.planners.base import Draft, PlanContext, ResourcePlan, readable
+from reconciler.planners.diff import Diff, creation, diff_declared, removal
 
 DRIVER = "docker"
 """Driver key of the provider that executes every Service action."""
@@ -103,161 +101,113 @@ def plan_service(
     if service is None:
         assert live is not None, "a deletion is planned only for a discovered container"
         return _plan_delete(live)
-    address = service.address
-    result = ResourcePlan(
-        address, Change(address=address, action=ChangeKind.NOOP, source=service.source)
-    )
-
-    def diag(
-        severity: Severity,
-        message: str,
-        field_name: str | None = None,
-        path: tuple[str | int, ...] = (),
-    ) -> None:
-        location = ctx.locate(address, path) if path else None
-        result.diagnostics.append(
-            Diagnostic(
-                severity=severity,
-                message=message,
-                address=address,
-                field=field_name,
-                location=location or service.location,
-            )
-        )
-
-    reserved = sorted(k for k in service.spec.labels if k.startswith(RESERVED_LABEL_PREFIX))
-    if reserved:
-        diag(
-            Severity.ERROR,
-            f"labels starting with {RESERVED_LABEL_PREFIX!r} are reserved for "
-            f"Metalform's own marks: {', '.join(reserved)}",
-            "spec.labels",
-            ("spec", "labels"),
-        )
+    result = ResourcePlan.noop(service.address, service.source)
+    reserved = _reserved_labels(service, ctx)
+    if reserved is not None:
+        result.diagnostics.append(reserved)
         return result
-
-    if live is None or not live.reachable:
-        why = live.error if live is not None and live.error else "no provider answered"
-        diag(Severity.WARNING, f"cannot read the Docker engine, nothing planned for it: {why}")
-        result.reachable = False
+    read = readable(result, service, live, ctx, "the Docker engine")
+    if read is None:
         return result
-
     want = desired_state(service)
     config = desired_config(service)
-    running = want["state"] == "Running"
-
-    conflict = live.facts.get("conflict")
-    if conflict:
-        # Someone else's container holds the name: report it, never adopt or replace it.
-        result.change = result.change.model_copy(
-            update={
-                "action": ChangeKind.CREATE,
-                "diff": [DiffEntry(path=p, after=v) for p, v in want.items()],
-            }
-        )
-        diag(Severity.ERROR, str(conflict))
+    conflict = read.facts.get("conflict")
+    if conflict or not read.exists:
+        result.record(ChangeKind.CREATE, creation(want))
+        if conflict:
+            # Someone else's container holds the name: report it, never adopt or replace it.
+            result.diagnostics.append(ctx.diagnostic(service, Severity.ERROR, str(conflict)))
+        else:
+            result.drafts.append(_create_draft(config, want))
         return result
-
-    if not live.exists:
-        result.change = result.change.model_copy(
-            update={
-                "action": ChangeKind.CREATE,
-                "diff": [DiffEntry(path=p, after=v) for p, v in want.items()],
-            }
-        )
-        result.drafts.append(
-            Draft(
-                key="create",
-                operation="service.create",
-                params={**config, "start": running},
-                provider=DRIVER,
-                expect=Expectation(current=want),
-                description="create the container" + (" and start it" if running else ""),
-            )
-        )
-        return result
-
     # A declared mapping is compared whole: a key the container has but Git dropped differs.
-    for prefix in MAPPED_PREFIXES:
-        if prefix.rstrip(".") in config:
-            for path in live.state:
-                if path.startswith(prefix) and path not in want:
-                    want[path] = None
-
-    diff = [
-        DiffEntry(path=p, before=live.state.get(p), after=v)
-        for p, v in want.items()
-        if live.state.get(p) != v
-    ]
-    if not diff:
-        return result
-    result.change = result.change.model_copy(update={"action": ChangeKind.UPDATE, "diff": diff})
-
-    changed = [d.path for d in diff if d.path != "state"]
-    if changed:
-        # The new container is created stopped, so a failed start is re-planned on its own.
-        config_paths = {p: v for p, v in want.items() if p != "state"}
-        result.drafts.append(
-            Draft(
-                key="recreate",
-                operation="service.recreate",
-                params=config,
-                disruptive=True,
-                provider=DRIVER,
-                expect=Expectation(current={**config_paths, "state": "Stopped"}),
-                description=f"remove and re-create the container ({', '.join(changed[:3])}"
-                f"{', ...' if len(changed) > 3 else ''} changed)",
-            )
-        )
-        if running:
-            result.drafts.append(
-                Draft(
-                    key="start",
-                    operation="service.start",
-                    params={},
-                    after=("recreate",),
-                    provider=DRIVER,
-                    expect=Expectation(current={"state": "Running"}),
-                    description="start the new container",
-                )
-            )
-    elif running:
-        result.drafts.append(
-            Draft(
-                key="start",
-                operation="service.start",
-                params={},
-                provider=DRIVER,
-                expect=Expectation(current={"state": "Running"}),
-                description="start the container",
-            )
-        )
-    else:
-        result.drafts.append(
-            Draft(
-                key="stop",
-                operation="service.stop",
-                params={},
-                disruptive=True,
-                provider=DRIVER,
-                expect=Expectation(current={"state": "Stopped"}),
-                description="stop the container",
-            )
-        )
+    whole = [prefix for prefix in MAPPED_PREFIXES if prefix.rstrip(".") in config]
+    diff = diff_declared(want, read.state, whole=whole)
+    if diff:
+        result.record(ChangeKind.UPDATE, diff.entries)
+        result.drafts.extend(_update_drafts(diff, config))
     return result
+
+
+def _reserved_labels(service: Resource, ctx: PlanContext) -> Diagnostic | None:
+    """Labels Metalform keeps for its own marks, if the Service declares any."""
+    reserved = sorted(k for k in service.spec.labels if k.startswith(RESERVED_LABEL_PREFIX))
+    if not reserved:
+        return None
+    message = (
+        f"labels starting with {RESERVED_LABEL_PREFIX!r} are reserved for "
+        f"Metalform's own marks: {', '.join(reserved)}"
+    )
+    return ctx.diagnostic(
+        service, Severity.ERROR, message, path=("spec", "labels"), field_name="spec.labels"
+    )
+
+
+def _create_draft(config: dict[str, Any], want: dict[str, Any]) -> Draft:
+    running = want["state"] == "Running"
+    return Draft(
+        key="create",
+        operation="service.create",
+        params={**config, "start": running},
+        provider=DRIVER,
+        expect=Expectation(current=want),
+        description="create the container" + (" and start it" if running else ""),
+    )
+
+
+def _update_drafts(diff: Diff, config: dict[str, Any]) -> list[Draft]:
+    """Recreate the container if its configuration changed, else start or stop it."""
+    running = diff.compared["state"] == "Running"
+    changed = [e.path for e in diff.entries if e.path != "state"]
+    if not changed:
+        return [_start_draft("start the container") if running else _stop_draft()]
+    # The new container is created stopped, so a failed start is re-planned on its own.
+    config_paths = {p: v for p, v in diff.compared.items() if p != "state"}
+    shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+    recreate = Draft(
+        key="recreate",
+        operation="service.recreate",
+        params=config,
+        disruptive=True,
+        provider=DRIVER,
+        expect=Expectation(current={**config_paths, "state": "Stopped"}),
+        description=f"remove and re-create the container ({shown} changed)",
+    )
+    if not running:
+        return [recreate]
+    return [recreate, _start_draft("start the new container", after=("recreate",))]
+
+
+def _start_draft(description: str, after: tuple[str, ...] = ()) -> Draft:
+    return Draft(
+        key="start",
+        operation="service.start",
+        params={},
+        after=after,
+        provider=DRIVER,
+        expect=Expectation(current={"state": "Running"}),
+        description=description,
+    )
+
+
+def _stop_draft() -> Draft:
+    return Draft(
+        key="stop",
+        operation="service.stop",
+        params={},
+        disruptive=True,
+        provider=DRIVER,
+        expect=Expectation(current={"state": "Stopped"}),
+        description="stop the container",
+    )
 
 
 def _plan_delete(live: LiveResource) -> ResourcePlan:
     """A managed container whose Service Git no longer declares: remove it."""
-    address: Address = live.address
-    result = ResourcePlan(address, Change(address=address, action=ChangeKind.NOOP))
+    result = ResourcePlan.noop(live.address)
     if not live.reachable or not live.exists:
         return result
-    result.change = Change(
-        address=address,
-        action=ChangeKind.DELETE,
-        diff=[DiffEntry(path=p, before=v) for p, v in sorted(live.state.items())],
-    )
+    result.record(ChangeKind.DELETE, removal(live.state))
     params: dict[str, Any] = {}
     engine = live.facts.get("engine")
     if isinstance(engine, str):

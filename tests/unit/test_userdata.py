@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.model import LiveResource, Severity
+from reconciler.planners.base import PlanContext
 from reconciler.planners.provisioning import plan_provisioning
-from reconciler.planners.server import PlanContext
 from reconciler.secrets import REDACTOR, SENSITIVE
 from reconciler.userdata import (
     UserDataError,
@@ -41,8 +41,9 @@ def render(tmp_path: Path, text: str, **vars: object) -> str:
 
 
 def test_renders_server_and_vars(tmp_path: Path) -> None:
-    server = maas_server("n1", template="cloud-init/node.yaml.j2",
-                         vars={"packages": ["dcgm", "nvidia-driver-550"]})
+    server = maas_server(
+        "n1", template="cloud-init/node.yaml.j2", vars={"packages": ["dcgm", "nvidia-driver-550"]}
+    )
     rendered = render_user_data(server, repository_files(repo_with(tmp_path, GOOD)))
     assert rendered.text.startswith("#cloud-config\nhostname: n1\n")
     assert 'packages: ["dcgm", "nvidia-driver-550"]' in rendered.text
@@ -50,15 +51,18 @@ def test_renders_server_and_vars(tmp_path: Path) -> None:
     assert rendered.template == "cloud-init/node.yaml.j2"
 
 
-@pytest.mark.parametrize(("template", "problem"), [
-    ("#cloud-config\nx: {{ vars.nope }}\n", "'dict object' has no attribute 'nope'"),
-    ("#cloud-config\nx: {{ server.__class__.__mro__ }}\n", "not allowed in the sandbox"),
-    ("#cloud-config\n{{ vars.packages.append('x') }}\n", "not allowed in the sandbox"),
-    ("#cloud-config\nx: [unclosed\n", "renders invalid YAML"),
-    ("packages: []\n", "the first line must be '#cloud-config'"),
-    ("#cloud-config\n- a\n- b\n", "must render a YAML mapping"),
-    ("#cloud-config\n{% if %}\n", "syntax error"),
-])
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("#cloud-config\nx: {{ vars.nope }}\n", "'dict object' has no attribute 'nope'"),
+        ("#cloud-config\nx: {{ server.__class__.__mro__ }}\n", "not allowed in the sandbox"),
+        ("#cloud-config\n{{ vars.packages.append('x') }}\n", "not allowed in the sandbox"),
+        ("#cloud-config\nx: [unclosed\n", "renders invalid YAML"),
+        ("packages: []\n", "the first line must be '#cloud-config'"),
+        ("#cloud-config\n- a\n- b\n", "must render a YAML mapping"),
+        ("#cloud-config\n{% if %}\n", "syntax error"),
+    ],
+)
 def test_template_problems_name_the_template(tmp_path: Path, template: str, problem: str) -> None:
     with pytest.raises(UserDataError) as caught:
         render(tmp_path, template, packages=["a"])
@@ -78,8 +82,9 @@ def test_paths_stay_inside_the_repository(tmp_path: Path) -> None:
 def test_a_secret_value_in_user_data_is_refused(tmp_path: Path) -> None:
     REDACTOR.add("userdata-test-secret-value")
     with pytest.raises(UserDataError, match="renders a secret value") as caught:
-        render(tmp_path, "#cloud-config\npassword: {{ vars.pw }}\n",
-               pw="userdata-test-secret-value")
+        render(
+            tmp_path, "#cloud-config\npassword: {{ vars.pw }}\n", pw="userdata-test-secret-value"
+        )
     assert "userdata-test-secret-value" not in str(caught.value)
     assert SENSITIVE not in str(caught.value)
 
@@ -90,8 +95,11 @@ def test_reads_a_git_revision_not_the_worktree(tmp_path: Path) -> None:
     repo = git.Repo.init(tmp_path)
     repo_with(tmp_path, GOOD)
     repo.index.add(["cloud-init/node.yaml.j2"])
-    repo.index.commit("template", author=git.Actor("t", "t@example.invalid"),
-                      committer=git.Actor("t", "t@example.invalid"))
+    repo.index.commit(
+        "template",
+        author=git.Actor("t", "t@example.invalid"),
+        committer=git.Actor("t", "t@example.invalid"),
+    )
     (tmp_path / "cloud-init" / "node.yaml.j2").write_text("changed in the worktree\n")
     assert repository_files(tmp_path, "HEAD")("cloud-init/node.yaml.j2") == GOOD
     with pytest.raises(UserDataError, match="does not exist in HEAD"):
@@ -99,17 +107,23 @@ def test_reads_a_git_revision_not_the_worktree(tmp_path: Path) -> None:
 
 
 def context(tmp_path: Path | None) -> PlanContext:
-    return PlanContext(resources={}, locate=lambda address, path: None, operations={},
-                       now=datetime(2026, 1, 1, tzinfo=UTC),
-                       files=repository_files(tmp_path) if tmp_path else None)
+    return PlanContext(
+        resources={},
+        locate=lambda address, path: None,
+        operations={},
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        files=repository_files(tmp_path) if tmp_path else None,
+    )
 
 
 def test_planner_puts_rendered_user_data_in_the_deploy(tmp_path: Path) -> None:
     repo_with(tmp_path, GOOD)
-    server = maas_server("n1", template="cloud-init/node.yaml.j2",
-                         vars={"packages": ["dcgm"]}, distro_series="noble")
-    live = LiveResource(address=server.address, state={"provisioning.state": "Ready",
-                                                      "provisioning.tags": []})
+    server = maas_server(
+        "n1", template="cloud-init/node.yaml.j2", vars={"packages": ["dcgm"]}, distro_series="noble"
+    )
+    live = LiveResource(
+        address=server.address, state={"provisioning.state": "Ready", "provisioning.tags": []}
+    )
     planned = plan_provisioning(server, live, context(tmp_path))
     assert planned.diagnostics == []
     (deploy,) = planned.drafts
