@@ -12,6 +12,7 @@ import falcon
 import falcon.media
 
 from reconciler.api.auth import Authenticator, AuthMiddleware
+from reconciler.api.body import BodyLimit, largest_limit
 from reconciler.api.errors import handle_error
 from reconciler.api.openapi import OpenApi, Operation, Route, build
 from reconciler.api.resources.applies import ApplyEvents, ApplyItem
@@ -40,6 +41,8 @@ class MetalformApp(falcon.App):  # type: ignore[type-arg]
     service: Service
     routes: list[Route]
     stopping: threading.Event
+    max_body: int
+    """The largest body any route takes: the HTTP server buffers no more than this."""
 
 
 class RequestMetrics:
@@ -122,8 +125,9 @@ def create_app(
         clients = forge_clients(config) if forge_clients_by_name is None \
             else forge_clients_by_name
         service = Service(config, engine, store, forge_clients=clients)
+    # order matters: the token is checked before the body's size, and both before reading it
     app = MetalformApp(middleware=[RequestMetrics(service),
-                                   AuthMiddleware(Authenticator(config.tokens))])
+                                   AuthMiddleware(Authenticator(config.tokens)), BodyLimit()])
     handlers: dict[str, Any] = {falcon.MEDIA_JSON: _JSON_OUT}
     app.resp_options.media_handlers.update(handlers)
     app.add_error_handler(Exception, handle_error)
@@ -138,4 +142,5 @@ def create_app(
     app.service = service
     app.routes = routes
     app.stopping = stopping
+    app.max_body = largest_limit(route.resource for route in routes)
     return app
