@@ -11,6 +11,7 @@ from typing import Any, cast
 import falcon
 import falcon.media
 
+from reconciler.api import schemas
 from reconciler.api.auth import Authenticator, AuthMiddleware
 from reconciler.api.body import BodyLimit, largest_limit
 from reconciler.api.errors import handle_error
@@ -78,36 +79,49 @@ def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
 
 def _routes(service: Service, stopping: threading.Event, max_body: int) -> list[Route]:
     config = service.config
+    string = {"type": "string"}
     return [
-        Route("/healthz", Health(), {"GET": Operation("Liveness: the process answers")}),
-        Route("/readyz", Ready(service),
-              {"GET": Operation("Readiness: database and repository reachable")}),
+        Route("/healthz", Health(), {"GET": Operation("Liveness: the process answers",
+                                                      response=schemas.HEALTH)}),
+        Route("/readyz", Ready(service), {"GET": Operation(
+            "Readiness: database and repository reachable", response=schemas.READINESS,
+            other_statuses={503: schemas.READINESS})}),
         Route("/metrics", Metrics(service),
               {"GET": Operation("Prometheus metrics", content_type="text/plain")}),
         Route("/api/v1/plans", Plans(service), {"POST": Operation(
             "Plan a revision (default: the tracked branch)", status=202,
-            body={"type": "object", "properties": {"revision": {"type": "string"}}})}),
+            body=schemas.PLAN_REQUEST, response=schemas.PLAN_CREATED)}),
         Route("/api/v1/plans/{id}", PlanItem(service), {"GET": Operation(
-            "A plan as JSON, or rendered with ?format=markdown|text", query=("format",))}),
+            "A plan as JSON, or rendered with ?format=markdown|text",
+            query={"format": schemas.PLAN_FORMAT}, response=schemas.PLAN,
+            other_types=("text/markdown", "text/plain"))}),
         Route("/api/v1/plans/{id}/apply", PlanApply(service), {"POST": Operation(
-            "Apply a plan; 409 when stale or another apply runs", status=202)}),
-        Route("/api/v1/applies/{id}", ApplyItem(service),
-              {"GET": Operation("An apply: per action status, timings and errors")}),
+            "Apply a plan; 409 when stale or another apply runs", status=202,
+            response=schemas.APPLY_CREATED)}),
+        Route("/api/v1/applies/{id}", ApplyItem(service), {"GET": Operation(
+            "An apply: per action status, timings and errors", response=schemas.APPLY)}),
         Route("/api/v1/applies/{id}/events", ApplyEvents(service, stopping), {"GET": Operation(
             "Server-Sent Events of an apply (resume with Last-Event-ID)",
-            content_type="text/event-stream", query=("lastEventId",))}),
+            content_type="text/event-stream", query={"lastEventId": schemas.EVENT_ID})}),
         Route("/api/v1/status", Status(service), {"GET": Operation(
-            "Last planned and applied revision, drift, per-kind counts")}),
+            "Last planned and applied revision, drift, per-kind counts",
+            response=schemas.STATUS)}),
         Route("/api/v1/resources", Resources(service), {"GET": Operation(
-            "Resources with sync and health", query=("kind", "label", "status"))}),
-        Route("/api/v1/resources/{kind}/{name}", ResourceItem(service),
-              {"GET": Operation("One resource's status and its part of the last plan")}),
+            "Resources with sync and health", response=schemas.RESOURCES,
+            query={"kind": string, "label": schemas.LABEL,
+                     "status": schemas.RESOURCE_STATUS})}),
+        Route("/api/v1/resources/{kind}/{name}", ResourceItem(service), {"GET": Operation(
+            "One resource's status and its part of the last plan",
+            response=schemas.RESOURCE)}),
         Route("/api/v1/history", History(service), {"GET": Operation(
-            "Plans and applies, newest first", query=("limit", "before"))}),
+            "Plans and applies, newest first", response=schemas.HISTORY,
+            query={"limit": schemas.HISTORY_LIMIT, "before": schemas.CURSOR})}),
         Route("/webhooks/github", Webhook(service, GITHUB_WEBHOOK, config.github, max_body),
-              {"POST": Operation("GitHub deliveries (X-Hub-Signature-256)", status=202)}),
+              {"POST": Operation("GitHub deliveries (X-Hub-Signature-256)", status=202,
+                                 other_statuses={200: schemas.OBJECT})}),
         Route("/webhooks/gitlab", Webhook(service, GITLAB_WEBHOOK, config.gitlab, max_body),
-              {"POST": Operation("GitLab deliveries (X-Gitlab-Token)", status=202)}),
+              {"POST": Operation("GitLab deliveries (X-Gitlab-Token)", status=202,
+                                 other_statuses={200: schemas.OBJECT})}),
     ]
 
 
