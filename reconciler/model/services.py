@@ -9,8 +9,10 @@ from pydantic import Field, field_validator
 
 from reconciler.model.base import SpecModel
 
-PORT = re.compile(r"^(\d{1,5}:)?\d{1,5}(/(tcp|udp))?$")
-VOLUME = re.compile(r"^[^:]+:/[^:]*(:(ro|rw))?$")
+PORT = re.compile(r"(?:([0-9]{1,5}):)?([0-9]{1,5})(?:/(?:tcp|udp))?")
+VOLUME = re.compile(r"[^:\n]+:/[^:\n]*(:(ro|rw))?")
+"""Both are matched with `fullmatch` (`$` would accept a trailing newline)."""
+MAX_PORT = 65535
 
 
 class ServiceState(str, enum.Enum):
@@ -41,14 +43,18 @@ class ServiceSpec(SpecModel):
     @classmethod
     def _ports(cls, ports: list[str]) -> list[str]:
         for port in ports:
-            if not PORT.match(port):
-                raise ValueError(f"port {port!r} is not HOST:CONTAINER[/tcp|udp]")
+            match = PORT.fullmatch(port)
+            if not match:
+                raise ValueError(f"port {port[:40]!r} is not HOST:CONTAINER[/tcp|udp]")
+            numbers = [int(n) for n in match.groups() if n is not None]
+            if not all(1 <= n <= MAX_PORT for n in numbers):
+                raise ValueError(f"port {port!r}: port numbers are 1 to {MAX_PORT}")
         return ports
 
     @field_validator("volumes")
     @classmethod
     def _volumes(cls, volumes: list[str]) -> list[str]:
         for volume in volumes:
-            if not VOLUME.match(volume):
-                raise ValueError(f"volume {volume!r} is not SOURCE:/PATH[:ro|rw]")
+            if not VOLUME.fullmatch(volume):
+                raise ValueError(f"volume {volume[:80]!r} is not SOURCE:/PATH[:ro|rw]")
         return volumes
