@@ -208,6 +208,25 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         bounded.__dict__.update(getattr(function, "__dict__", {}))
         return bounded
 
+    # --- compiling -----------------------------------------------------------------------
+
+    def parse(self, source: str, name: str | None = None,
+              filename: str | None = None) -> nodes.Template:
+        try:
+            return super().parse(source, name, filename)
+        except RecursionError:
+            raise _too_nested(self, source) from None
+
+    def compile(self, source: Any, name: str | None = None, filename: str | None = None,
+                raw: bool = False, defer_init: bool = False) -> Any:
+        # Jinja's parser and code generator recurse once per nesting level, and Python refuses
+        # more than 20 nested blocks: a deeply nested template must be an error, not a crash.
+        try:
+            return super().compile(  # type: ignore[call-overload]  # one body, two overloads
+                source, name, filename, raw, defer_init)
+        except (RecursionError, SyntaxError):
+            raise _too_nested(self, source if isinstance(source, str) else "") from None
+
     # --- rendering -----------------------------------------------------------------------
 
     def render(self, template: jinja2.Template, context: Mapping[str, Any],
@@ -247,6 +266,35 @@ def _joined_items(args: tuple[Any, ...]) -> list[Any]:
         _check_size(total, "a joined string")
         items.append(item)
     return items
+
+
+def _too_nested(env: jinja2.Environment, source: str) -> TemplateLimit:
+    """The error for a template nested too deeply to compile, at its most nested line."""
+    depth = chain = deepest = 0
+    line = None
+    try:
+        for lineno, kind, value in env.lex(source):
+            if kind == "operator" and value in "([{":
+                depth += 1
+            elif kind == "operator" and value in ")]}":
+                depth -= 1
+            elif kind == "name" and value in _BLOCKS:
+                depth += 1
+            elif kind == "name" and value.startswith("end") and value[3:] in _BLOCKS:
+                depth -= 1
+            elif kind == "operator" and value in _BINARY:
+                chain += 1  # a chain of operators nests as deeply as parentheses
+            elif kind in ("variable_end", "block_end"):
+                chain = 0
+            if depth + chain > deepest:
+                deepest, line = depth + chain, lineno
+    except jinja2.TemplateSyntaxError:
+        pass
+    return TemplateLimit("the template nests expressions or blocks too deeply", line)
+
+
+_BLOCKS = frozenset({"if", "for", "macro", "call", "filter", "block", "with"})
+_BINARY = frozenset({"+", "-", "*", "/", "//", "%", "**", "~"})
 
 
 def template_line(tb: TracebackType | None) -> int | None:

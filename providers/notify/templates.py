@@ -205,8 +205,11 @@ class Templates:
         """
         try:
             tree = self.env.parse(source)
+            template = self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(rule=rule, problem=f"line {exc.lineno}: {exc.message}") from None
+        except TemplateLimit as exc:
+            raise TemplateError(rule=rule, problem=str(exc)) from None
         unknown = meta.find_undeclared_variables(tree) - VARIABLES - set(self.env.globals)
         if unknown:
             raise TemplateError(
@@ -214,7 +217,6 @@ class Templates:
                 problem=f"unknown variable(s) {', '.join(sorted(unknown))}; "
                 f"a template can use {', '.join(sorted(VARIABLES))}",
             )
-        template = self.env.from_string(source)
         for event_type in event_types:
             self._render(rule, template, self.context(sample_event(event_type), rule, None))
         return template
