@@ -197,7 +197,8 @@ class _Builder:
         if depth > MAX_DEPTH:
             # The text is at most MAX_DEPTH deep (checked before composing), but aliases
             # nest a subtree wherever they are used: bound the values built too.
-            raise YamlProblem(_too_deep(), mark.line, mark.column)
+            raise YamlProblem(f"{_too_deep()} once its aliases are expanded",
+                              mark.line, mark.column)
         key = id(node)
         if key in self.active:
             raise YamlProblem("recursive YAML alias", mark.line, mark.column)
@@ -322,8 +323,8 @@ def _reader_problem(text: str, exc: ReaderError) -> YamlProblem:
     """
     character = exc.character if isinstance(exc.character, int) else None
     index = text.find(chr(character)) if character is not None else -1
-    what = f"character #x{character:04x}" if character is not None else "character"
-    message = f"invalid YAML: {what} is not allowed ({exc.reason})"
+    what = f" #x{character:04x}" if character is not None else ""
+    message = f"invalid YAML: control character{what} is not allowed"
     if index < 0:
         return YamlProblem(message, None, None)
     line_start = text.rfind("\n", 0, index) + 1
