@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from reconciler.errors import InputError
 from reconciler.load import SourceFile, load_files
@@ -19,6 +20,7 @@ from reconciler.windows import (
     zone,
 )
 from reconciler.yamlio import MAX_DEPTH, YamlProblem, load_documents
+from webhooks.events import GitEvent
 
 
 def _problem(text: str) -> YamlProblem:
@@ -134,3 +136,16 @@ def test_the_longest_window_is_still_quick_to_evaluate() -> None:
 def test_time_zones_that_are_not_zones_are_refused(name: str) -> None:
     with pytest.raises(CronError, match="unknown time zone"):
         zone(name)
+
+
+def test_shas_and_digests_from_outside_are_matched_whole() -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    event = {"kind": "push", "forge": "github", "delivery_id": "d", "event_name": "push"}
+    assert GitEvent.model_validate({**event, "head_sha": sha}).head_sha == sha
+    with pytest.raises(ValidationError):
+        GitEvent.model_validate({**event, "head_sha": sha + "\n"})
+    digest = "0" * 64
+    token = 'tokens: [{name: ci, role: viewer, sha256: "%s"}]\n'  # "\\n" is a newline
+    assert parse_config(token % digest).tokens[0].sha256 == digest
+    with pytest.raises(InputError):
+        parse_config(token % (digest + "\\n"))
