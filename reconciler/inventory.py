@@ -124,7 +124,7 @@ def _field_path(loc: Sequence[str | int]) -> str:
 def _name_problem(name: str) -> str | None:
     if len(name) > NAME_MAX:
         return f"is {len(name)} characters long; at most {NAME_MAX} allowed"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         return ("must be lowercase letters, digits, '.' and '-', starting and ending with a "
                 "letter or digit")
     return None

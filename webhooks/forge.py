@@ -40,8 +40,8 @@ MAX_PAGES = 50
 """Pages of comments searched for our marker (100 per page): bounds a pathological thread."""
 TRUNCATED = "\n\n_(truncated: the full plan is in Metalform)_"
 
-_GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_GITHUB_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # fullmatch, not `$`
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # fullmatch: `$` accepts a final newline
 
 
 class CommitState(enum.StrEnum):
@@ -231,7 +231,7 @@ class _HttpForge:
         return CommentRef(id=create(), created=True)
 
     def _check_sha(self, sha: str) -> str:
-        if not _SHA.match(sha):
+        if not _SHA.fullmatch(sha):
             raise ValueError(f"{self.forge.value}: not a commit sha: {_short(sha, 80)!r}")
         return sha
 
@@ -284,7 +284,7 @@ class GitHubClient(_HttpForge):
     @staticmethod
     def _repo(repository: str | int) -> str:
         name = str(repository)
-        if not _GITHUB_REPO.match(name) or ".." in name:
+        if not _GITHUB_REPO.fullmatch(name) or ".." in name:
             raise ValueError(f"github: not an owner/repo name: {_short(name, 80)!r}")
         return "/repos/" + "/".join(quote(part, safe="") for part in name.split("/"))
 

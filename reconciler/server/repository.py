@@ -25,7 +25,7 @@ from reconciler.server.config import redact_url
 log = logging.getLogger("metalform.server.repository")
 
 GIT_TIMEOUT_SECONDS = 120.0
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # fullmatch: `$` accepts a final newline
 # Never wait for a password on a terminal the server does not have.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
 
@@ -188,7 +188,7 @@ class Tracker:
             repo.close()
 
     def has_commit(self, sha: str) -> bool:
-        if not _SHA.match(sha) or not (self.clone_dir / ".git").is_dir():
+        if not _SHA.fullmatch(sha) or not (self.clone_dir / ".git").is_dir():
             return False
         repo = git.Repo(self.clone_dir)
         try:
@@ -200,7 +200,7 @@ class Tracker:
         """`ref` when it names a branch of the remote (as last fetched), else None."""
         if ref is None:
             return self.branch
-        if _SHA.match(ref) or not (self.clone_dir / ".git").is_dir():
+        if _SHA.fullmatch(ref) or not (self.clone_dir / ".git").is_dir():
             return None
         repo = git.Repo(self.clone_dir)
         try:
