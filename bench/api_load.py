@@ -32,10 +32,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from providers.memory import MemoryFleet, memory_factory
-from reconciler.engine import Engine
 from metalform.server.config import config_from_mapping
 from metalform.server.serve import Server
+from providers.memory import MemoryFleet, memory_factory
+from reconciler.engine import Engine
 from tests.fakes.forge import FakeForge
 from webhooks.github import sign
 

@@ -13,14 +13,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from reconciler import __version__
-from reconciler.apply import ActionResult
-from reconciler.concurrency import DEFAULT_PARALLELISM
-from reconciler.engine import Engine, PlanRun, Settings
-from reconciler.errors import InputError, MetalformError
 from metalform.events import APPLY_FAILED, APPLY_STARTED, APPLY_SUCCEEDED, PLAN_FAILED
-from reconciler.load import load
-from reconciler.model import Action, ActionStatus, Plan
 from metalform.notify.payloads import (
     RunNotifications,
     apply_finished_payload,
@@ -30,6 +23,13 @@ from metalform.notify.payloads import (
     planned_event,
     result_entry,
 )
+from reconciler import __version__
+from reconciler.apply import ActionResult
+from reconciler.concurrency import DEFAULT_PARALLELISM
+from reconciler.engine import Engine, PlanRun, Settings
+from reconciler.errors import InputError, MetalformError
+from reconciler.load import load
+from reconciler.model import Action, ActionStatus, Plan
 from reconciler.render import RENDERERS
 from reconciler.secrets import REDACTOR, RedactingFilter
 

@@ -7,13 +7,16 @@ Metalform prints; a fingerprint (keyed HMAC) stands for the value wherever a cha
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import logging
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from reconciler.errors import MetalformError
 from reconciler.model.credentials import SecretRef
@@ -43,19 +46,54 @@ class SecretUnavailable(MetalformError):
     template = "{what} is not set ({ref})"
 
 
+def _base64_forms(raw: bytes) -> set[str]:
+    """`raw` in standard and URL-safe base64, with and without padding."""
+    forms: set[str] = set()
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return forms
+
+
+def encodings(value: str) -> set[str]:
+    """The forms in which a secret travels and may come back in someone's error text: raw,
+    URL-encoded (query strings, form bodies, URLs), JSON-escaped (a JSON body quoting it)
+    and base64 (tokens, `Basic` credentials)."""
+    forms = {value, quote(value, safe=""), quote(value), quote_plus(value),
+             json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return forms | _base64_forms(value.encode("utf-8"))
+
+
+def login_encodings(username: str, secret: str) -> set[str]:
+    """The forms of a `username:secret` pair: what HTTP Basic sends in `Authorization`, which
+    a BMC may echo in its error body. The pair is encoded as a whole, so the base64 of the
+    secret alone does not show in it."""
+    return _base64_forms(f"{username}:{secret}".encode())
+
+
 class Redactor:
-    """Replaces every known secret value in a text with `(sensitive)`."""
+    """Replaces every known secret value, in every encoding of it, with `(sensitive)`."""
 
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
+        """Know `value` and its encodings (see `encodings`)."""
         # Very short values would redact ordinary words; a BMC password is never that short
         # and a 1-3 character secret is rejected by nothing else, so keep them all.
         if value:
-            with self._lock:
-                self._values.add(value)
+            self._extend(encodings(value))
+
+    def add_login(self, username: str | None, secret: str) -> None:
+        """Know a secret and, with its username, the `Basic` credentials they make."""
+        self.add(secret)
+        if username and secret:
+            self._extend(login_encodings(username, secret))
+
+    def _extend(self, forms: set[str]) -> None:
+        with self._lock:
+            self._values.update(form for form in forms if form)
 
     def __call__(self, text: str) -> str:
         with self._lock:
@@ -118,3 +156,8 @@ class ResolvedCredential:
     name: str
     username: str | None
     secret: Secret
+
+    def __post_init__(self) -> None:
+        # Whoever builds one is about to log in with it: from here on the redactor knows the
+        # pair in the forms a client sends it (an `Authorization: Basic` header echoed back).
+        REDACTOR.add_login(self.username, self.secret.reveal())

@@ -16,15 +16,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from reconciler.model import Resource
+from reconciler.sandbox import MAX_SIZE, BoundedSandbox, TemplateLimit
 from reconciler.secrets import REDACTOR
+from reconciler.yamlio import YamlProblem, load_documents
 
 CLOUD_CONFIG_HEADER = "#cloud-config"
 MAX_TEMPLATE_BYTES = 256 * 1024
+MAX_USER_DATA = MAX_SIZE
+"""Longest rendered user data, in characters."""
 
 FileReader = Callable[[str], str]
 """Reads a repository file by its relative POSIX path; raises UserDataError when it cannot."""
@@ -99,8 +100,8 @@ def repository_files(root: Path, rev: str | None = None) -> FileReader:
     return read_revision
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+def _environment() -> BoundedSandbox:
+    return BoundedSandbox(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
@@ -132,7 +133,10 @@ def render_user_data(server: Resource, read: FileReader) -> RenderedUserData:
     env = _environment()
     try:
         template = env.from_string(source)
-        text = template.render(template_context(server))
+        text = env.render(template, template_context(server), MAX_USER_DATA)
+    except TemplateLimit as exc:
+        where = f"{path}:{exc.line}" if exc.line else path
+        raise UserDataError(f"template {where}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise UserDataError(f"template {path}:{exc.lineno}: syntax error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
@@ -158,13 +162,15 @@ def check_cloud_config(path: str, text: str) -> None:
         raise UserDataError(f"template {path} must render cloud-config: the first line must be "
                             f"{CLOUD_CONFIG_HEADER!r}, not {first[:40]!r}")
     try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        documents = list(load_documents(text))
+    except YamlProblem as exc:
+        where = f":{exc.line + 1}" if exc.line is not None else ""
         raise UserDataError(f"template {path} renders invalid YAML (rendered line{where}): "
-                            f"{problem}") from None
+                            f"{exc.message.removeprefix('invalid YAML: ')}") from None
+    if len(documents) > 1:
+        raise UserDataError(f"template {path} must render one YAML document, "
+                            f"not {len(documents)}")
+    data = documents[0][0] if documents else None
     if data is not None and not isinstance(data, dict):
         raise UserDataError(f"template {path} must render a YAML mapping, "
                             f"not {type(data).__name__}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,6 +20,10 @@ NAMES = {
 FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
           ("day of week", 0, 7))
 UNITS = {"m": 1, "h": 60, "d": 1440}
+MAX_DURATION = timedelta(days=31)
+"""Longest a maintenance window may stay open (a longer one would be open all the time)."""
+_COMMON_YEAR = 2023
+"""A year without February 29: a cron that fires in it fires every year."""
 
 
 class CronError(ValueError):
@@ -53,8 +57,8 @@ def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
         step = 1
         if "/" in part:
             part, step_text = part.split("/", 1)
-            if not step_text.isdigit() or int(step_text) < 1:
-                raise CronError(f"bad step in {name}: {step_text!r}")
+            if not re.fullmatch(r"[0-9]{1,3}", step_text) or int(step_text) < 1:
+                raise CronError(f"bad step in {name}: {step_text[:20]!r}")
             step = int(step_text)
         if part == "*":
             start, end = low, high
@@ -65,7 +69,7 @@ def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
             start = _value(part, name, low, high)
             end = high if step > 1 else start
         if start > end:
-            raise CronError(f"empty range in {name}: {part!r}")
+            raise CronError(f"empty range in {name}: {part[:20]!r}")
         values.update(range(start, end + 1, step))
     if name == "day of week" and 7 in values:
         values.discard(7)
@@ -76,8 +80,8 @@ def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
 def _value(text: str, name: str, low: int, high: int) -> int:
     if text in NAMES:
         return NAMES[text]
-    if not re.fullmatch(r"\d+", text) or not low <= int(text) <= high:
-        raise CronError(f"{name} must be {low}-{high}, not {text!r}")
+    if not re.fullmatch(r"[0-9]{1,3}", text) or not low <= int(text) <= high:
+        raise CronError(f"{name} must be {low}-{high}, not {text[:20]!r}")
     return int(text)
 
 
@@ -93,18 +97,37 @@ def parse_cron(expression: str) -> Cron:
                 any_day=parts[2] == "*", any_weekday=parts[4] == "*")
 
 
+def check_fires_yearly(expression: str) -> None:
+    """Refuse a cron that does not fire every year (`0 2 30 2 *`, or only on February 29):
+    its window would never open and the actions it guards would wait for ever."""
+    spec = parse_cron(expression)
+    hour, minute = min(spec.hours), min(spec.minutes)
+    day = date(_COMMON_YEAR, 1, 1)
+    while day.year == _COMMON_YEAR:
+        if spec.matches(datetime(day.year, day.month, day.day, hour, minute)):
+            return
+        day += timedelta(days=1)
+    raise CronError(f"cron {expression[:60]!r} does not fire every year: a maintenance window "
+                    "must open at least once a year")
+
+
 def parse_duration(text: str) -> timedelta:
-    match = re.fullmatch(r"(\d+)([mhd])", text)
+    """A window's length, `90m`, `4h` or `1d`, from one minute to MAX_DURATION."""
+    match = re.fullmatch(r"([0-9]{1,6})([mhd])", text)
     if not match:
-        raise CronError(f"duration must look like 90m, 4h or 1d, not {text!r}")
-    return timedelta(minutes=int(match.group(1)) * UNITS[match.group(2)])
+        raise CronError(f"duration must look like 90m, 4h or 1d, not {text[:40]!r}")
+    length = timedelta(minutes=int(match.group(1)) * UNITS[match.group(2)])
+    if not timedelta(minutes=1) <= length <= MAX_DURATION:
+        raise CronError(f"duration must be between 1m and {MAX_DURATION.days}d")
+    return length
 
 
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CronError(f"unknown time zone {name!r}") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name of the zone database that is a folder (`America`) or unreadable.
+        raise CronError(f"unknown time zone {name[:60]!r}") from None
 
 
 @lru_cache(maxsize=1024)

@@ -16,12 +16,19 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
 MAX_NODES = 100_000
 """A document expanding to more values than this is refused: YAML alias bombs."""
+MAX_DEPTH = 100
+"""Collections nested deeper than this are refused. The resource format needs fewer than ten
+levels; the limit is checked on the parser's event stream (which is iterative) before the node
+tree is composed, because ruamel's C composer recurses without a limit and a document nested
+some 30,000 levels deep (60 KB) crashes the process."""
 
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -69,11 +76,14 @@ class _Yaml12Resolver(VersionedResolver):
 class YamlProblem(Exception):
     """A document that is not acceptable YAML for Metalform, with its 0-based position."""
 
-    def __init__(self, message: str, line: int | None, column: int | None) -> None:
+    def __init__(self, message: str, line: int | None, column: int | None, *,
+                 syntax: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
+        self.syntax = syntax
+        """A parser's syntax error (the pure parser may accept what the C parser refused)."""
 
 
 @dataclass
@@ -147,26 +157,36 @@ class _Builder:
     def scalar(self, node: ScalarNode) -> Any:
         tag = _tag(node)
         text = node.value
+        mark = node.start_mark
+        if "\0" in text:
+            # A path or template name holding NUL cannot be opened, only traced back.
+            raise YamlProblem("a NUL character (\\0) is not allowed in a value",
+                              mark.line, mark.column)
         if tag == _STR:
             return text
+        # Errors never quote the value: it may be a literal secret (`password: !!int ...`).
         try:
             if tag == _INT:
                 return _int(text)
             if tag == _FLOAT:
-                return _float(text)
+                value = _float(text)
+                if not math.isfinite(value):
+                    raise YamlProblem("numbers must be finite (.nan and .inf are not allowed)",
+                                      mark.line, mark.column)
+                return value
             if tag == _BOOL:
                 return text.lower() == "true"
             if tag == _NULL:
                 return None
             value = self.constructor.construct_object(node, deep=True)
         except (ValueError, YAMLError):
-            raise YamlProblem(f"cannot read {text!r} as {tag.removeprefix(_TAG)}",
-                              node.start_mark.line, node.start_mark.column) from None
+            raise YamlProblem(f"this value cannot be read as {tag.removeprefix(_TAG)}",
+                              mark.line, mark.column) from None
         if hasattr(value, "isoformat"):
             return value.isoformat()
         return value if isinstance(value, str | int | float | bool) else str(value)
 
-    def build(self, node: Node) -> tuple[Any, Pos]:
+    def build(self, node: Node, depth: int = 1) -> tuple[Any, Pos]:
         self.count += 1
         if self.count > MAX_NODES:
             raise _TooLarge
@@ -174,20 +194,25 @@ class _Builder:
         pos = Pos(mark.line, mark.column)
         if isinstance(node, ScalarNode):
             return self.scalar(node), pos
+        if depth > MAX_DEPTH:
+            # The text is at most MAX_DEPTH deep (checked before composing), but aliases
+            # nest a subtree wherever they are used: bound the values built too.
+            raise YamlProblem(f"{_too_deep()} once its aliases are expanded",
+                              mark.line, mark.column)
         key = id(node)
         if key in self.active:
             raise YamlProblem("recursive YAML alias", mark.line, mark.column)
         self.active.add(key)
         try:
-            return self._collection(node, pos)
+            return self._collection(node, pos, depth)
         finally:
             self.active.discard(key)
 
-    def _collection(self, node: Node, pos: Pos) -> tuple[Any, Pos]:
+    def _collection(self, node: Node, pos: Pos, depth: int) -> tuple[Any, Pos]:
         if isinstance(node, SequenceNode):
             items = []
             for index, child in enumerate(node.value):
-                value, child_pos = self.build(child)
+                value, child_pos = self.build(child, depth + 1)
                 items.append(value)
                 pos.children[index] = child_pos
             return items, pos
@@ -211,13 +236,13 @@ class _Builder:
                 # Name the key, never the values: a duplicated key may hold a literal secret.
                 raise YamlProblem(f"duplicate key {key!r}", key_node.start_mark.line,
                                   key_node.start_mark.column)
-            value, child_pos = self.build(value_node)
+            value, child_pos = self.build(value_node, depth + 1)
             result[key] = value
             kmark = key_node.start_mark
             child_pos.line, child_pos.column = kmark.line, kmark.column
             pos.children[key] = child_pos
         for source in merged:  # explicit keys win over merged ones
-            value, source_pos = self.build(source)
+            value, source_pos = self.build(source, depth)
             for key, item in value.items():
                 if key not in result:
                     result[key] = item
@@ -225,11 +250,34 @@ class _Builder:
         return result, pos
 
 
+def _too_deep() -> str:
+    return f"YAML nested deeper than {MAX_DEPTH} levels"
+
+
+def check_depth(text: str, *, pure: bool = False) -> None:
+    """Refuse `text` when its collections nest deeper than MAX_DEPTH, at the first one past it.
+
+    Walks the parser's events, which needs no recursion, so it is safe on any input; raises
+    YamlProblem (or the parser's MarkedYAMLError for invalid YAML).
+    """
+    depth = 0
+    for event in YAML(typ="safe", pure=pure).parse(text):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlProblem(_too_deep(), mark.line, mark.column)
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
 def load_documents(text: str) -> Iterator[tuple[Any, Pos]]:
     """Plain values and positions of every non-empty document of `text`."""
     try:
         documents = _compose(text, pure=False)
-    except YamlProblem:
+    except YamlProblem as problem:
+        if not problem.syntax:
+            raise
         # libyaml (the C parser) rejects some valid YAML 1.2 that ruamel's own parser accepts,
         # such as `{url: https://host}` in flow style: try that before reporting an error.
         documents = _compose(text, pure=True)
@@ -241,6 +289,7 @@ def _compose(text: str, *, pure: bool) -> list[tuple[Any, Pos]]:
     yaml.Resolver = _Yaml12Resolver
     documents: list[tuple[Any, Pos]] = []
     try:
+        check_depth(text, pure=pure)
         for node in yaml.compose_all(text):
             if node is None:
                 continue
@@ -258,9 +307,25 @@ def _compose(text: str, *, pure: bool) -> list[tuple[Any, Pos]]:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc).splitlines()[0]
         raise YamlProblem(f"invalid YAML: {problem}", mark.line if mark else None,
-                          mark.column if mark else None) from None
+                          mark.column if mark else None, syntax=True) from None
+    except ReaderError as exc:
+        raise _reader_problem(text, exc) from None
     except YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {str(exc).splitlines()[0]}", None, None) from None
-    except RecursionError:
-        raise YamlProblem("YAML nested too deeply", None, None) from None
     return documents
+
+
+def _reader_problem(text: str, exc: ReaderError) -> YamlProblem:
+    """A character YAML does not allow (NUL, other control characters), where it first is.
+
+    The reader's own position is in bytes for the C parser and in characters for the pure one:
+    the first occurrence of the character is the one it stopped at either way.
+    """
+    character = exc.character if isinstance(exc.character, int) else None
+    index = text.find(chr(character)) if character is not None else -1
+    what = f" #x{character:04x}" if character is not None else ""
+    message = f"invalid YAML: control character{what} is not allowed"
+    if index < 0:
+        return YamlProblem(message, None, None)
+    line_start = text.rfind("\n", 0, index) + 1
+    return YamlProblem(message, text.count("\n", 0, index), index - line_start)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, computed_field, field_validator, mod
 ZERO_SHA = "0" * 40
 """What both forges send as `before` of a created ref and `after` of a deleted one."""
 
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1 or SHA-256 object names
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # SHA-1 or SHA-256 names, fullmatch
 # Refs and branch names reach git command lines; git itself forbids these, so refusing them
 # rejects no real payload and keeps option-like or control-character names out.
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|^-|\.\.|@\{")
@@ -162,7 +162,7 @@ class GitEvent(BaseModel):
     @field_validator("head_sha", "before_sha")
     @classmethod
     def _sha(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA.match(value):
+        if value is not None and not _SHA.fullmatch(value):
             raise ValueError("not a commit sha (40 or 64 lowercase hex digits)")
         return value
 

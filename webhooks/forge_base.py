@@ -33,7 +33,7 @@ MAX_PAGES = 50
 """Pages of comments searched for our marker (100 per page): bounds a pathological thread."""
 TRUNCATED = "\n\n_(truncated: the full plan is in Metalform)_"
 
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # fullmatch: `$` accepts a final newline
 
 
 class CommitState(enum.StrEnum):
@@ -221,7 +221,7 @@ class HttpForge:
         raise NotImplementedError
 
     def _check_sha(self, sha: str) -> str:
-        if not _SHA.match(sha):
+        if not _SHA.fullmatch(sha):
             raise ValueError(f"{self.forge.value}: not a commit sha: {short(sha, 80)!r}")
         return sha
 

@@ -23,7 +23,7 @@ from webhooks.forge_base import (
 
 GITHUB_API_URL = "https://api.github.com"
 
-_GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_GITHUB_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # fullmatch, not `$`
 
 
 class GitHubClient(HttpForge):
@@ -53,7 +53,7 @@ class GitHubClient(HttpForge):
     @staticmethod
     def _repo(repository: str | int) -> str:
         name = str(repository)
-        if not _GITHUB_REPO.match(name) or ".." in name:
+        if not _GITHUB_REPO.fullmatch(name) or ".." in name:
             raise ValueError(f"github: not an owner/repo name: {short(name, 80)!r}")
         return "/repos/" + "/".join(quote(part, safe="") for part in name.split("/"))
 

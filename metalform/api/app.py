@@ -11,7 +11,9 @@ from typing import Any, cast
 import falcon
 import falcon.media
 
+from metalform.api import schemas
 from metalform.api.auth import Authenticator, AuthMiddleware
+from metalform.api.body import BodyLimit, largest_limit
 from metalform.api.errors import handle_error
 from metalform.api.openapi import OpenApi, Operation, Route, build
 from metalform.api.resources.applies import ApplyEvents, ApplyItem
@@ -19,11 +21,11 @@ from metalform.api.resources.plans import PlanApply, PlanItem, Plans
 from metalform.api.resources.probes import Health, Metrics, Ready
 from metalform.api.resources.status import History, ResourceItem, Resources, Status
 from metalform.api.resources.webhooks import Webhook
-from reconciler.engine import Engine
-from reconciler.secrets import REDACTOR
 from metalform.server.config import ServerConfig
 from metalform.server.service import Service
 from metalform.store import Store
+from reconciler.engine import Engine
+from reconciler.secrets import REDACTOR
 from webhooks import MAX_BODY_BYTES, ForgeClient, make_client
 from webhooks.github import WEBHOOK as GITHUB_WEBHOOK
 from webhooks.gitlab import WEBHOOK as GITLAB_WEBHOOK
@@ -40,6 +42,8 @@ class MetalformApp(falcon.App):  # type: ignore[type-arg]
     service: Service
     routes: list[Route]
     stopping: threading.Event
+    max_body: int
+    """The largest body any route takes: the HTTP server buffers no more than this."""
 
 
 class RequestMetrics:
@@ -75,36 +79,49 @@ def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
 
 def _routes(service: Service, stopping: threading.Event, max_body: int) -> list[Route]:
     config = service.config
+    string = {"type": "string"}
     return [
-        Route("/healthz", Health(), {"GET": Operation("Liveness: the process answers")}),
-        Route("/readyz", Ready(service),
-              {"GET": Operation("Readiness: database and repository reachable")}),
+        Route("/healthz", Health(), {"GET": Operation("Liveness: the process answers",
+                                                      response=schemas.HEALTH)}),
+        Route("/readyz", Ready(service), {"GET": Operation(
+            "Readiness: database and repository reachable", response=schemas.READINESS,
+            other_statuses={503: schemas.READINESS})}),
         Route("/metrics", Metrics(service),
               {"GET": Operation("Prometheus metrics", content_type="text/plain")}),
         Route("/api/v1/plans", Plans(service), {"POST": Operation(
             "Plan a revision (default: the tracked branch)", status=202,
-            body={"type": "object", "properties": {"revision": {"type": "string"}}})}),
+            body=schemas.PLAN_REQUEST, response=schemas.PLAN_CREATED)}),
         Route("/api/v1/plans/{id}", PlanItem(service), {"GET": Operation(
-            "A plan as JSON, or rendered with ?format=markdown|text", query=("format",))}),
+            "A plan as JSON, or rendered with ?format=markdown|text",
+            query={"format": schemas.PLAN_FORMAT}, response=schemas.PLAN,
+            other_types=("text/markdown", "text/plain"))}),
         Route("/api/v1/plans/{id}/apply", PlanApply(service), {"POST": Operation(
-            "Apply a plan; 409 when stale or another apply runs", status=202)}),
-        Route("/api/v1/applies/{id}", ApplyItem(service),
-              {"GET": Operation("An apply: per action status, timings and errors")}),
+            "Apply a plan; 409 when stale or another apply runs", status=202,
+            response=schemas.APPLY_CREATED)}),
+        Route("/api/v1/applies/{id}", ApplyItem(service), {"GET": Operation(
+            "An apply: per action status, timings and errors", response=schemas.APPLY)}),
         Route("/api/v1/applies/{id}/events", ApplyEvents(service, stopping), {"GET": Operation(
             "Server-Sent Events of an apply (resume with Last-Event-ID)",
-            content_type="text/event-stream", query=("lastEventId",))}),
+            content_type="text/event-stream", query={"lastEventId": schemas.EVENT_ID})}),
         Route("/api/v1/status", Status(service), {"GET": Operation(
-            "Last planned and applied revision, drift, per-kind counts")}),
+            "Last planned and applied revision, drift, per-kind counts",
+            response=schemas.STATUS)}),
         Route("/api/v1/resources", Resources(service), {"GET": Operation(
-            "Resources with sync and health", query=("kind", "label", "status"))}),
-        Route("/api/v1/resources/{kind}/{name}", ResourceItem(service),
-              {"GET": Operation("One resource's status and its part of the last plan")}),
+            "Resources with sync and health", response=schemas.RESOURCES,
+            query={"kind": string, "label": schemas.LABEL,
+                     "status": schemas.RESOURCE_STATUS})}),
+        Route("/api/v1/resources/{kind}/{name}", ResourceItem(service), {"GET": Operation(
+            "One resource's status and its part of the last plan",
+            response=schemas.RESOURCE)}),
         Route("/api/v1/history", History(service), {"GET": Operation(
-            "Plans and applies, newest first", query=("limit", "before"))}),
+            "Plans and applies, newest first", response=schemas.HISTORY,
+            query={"limit": schemas.HISTORY_LIMIT, "before": schemas.CURSOR})}),
         Route("/webhooks/github", Webhook(service, GITHUB_WEBHOOK, config.github, max_body),
-              {"POST": Operation("GitHub deliveries (X-Hub-Signature-256)", status=202)}),
+              {"POST": Operation("GitHub deliveries (X-Hub-Signature-256)", status=202,
+                                 other_statuses={200: schemas.OBJECT})}),
         Route("/webhooks/gitlab", Webhook(service, GITLAB_WEBHOOK, config.gitlab, max_body),
-              {"POST": Operation("GitLab deliveries (X-Gitlab-Token)", status=202)}),
+              {"POST": Operation("GitLab deliveries (X-Gitlab-Token)", status=202,
+                                 other_statuses={200: schemas.OBJECT})}),
     ]
 
 
@@ -122,8 +139,9 @@ def create_app(
         clients = forge_clients(config) if forge_clients_by_name is None \
             else forge_clients_by_name
         service = Service(config, engine, store, forge_clients=clients)
+    # order matters: the token is checked before the body's size, and both before reading it
     app = MetalformApp(middleware=[RequestMetrics(service),
-                                   AuthMiddleware(Authenticator(config.tokens))])
+                                   AuthMiddleware(Authenticator(config.tokens)), BodyLimit()])
     handlers: dict[str, Any] = {falcon.MEDIA_JSON: _JSON_OUT}
     app.resp_options.media_handlers.update(handlers)
     app.add_error_handler(Exception, handle_error)
@@ -138,4 +156,5 @@ def create_app(
     app.service = service
     app.routes = routes
     app.stopping = stopping
+    app.max_body = largest_limit(route.resource for route in routes)
     return app

@@ -14,12 +14,12 @@ from typing import Any
 import falcon
 from pydantic import ValidationError
 
-from reconciler.errors import InputError, MetalformError, StalePlanError
-from reconciler.secrets import REDACTOR
+from metalform.server.jobs import ShuttingDown
 from metalform.server.repository import RepositoryUnavailable
 from metalform.server.service import ApplyInProgress, PlanNotApplicable
-from metalform.server.jobs import ShuttingDown
 from metalform.store import ConflictError, NotFoundError, StoreError
+from reconciler.errors import InputError, MetalformError, StalePlanError
+from reconciler.secrets import REDACTOR
 from webhooks import WebhookError
 
 log = logging.getLogger("metalform.api")

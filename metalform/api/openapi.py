@@ -15,13 +15,25 @@ _PARAM = re.compile(r"{(\w+)(?::[^}]*)?}")
 _ERROR = {"$ref": "#/components/responses/Error"}
 
 
+STRING: dict[str, Any] = {"type": "string"}
+
+
 @dataclass(frozen=True)
 class Operation:
+    """One documented operation: what it answers on success, its query and body schemas."""
+
     summary: str
     status: int = 200
     content_type: str = "application/json"
-    query: tuple[str, ...] = ()
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Query parameter name -> JSON schema (all optional)."""
     body: dict[str, Any] | None = None
+    response: dict[str, Any] = field(default_factory=dict)
+    """The JSON schema of the success body (`{}`: any)."""
+    other_types: tuple[str, ...] = ()
+    """Other content types of the success body (a plan rendered as text, ...)."""
+    other_statuses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Statuses besides `status` whose body is not the error shape -> their JSON schema."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,15 @@ def _operation(route: Route, method: str, op: Operation) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PARAM.findall(route.path)
     ]
-    params += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-               for name in op.query]
+    params += [{"name": name, "in": "query", "required": False, "schema": schema}
+               for name, schema in op.query.items()]
+    content = {op.content_type: {"schema": op.response}}
+    content.update({other: {"schema": STRING} for other in op.other_types})
+    responses: dict[str, Any] = {str(op.status): {"description": op.summary, "content": content}}
+    for status, schema in op.other_statuses.items():
+        responses[str(status)] = {"description": op.summary,
+                                  "content": {op.content_type: {"schema": schema}}}
+    responses["default"] = _ERROR
     description = "" if is_open else f"Needs a bearer token with role {roles[method].value}."
     body: dict[str, Any] = {
         "operationId": f"{method.lower()}{_PARAM.sub(lambda m: m.group(1).title(), route.path)}"
@@ -50,11 +69,7 @@ def _operation(route: Route, method: str, op: Operation) -> dict[str, Any]:
         "summary": op.summary,
         "description": description,
         "parameters": params,
-        "responses": {
-            str(op.status): {"description": op.summary,
-                             "content": {op.content_type: {"schema": {}}}},
-            "default": _ERROR,
-        },
+        "responses": responses,
     }
     if op.body is not None:
         body["requestBody"] = {"required": False,

@@ -80,6 +80,15 @@ class LabMiddleware:
                     "500 Internal Server Error",
                     {"error": {"code": "Base.1.0.InternalError", "message": "injected fault"}},
                 )
+            if fault == FaultKind.ECHO:
+                # Some BMCs quote the whole request in their errors, credentials included.
+                echoed = environ.get("HTTP_AUTHORIZATION", "(none)")
+                return _json_response(
+                    start_response,
+                    "500 Internal Server Error",
+                    {"error": {"code": "Base.1.0.InternalError",
+                               "message": f"cannot serve request with Authorization: {echoed}"}},
+                )
             if fault == FaultKind.HANG and self._hang(identity):
                 return _json_response(
                     start_response,

@@ -27,6 +27,8 @@ class FaultKind(str, enum.Enum):
     """Never answer (until the fault is cleared), so clients time out."""
     NO_GRACEFUL = "no-graceful"
     """Accept GracefulShutdown/GracefulRestart and ignore them (a hung OS)."""
+    ECHO = "echo"
+    """Answer HTTP 500 quoting the request's Authorization header (a careless BMC)."""
 
 
 class FaultBoard:

@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from metalform.events import PLAN_CREATED, PLAN_FAILED, BusEvent
 from metalform.notify import NotificationConfigError, Notifier
 from metalform.notify.templates import redact_data
 from reconciler.engine import CredentialResolver
 from reconciler.errors import MetalformError
-from metalform.events import PLAN_CREATED, PLAN_FAILED, BusEvent
 from reconciler.load import DesiredState
 from reconciler.model import Action, ActionStatus, Diagnostic, Plan
 from reconciler.model.base import Severity

@@ -23,11 +23,11 @@ from typing import Any
 import jinja2
 from jinja2 import StrictUndefined, meta
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from metalform.notify.event import Event, EventResource
 from reconciler.errors import MetalformError
 from reconciler.model.notifications import EventType
+from reconciler.sandbox import MAX_SIZE, BoundedSandbox, TemplateLimit
 
 Redact = Callable[[str], str]
 
@@ -35,6 +35,8 @@ VARIABLES = frozenset({"event", "rule", "channel"})
 DIGEST_VARIABLES = VARIABLES | {"digest"}
 MAX_TEXT = 30_000
 """Longest message body sent; chat services reject much longer texts."""
+MAX_RENDERED = MAX_SIZE
+"""A template rendering more than this is an error (the text sent is cut at MAX_TEXT)."""
 MAX_LISTED = 20
 """Resources, results and diagnostics listed one by one in a default message."""
 
@@ -185,7 +187,7 @@ class Templates:
 
     def __init__(self, redact: Redact) -> None:
         self.redact = redact
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = BoundedSandbox(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
         )
         self.env.globals["max_listed"] = MAX_LISTED
@@ -203,8 +205,11 @@ class Templates:
         """
         try:
             tree = self.env.parse(source)
+            template = self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(rule=rule, problem=f"line {exc.lineno}: {exc.message}") from None
+        except TemplateLimit as exc:
+            raise TemplateError(rule=rule, problem=str(exc)) from None
         unknown = meta.find_undeclared_variables(tree) - VARIABLES - set(self.env.globals)
         if unknown:
             raise TemplateError(
@@ -212,7 +217,6 @@ class Templates:
                 problem=f"unknown variable(s) {', '.join(sorted(unknown))}; "
                 f"a template can use {', '.join(sorted(VARIABLES))}",
             )
-        template = self.env.from_string(source)
         for event_type in event_types:
             self._render(rule, template, self.context(sample_event(event_type), rule, None))
         return template
@@ -297,7 +301,9 @@ class Templates:
 
     def _render(self, rule: str, template: jinja2.Template, context: Mapping[str, Any]) -> str:
         try:
-            text = template.render(context)
+            text = self.env.render(template, context, MAX_RENDERED)
+        except TemplateLimit as exc:
+            raise TemplateError(rule=rule, problem=str(exc)) from None
         except SecurityError as exc:
             problem = f"not allowed in the sandbox: {exc}"
             raise TemplateError(rule=rule, problem=self.redact(problem)) from None

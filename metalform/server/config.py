@@ -21,17 +21,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from metalform.server.durations import parse_duration
 from reconciler.errors import InputError, MetalformError
 from reconciler.model import Diagnostic, Location, Severity
 from reconciler.model.credentials import SecretRef
 from reconciler.secrets import resolve
-from metalform.server.durations import parse_duration
 from reconciler.yamlio import Pos, YamlProblem, load_documents
 
 ENV_LISTEN = "METALFORM_LISTEN"
 ENV_DATABASE = "METALFORM_DATABASE"
 MAX_CONFIG_BYTES = 256 * 1024
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` accepts a final newline
 
 
 class _Config(BaseModel):
@@ -88,7 +88,7 @@ class TokenConfig(_Config):
     def _one_source(self) -> TokenConfig:
         if (self.token is None) == (self.sha256 is None):
             raise ValueError("give exactly one of token ({fromEnv|fromFile}) or sha256")
-        if self.sha256 is not None and not _HEX64.match(self.sha256.lower()):
+        if self.sha256 is not None and not _HEX64.fullmatch(self.sha256.lower()):
             raise ValueError("sha256 must be 64 hexadecimal digits")
         return self
 

@@ -12,9 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from metalform.server.service import Service
 from reconciler.errors import MetalformError
 from reconciler.secrets import REDACTOR
-from metalform.server.service import Service
 
 log = logging.getLogger("metalform.server.drift")
 

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from metalform.events import EventBus
 from metalform.notify import BackgroundNotifier, NotificationConfigError, Notifier
 from reconciler.engine import CredentialResolver
-from metalform.events import EventBus
 from reconciler.load import DesiredState
 from reconciler.secrets import REDACTOR
 

@@ -7,10 +7,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from metalform.store import ApplyRecord, Store
 from reconciler.model import Plan
 from reconciler.render import MARKDOWN_MARKER, render_markdown
 from reconciler.secrets import REDACTOR
-from metalform.store import ApplyRecord, Store
 from webhooks import CommitState, ForgeClient, ForgeError
 
 log = logging.getLogger("metalform.server.reporting")

@@ -14,17 +14,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import git
 
+from metalform.server.config import redact_url
 from reconciler.errors import MetalformError
 from reconciler.secrets import REDACTOR
-from metalform.server.config import redact_url
 
 log = logging.getLogger("metalform.server.repository")
 
 GIT_TIMEOUT_SECONDS = 120.0
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # fullmatch: `$` accepts a final newline
 # Never wait for a password on a terminal the server does not have.
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
 
@@ -48,6 +49,20 @@ def repository_key(url: str, branch: str, path: str) -> str:
     return f"{redact_url(url)}#{branch}:{path}"
 
 
+def git_reason(exc: git.GitCommandError) -> str:
+    """Why git failed, from its stderr: the `fatal:`/`error:` lines, else the last line.
+
+    GitPython wraps stderr as `\n  stderr: '...'` around git's own lines, so its last line is
+    often the closing quote alone; the progress lines before the error ("Cloning into ...")
+    say nothing of the cause.
+    """
+    text = str(exc.stderr or "").strip()
+    text = text.removeprefix("stderr:").strip().removeprefix("'").removesuffix("'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return "; ".join(errors or lines[-1:]) or f"git exited with status {exc.status}"
+
+
 class Tracker:
     """Follows `branch` of the remote `url` in a clone under `data_dir`."""
 
@@ -65,10 +80,11 @@ class Tracker:
         # A token embedded in the URL must never show in an error or a log line.
         match = re.search(r"://([^/@]*)@", self.url)
         if match:
-            userinfo = match.group(1)
-            REDACTOR.add(userinfo)
-            if ":" in userinfo:
-                REDACTOR.add(userinfo.split(":", 1)[1])
+            for userinfo in {match.group(1), unquote(match.group(1))}:  # as written, decoded
+                REDACTOR.add(userinfo)
+                username, sep, secret = userinfo.partition(":")
+                if sep:
+                    REDACTOR.add_login(username, secret)
 
     @property
     def source_path(self) -> Path:
@@ -89,8 +105,7 @@ class Tracker:
 
     def _error(self, action: str, exc: Exception) -> RepositoryUnavailable:
         if isinstance(exc, git.GitCommandError):
-            stderr = str(exc.stderr or "").strip().splitlines()
-            detail = stderr[-1].removeprefix("stderr: ").strip(" '") if stderr else str(exc.status)
+            detail = git_reason(exc)
         else:
             detail = f"{type(exc).__name__}: {exc}"
         return RepositoryUnavailable(self._scrub(f"git {action} of {self.url} failed: {detail}"))
@@ -173,7 +188,7 @@ class Tracker:
             repo.close()
 
     def has_commit(self, sha: str) -> bool:
-        if not _SHA.match(sha) or not (self.clone_dir / ".git").is_dir():
+        if not _SHA.fullmatch(sha) or not (self.clone_dir / ".git").is_dir():
             return False
         repo = git.Repo(self.clone_dir)
         try:
@@ -185,7 +200,7 @@ class Tracker:
         """`ref` when it names a branch of the remote (as last fetched), else None."""
         if ref is None:
             return self.branch
-        if _SHA.match(ref) or not (self.clone_dir / ".git").is_dir():
+        if _SHA.fullmatch(ref) or not (self.clone_dir / ".git").is_dir():
             return None
         repo = git.Repo(self.clone_dir)
         try:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from metalform.store import ActionResult as StoredAction
+from metalform.store import ResourceStatusUpdate
 from reconciler.engine import PlanRun
 from reconciler.model import ActionStatus, ChangeKind, Health, SyncStatus
 from reconciler.plan import managed
-from metalform.store import ActionResult as StoredAction
-from metalform.store import ResourceStatusUpdate
 
 
 def after_plan(run: PlanRun) -> list[ResourceStatusUpdate]:

@@ -15,14 +15,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import waitress
 from waitress import wasyncore
 
 from metalform.api.app import MetalformApp, create_app
-from reconciler.engine import Engine
+from metalform.server import http_limits
 from metalform.server.config import ServerConfig, describe, load_config
 from metalform.server.drift import Scheduler
 from metalform.store import Store
+from reconciler.engine import Engine
 
 log = logging.getLogger("metalform.server")
 
@@ -55,7 +55,8 @@ class Server:
 
     def listen(self) -> str:
         """Open the listening socket (port 0: any free port); returns the base URL."""
-        self._waitress = waitress.create_server(
+        # bounded body, head and chunk lines: see metalform.server.http_limits
+        self._waitress = http_limits.create_server(
             self.app, host=self.config.listen_host, port=self.config.listen_port,
             threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True)
         return self.url

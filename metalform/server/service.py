@@ -15,10 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.apply import ActionResult as EngineActionResult
-from reconciler.credentials import with_rotations
-from reconciler.engine import Engine, PlanRun
-from reconciler.errors import InputError, MetalformError, StalePlanError
 from metalform.events import (
     APPLY_FAILED,
     APPLY_STARTED,
@@ -27,7 +23,6 @@ from metalform.events import (
     PLAN_FAILED,
     EventBus,
 )
-from reconciler.model import Action, ActionStatus, Plan
 from metalform.notify.payloads import (
     MAX_ADDRESSES,
     apply_finished_payload,
@@ -37,9 +32,9 @@ from metalform.notify.payloads import (
     planned_event,
     result_entry,
 )
-from reconciler.secrets import REDACTOR
 from metalform.server import resource_status
 from metalform.server.config import ServerConfig
+from metalform.server.jobs import ShuttingDown, WorkerPool
 from metalform.server.metrics import Metrics
 from metalform.server.notifications import ServerNotifications
 from metalform.server.reporting import ForgeReporter, PullRequest
@@ -48,7 +43,6 @@ from metalform.server.repository import (
     Tracker,
     pull_request_refspecs,
 )
-from metalform.server.jobs import ShuttingDown, WorkerPool
 from metalform.store import (
     ApplyRecord,
     ConflictError,
@@ -58,6 +52,12 @@ from metalform.store import (
     Store,
     Trigger,
 )
+from reconciler.apply import ActionResult as EngineActionResult
+from reconciler.credentials import with_rotations
+from reconciler.engine import Engine, PlanRun
+from reconciler.errors import InputError, MetalformError, StalePlanError
+from reconciler.model import Action, ActionStatus, Plan
+from reconciler.secrets import REDACTOR
 from webhooks import CommitState, ForgeClient
 
 log = logging.getLogger("metalform.server")

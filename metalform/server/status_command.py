@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from reconciler.errors import MetalformError
 from metalform.server.config import ENV_DATABASE
 from metalform.store import RepositoryStatus, ResourceStatus, Store
+from reconciler.errors import MetalformError
 
 DEFAULT_DB = "metalform.db"
 

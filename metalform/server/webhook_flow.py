@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.errors import MetalformError
 from metalform.events import WEBHOOK_REJECTED
-from reconciler.secrets import REDACTOR
 from metalform.server.config import ForgeSettings
 from metalform.server.reporting import PullRequest
 from metalform.server.service import Service
 from metalform.store import Trigger
+from reconciler.errors import MetalformError
+from reconciler.secrets import REDACTOR
 from webhooks import Command, EventKind, GitEvent
 
 log = logging.getLogger("metalform.server.webhooks")

@@ -20,8 +20,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from reconciler.model.base import Address, Health, SyncStatus
-from reconciler.model.plan import ActionStatus, Plan
 from metalform.store import locks, migrate
 from metalform.store.database import WRITE_OPTION, create_store_engine, normalize_url
 from metalform.store.errors import ConflictError, NotFoundError, StoreError
@@ -53,6 +51,8 @@ from metalform.store.tables import (
     ResourceStatusRow,
     WebhookDeliveryRow,
 )
+from reconciler.model.base import Address, Health, SyncStatus
+from reconciler.model.plan import ActionStatus, Plan
 
 T = TypeVar("T")
 

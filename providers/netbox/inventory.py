@@ -100,7 +100,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 def _name_problem(name: str) -> str | None:
     if len(name) > NAME_MAX:
         return f"is {len(name)} characters long; at most {NAME_MAX} allowed"
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         return ("must be lowercase letters, digits, '.' and '-', starting and ending with a "
                 "letter or digit")
     return None

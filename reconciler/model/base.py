@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "metalform/v1"
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+"""A name, matched with `fullmatch` (`$` would accept a trailing newline)."""
 NAME_MAX = 63
 
 Address = str
@@ -104,7 +105,7 @@ class Metadata(SpecModel):
     def _valid_name(cls, value: str) -> str:
         if len(value) > NAME_MAX:
             raise ValueError(f"name is {len(value)} characters long; at most {NAME_MAX} allowed")
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 "name must be lowercase letters, digits, '.' and '-', "
                 "starting and ending with a letter or digit"

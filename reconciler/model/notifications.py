@@ -5,11 +5,15 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from reconciler.model.base import SpecModel
 from reconciler.model.credentials import SecretRef
 from reconciler.model.registry import Kind, Ref
+
+MAX_THROTTLE_SECONDS = 7 * 86400
+"""Longest throttle window: a week."""
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ChannelType(str, enum.Enum):
@@ -64,8 +68,18 @@ class RuleMatch(SpecModel):
 
 
 class Throttle(SpecModel):
-    window: str = Field(pattern=r"^\d+[smhd]$", description="e.g. 10m")
+    window: str = Field(pattern=r"^\d+[smhd]$", description="e.g. 10m (1s to 7d)")
     max: int = Field(ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        digits = value[:-1]
+        seconds = (int(digits) * _SECONDS[value[-1]]
+                   if digits.isascii() and len(digits) <= 7 else None)
+        if seconds is None or not 1 <= seconds <= MAX_THROTTLE_SECONDS:
+            raise ValueError("window must be between 1s and 7d")
+        return value
 
 
 class NotificationRuleSpec(SpecModel):

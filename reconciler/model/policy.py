@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from reconciler.model.base import SpecModel
 from reconciler.model.registry import Kind
-from reconciler.windows import parse_cron, zone
+from reconciler.windows import check_fires_yearly, parse_duration, zone
 
 
 class Selector(SpecModel):
@@ -39,13 +39,21 @@ class DisruptionBudget(SpecModel):
 class MaintenanceWindow(SpecModel):
     match: Selector | None = None
     cron: str = Field(description="When a window opens: 5-field cron, e.g. '0 2 * * SAT'")
-    duration: str = Field(pattern=r"^\d+[mhd]$", description="How long it stays open: 4h")
+    duration: str = Field(pattern=r"^\d+[mhd]$",
+                          description="How long it stays open: 4h (1m to 31d)")
     timezone: str = "UTC"
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        parse_cron(value)  # CronError is a ValueError: reported with the file and line
+        # CronError is a ValueError: reported with the file and line
+        check_fires_yearly(value)
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
         return value
 
     @field_validator("timezone")

@@ -6,13 +6,35 @@ import enum
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from reconciler.model.base import SpecModel
 from reconciler.model.registry import Kind, Ref
 
-PORT = re.compile(r"^(\d{1,5}:)?\d{1,5}(/(tcp|udp))?$")
-VOLUME = re.compile(r"^[^:]+:/[^:]*(:(ro|rw))?$")
+PORT = re.compile(r"(?:([0-9]{1,5}):)?([0-9]{1,5})(?:/(?:tcp|udp))?")
+VOLUME = re.compile(r"[^:\n]+:/[^:\n]*(:(ro|rw))?")
+"""Both are matched with `fullmatch` (`$` would accept a trailing newline)."""
+MAX_PORT = 65535
+
+
+def _port(port: str) -> str:
+    match = PORT.fullmatch(port)
+    if not match:
+        raise ValueError(f"port {port[:40]!r} is not HOST:CONTAINER[/tcp|udp]")
+    if not all(1 <= int(n) <= MAX_PORT for n in match.groups() if n is not None):
+        raise ValueError(f"port {port!r}: port numbers are 1 to {MAX_PORT}")
+    return port
+
+
+def _volume(volume: str) -> str:
+    if not VOLUME.fullmatch(volume):
+        raise ValueError(f"volume {volume[:80]!r} is not SOURCE:/PATH[:ro|rw]")
+    return volume
+
+
+# Validated one by one, so that an error names the item (`ports[1]`) and its line.
+Port = Annotated[str, AfterValidator(_port)]
+Volume = Annotated[str, AfterValidator(_volume)]
 
 
 class ServiceState(str, enum.Enum):
@@ -35,27 +57,11 @@ class ServiceSpec(SpecModel):
     state: ServiceState = ServiceState.RUNNING
     command: list[str] | str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    ports: list[str] = Field(default_factory=list, description='"8080:80/tcp"')
-    volumes: list[str] = Field(default_factory=list, description='"/data:/var/lib/x:ro"')
+    ports: list[Port] = Field(default_factory=list, description='"8080:80/tcp"')
+    volumes: list[Volume] = Field(default_factory=list, description='"/data:/var/lib/x:ro"')
     restart_policy: RestartPolicy = RestartPolicy.NO
     labels: dict[str, str] = Field(default_factory=dict)
     network_mode: str | None = Field(default=None, description="host, none, bridge, ...")
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, ports: list[str]) -> list[str]:
-        for port in ports:
-            if not PORT.match(port):
-                raise ValueError(f"port {port!r} is not HOST:CONTAINER[/tcp|udp]")
-        return ports
-
-    @field_validator("volumes")
-    @classmethod
-    def _volumes(cls, volumes: list[str]) -> list[str]:
-        for volume in volumes:
-            if not VOLUME.match(volume):
-                raise ValueError(f"volume {volume!r} is not SOURCE:/PATH[:ro|rw]")
-        return volumes
 
 
 SERVICE = Kind(

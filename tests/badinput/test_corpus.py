@@ -14,24 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from providers.memory import MemoryFleet, memory_factory
 from metalform import cli
-from reconciler import engine
+from providers.memory import MemoryFleet
 
 CORPUS = Path(__file__).parent / "corpus"
 SECRETS_IN_CORPUS = ("Sup3rSecret!", "tok-live-123456", "hunter2-literal", "other-literal")
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
-
-
-@pytest.fixture
-def fleet(monkeypatch: pytest.MonkeyPatch) -> MemoryFleet:
-    f = MemoryFleet({"Server/n1": {"state": {"power": "Off"}}})
-    factory = memory_factory(f)
-    monkeypatch.setattr(engine, "installed_providers",
-                        lambda: {"redfish": factory, "ipmi": factory})
-    monkeypatch.setenv("BMC_PASSWORD", "pw-for-tests")
-    monkeypatch.setenv("NO_COLOR", "1")
-    return f
 
 
 @pytest.mark.parametrize("case", CASES)

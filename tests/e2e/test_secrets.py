@@ -11,6 +11,8 @@ notifications the HTTP receiver and the SMTP sink got, and the DEBUG logs of all
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import shutil
@@ -19,16 +21,18 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 
-from providers.memory import MemoryFleet, MemoryProvider
 from metalform import cli
+from metalform.lab.redfish import FaultKind, RedfishPeer
+from providers.memory import MemoryFleet, MemoryProvider
 from reconciler import engine
 from reconciler.errors import PermanentError
 from reconciler.model import Action, Address, LiveResource, Resource
 from reconciler.model.live import unreachable
+from reconciler.secrets import REDACTOR, ResolvedCredential, Secret
 from tests.fixtures.notify import HttpReceiver, SmtpSink
 from tests.server.harness import Harness, make_harness, wait_for
 
@@ -155,8 +159,10 @@ def leaky_factory(memory: MemoryFleet) -> Any:
 
 
 def secrets(slack_url: str) -> list[str]:
-    values = [BMC_PASSWORD, VENDOR_TOKEN, slack_url, SLACK_PATH]
-    return values + [quote(v, safe="") for v in values]
+    """Every secret of the scan in every encoding (`every_encoding`, below)."""
+    logins = [("admin", BMC_PASSWORD), ("", VENDOR_TOKEN), ("", slack_url), ("", SLACK_PATH)]
+    return [form for username, value in logins
+            for form in every_encoding(username, value).values()]
 
 
 def assert_clean(where: str, text: str, slack_url: str) -> None:
@@ -337,3 +343,71 @@ def _scan_server(h: Harness, memory: MemoryFleet, slack_url: str,
     database = Path(h.config.database.removeprefix("sqlite:///"))
     stored = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
     assert_clean("the state store", stored.decode("utf-8", "replace"), slack_url)
+
+
+# --- encodings of a secret --------------------------------------------------------------------
+
+ECHO_INVENTORY = """\
+apiVersion: metalform/v1
+kind: Credential
+metadata: {{name: bmc}}
+spec: {{username: {username}, password: {{fromEnv: ECHO_BMC_PASSWORD}}}}
+---
+apiVersion: metalform/v1
+kind: Server
+metadata: {{name: echo}}
+spec:
+  bmc: {{driver: redfish, address: "{url}", systemId: rf-faulty, credential: bmc}}
+  power: On
+"""
+
+
+def every_encoding(username: str, secret: str) -> dict[str, str]:
+    """Each form in which `secret` (and `username:secret`, given a username) may come back,
+    by name: what the redactor must know."""
+    pair = f"{username}:{secret}".encode()
+    forms = {"raw": secret, "quote": quote(secret, safe=""), "quote_plus": quote_plus(secret),
+             "json": json.dumps(secret)[1:-1]}
+    encoded = [("pair", pair)] if username else []
+    for name, raw in [*encoded, ("secret", secret.encode())]:
+        for flavour, encode in (("std", base64.b64encode), ("urlsafe", base64.urlsafe_b64encode)):
+            text = encode(raw).decode()
+            forms[f"base64 {flavour} of the {name}"] = text
+            forms[f"base64 {flavour} of the {name}, unpadded"] = text.rstrip("=")
+    return forms
+
+
+def test_the_redactor_knows_every_encoding_of_a_login() -> None:
+    # every flavour differs from the others for this pair: '+', '/', '=' and '"' all occur
+    username, secret = "ops", 'x?~>"\\ pw-9a1e-never-print?>'
+    forms = every_encoding(username, secret)
+    assert len(set(forms.values())) == len(forms), forms
+    ResolvedCredential(name="login", username=username, secret=Secret(secret))
+    for name, form in forms.items():
+        text = f"BMC says: [{form}]"
+        assert REDACTOR(text) == "BMC says: [(sensitive)]", name
+
+
+@pytest.mark.peer
+def test_a_bmc_echoing_the_authorization_header_leaks_no_encoding(
+        tmp_path: Path, redfish_peer: RedfishPeer, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The lab BMC answers 500 quoting `Authorization: Basic base64(user:password)`: the plan
+    (text, JSON, Markdown: the last is what a pull request comment shows) keeps none of it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "echo.yaml").write_text(
+        ECHO_INVENTORY.format(username=redfish_peer.username, url=redfish_peer.url),
+        encoding="utf-8")
+    monkeypatch.setenv("ECHO_BMC_PASSWORD", redfish_peer.password)
+    monkeypatch.setenv("NO_COLOR", "1")
+    forms = every_encoding(redfish_peer.username, redfish_peer.password)
+    with redfish_peer.fault("rf-faulty", FaultKind.ECHO):
+        for fmt in ("text", "json", "markdown"):
+            code = cli.main(["plan", "-C", str(repo), "--format", fmt])
+            out, err = capsys.readouterr()
+            assert code in (0, 2), out + err
+            # the echo came back and was scrubbed: the test saw what it is for
+            assert "Authorization: Basic (sensitive)" in out + err, out + err
+            for name, form in forms.items():
+                assert form not in out + err, f"the {name} leaked into the {fmt} plan"

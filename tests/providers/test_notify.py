@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from metalform.events import EventBus
 from metalform.lab.smtp import SmtpPeer
 from metalform.notify import (
     BackgroundNotifier,
@@ -22,7 +23,6 @@ from metalform.notify import (
 )
 from metalform.notify.router import Rule
 from reconciler.errors import InputError
-from metalform.events import EventBus
 from reconciler.load import DesiredState, SourceFile, load_files
 from reconciler.model.base import Diagnostic, Severity
 from reconciler.model.credentials import SecretRef

@@ -21,11 +21,11 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from providers.memory import MemoryFleet, memory_factory
 from metalform.api import MetalformApp, create_app
-from reconciler.engine import Engine
 from metalform.server.config import ServerConfig, config_from_mapping
 from metalform.store import Store
+from providers.memory import MemoryFleet, memory_factory
+from reconciler.engine import Engine
 from tests.fakes.forge import FakeForge
 from webhooks.github import sign
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from metalform.cli import main
-from reconciler.errors import InputError, MetalformError
 from metalform.server.config import Role, load_config, parse_config
 from metalform.server.durations import format_duration, parse_duration
+from reconciler.errors import InputError, MetalformError
 
 EXAMPLE = """\
 listen: 127.0.0.1:8080

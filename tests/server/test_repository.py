@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,21 @@ def test_unreachable_remote_hides_credentials(tmp_path: Path) -> None:
         tracker.fetch()
     assert "glpat-very-secret-token" not in str(caught.value)
     assert "https://***@127.0.0.1:1/infra.git" in str(caught.value)
+    # git's own reason, not the closing quote of GitPython's stderr wrapper
+    assert re.search(r"failed: fatal: unable to access '[^']*': \S", str(caught.value)), \
+        str(caught.value)
     assert tracker.reachable()[0] is False
     assert "glpat" not in repository_key(url, "main", ".")
+
+
+def test_a_failed_clone_says_why(tmp_path: Path) -> None:
+    tracker = Tracker(str(tmp_path / "no-such-repository"), "main", ".", tmp_path / "data")
+    with pytest.raises(RepositoryUnavailable) as caught:
+        tracker.fetch()
+    message = str(caught.value)
+    missing = str(tmp_path / "no-such-repository")
+    assert message.endswith(f"failed: fatal: repository '{missing}' does not exist"), message
+    assert "Cloning into" not in message
 
 
 def test_missing_branch(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.model.base import Diagnostic, Health, Severity, SyncStatus
-from reconciler.model.plan import Action, ActionStatus, Plan, Summary
 from metalform.store import (
     ConflictError,
     EventType,
@@ -21,6 +19,8 @@ from metalform.store import (
     Trigger,
 )
 from metalform.store.ids import new_id
+from reconciler.model.base import Diagnostic, Health, Severity, SyncStatus
+from reconciler.model.plan import Action, ActionStatus, Plan, Summary
 
 REPO = "https://git.example/infra.git#main:."
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.memory import MemoryFleet, memory_factory
 from metalform import cli
+from providers.memory import MemoryFleet, memory_factory
 from reconciler import engine
 
 CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from providers.memory import MemoryFleet, memory_factory
 from metalform import cli
+from providers.memory import MemoryFleet, memory_factory
 from reconciler import engine
 from tests.fixtures.notify import HttpReceiver
 

@@ -11,10 +11,10 @@ import falcon
 
 from metalform.api import serialize
 from metalform.api.errors import InvalidRequest
-from reconciler.secrets import REDACTOR
 from metalform.server.config import Role
 from metalform.server.service import Service
 from metalform.store import Event, Store
+from reconciler.secrets import REDACTOR
 
 FINAL_EVENTS = frozenset({"apply.succeeded", "apply.failed"})
 POLL_SECONDS = 0.2

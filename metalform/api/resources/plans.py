@@ -9,14 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from metalform.api import serialize
 from metalform.api.auth import who
+from metalform.api.body import json_object
 from metalform.api.errors import InvalidRequest
-from reconciler.model import Plan
-from reconciler.render import RENDERERS
 from metalform.server.config import Role
 from metalform.server.service import Service
 from metalform.store import ConflictError, RunStatus, Trigger
+from reconciler.model import Plan
+from reconciler.render import RENDERERS
 
-_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[^\x00-\x20\x7f~^:?*\[\\]{1,255}$")
+# fullmatch: `$` would accept a trailing newline; no control characters (C0, DEL, C1)
+_REF = re.compile(r"(?!-)(?!.*\.\.)(?!.*@\{)[^\x00-\x20\x7f-\x9f~^:?*\[\\]{1,255}")
 _CONTENT_TYPES = {"markdown": "text/markdown; charset=utf-8",
                   "text": "text/plain; charset=utf-8",
                   "json": "application/json"}
@@ -40,11 +42,8 @@ class Plans:
         self.service = service
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = req.get_media(default_when_empty={})
-        if not isinstance(body, dict):
-            raise InvalidRequest("the body must be a JSON object")
-        request = PlanRequest.model_validate(body)
-        if request.revision is not None and not _REF.match(request.revision):
+        request = PlanRequest.model_validate(json_object(req))
+        if request.revision is not None and not _REF.fullmatch(request.revision):
             raise InvalidRequest("revision is not a valid Git revision",
                                  {"field": "revision"})
         record = self.service.request_plan(request.revision, trigger=Trigger.API, who=who(req))

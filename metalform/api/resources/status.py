@@ -11,11 +11,11 @@ import falcon
 
 from metalform.api import serialize
 from metalform.api.errors import InvalidRequest
-from reconciler.model import Health, SyncStatus
 from metalform.server.config import Role, redact_url
 from metalform.server.durations import format_duration
 from metalform.server.service import Service
 from metalform.store import NotFoundError, PlanRecord
+from reconciler.model import Health, SyncStatus
 
 _SYNC = {s.value: s for s in SyncStatus}
 _HEALTH = {h.value: h for h in Health}

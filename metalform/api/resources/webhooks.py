@@ -22,6 +22,7 @@ class Webhook:
     """One forge's webhook route."""
 
     open = True  # authenticated by the forge's secret, not by a bearer token
+    checks_own_body = True  # its size refusals are recorded as `webhook.rejected`
 
     def __init__(self, service: Service, receiver: WebhookReceiver,
                  settings: ForgeSettings | None, max_body: int = MAX_BODY_BYTES) -> None:
