@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from metalform import cli
 from metalform.notify.payloads import notification_problems
 from providers.memory import MemoryFleet
-from reconciler import cli
 from reconciler.errors import InputError
 from reconciler.load import load
 from tests.badinput.test_corpus import SECRETS_IN_CORPUS
