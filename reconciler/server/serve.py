@@ -41,6 +41,17 @@ class Server:
         except BaseException:
             self.store.close()
             raise
+        try:
+            # before anything is served: what a dead process left open ends now, its locks
+            # are free, and the streams of its applies get their last event
+            found = self.app.service.recover()
+        except BaseException:
+            self.app.service.close(0)
+            self.store.close()
+            raise
+        if found:
+            log.warning("marked %d plan(s) and %d apply(ies) of stopped processes interrupted",
+                        len(found.plans), len(found.applies))
         self.scheduler = Scheduler(self.app.service, poll_interval=config.poll_interval,
                                    drift_interval=config.drift_interval)
         self._stop = threading.Event()
