@@ -1,15 +1,20 @@
 """`metalform serve`: the API on waitress, the background loop, and a clean shutdown.
 
-SIGTERM or SIGINT stops accepting connections, ends event streams, lets running plans and
-applies finish (up to a grace period; an apply holds its lock until it is recorded finished),
-and closes the store.
+Requests are served by a pool of SERVER_THREADS threads; event streams by threads of their
+own (`StreamingDispatcher`), so followers never take the pool from the other routes.
+
+SIGTERM or SIGINT stops accepting connections, ends event streams (and waits for their
+threads, so no channel is closed under one), lets running plans and applies finish (up to a
+grace period; an apply holds its lock until it is recorded finished), and closes the store.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -21,13 +26,19 @@ from waitress import wasyncore
 from reconciler.api.app import MetalformApp, create_app
 from reconciler.engine import Engine
 from reconciler.server.config import ServerConfig, describe, load_config
+from reconciler.server.dispatch import StreamingDispatcher
 from reconciler.server.drift import Scheduler
 from reconciler.store import Store
 
 log = logging.getLogger("metalform.server")
 
 SHUTDOWN_GRACE_SECONDS = 60.0
+STREAM_DRAIN_SECONDS = 5.0
 SERVER_THREADS = 16
+STREAM_THREAD_MARGIN = 16
+"""Stream threads beyond the cap, so requests over it get their 503 without a pool thread
+wait; past it they go to the pool, which answers them 503 at once."""
+_STREAM_PATH = re.compile(r"/api/v1/applies/[^/]+/events/?")
 
 
 class Server:
@@ -66,9 +77,14 @@ class Server:
 
     def listen(self) -> str:
         """Open the listening socket (port 0: any free port); returns the base URL."""
+        dispatcher = StreamingDispatcher(
+            lambda path: _STREAM_PATH.fullmatch(path) is not None,
+            self.config.max_event_streams + STREAM_THREAD_MARGIN)
+        dispatcher.set_thread_count(SERVER_THREADS)
         self._waitress = waitress.create_server(
             self.app, host=self.config.listen_host, port=self.config.listen_port,
-            threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True)
+            threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True,
+            _dispatcher=dispatcher)
         return self.url
 
     def run(self) -> None:
@@ -94,7 +110,9 @@ class Server:
     def _shutdown(self, socket_map: dict[int, Any]) -> None:
         log.info("shutting down")
         self._waitress.close()  # no new connections
-        self.app.stopping.set()  # event streams end
+        self.app.stopping.set()
+        self.app.hub.close()  # event streams end; their threads return
+        self._drain_streams(socket_map)
         self.scheduler.stop()
         self.app.service.close(SHUTDOWN_GRACE_SECONDS)
         for dispatcher in list(socket_map.values()):
@@ -104,6 +122,17 @@ class Server:
         log.info("stopped")
 
 
+    def _drain_streams(self, socket_map: dict[int, Any]) -> None:
+        """Keep the loop turning while stream threads finish, so their last bytes reach the
+        clients and no channel is closed under a thread still writing to it."""
+        dispatcher: StreamingDispatcher = self._waitress.task_dispatcher
+        deadline = time.monotonic() + STREAM_DRAIN_SECONDS
+        while dispatcher.stream_threads and time.monotonic() < deadline:
+            wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+        # one more turn: what the last thread wrote goes out
+        wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+
+
 def _log_to_stderr() -> None:
     logger = logging.getLogger("metalform")
     if logger.getEffectiveLevel() > logging.INFO:
@@ -111,11 +140,11 @@ def _log_to_stderr() -> None:
 
 
 def serve(config_path: Path | None, *,
-          on_ready: Callable[[Server], None] | None = None) -> int:
+          on_ready: Callable[[Server], None] | None = None, engine: Engine | None = None) -> int:
     """Run the server in this thread until SIGTERM or SIGINT."""
     _log_to_stderr()
     config = load_config(config_path)
-    server = Server(config)
+    server = Server(config, engine)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)
