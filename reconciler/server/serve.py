@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import signal
 import threading
 import time
@@ -38,6 +39,8 @@ SERVER_THREADS = 16
 STREAM_THREAD_MARGIN = 16
 """Stream threads beyond the cap, so requests over it get their 503 without a pool thread
 wait; past it they go to the pool, which answers them 503 at once."""
+OTHER_CONNECTIONS = 200
+"""Connections beyond the streams: API clients, probes, webhooks."""
 _STREAM_PATH = re.compile(r"/api/v1/applies/[^/]+/events/?")
 
 
@@ -81,10 +84,13 @@ class Server:
             lambda path: _STREAM_PATH.fullmatch(path) is not None,
             self.config.max_event_streams + STREAM_THREAD_MARGIN)
         dispatcher.set_thread_count(SERVER_THREADS)
+        connections = self.config.max_event_streams + STREAM_THREAD_MARGIN + OTHER_CONNECTIONS
+        _allow_open_files(connections + 100)  # + the store, Git, the providers' sockets
         self._waitress = waitress.create_server(
             self.app, host=self.config.listen_host, port=self.config.listen_port,
             threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True,
-            _dispatcher=dispatcher)
+            # every stream is a connection; select() cannot watch more than 1024 sockets
+            connection_limit=connections, asyncore_use_poll=True, _dispatcher=dispatcher)
         return self.url
 
     def run(self) -> None:
@@ -100,7 +106,7 @@ class Server:
             # Our own loop instead of waitress' run(): it ends on a flag a signal handler may
             # set, and this thread then closes every socket it owns.
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.2, map=socket_map, count=1)
+                wasyncore.loop(timeout=0.2, map=socket_map, count=1, use_poll=True)
         finally:
             self._shutdown(socket_map)
 
@@ -109,18 +115,19 @@ class Server:
 
     def _shutdown(self, socket_map: dict[int, Any]) -> None:
         log.info("shutting down")
-        self._waitress.close()  # no new connections
+        # no new connections; not waitress' close(), which also closes the trigger that
+        # stream threads still pull when they finish
+        wasyncore.dispatcher.close(self._waitress)
         self.app.stopping.set()
         self.app.hub.close()  # event streams end; their threads return
         self._drain_streams(socket_map)
         self.scheduler.stop()
         self.app.service.close(SHUTDOWN_GRACE_SECONDS)
-        for dispatcher in list(socket_map.values()):
-            dispatcher.close()
         self._waitress.task_dispatcher.shutdown(timeout=5)
+        for dispatcher in list(socket_map.values()):
+            dispatcher.close()  # the channels and the trigger
         self.store.close()
         log.info("stopped")
-
 
     def _drain_streams(self, socket_map: dict[int, Any]) -> None:
         """Keep the loop turning while stream threads finish, so their last bytes reach the
@@ -128,9 +135,23 @@ class Server:
         dispatcher: StreamingDispatcher = self._waitress.task_dispatcher
         deadline = time.monotonic() + STREAM_DRAIN_SECONDS
         while dispatcher.stream_threads and time.monotonic() < deadline:
-            wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+            wasyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=True)
         # one more turn: what the last thread wrote goes out
-        wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+        wasyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=True)
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise the soft limit of open files (often 1024) toward `needed`, up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open files limit to %d: %s", target, exc)
+    if target < needed:
+        log.warning("open files limited to %d: fewer event streams may be served", target)
 
 
 def _log_to_stderr() -> None:

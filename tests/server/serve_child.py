@@ -4,8 +4,8 @@
 
 The fleet's state is kept in FLEET_FILE (JSON, rewritten after every action), so it outlives
 the process like real machines do. With BLOCK_AT = N > 0 the N-th action of this process
-writes FLEET_FILE.blocked and then never returns: the apply stays running until the process
-is killed.
+writes FLEET_FILE.blocked and then waits for FLEET_FILE.release to exist: the apply stays
+running until the test releases it or kills the process.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ class BlockingProvider(MemoryProvider):
         if BlockingProvider.executed == self.block_at:
             self.kept.path.with_suffix(".blocked").write_text(
                 f"{action.address} {action.operation}", encoding="utf-8")
-            while True:  # until the test kills this process
-                time.sleep(1)
+            release = self.kept.path.with_suffix(".release")
+            while not release.exists():  # or until the test kills this process
+                time.sleep(0.05)
         result = super().execute(action, resource)
         self.kept.save()
         return result

@@ -128,7 +128,7 @@ class ServeProcess:
     def wait(self, timeout: float) -> int:
         code = self.process.wait(timeout=timeout)
         self._reader.join(timeout=10)
-        if self.process.stderr is not None:
+        if self.process.stderr is not None and not self.process.stderr.closed:
             self.process.stderr.close()
         self._drain()
         return code
@@ -137,8 +137,7 @@ class ServeProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
-            self.kill()
+        self.kill()  # also closes the pipe of a process that died on its own
 
     def get(self, path: str, role: str = "viewer", **kw: Any) -> requests.Response:
         return requests.get(self.base + path, headers={**auth(role), **kw.pop("headers", {})},

@@ -157,3 +157,31 @@ def test_notification_rules_cannot_name_interrupted_events() -> None:
         NotificationRuleSpec.model_validate({"channels": ["c"], "events": ["apply.interrupted"]})
     ok = NotificationRuleSpec.model_validate({"channels": ["c"], "events": ["apply.failed"]})
     assert [e.value for e in ok.events] == ["apply.failed"]
+
+
+def _nesting_bomb(levels: int) -> str:
+    return "apiVersion: metalform/v1\nkind: BiosTemplate\nmetadata: {name: bomb}\n" \
+        f"spec: {{attributes: {{A: {'[' * levels}{']' * levels}}}}}\n"
+
+
+@pytest.mark.parametrize("levels", [
+    5_000,
+    pytest.param(30_000, marks=pytest.mark.xfail(
+        strict=True, reason="needs the loader's nesting bound (issue 8 part A): without it "
+                            "the YAML parser recurses until the process dies")),
+])
+def test_a_pushed_nesting_bomb_is_a_failed_plan_and_the_server_stays_up(
+        tmp_path: Path, levels: int) -> None:
+    remote = GitRemote(tmp_path)
+    config = write_config(tmp_path / "server.yaml", remote.url)
+    with ServeProcess.metalform(config) as server:
+        remote.write("bomb.yaml", _nesting_bomb(levels))
+        remote.commit("a nesting bomb")
+        remote.push("main")
+        plan = server.plan()
+        assert server.alive(), server.log()
+        assert plan["status"] == "failed"
+        assert "bomb.yaml" in plan["error"]
+        assert server.get("/healthz").status_code == 200
+        assert server.terminate() == 0
+    assert "Traceback" not in server.log()
