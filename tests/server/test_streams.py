@@ -4,11 +4,13 @@ caps per server and per token; strict Last-Event-ID; a clean SIGTERM with stream
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from reconciler.api.resources.applies import EventStream
 from reconciler.store import Store
 from tests.server.harness import TOKENS, GitRemote, Harness, make_harness, wait_for
 from tests.server.serving import (
@@ -159,3 +161,34 @@ def test_a_finished_applys_stream_ends_after_replaying(harness: Harness) -> None
     assert "event: apply.succeeded" in last
     assert json.loads(last.split("data: ", 1)[1])["applyId"] == applied["id"]
     assert harness.app.hub.active == 0
+
+
+def test_followers_joining_while_events_are_written_miss_none(harness: Harness) -> None:
+    """Replay from the store up to the hub's cursor, then the hub: no gap, no repeat."""
+    plan = harness.plan()
+    applied = harness.store.create_apply(plan["id"])  # pending; events written by hand
+    hub, store = harness.app.hub, harness.store
+    received: list[list[int]] = []
+
+    def follow() -> None:
+        sub = hub.subscribe(applied.id, "test")
+        stream = EventStream(store, hub, sub, 0, threading.Event())
+        ids = [int(chunk.split(b"\n", 1)[0].removeprefix(b"id: "))
+               for chunk in stream if chunk.startswith(b"id: ")]
+        received.append(ids)
+
+    followers = []
+    for n in range(60):
+        store.append_event("action.updated", apply_id=applied.id, payload={"n": n})
+        if n % 6 == 0:
+            thread = threading.Thread(target=follow)
+            thread.start()
+            followers.append(thread)
+        time.sleep(0.01)
+    store.append_event("apply.failed", apply_id=applied.id, payload={"error": "test"})
+    for thread in followers:
+        thread.join(20)
+    everything = [e.id for e in store.list_events(0, apply_id=applied.id, limit=500)]
+    assert len(received) == 10
+    assert all(ids == everything for ids in received)
+    assert hub.active == 0
