@@ -480,17 +480,8 @@ class Service:
 
     def _interrupt_own(self, reason: str) -> None:
         """At shutdown: what this process queued but will not run (or finish)."""
-        plans = [p for p in self.store.list_plans(status=RunStatus.PENDING, limit=500).items
-                 + self.store.list_plans(status=RunStatus.RUNNING, limit=500).items
-                 if p.owner == self.owner]
-        applies = [a for a in self.store.list_applies(status=RunStatus.PENDING, limit=500).items
-                   + self.store.list_applies(status=RunStatus.RUNNING, limit=500).items
-                   if a.owner == self.owner]
-        done_plans = [r for p in plans
-                      if (r := recovery.interrupt_plan(self.store, p.id, reason)) is not None]
-        done_applies = [d for a in applies
-                        if (d := recovery.interrupt_apply(self.store, a.id, reason)) is not None]
-        self._interrupted(done_plans, done_applies)
+        found = recovery.interrupt_owned(self.store, self.owner, reason)
+        self._interrupted(found.plans, found.applies)
 
     def close(self, timeout: float = 30.0) -> None:
         """Let running jobs finish (queued ones are dropped and, like any still running past

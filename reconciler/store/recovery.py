@@ -169,6 +169,19 @@ def _interrupt_plans(store: Store, plan_ids: Iterable[str], owner: str | None) -
     return done
 
 
+def interrupt_owned(store: Store, owner: str, reason: str) -> Recovered:
+    """Interrupt every pending or running plan and apply of `owner` (a server stopping)."""
+    found = Recovered()
+    for plan_id, plan_owner in _unfinished_plans(store):
+        if plan_owner == owner and (plan := interrupt_plan(store, plan_id, reason)):
+            found.plans.append(plan)
+    for apply_id, _ in _unfinished_applies(store):
+        if store.get_apply(apply_id).owner == owner and (
+                applied := interrupt_apply(store, apply_id, reason)):
+            found.applies.append(applied)
+    return found
+
+
 def recover(store: Store) -> Recovered:
     """One recovery pass over the whole store (at start-up, then now and then)."""
     return Recovered(plans=recover_plans(store), applies=recover_applies(store))
