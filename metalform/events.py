@@ -23,15 +23,20 @@ PLAN_FAILED = "plan.failed"
 APPLY_STARTED = "apply.started"
 APPLY_SUCCEEDED = "apply.succeeded"
 APPLY_FAILED = "apply.failed"
+PLAN_INTERRUPTED = "plan.interrupted"
+APPLY_INTERRUPTED = "apply.interrupted"
 DRIFT_DETECTED = "drift.detected"
 WEBHOOK_REJECTED = "webhook.rejected"
 
 EVENT_TYPES = frozenset({PLAN_CREATED, PLAN_FAILED, APPLY_STARTED, APPLY_SUCCEEDED,
                          APPLY_FAILED, DRIFT_DETECTED, WEBHOOK_REJECTED})
-"""The events notification rules can name (SPEC section 1, NotificationRule)."""
+"""The events notification rules can name (SPEC section 1, NotificationRule).
+
+Not `plan.interrupted` / `apply.interrupted`: they are found when a server starts, before it
+has loaded the rules of any revision, so a rule naming them could never be honoured."""
 
 STORE_WRITTEN = frozenset({PLAN_CREATED, PLAN_FAILED, APPLY_STARTED, APPLY_SUCCEEDED,
-                           APPLY_FAILED})
+                           APPLY_FAILED, PLAN_INTERRUPTED, APPLY_INTERRUPTED})
 """Types the store appends itself, with the state change they describe."""
 
 

@@ -23,6 +23,7 @@ from metalform.api.resources.status import History, ResourceItem, Resources, Sta
 from metalform.api.resources.webhooks import Webhook
 from metalform.server.config import ServerConfig
 from metalform.server.service import Service
+from metalform.server.streams import EventHub
 from metalform.store import Store
 from reconciler.engine import Engine
 from reconciler.secrets import REDACTOR
@@ -44,6 +45,7 @@ class MetalformApp(falcon.App):  # type: ignore[type-arg]
     stopping: threading.Event
     max_body: int
     """The largest body any route takes: the HTTP server buffers no more than this."""
+    hub: EventHub
 
 
 class RequestMetrics:
@@ -77,7 +79,8 @@ def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
     return clients
 
 
-def _routes(service: Service, stopping: threading.Event, max_body: int) -> list[Route]:
+def _routes(service: Service, stopping: threading.Event, hub: EventHub,
+            max_body: int) -> list[Route]:
     config = service.config
     string = {"type": "string"}
     return [
@@ -100,7 +103,7 @@ def _routes(service: Service, stopping: threading.Event, max_body: int) -> list[
             response=schemas.APPLY_CREATED)}),
         Route("/api/v1/applies/{id}", ApplyItem(service), {"GET": Operation(
             "An apply: per action status, timings and errors", response=schemas.APPLY)}),
-        Route("/api/v1/applies/{id}/events", ApplyEvents(service, stopping), {"GET": Operation(
+        Route("/api/v1/applies/{id}/events", ApplyEvents(service, hub, stopping), {"GET": Operation(
             "Server-Sent Events of an apply (resume with Last-Event-ID)",
             content_type="text/event-stream", query={"lastEventId": schemas.EVENT_ID})}),
         Route("/api/v1/status", Status(service), {"GET": Operation(
@@ -147,7 +150,10 @@ def create_app(
     app.add_error_handler(Exception, handle_error)
     app.add_error_handler(falcon.HTTPError, handle_error)
     stopping = threading.Event()
-    routes = _routes(service, stopping, max_body)
+    hub = EventHub(store, max_streams=config.max_event_streams,
+                   max_per_client=config.max_event_streams_per_client,
+                   on_change=service.metrics.streams.set)
+    routes = _routes(service, stopping, hub, max_body)
     openapi = OpenApi({})
     routes.append(Route("/openapi.json", openapi, {"GET": Operation("This OpenAPI document")}))
     openapi.document = build(routes)
@@ -157,4 +163,5 @@ def create_app(
     app.routes = routes
     app.stopping = stopping
     app.max_body = largest_limit(route.resource for route in routes)
+    app.hub = hub
     return app

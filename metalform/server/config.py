@@ -116,6 +116,13 @@ class GitLabConfig(ForgeConfig):
     api_url: str | None = "https://gitlab.com/api/v4"
 
 
+class EventStreamsConfig(_Config):
+    max: int = Field(default=1000, ge=1, le=100_000)
+    """Server-Sent Events streams open at once on this server."""
+    per_client: int = Field(default=100, ge=1, le=100_000)
+    """Streams open at once per API token."""
+
+
 class ServerConfigModel(_Config):
     listen: str = "127.0.0.1:8080"
     database: str = "sqlite:///metalform.db"
@@ -130,6 +137,7 @@ class ServerConfigModel(_Config):
     public_url: str | None = None
     """Base URL people reach the server at; commit statuses link to the plan there."""
     tokens: list[TokenConfig] = Field(default_factory=list)
+    event_streams: EventStreamsConfig = Field(default_factory=EventStreamsConfig)
     github: GitHubConfig | None = None
     gitlab: GitLabConfig | None = None
 
@@ -213,6 +221,8 @@ class ServerConfig:
     github: ForgeSettings | None
     gitlab: ForgeSettings | None
     source: str = "(defaults)"
+    max_event_streams: int = 1000
+    max_event_streams_per_client: int = 100
 
     @property
     def listen(self) -> str:
@@ -349,6 +359,8 @@ def resolve_config(
         github=_forge(github, github.webhook_secret if github else None, base_dir, "github"),
         gitlab=_forge(gitlab, gitlab.webhook_token if gitlab else None, base_dir, "gitlab"),
         source=source,
+        max_event_streams=model.event_streams.max,
+        max_event_streams_per_client=model.event_streams.per_client,
     )
 
 

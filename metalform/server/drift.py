@@ -1,4 +1,5 @@
-"""The background loop: poll the remote for new commits and check for drift, on intervals.
+"""The background loop: poll the remote for new commits, check for drift and look for work of
+dead replicas to interrupt, on intervals.
 
 One thread, woken by a stop event, so `stop()` returns at once and tests can run it with
 intervals of a fraction of a second. A check never overlaps the previous one: while a drift
@@ -18,14 +19,19 @@ from reconciler.secrets import REDACTOR
 
 log = logging.getLogger("metalform.server.drift")
 
+RECOVER_SECONDS = 10.0
+"""How often a running server looks for plans and applies of processes that died (another
+replica on a shared PostgreSQL): their event streams end within about this long."""
+
 
 class Scheduler:
     """Runs `service.poll()` once at start (after `first_delay`) and then every poll interval,
     and `service.check_drift()` every drift interval (0 disables either repetition)."""
 
     def __init__(self, service: Service, *, poll_interval: float, drift_interval: float,
-                 first_delay: float = 0.0) -> None:
+                 first_delay: float = 0.0, recover_interval: float = RECOVER_SECONDS) -> None:
         self.service = service
+        self.recover_interval = recover_interval
         self.poll_interval = poll_interval
         self.drift_interval = drift_interval
         self.first_delay = first_delay
@@ -55,8 +61,9 @@ class Scheduler:
         # one poll at start even without polling: /readyz needs a fetch, status a first plan
         next_poll = now + self.first_delay
         next_drift = now + (self.drift_interval or float("inf"))
+        next_recover = now + (self.recover_interval or float("inf"))
         while not self._stop.is_set():
-            wait = max(0.0, min(next_poll, next_drift) - time.monotonic())
+            wait = max(0.0, min(next_poll, next_drift, next_recover) - time.monotonic())
             if wait == float("inf"):
                 self._stop.wait()
                 return
@@ -69,6 +76,9 @@ class Scheduler:
             if now >= next_drift:
                 next_drift = now + self.drift_interval
                 self._tick("drift check", self._drift)
+            if now >= next_recover:
+                next_recover = now + self.recover_interval
+                self._tick("recovery", self.service.recover)
 
     def _tick(self, what: str, step: Callable[[], object]) -> None:
         try:

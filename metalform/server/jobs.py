@@ -1,7 +1,8 @@
 """A small pool of worker threads: plans and applies run here, never on a request thread.
 
 The engine is synchronous and does its own parallel I/O; a few workers are enough. Every job
-is wrapped so an unexpected exception is logged (and never lost in a Future nobody reads).
+is wrapped so an unexpected exception is logged (and never lost in a Future nobody reads) and
+handed to the job's `on_crash`, which records what the job could not (a plan left running).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class WorkerPool:
         with self._cond:
             return self._in_flight
 
-    def submit(self, name: str, job: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Queue `job(*args)`; `name` names it in logs."""
+    def submit(self, name: str, job: Callable[..., Any], *args: Any,
+               on_crash: Callable[[BaseException], None] | None = None) -> Future[Any]:
+        """Queue `job(*args)`; `name` names it in logs. An exception escaping the job is
+        logged and passed to `on_crash`."""
         with self._cond:
             if self._closed:
                 raise ShuttingDown("the server is shutting down")
@@ -46,8 +49,13 @@ class WorkerPool:
         def run() -> Any:
             try:
                 return job(*args)
-            except Exception:
+            except Exception as exc:
                 log.exception("job %s failed", name)
+                if on_crash is not None:
+                    try:
+                        on_crash(exc)
+                    except Exception:  # the store may be what failed; recovery retries
+                        log.exception("job %s: could not record the failure", name)
                 raise
             finally:
                 with self._cond:

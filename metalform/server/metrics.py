@@ -38,6 +38,8 @@ class Metrics:
                            registry=r)
         self.jobs = Gauge("metalform_jobs_in_flight", "Plans and applies queued or running.",
                           registry=r)
+        self.streams = Gauge("metalform_event_streams", "Server-Sent Events streams open.",
+                             registry=r)
         self.http = Counter("metalform_http_requests", "HTTP requests, by route and status.",
                             ["method", "route", "status"], registry=r)
         self.http_seconds = Histogram("metalform_http_request_duration_seconds",

@@ -1,15 +1,21 @@
 """`metalform serve`: the API on waitress, the background loop, and a clean shutdown.
 
-SIGTERM or SIGINT stops accepting connections, ends event streams, lets running plans and
-applies finish (up to a grace period; an apply holds its lock until it is recorded finished),
-and closes the store.
+Requests are served by a pool of SERVER_THREADS threads; event streams by threads of their
+own (`StreamingDispatcher`), so followers never take the pool from the other routes.
+
+SIGTERM or SIGINT stops accepting connections, ends event streams (and waits for their
+threads, so no channel is closed under one), lets running plans and applies finish (up to a
+grace period; an apply holds its lock until it is recorded finished), and closes the store.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import resource
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -20,6 +26,7 @@ from waitress import wasyncore
 from metalform.api.app import MetalformApp, create_app
 from metalform.server import http_limits
 from metalform.server.config import ServerConfig, describe, load_config
+from metalform.server.dispatch import StreamingDispatcher
 from metalform.server.drift import Scheduler
 from metalform.store import Store
 from reconciler.engine import Engine
@@ -27,7 +34,14 @@ from reconciler.engine import Engine
 log = logging.getLogger("metalform.server")
 
 SHUTDOWN_GRACE_SECONDS = 60.0
+STREAM_DRAIN_SECONDS = 5.0
 SERVER_THREADS = 16
+STREAM_THREAD_MARGIN = 16
+"""Stream threads beyond the cap, so requests over it get their 503 without a pool thread
+wait; past it they go to the pool, which answers them 503 at once."""
+OTHER_CONNECTIONS = 200
+"""Connections beyond the streams: API clients, probes, webhooks."""
+_STREAM_PATH = re.compile(r"/api/v1/applies/[^/]+/events/?")
 
 
 class Server:
@@ -41,6 +55,17 @@ class Server:
         except BaseException:
             self.store.close()
             raise
+        try:
+            # before anything is served: what a dead process left open ends now, its locks
+            # are free, and the streams of its applies get their last event
+            found = self.app.service.recover()
+        except BaseException:
+            self.app.service.close(0)
+            self.store.close()
+            raise
+        if found:
+            log.warning("marked %d plan(s) and %d apply(ies) of stopped processes interrupted",
+                        len(found.plans), len(found.applies))
         self.scheduler = Scheduler(self.app.service, poll_interval=config.poll_interval,
                                    drift_interval=config.drift_interval)
         self._stop = threading.Event()
@@ -55,10 +80,18 @@ class Server:
 
     def listen(self) -> str:
         """Open the listening socket (port 0: any free port); returns the base URL."""
+        dispatcher = StreamingDispatcher(
+            lambda path: _STREAM_PATH.fullmatch(path) is not None,
+            self.config.max_event_streams + STREAM_THREAD_MARGIN)
+        dispatcher.set_thread_count(SERVER_THREADS)
+        connections = self.config.max_event_streams + STREAM_THREAD_MARGIN + OTHER_CONNECTIONS
+        _allow_open_files(connections + 100)  # + the store, Git, the providers' sockets
         # bounded body, head and chunk lines: see metalform.server.http_limits
         self._waitress = http_limits.create_server(
             self.app, host=self.config.listen_host, port=self.config.listen_port,
-            threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True)
+            threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True,
+            # every stream is a connection; select() cannot watch more than 1024 sockets
+            connection_limit=connections, asyncore_use_poll=True, _dispatcher=dispatcher)
         return self.url
 
     def run(self) -> None:
@@ -74,7 +107,7 @@ class Server:
             # Our own loop instead of waitress' run(): it ends on a flag a signal handler may
             # set, and this thread then closes every socket it owns.
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.2, map=socket_map, count=1)
+                wasyncore.loop(timeout=0.2, map=socket_map, count=1, use_poll=True)
         finally:
             self._shutdown(socket_map)
 
@@ -83,15 +116,43 @@ class Server:
 
     def _shutdown(self, socket_map: dict[int, Any]) -> None:
         log.info("shutting down")
-        self._waitress.close()  # no new connections
-        self.app.stopping.set()  # event streams end
+        # no new connections; not waitress' close(), which also closes the trigger that
+        # stream threads still pull when they finish
+        wasyncore.dispatcher.close(self._waitress)
+        self.app.stopping.set()
+        self.app.hub.close()  # event streams end; their threads return
+        self._drain_streams(socket_map)
         self.scheduler.stop()
         self.app.service.close(SHUTDOWN_GRACE_SECONDS)
-        for dispatcher in list(socket_map.values()):
-            dispatcher.close()
         self._waitress.task_dispatcher.shutdown(timeout=5)
+        for dispatcher in list(socket_map.values()):
+            dispatcher.close()  # the channels and the trigger
         self.store.close()
         log.info("stopped")
+
+    def _drain_streams(self, socket_map: dict[int, Any]) -> None:
+        """Keep the loop turning while stream threads finish, so their last bytes reach the
+        clients and no channel is closed under a thread still writing to it."""
+        dispatcher: StreamingDispatcher = self._waitress.task_dispatcher
+        deadline = time.monotonic() + STREAM_DRAIN_SECONDS
+        while dispatcher.stream_threads and time.monotonic() < deadline:
+            wasyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=True)
+        # one more turn: what the last thread wrote goes out
+        wasyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=True)
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise the soft limit of open files (often 1024) toward `needed`, up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open files limit to %d: %s", target, exc)
+    if target < needed:
+        log.warning("open files limited to %d: fewer event streams may be served", target)
 
 
 def _log_to_stderr() -> None:
@@ -101,11 +162,11 @@ def _log_to_stderr() -> None:
 
 
 def serve(config_path: Path | None, *,
-          on_ready: Callable[[Server], None] | None = None) -> int:
+          on_ready: Callable[[Server], None] | None = None, engine: Engine | None = None) -> int:
     """Run the server in this thread until SIGTERM or SIGINT."""
     _log_to_stderr()
     config = load_config(config_path)
-    server = Server(config)
+    server = Server(config, engine)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -3,11 +3,17 @@ it in the store, keeping resource status and metrics current, reporting to forge
 
 Requests only create records and queue jobs (`request_plan`, `request_apply`); the jobs do
 the Git, engine and forge I/O. A job never raises out: a bad commit or an unreachable system
-becomes a failed plan or apply with its message.
+becomes a failed plan or apply with its message, and an exception that escapes anyway (the
+store failing) fails or interrupts its record from the worker's `on_crash`.
+
+Each service names itself (`owner`) on the plans and applies it runs and holds the lock
+`instance:<owner>` while it lives; `recover()` interrupts the records of processes that are
+gone (see `metalform.store.recovery`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -17,10 +23,12 @@ from typing import Any
 
 from metalform.events import (
     APPLY_FAILED,
+    APPLY_INTERRUPTED,
     APPLY_STARTED,
     APPLY_SUCCEEDED,
     DRIFT_DETECTED,
     PLAN_FAILED,
+    PLAN_INTERRUPTED,
     EventBus,
 )
 from metalform.notify.payloads import (
@@ -51,6 +59,8 @@ from metalform.store import (
     RunStatus,
     Store,
     Trigger,
+    locks,
+    recovery,
 )
 from reconciler.apply import ActionResult as EngineActionResult
 from reconciler.credentials import with_rotations
@@ -109,6 +119,11 @@ class Service:
         self.metrics = metrics or Metrics()
         self.bus = bus or EventBus(store)
         self.reporter = ForgeReporter(forge_clients or {}, store, config.public_url)
+        self.owner = locks.new_owner()
+        instance = store.try_lock(recovery.instance_lock_name(self.owner), owner=self.owner)
+        if instance is None:  # the name is new: only a broken database refuses it
+            raise MetalformError("could not register this server process in the store")
+        self._instance_lock: Lock = instance
         self.workers = WorkerPool(config.workers, on_change=self.metrics.jobs.set)
         self.drift = DriftState()
         self.started_at = time.time()
@@ -150,13 +165,14 @@ class Service:
         record = self.store.create_plan(
             self.repository, ref=ref if ref is not None else (sha or self.config.branch),
             revision=sha, trigger=trigger, who=who,
-            pull_request=pull_request.key if pull_request else None)
+            pull_request=pull_request.key if pull_request else None, owner=self.owner)
         # plan.created is emitted when the plan is made (run_plan): only then does it say
         # what changes, which notification rules match on. The store has the record now.
         self.changed()
         try:
             self.workers.submit(f"plan {record.id}", self.run_plan, record.id, pull_request,
-                                auto_apply, detect_drift)
+                                auto_apply, detect_drift,
+                                on_crash=lambda exc: self._plan_crashed(record.id, exc))
         except ShuttingDown:
             self.store.fail_plan(record.id, "the server shut down before the plan ran")
             raise MetalformError("the server is shutting down") from None
@@ -268,6 +284,16 @@ class Service:
             self.reporter.plan_failed(pull_request, plan_id, error, invalid_input=invalid_input)
         return record
 
+    def _plan_crashed(self, plan_id: str, exc: BaseException) -> None:
+        """An exception escaped the planning job: fail the plan if it is still open."""
+        if self.store.get_plan(plan_id).status.terminal:
+            return  # it was recorded; what failed came after
+        error = f"internal error: {type(exc).__name__}"
+        with contextlib.suppress(ConflictError):  # it ended meanwhile
+            self._plan_failed(plan_id, error, None, time.monotonic(), Trigger.API.value,
+                              invalid_input=False)
+        self.changed()
+
     def _record_statuses(self, run: PlanRun) -> None:
         updates = resource_status.after_plan(run)
         self.store.upsert_resource_statuses(self.repository, updates, prune=True)
@@ -321,13 +347,32 @@ class Service:
         if lock is None:
             raise ApplyInProgress(repository=record.repository)
         try:
-            applied = self.store.create_apply(record.id, trigger=trigger, who=who)
-            self.workers.submit(f"apply {applied.id}", self.run_apply, applied.id, record,
-                                plan, lock, pull_request)
+            applied = self.store.create_apply(record.id, trigger=trigger, who=who,
+                                              owner=self.owner)
         except BaseException:
             lock.release()
             raise
+        try:
+            self.workers.submit(f"apply {applied.id}", self.run_apply, applied.id, record,
+                                plan, lock, pull_request,
+                                on_crash=lambda exc: self._apply_crashed(applied.id, exc))
+        except BaseException:
+            try:
+                recovery.interrupt_apply(self.store, applied.id,
+                                         "interrupted: the server shut down before it ran")
+            finally:
+                lock.release()
+            raise
         return applied
+
+    def _apply_crashed(self, apply_id: str, exc: BaseException) -> None:
+        """An exception escaped the apply job (its lock is released by then): an apply left
+        open is interrupted, so its stream ends and a new apply may start."""
+        reason = (f"interrupted: internal error: {type(exc).__name__}; plan again to see "
+                  "what is left")
+        record = recovery.interrupt_apply(self.store, apply_id, reason)
+        if record is not None:
+            self._interrupted(applies=[record])
 
     def _listener(self, apply_id: str) -> Any:
         def record(action: Action, result: EngineActionResult) -> None:
@@ -412,9 +457,42 @@ class Service:
         return self.request_plan(self.config.branch, trigger=Trigger.DRIFT, who="drift",
                                  detect_drift=True)
 
+    # --- crash recovery ---------------------------------------------------------------
+
+    def recover(self) -> recovery.Recovered:
+        """Interrupt plans and applies whose server process is gone (at start-up, and then
+        now and then for replicas that died while this one runs)."""
+        found = recovery.recover(self.store)
+        self._interrupted(found.plans, found.applies)
+        return found
+
+    def _interrupted(self, plans: list[PlanRecord] | None = None,
+                     applies: list[ApplyRecord] | None = None) -> None:
+        for plan in plans or []:
+            self.metrics.plans.labels("interrupted", plan.trigger.value).inc()
+            self.bus.emit(PLAN_INTERRUPTED, {"error": plan.error},
+                          repository=plan.repository, plan_id=plan.id)
+        for applied in applies or []:
+            self.metrics.applies.labels("interrupted").inc()
+            self.bus.emit(APPLY_INTERRUPTED, {"error": applied.error},
+                          repository=applied.repository, plan_id=applied.plan_id,
+                          apply_id=applied.id)
+
+    def _interrupt_own(self, reason: str) -> None:
+        """At shutdown: what this process queued but will not run (or finish)."""
+        found = recovery.interrupt_owned(self.store, self.owner, reason)
+        self._interrupted(found.plans, found.applies)
+
     def close(self, timeout: float = 30.0) -> None:
-        """Let running jobs finish (queued ones are dropped) and close the forge clients."""
+        """Let running jobs finish (queued ones are dropped and, like any still running past
+        `timeout`, recorded interrupted) and close the forge clients."""
         self.workers.shutdown(timeout)
+        try:
+            self._interrupt_own("interrupted: the server shut down before it finished")
+        except MetalformError as exc:
+            log.warning("could not record unfinished work as interrupted: %s", exc)
+        finally:
+            self._instance_lock.release()
         self.notifications.close(timeout)
         for client in self.reporter.clients.values():
             client.close()

@@ -10,6 +10,7 @@ is migrated with Alembic when a store is opened.
             ...  # another apply of this repository is running somewhere
 """
 
+from metalform.store import locks, recovery
 from metalform.store.errors import ConflictError, NotFoundError, StoreError
 from metalform.store.locks import Lock
 from metalform.store.records import (
@@ -47,4 +48,6 @@ __all__ = [
     "StoreError",
     "Trigger",
     "apply_lock_name",
+    "locks",
+    "recovery",
 ]

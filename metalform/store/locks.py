@@ -5,7 +5,9 @@ its own for as long as the lock is held. The server frees it when that connectio
 crashed holder (process killed, host gone) never blocks the others for long.
 
 SQLite: a row in `locks` with an owner and a lease. A thread renews the lease while the lock is
-held; a holder that crashed stops renewing and its lease runs out.
+held; a holder that crashed stops renewing and its lease runs out. The owner names its host, PID
+namespace, PID and the process's start time, so a holder of this host whose process is gone is
+known dead at once (the lease only matters for a holder this host cannot see).
 
 Both kinds renew (or check) from a heartbeat thread and mark the lock `lost` when they cannot,
 so a long apply can notice that it no longer holds its lock.
@@ -22,7 +24,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 
+import psutil
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
@@ -31,7 +36,8 @@ from metalform.store.tables import LockRow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_LEASE_SECONDS = 10.0
+"""How long a dead SQLite holder this host cannot see blocks the others (renewed every third)."""
 
 
 def advisory_key(name: str) -> int:
@@ -40,9 +46,77 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock (or runs a plan): `host:pid:started:namespace:nonce` as a string."""
+
+    host: str
+    pid: int
+    started: str
+    """The process's start time: a PID reused by a later process does not match it."""
+    namespace: str
+    """The PID namespace: PIDs of another container on the same host mean nothing here."""
+    nonce: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.started}:{self.namespace}:{self.nonce}"
+
+    @classmethod
+    def parse(cls, owner: str) -> Holder | None:
+        """The holder an owner string names; None for other formats (older versions)."""
+        parts = owner.split(":")
+        if len(parts) != 5 or not parts[1].isascii() or not parts[1].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), parts[2], parts[3], parts[4])
+
+    @property
+    def label(self) -> str:
+        """`host:pid`, for messages."""
+        return f"{self.host}:{self.pid}"
+
+
+def _start_token(pid: int) -> str | None:
+    """The start time of process `pid` as the owner records it; None when it is gone."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None  # dead, not yet reaped by its parent
+        return f"{process.create_time():.2f}"
+    except psutil.NoSuchProcess:
+        return None
+
+
+@cache
+def _pid_namespace() -> str:
+    try:
+        # "pid:[4026531836]": the inode tells namespaces apart
+        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]") or "-"
+    except OSError:
+        return "-"
+
+
+def this_process() -> Holder:
+    """This process, with a fresh nonce (two locks of one process have different owners)."""
+    pid = os.getpid()
+    return Holder(socket.gethostname(), pid, _start_token(pid) or "-", _pid_namespace(),
+                  uuid.uuid4().hex[:12])
+
+
+def holder_alive(owner: str) -> bool | None:
+    """False when `owner` was a process of this host (and PID namespace) that is gone; True
+    when it still runs; None when this host cannot tell (another host, an older format)."""
+    holder = Holder.parse(owner)
+    here = this_process()
+    if holder is None or (holder.host, holder.namespace) != (here.host, here.namespace):
+        return None
+    if holder.namespace == "-":
+        return None  # no namespace id: PIDs cannot be trusted to mean the same process
+    return _start_token(holder.pid) == holder.started
+
+
 def new_owner() -> str:
-    """An owner id naming this host and process (for people reading the lock table)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """An owner id naming this host and process (for people and for `holder_alive`)."""
+    return str(this_process())
 
 
 class Lock(abc.ABC):
@@ -232,9 +306,10 @@ def try_lease_lock(engine: Engine, name: str, owner: str, lease_seconds: float) 
                     name=name, owner=owner, acquired_at=now, expires_at=now + lease_seconds
                 )
             )
-        elif row.owner == owner or row.expires_at <= now:
+        elif row.owner == owner or row.expires_at <= now or holder_alive(row.owner) is False:
             if row.owner != owner:
-                log.warning("lock %s: lease of %s expired; taking it over", name, row.owner)
+                why = "lease expired" if row.expires_at <= now else "holder is gone"
+                log.warning("lock %s: %s (%s); taking it over", name, why, row.owner)
             connection.execute(
                 update(LockRow)
                 .where(LockRow.name == name)

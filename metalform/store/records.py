@@ -24,10 +24,12 @@ class RunStatus(str, enum.Enum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """The process running it died (killed, crashed, host lost) before it ended."""
 
     @property
     def terminal(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED)
 
 
 class Trigger(str, enum.Enum):
@@ -46,10 +48,12 @@ class EventType(str, enum.Enum):
     PLAN_STARTED = "plan.started"
     PLAN_SUCCEEDED = "plan.succeeded"
     PLAN_FAILED = "plan.failed"
+    PLAN_INTERRUPTED = "plan.interrupted"
     APPLY_CREATED = "apply.created"
     APPLY_STARTED = "apply.started"
     APPLY_SUCCEEDED = "apply.succeeded"
     APPLY_FAILED = "apply.failed"
+    APPLY_INTERRUPTED = "apply.interrupted"
     ACTION_UPDATED = "action.updated"
     DRIFT_DETECTED = "drift.detected"
     WEBHOOK_RECEIVED = "webhook.received"
@@ -64,6 +68,7 @@ TERMINAL_ACTION_STATUSES = frozenset(
         ActionStatus.SKIPPED,
         ActionStatus.DEFERRED,
         ActionStatus.REFUSED,
+        ActionStatus.INTERRUPTED,
     }
 )
 
@@ -100,6 +105,8 @@ class PlanRecord:
     started_at: datetime | None
     finished_at: datetime | None
     document: dict[str, Any] | None = None
+    owner: str | None = None
+    """The server process that runs it (`host:pid:...`); None for the CLI and old rows."""
     """The plan as JSON (camelCase, `Plan.model_dump(by_alias=True)`). Listings leave it out."""
 
     def plan(self) -> Plan | None:
@@ -139,6 +146,8 @@ class ApplyRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    owner: str | None = None
+    """The server process that runs it (`host:pid:...`)."""
     counts: dict[str, int] = field(default_factory=dict)
     """How many actions are in each `ActionStatus` (by value)."""
     actions: tuple[ActionResult, ...] = ()

@@ -60,10 +60,13 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 500
 _EVENT_LOG_LOCK = "metalform:events"
 _ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED}),
-    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED}),
+    RunStatus.PENDING: frozenset(
+        {RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED}
+    ),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED}),
     RunStatus.SUCCEEDED: frozenset(),
     RunStatus.FAILED: frozenset(),
+    RunStatus.INTERRUPTED: frozenset(),
 }
 
 
@@ -375,8 +378,10 @@ class Store:
         trigger: Trigger = Trigger.CLI,
         who: str | None = None,
         pull_request: str | None = None,
+        owner: str | None = None,
     ) -> PlanRecord:
-        """Record a new planning job, `pending`. Appends `plan.created`."""
+        """Record a new planning job, `pending`. Appends `plan.created`. `owner` names the
+        server process that will run it (see `metalform.store.recovery`)."""
         with self._write() as session:
             self._ensure_repository(session, repository)
             row = PlanRow(
@@ -388,6 +393,7 @@ class Store:
                 ref=ref,
                 revision=revision,
                 pull_request=pull_request,
+                owner=owner,
                 document=None,
                 summary={},
                 action_count=0,
@@ -541,7 +547,12 @@ class Store:
         return row
 
     def create_apply(
-        self, plan_id: str, *, trigger: Trigger = Trigger.CLI, who: str | None = None
+        self,
+        plan_id: str,
+        *,
+        trigger: Trigger = Trigger.CLI,
+        who: str | None = None,
+        owner: str | None = None,
     ) -> ApplyRecord:
         """Record a new apply of a succeeded plan, `pending`, with one row per action of the
         plan in its plan-time status (planned, deferred or refused). Appends `apply.created`.
@@ -563,6 +574,7 @@ class Store:
                 trigger=Trigger(trigger).value,
                 who=who,
                 revision=plan.revision,
+                owner=owner,
                 error=None,
                 created_at=self._now(),
             )
@@ -1008,14 +1020,16 @@ class Store:
 
     # -- locks -----------------------------------------------------------------------------
 
-    def try_lock(self, name: str) -> locks.Lock | None:
+    def try_lock(self, name: str, *, owner: str | None = None) -> locks.Lock | None:
         """Take the named lock for this process, or None while another holder has it.
 
         The lock holds across processes and hosts sharing the database until `release()`;
-        a holder that dies frees it (PostgreSQL: with its connection; SQLite: after the
-        lease). Not re-entrant: a second `try_lock` of a held name returns None.
+        a holder that dies frees it (PostgreSQL: with its connection; SQLite: at once when
+        it was a process of this host, else after the lease). Not re-entrant: a second
+        `try_lock` of a held name returns None. `owner` (default: a new one) must come from
+        `locks.new_owner()`.
         """
-        owner = locks.new_owner()
+        owner = owner or locks.new_owner()
         if self.dialect == "postgresql":
             with self._lock_engine_guard:
                 if self._lock_engine is None:
@@ -1110,6 +1124,7 @@ def _plan(row: PlanRow, *, with_document: bool) -> PlanRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         document=row.document if with_document else None,
+        owner=row.owner,
     )
 
 
@@ -1126,6 +1141,7 @@ def _apply(row: ApplyRow, counts: dict[str, int], actions: tuple[ActionResult, .
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        owner=row.owner,
         counts=counts,
         actions=actions,
     )

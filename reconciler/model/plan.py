@@ -27,6 +27,8 @@ class ActionStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    """The server running the apply stopped (killed, crashed) before the action ended."""
 
 
 class DiffEntry(_Wire):

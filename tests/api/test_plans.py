@@ -176,7 +176,7 @@ def test_apply_events_stream(harness: Harness) -> None:
     assert resumed_ids == ids[-2:]
     bad = harness.get(f"/api/v1/applies/{applied['id']}/events",
                       headers={"Last-Event-ID": "x"})
-    assert bad.status_code == 422
+    assert bad.status_code == 400
 
 
 def test_status_resources_and_history(harness: Harness) -> None:

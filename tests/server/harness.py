@@ -244,6 +244,7 @@ def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, forge: Fake
         yield Harness(remote, memory, config, store, app, client, forge)
     finally:
         app.stopping.set()
+        app.hub.close()
         app.service.close(10)
         store.close()
 

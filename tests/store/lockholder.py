@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from metalform.store import Store
+from reconciler.model.plan import ActionStatus
 
 
 def hold(url: str, repository: str, lease: float, report: Any, release: Any) -> None:
@@ -21,3 +22,28 @@ def hold(url: str, repository: str, lease: float, report: Any, release: Any) -> 
         report.put(bool(acquired))
         if acquired:
             release.get(timeout=60)
+
+
+def run_work(url: str, repository: str, report: Any, release: Any) -> None:
+    """Like a server process: hold an instance lock, run a plan and an apply (holding the
+    repository's apply lock) and report their ids; keep all of it until told (or killed).
+    The lease is long: only the holder's death may free these locks quickly."""
+    from metalform.store import locks, recovery
+    from tests.store.test_store import make_plan
+
+    with Store.open(url, migrate_to_head=False, lock_lease_seconds=120) as store:
+        owner = locks.new_owner()
+        instance = store.try_lock(recovery.instance_lock_name(owner), owner=owner)
+        applying = store.try_apply_lock(repository)
+        assert instance is not None and applying is not None
+        done = store.create_plan(repository, owner=owner)
+        store.start_plan(done.id)
+        store.finish_plan(done.id, make_plan())
+        running_plan = store.create_plan(repository, owner=owner)
+        store.start_plan(running_plan.id)
+        applied = store.create_apply(done.id, owner=owner)
+        store.start_apply(applied.id)
+        store.record_action(applied.id, 1, ActionStatus.SUCCEEDED)
+        store.record_action(applied.id, 2, ActionStatus.RUNNING)
+        report.put((running_plan.id, applied.id))
+        release.get(timeout=60)

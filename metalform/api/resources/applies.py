@@ -1,4 +1,9 @@
-"""Applies: progress as JSON, and a Server-Sent Events stream of their events."""
+"""Applies: progress as JSON, and a Server-Sent Events stream of their events.
+
+A stream runs on a thread of its own, not one of the request pool (see
+`metalform.server.dispatch`), and waits on the server's event hub, which reads the event log
+once for every stream (see `metalform.server.streams`).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,36 @@ from collections.abc import Iterator
 import falcon
 
 from metalform.api import serialize
-from metalform.api.errors import InvalidRequest
+from metalform.api.auth import who
+from metalform.api.errors import ApiError
 from metalform.server.config import Role
 from metalform.server.service import Service
+from metalform.server.streams import EventHub, StreamsExhausted, Subscription
 from metalform.store import Event, Store
 from reconciler.secrets import REDACTOR
 
-FINAL_EVENTS = frozenset({"apply.succeeded", "apply.failed"})
-POLL_SECONDS = 0.2
+FINAL_EVENTS = frozenset({"apply.succeeded", "apply.failed", "apply.interrupted"})
 HEARTBEAT_SECONDS = 15.0
 MAX_STREAM_SECONDS = 6 * 3600.0
 """A client following an apply that never ends is let go eventually; it can resume."""
+MAX_EVENT_ID_DIGITS = 18  # every id of a signed 64-bit column fits; more is not an id
+RETRY_AFTER_SECONDS = 10
+_PAGE = 200
+
+
+class TooManyStreams(ApiError):
+    status, code = 503, "TOO_MANY_STREAMS"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def last_event_id(raw: str) -> int:
+    """The id a client resumes after: ASCII digits only (`str.isdigit` also takes `²`)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_EVENT_ID_DIGITS:
+        raise ApiError(f"Last-Event-ID must be an event id: 1 to {MAX_EVENT_ID_DIGITS} "
+                       "ASCII digits", {"field": "Last-Event-ID"})
+    return int(raw)
 
 
 class ApplyItem:
@@ -41,48 +65,103 @@ def sse(item: Event) -> bytes:
     return f"id: {item.id}\nevent: {item.type}\ndata: {data}\n\n".encode()
 
 
-def follow(store: Store, apply_id: str, after: int, stop: threading.Event,
-           poll: float = POLL_SECONDS, limit: float = MAX_STREAM_SECONDS) -> Iterator[bytes]:
-    """The events of one apply after `after`, as they are appended, until it finishes."""
-    yield b"retry: 2000\n\n"
-    started = last_sent = time.monotonic()
-    while not stop.is_set() and time.monotonic() - started < limit:
-        events = store.list_events(after, apply_id=apply_id, limit=200)
-        for item in events:
-            after = item.id
-            yield sse(item)
-            if item.type in FINAL_EVENTS:
+class EventStream:
+    """The body of one stream: the apply's events after `after`, replayed from the store and
+    then as the hub delivers them, until the apply ends. A WSGI iterable: the server calls
+    `close()` when the stream ends or its client goes, which frees the subscription."""
+
+    def __init__(self, store: Store, hub: EventHub, sub: Subscription, after: int,
+                 stop: threading.Event, limit: float = MAX_STREAM_SECONDS) -> None:
+        self.store = store
+        self.hub = hub
+        self.sub = sub
+        self.after = after
+        self.stop = stop
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events()
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self.sub)
+
+    def _stored(self, upto: int | None) -> Iterator[Event]:
+        """The apply's events after the last one sent, from the store (up to id `upto`)."""
+        while True:
+            page = self.store.list_events(self.after, apply_id=self.sub.apply_id, limit=_PAGE)
+            for item in page:
+                if upto is not None and item.id > upto:
+                    return
+                yield item
+            if len(page) < _PAGE:
                 return
-        if events:
-            last_sent = time.monotonic()
-            continue
-        if store.get_apply(apply_id).status.terminal:
-            # finished before `after` (a resumed stream): one more look for stragglers
-            for item in store.list_events(after, apply_id=apply_id, limit=200):
-                yield sse(item)
-            return
-        if time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
-            last_sent = time.monotonic()
-            yield b": keep-alive\n\n"
-        stop.wait(poll)
+
+    def _send(self, item: Event) -> bytes:
+        self.after = item.id
+        return sse(item)
+
+    def _events(self) -> Iterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            # up to the hub's cursor at subscription the store has them; later, the hub
+            for item in self._stored(upto=self.sub.start):
+                yield self._send(item)
+                if item.type in FINAL_EVENTS:
+                    return
+            if self.store.get_apply(self.sub.apply_id).status.terminal:
+                # it ended since: its last events are in the store already
+                for item in self._stored(upto=None):
+                    yield self._send(item)
+                return
+            yield from self._live()
+        finally:
+            self.close()
+
+    def _live(self) -> Iterator[bytes]:
+        started = last_sent = time.monotonic()
+        while not self.stop.is_set() and not self.sub.ended:
+            now = time.monotonic()
+            if now - started >= self.limit:
+                return
+            wait = min(HEARTBEAT_SECONDS - (now - last_sent), self.limit - (now - started))
+            items = self.sub.take(max(0.0, wait))
+            for item in items:
+                if item.id <= self.after:
+                    continue
+                yield self._send(item)
+                if item.type in FINAL_EVENTS:
+                    return
+            if items:
+                last_sent = time.monotonic()
+            elif time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
+                last_sent = time.monotonic()
+                yield b": keep-alive\n\n"
 
 
 class ApplyEvents:
     """`GET /api/v1/applies/{id}/events`: a Server-Sent Events stream that ends with the
-    apply; resumes after `Last-Event-ID` (header) or `?lastEventId=`."""
+    apply; resumes after `Last-Event-ID` (header) or `?lastEventId=`. 503 past the number
+    of streams the server, or this token, may have open."""
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service, stop: threading.Event) -> None:
+    def __init__(self, service: Service, hub: EventHub, stop: threading.Event) -> None:
         self.service = service
+        self.hub = hub
         self.stop = stop
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
         record = self.service.store.get_apply(id)  # 404 before the stream starts
         raw = req.get_header("Last-Event-ID") or req.get_param("lastEventId") or "0"
-        if not raw.isdigit():
-            raise InvalidRequest("Last-Event-ID must be an event id (a number)")
+        after = last_event_id(raw)
+        # the auth middleware ran: every stream has a token, the cap counts per token
+        name = who(req)
+        client = f"token {name}" if name else f"address {req.remote_addr}"
+        try:
+            sub = self.hub.subscribe(record.id, client)
+        except StreamsExhausted as exc:
+            raise TooManyStreams(str(exc)) from None
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")  # proxies must not hold events back
-        resp.stream = follow(self.service.store, record.id, int(raw), self.stop)
+        resp.stream = EventStream(self.service.store, self.hub, sub, after, self.stop)
