@@ -22,7 +22,7 @@ from metalform.api.resources.probes import Health, Metrics, Ready
 from metalform.api.resources.status import History, ResourceItem, Resources, Status
 from metalform.api.resources.webhooks import Webhook
 from metalform.server.config import ServerConfig
-from metalform.server.service import Service
+from metalform.server.control import ControlPlane
 from metalform.server.streams import EventHub
 from metalform.store import Store
 from reconciler.engine import Engine
@@ -40,7 +40,7 @@ _JSON_OUT = falcon.media.JSONHandler(
 class MetalformApp(falcon.App):  # type: ignore[type-arg]
     """The Falcon app, with the service behind it (tests and `serve` reach it here)."""
 
-    service: Service
+    service: ControlPlane
     routes: list[Route]
     stopping: threading.Event
     max_body: int
@@ -51,7 +51,7 @@ class MetalformApp(falcon.App):  # type: ignore[type-arg]
 class RequestMetrics:
     """Counts requests by route template and status; times the non-streaming ones."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.metrics = service.metrics
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -79,7 +79,7 @@ def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
     return clients
 
 
-def _routes(service: Service, stopping: threading.Event, hub: EventHub,
+def _routes(service: ControlPlane, stopping: threading.Event, hub: EventHub,
             max_body: int) -> list[Route]:
     config = service.config
     string = {"type": "string"}
@@ -133,7 +133,7 @@ def create_app(
     engine: Engine,
     store: Store,
     *,
-    service: Service | None = None,
+    service: ControlPlane | None = None,
     forge_clients_by_name: Mapping[str, ForgeClient] | None = None,
     max_body: int = MAX_BODY_BYTES,
 ) -> MetalformApp:
@@ -141,7 +141,7 @@ def create_app(
     if service is None:
         clients = forge_clients(config) if forge_clients_by_name is None \
             else forge_clients_by_name
-        service = Service(config, engine, store, forge_clients=clients)
+        service = ControlPlane(config, engine, store, forge_clients=clients)
     # order matters: the token is checked before the body's size, and both before reading it
     app = MetalformApp(middleware=[RequestMetrics(service),
                                    AuthMiddleware(Authenticator(config.tokens)), BodyLimit()])

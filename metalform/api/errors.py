@@ -14,9 +14,9 @@ from typing import Any
 import falcon
 from pydantic import ValidationError
 
+from metalform.server.control import ApplyInProgress, PlanNotApplicable
 from metalform.server.jobs import ShuttingDown
 from metalform.server.repository import RepositoryUnavailable
-from metalform.server.service import ApplyInProgress, PlanNotApplicable
 from metalform.store import ConflictError, NotFoundError, StoreError
 from reconciler.errors import InputError, MetalformError, StalePlanError
 from reconciler.secrets import REDACTOR

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from metalform.server.service import Service
+from metalform.server.control import ControlPlane
 from reconciler.errors import MetalformError
 from reconciler.secrets import REDACTOR
 
@@ -28,7 +28,7 @@ class Scheduler:
     """Runs `service.poll()` once at start (after `first_delay`) and then every poll interval,
     and `service.check_drift()` every drift interval (0 disables either repetition)."""
 
-    def __init__(self, service: Service, *, poll_interval: float, drift_interval: float,
+    def __init__(self, service: ControlPlane, *, poll_interval: float, drift_interval: float,
                  first_delay: float = 0.0, recover_interval: float = RECOVER_SECONDS) -> None:
         self.service = service
         self.recover_interval = recover_interval

@@ -15,8 +15,8 @@ from typing import Any
 
 from metalform.events import WEBHOOK_REJECTED
 from metalform.server.config import ForgeSettings
+from metalform.server.control import ControlPlane
 from metalform.server.reporting import PullRequest
-from metalform.server.service import Service
 from metalform.store import Trigger
 from reconciler.errors import MetalformError
 from reconciler.secrets import REDACTOR
@@ -46,9 +46,9 @@ def _pull_request(event: GitEvent, head_sha: str | None) -> PullRequest:
 
 
 class WebhookFlow:
-    """Turns `GitEvent`s into plans and applies on a `Service`."""
+    """Turns `GitEvent`s into plans and applies on a `ControlPlane`."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def handle(self, event: GitEvent, settings: ForgeSettings) -> Outcome:

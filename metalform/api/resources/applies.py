@@ -18,7 +18,7 @@ from metalform.api import serialize
 from metalform.api.auth import who
 from metalform.api.errors import ApiError
 from metalform.server.config import Role
-from metalform.server.service import Service
+from metalform.server.control import ControlPlane
 from metalform.server.streams import EventHub, StreamsExhausted, Subscription
 from metalform.store import Event, Store
 from reconciler.secrets import REDACTOR
@@ -52,7 +52,7 @@ class ApplyItem:
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
@@ -145,7 +145,7 @@ class ApplyEvents:
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service, hub: EventHub, stop: threading.Event) -> None:
+    def __init__(self, service: ControlPlane, hub: EventHub, stop: threading.Event) -> None:
         self.service = service
         self.hub = hub
         self.stop = stop

@@ -12,7 +12,7 @@ from metalform.api.auth import who
 from metalform.api.body import json_object
 from metalform.api.errors import InvalidRequest
 from metalform.server.config import Role
-from metalform.server.service import Service
+from metalform.server.control import ControlPlane
 from metalform.store import ConflictError, RunStatus, Trigger
 from reconciler.model import Plan
 from reconciler.render import RENDERERS
@@ -38,7 +38,7 @@ class Plans:
 
     roles = {"POST": Role.PLANNER}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -57,7 +57,7 @@ class PlanItem:
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:
@@ -86,7 +86,7 @@ class PlanApply:
 
     roles = {"POST": Role.OPERATOR}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, id: str) -> None:

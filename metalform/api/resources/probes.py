@@ -6,8 +6,8 @@ import time
 
 import falcon
 
+from metalform.server.control import ControlPlane
 from metalform.server.metrics import CONTENT_TYPE
-from metalform.server.service import Service
 
 
 class Health:
@@ -24,7 +24,7 @@ class Ready:
 
     open = True
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -47,7 +47,7 @@ class Metrics:
 
     open = True
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

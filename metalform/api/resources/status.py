@@ -12,8 +12,8 @@ import falcon
 from metalform.api import serialize
 from metalform.api.errors import InvalidRequest
 from metalform.server.config import Role, redact_url
+from metalform.server.control import ControlPlane
 from metalform.server.durations import format_duration
-from metalform.server.service import Service
 from metalform.store import NotFoundError, PlanRecord
 from reconciler.model import Health, SyncStatus
 
@@ -36,7 +36,7 @@ class Status:
     roles = {"GET": Role.VIEWER}
     CACHE_SECONDS = 1.0
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
         self._cached: tuple[object, float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
@@ -88,7 +88,7 @@ class Resources:
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -120,7 +120,7 @@ class ResourceItem:
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, kind: str, name: str) -> None:
@@ -148,7 +148,7 @@ class History:
 
     roles = {"GET": Role.VIEWER}
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: ControlPlane) -> None:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:

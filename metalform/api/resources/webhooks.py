@@ -13,7 +13,7 @@ import falcon
 from metalform.api.errors import NotConfigured, Unauthorized
 from metalform.events import WEBHOOK_REJECTED
 from metalform.server.config import ForgeSettings
-from metalform.server.service import Service
+from metalform.server.control import ControlPlane
 from metalform.server.webhook_flow import WebhookFlow
 from webhooks import MAX_BODY_BYTES, PayloadError, PayloadTooLarge, WebhookReceiver, read_body
 
@@ -24,7 +24,7 @@ class Webhook:
     open = True  # authenticated by the forge's secret, not by a bearer token
     checks_own_body = True  # its size refusals are recorded as `webhook.rejected`
 
-    def __init__(self, service: Service, receiver: WebhookReceiver,
+    def __init__(self, service: ControlPlane, receiver: WebhookReceiver,
                  settings: ForgeSettings | None, max_body: int = MAX_BODY_BYTES) -> None:
         self.service = service
         self.receiver = receiver

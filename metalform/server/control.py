@@ -97,7 +97,7 @@ class DriftState:
     error: str | None = None
 
 
-class Service:
+class ControlPlane:
     """Everything behind the API: tracker, workers, store, engine, events, forge reporting."""
 
     def __init__(
