@@ -13,7 +13,6 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from metalform.events import APPLY_FAILED, APPLY_STARTED, APPLY_SUCCEEDED, PLAN_FAILED
 from metalform.notify.payloads import (
     RunNotifications,
     apply_finished_payload,
@@ -30,6 +29,7 @@ from reconciler.engine import Engine, PlanRun, Settings
 from reconciler.errors import InputError, MetalformError
 from reconciler.load import load
 from reconciler.model import Action, ActionStatus, Plan
+from reconciler.model.events import EventType
 from reconciler.render import RENDERERS
 from reconciler.secrets import REDACTOR, RedactingFilter
 
@@ -58,32 +58,47 @@ class Output:
 
 
 def _add_repo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
-                   help="the desired-state repository (default: the current directory)")
-    p.add_argument("--rev", metavar="REV",
-                   help="plan this Git revision instead of the working tree")
+    p.add_argument(
+        "-C",
+        dest="directory",
+        default=".",
+        metavar="DIR",
+        help="the desired-state repository (default: the current directory)",
+    )
+    p.add_argument(
+        "--rev", metavar="REV", help="plan this Git revision instead of the working tree"
+    )
 
 
 def _add_notify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--notify", action="store_true",
-                   help="send this run's events through the desired state's NotificationRules")
+    p.add_argument(
+        "--notify",
+        action="store_true",
+        help="send this run's events through the desired state's NotificationRules",
+    )
 
 
 def _add_parallelism(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM, metavar="N",
-                   help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
-                        "at most 4 requests to one BMC or API)")
+    p.add_argument(
+        "--parallelism",
+        type=int,
+        default=DEFAULT_PARALLELISM,
+        metavar="N",
+        help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
+        "at most 4 requests to one BMC or API)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalform",
         description="Declarative GitOps for bare metal: plan and apply BMCs, BIOS, power and "
-                    "boot from YAML in Git.",
+        "boot from YAML in Git.",
     )
     parser.add_argument("--version", action="version", version=f"metalform {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="log debug details and show tracebacks of errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="log debug details and show tracebacks of errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("validate", help="check the desired state without contacting anything")
@@ -93,21 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_repo_args(p)
     p.add_argument("-o", "--out", metavar="PLANFILE", help="save the plan as JSON for apply")
     p.add_argument("--format", choices=sorted(RENDERERS), default="text")
-    p.add_argument("--detailed-exitcode", action="store_true",
-                   help="exit 0 when there are no changes, 2 when there are, 1 on error")
-    p.add_argument("--target", action="append", default=[], metavar="ADDR",
-                   help="plan only this resource (Kind/name); repeatable")
-    p.add_argument("--refresh-only", action="store_true",
-                   help="show drift between Git and the live state, plan no actions")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when there are no changes, 2 when there are, 1 on error",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="plan only this resource (Kind/name); repeatable",
+    )
+    p.add_argument(
+        "--refresh-only",
+        action="store_true",
+        help="show drift between Git and the live state, plan no actions",
+    )
     _add_parallelism(p)
     _add_notify(p)
 
-    p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with "
-                                     "--auto-approve)")
+    p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with --auto-approve)")
     p.add_argument("planfile", nargs="?", metavar="PLANFILE")
     _add_repo_args(p)
-    p.add_argument("--auto-approve", action="store_true",
-                   help="plan and apply at once, without a saved plan")
+    p.add_argument(
+        "--auto-approve", action="store_true", help="plan and apply at once, without a saved plan"
+    )
     _add_parallelism(p)
     _add_notify(p)
 
@@ -115,37 +141,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("planfile", metavar="PLANFILE")
     p.add_argument("--format", choices=sorted(RENDERERS), default="text")
 
-    p = sub.add_parser("status", help="last applied revision, per-resource sync and health "
-                                      "(from the server's state store)")
-    p.add_argument("-C", dest="directory", default=".", metavar="DIR",
-                   help="where metalform.db is (default: the current directory)")
-    p.add_argument("--database", metavar="URL",
-                   help="the state store (sqlite:///PATH or postgresql://...; default: "
-                        "$METALFORM_DATABASE, else DIR/metalform.db)")
+    p = sub.add_parser(
+        "status",
+        help="last applied revision, per-resource sync and health (from the server's state store)",
+    )
+    p.add_argument(
+        "-C",
+        dest="directory",
+        default=".",
+        metavar="DIR",
+        help="where metalform.db is (default: the current directory)",
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="the state store (sqlite:///PATH or postgresql://...; default: "
+        "$METALFORM_DATABASE, else DIR/metalform.db)",
+    )
 
     p = sub.add_parser("serve", help="REST API and webhooks: plan on push, apply on request")
-    p.add_argument("--config", metavar="FILE",
-                   help="server configuration (YAML); default: every default")
+    p.add_argument(
+        "--config", metavar="FILE", help="server configuration (YAML); default: every default"
+    )
 
     p = sub.add_parser("schema", help="write the JSON Schemas of every kind")
-    p.add_argument("--out", metavar="DIR", default="schemas",
-                   help="folder to write into (default: schemas)")
+    p.add_argument(
+        "--out", metavar="DIR", default="schemas", help="folder to write into (default: schemas)"
+    )
 
-    p = sub.add_parser("lab", help="a local virtual datacenter (emulated BMCs) to try "
-                                   "Metalform on")
+    p = sub.add_parser("lab", help="a local virtual datacenter (emulated BMCs) to try Metalform on")
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--state-dir", default=".metalform-lab", metavar="DIR",
-                   help="where the lab keeps its processes' state (default: .metalform-lab)")
-    p.add_argument("--redfish-port", type=int, default=18000, metavar="PORT",
-                   help="loopback port of the Redfish BMC (default 18000, as inventory-example/)")
-    p.add_argument("--ipmi-base-port", type=int, default=16230, metavar="PORT",
-                   help="UDP port of the first IPMI BMC; the next ones follow (default 16230)")
-    p.add_argument("--smtp-port", type=int, default=2525, metavar="PORT",
-                   help="loopback port of the SMTP sink (default 2525)")
-    p.add_argument("--maas-port", type=int, default=5240, metavar="PORT",
-                   help="loopback port of the MAAS simulator (default 5240)")
-    p.add_argument("--nova-port", type=int, default=8774, metavar="PORT",
-                   help="loopback port of the OpenStack compute API (default 8774)")
+    p.add_argument(
+        "--state-dir",
+        default=".metalform-lab",
+        metavar="DIR",
+        help="where the lab keeps its processes' state (default: .metalform-lab)",
+    )
+    p.add_argument(
+        "--redfish-port",
+        type=int,
+        default=18000,
+        metavar="PORT",
+        help="loopback port of the Redfish BMC (default 18000, as inventory-example/)",
+    )
+    p.add_argument(
+        "--ipmi-base-port",
+        type=int,
+        default=16230,
+        metavar="PORT",
+        help="UDP port of the first IPMI BMC; the next ones follow (default 16230)",
+    )
+    p.add_argument(
+        "--smtp-port",
+        type=int,
+        default=2525,
+        metavar="PORT",
+        help="loopback port of the SMTP sink (default 2525)",
+    )
+    p.add_argument(
+        "--maas-port",
+        type=int,
+        default=5240,
+        metavar="PORT",
+        help="loopback port of the MAAS simulator (default 5240)",
+    )
+    p.add_argument(
+        "--nova-port",
+        type=int,
+        default=8774,
+        metavar="PORT",
+        help="loopback port of the OpenStack compute API (default 8774)",
+    )
     return parser
 
 
@@ -164,8 +230,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     for resource in state.resources.values():
         kinds[resource.kind] = kinds.get(resource.kind, 0) + 1
     counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    out.line(f"Valid: {len(state.resources)} resources ({counts}) at {state.revision}.",
-             "green")
+    out.line(f"Valid: {len(state.resources)} resources ({counts}) at {state.revision}.", "green")
     return EXIT_OK
 
 
@@ -175,23 +240,24 @@ def _engine(args: argparse.Namespace) -> Engine:
     return Engine(Settings(parallelism=args.parallelism))
 
 
-def _notifications(args: argparse.Namespace, path: Path,
-                   rev: str | None) -> RunNotifications:
+def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> RunNotifications:
     """The run's notifications (off without --notify); the rules come from the desired state
     being planned, read before planning so that a failing plan can still be reported."""
     if not getattr(args, "notify", False):
         return RunNotifications(None)
-    return RunNotifications.from_desired(load(path, rev), path,
-                                         repository=path.resolve().name)
+    return RunNotifications.from_desired(load(path, rev), path, repository=path.resolve().name)
 
 
-def _planned(engine: Engine, args: argparse.Namespace, notes: RunNotifications,
-             **options: Any) -> PlanRun:
+def _planned(
+    engine: Engine, args: argparse.Namespace, notes: RunNotifications, **options: Any
+) -> PlanRun:
     """Plan, telling the notifications how it went (plan.failed also when planning fails)."""
     try:
         run = engine.plan(Path(args.directory), args.rev, **options)
     except MetalformError as exc:
-        notes.emit(PLAN_FAILED, plan_failed_payload(str(exc), getattr(exc, "diagnostics", [])))
+        notes.emit(
+            EventType.PLAN_FAILED, plan_failed_payload(str(exc), getattr(exc, "diagnostics", []))
+        )
         raise
     event = planned_event(run.plan)
     if event is not None:
@@ -208,19 +274,23 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
         notes.close()
 
 
-def _plan(engine: Engine, args: argparse.Namespace, out: Output,
-          notes: RunNotifications) -> int:
+def _plan(engine: Engine, args: argparse.Namespace, out: Output, notes: RunNotifications) -> int:
 
     def on_gather(resources: int, drivers: int) -> None:
         if args.format == "text":
             out.line(f"Reading {resources} resources through {drivers} provider(s)...", "dim")
 
-    run = _planned(engine, args, notes, targets=args.target,
-                   refresh_only=args.refresh_only, on_gather=on_gather)
+    run = _planned(
+        engine,
+        args,
+        notes,
+        targets=args.target,
+        refresh_only=args.refresh_only,
+        on_gather=on_gather,
+    )
     plan = run.plan
     if args.format == "text":
-        out.line(f"Read {len(run.gathered.live)} resources in {run.gathered.seconds:.1f}s.",
-                 "dim")
+        out.line(f"Read {len(run.gathered.live)} resources in {run.gathered.seconds:.1f}s.", "dim")
         out.line()
     sys.stdout.write(RENDERERS[args.format](plan))
     if args.out:
@@ -257,13 +327,17 @@ class ApplyProgress:
             text += f" ({result.seconds:.1f}s)"
         if result.error:
             text += f": {result.error}"
-        style = {ActionStatus.SUCCEEDED: "green", ActionStatus.FAILED: "red"}.get(status,
-                                                                                 "yellow")
+        style = {ActionStatus.SUCCEEDED: "green", ActionStatus.FAILED: "red"}.get(status, "yellow")
         self.out.line(text, style)
 
 
-def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None,
-               notes: RunNotifications | None = None) -> int:
+def _run_apply(
+    engine: Engine,
+    plan: Plan,
+    out: Output,
+    path: Path | None,
+    notes: RunNotifications | None = None,
+) -> int:
     if not plan.actions:
         out.line("No changes. Nothing to apply.", "green")
         return EXIT_OK
@@ -271,26 +345,39 @@ def _run_apply(engine: Engine, plan: Plan, out: Output, path: Path | None,
     runnable = len(plan.runnable)
     out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
     progress = ApplyProgress(out, len(plan.actions))
-    notes.emit(APPLY_STARTED, apply_started_payload(plan))
+    notes.emit(EventType.APPLY_STARTED, apply_started_payload(plan))
     try:
         result = engine.apply(plan, path=path, listener=progress)
     except MetalformError as exc:
-        notes.emit(APPLY_FAILED, apply_finished_payload([], {}, revision=plan.revision,
-                                                        error=str(exc)))
+        notes.emit(
+            EventType.APPLY_FAILED,
+            apply_finished_payload([], {}, revision=plan.revision, error=str(exc)),
+        )
         raise
     counts = {s: result.count(s) for s in ActionStatus}
     seconds = time.monotonic() - progress.started
-    line = (f"Apply finished in {seconds:.1f}s: {counts[ActionStatus.SUCCEEDED]} succeeded, "
-            f"{counts[ActionStatus.FAILED]} failed, {counts[ActionStatus.SKIPPED]} skipped, "
-            f"{counts[ActionStatus.DEFERRED]} deferred, {counts[ActionStatus.REFUSED]} refused.")
-    failed = counts[ActionStatus.FAILED] + counts[ActionStatus.SKIPPED] + counts[
-        ActionStatus.REFUSED]
+    line = (
+        f"Apply finished in {seconds:.1f}s: {counts[ActionStatus.SUCCEEDED]} succeeded, "
+        f"{counts[ActionStatus.FAILED]} failed, {counts[ActionStatus.SKIPPED]} skipped, "
+        f"{counts[ActionStatus.DEFERRED]} deferred, {counts[ActionStatus.REFUSED]} refused."
+    )
+    failed = (
+        counts[ActionStatus.FAILED] + counts[ActionStatus.SKIPPED] + counts[ActionStatus.REFUSED]
+    )
     out.line(line, "red" if failed else "green")
-    results = [result_entry(r.address, r.operation, r.status, r.error)
-               for r in sorted(result.results.values(), key=lambda r: r.id)]
-    notes.emit(APPLY_FAILED if failed else APPLY_SUCCEEDED, apply_finished_payload(
-        results, {s.value: n for s, n in counts.items() if n}, revision=plan.revision,
-        error=f"{failed} action(s) failed, skipped or refused" if failed else None))
+    results = [
+        result_entry(r.address, r.operation, r.status, r.error)
+        for r in sorted(result.results.values(), key=lambda r: r.id)
+    ]
+    notes.emit(
+        EventType.APPLY_FAILED if failed else EventType.APPLY_SUCCEEDED,
+        apply_finished_payload(
+            results,
+            {s.value: n for s, n in counts.items() if n},
+            revision=plan.revision,
+            error=f"{failed} action(s) failed, skipped or refused" if failed else None,
+        ),
+    )
     if failed:
         out.line("Plan again to see what is left; apply is safe to resume.")
         return EXIT_ERROR
@@ -323,8 +410,10 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         finally:
             notes.close()
     if not args.auto_approve:
-        raise MetalformError("apply needs a PLANFILE (from `metalform plan -o`) or "
-                             "--auto-approve to plan and apply at once")
+        raise MetalformError(
+            "apply needs a PLANFILE (from `metalform plan -o`) or "
+            "--auto-approve to plan and apply at once"
+        )
     notes = _notifications(args, Path(args.directory), args.rev)
     try:
         run = _planned(engine, args, notes)
@@ -336,8 +425,9 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         notes.close()
 
 
-def _saved_plan_notifications(args: argparse.Namespace, plan: Plan,
-                              path: Path | None) -> RunNotifications:
+def _saved_plan_notifications(
+    args: argparse.Namespace, plan: Plan, path: Path | None
+) -> RunNotifications:
     """The rules of the revision a saved plan was made from; when that cannot be read the
     apply goes on without notifications (its staleness check says what moved)."""
     if not args.notify:
@@ -380,10 +470,16 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     from metalform.lab.cli import run_lab
 
-    return run_lab(args.action, Path(args.state_dir), out.line,
-                   redfish_port=args.redfish_port, ipmi_base_port=args.ipmi_base_port,
-                   smtp_port=args.smtp_port, maas_port=args.maas_port,
-                   nova_port=args.nova_port)
+    return run_lab(
+        args.action,
+        Path(args.state_dir),
+        out.line,
+        redfish_port=args.redfish_port,
+        ipmi_base_port=args.ipmi_base_port,
+        smtp_port=args.smtp_port,
+        maas_port=args.maas_port,
+        nova_port=args.nova_port,
+    )
 
 
 COMMANDS = {

@@ -16,27 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from reconciler.model.events import EventType
+
 log = logging.getLogger("metalform.events")
 
-PLAN_CREATED = "plan.created"
-PLAN_FAILED = "plan.failed"
-APPLY_STARTED = "apply.started"
-APPLY_SUCCEEDED = "apply.succeeded"
-APPLY_FAILED = "apply.failed"
-PLAN_INTERRUPTED = "plan.interrupted"
-APPLY_INTERRUPTED = "apply.interrupted"
-DRIFT_DETECTED = "drift.detected"
-WEBHOOK_REJECTED = "webhook.rejected"
-
-EVENT_TYPES = frozenset({PLAN_CREATED, PLAN_FAILED, APPLY_STARTED, APPLY_SUCCEEDED,
-                         APPLY_FAILED, DRIFT_DETECTED, WEBHOOK_REJECTED})
-"""The events notification rules can name (SPEC section 1, NotificationRule).
-
-Not `plan.interrupted` / `apply.interrupted`: they are found when a server starts, before it
-has loaded the rules of any revision, so a rule naming them could never be honoured."""
-
-STORE_WRITTEN = frozenset({PLAN_CREATED, PLAN_FAILED, APPLY_STARTED, APPLY_SUCCEEDED,
-                           APPLY_FAILED, PLAN_INTERRUPTED, APPLY_INTERRUPTED})
+STORE_WRITTEN = frozenset({
+    EventType.PLAN_CREATED, EventType.PLAN_FAILED, EventType.APPLY_STARTED,
+    EventType.APPLY_SUCCEEDED, EventType.APPLY_FAILED, EventType.PLAN_INTERRUPTED,
+    EventType.APPLY_INTERRUPTED,
+})
 """Types the store appends itself, with the state change they describe."""
 
 

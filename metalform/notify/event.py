@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from reconciler.model.notifications import EventType, Severity
+from reconciler.model.base import Severity
+from reconciler.model.events import EventType
 from reconciler.model.plan import Plan
 
 SEVERITY_ORDER = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}

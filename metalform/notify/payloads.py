@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metalform.events import PLAN_CREATED, PLAN_FAILED, BusEvent
+from metalform.events import BusEvent
 from metalform.notify import NotificationConfigError, Notifier
 from metalform.notify.templates import redact_data
 from reconciler.engine import CredentialResolver
@@ -27,6 +27,7 @@ from reconciler.load import DesiredState
 from reconciler.model import Action, ActionStatus, Diagnostic, Plan
 from reconciler.model.base import Severity
 from reconciler.model.credentials import SecretRef
+from reconciler.model.events import EventType
 from reconciler.secrets import REDACTOR
 
 log = logging.getLogger("metalform.notify")
@@ -92,8 +93,8 @@ def planned_event(plan: Plan, **extra: Any) -> tuple[str, dict[str, Any]] | None
     payload = plan_payload(plan, **extra)
     if plan.has_errors:
         payload["error"] = f"the plan has {len(payload['diagnostics'])} error(s)"
-        return PLAN_FAILED, payload
-    return PLAN_CREATED, payload
+        return EventType.PLAN_FAILED, payload
+    return EventType.PLAN_CREATED, payload
 
 
 def plan_failed_payload(error: str, diagnostics: Iterable[Diagnostic],

@@ -26,7 +26,7 @@ from jinja2.exceptions import SecurityError
 
 from metalform.notify.event import Event, EventResource
 from reconciler.errors import MetalformError
-from reconciler.model.notifications import EventType
+from reconciler.model.events import EventType
 from reconciler.sandbox import MAX_SIZE, BoundedSandbox, TemplateLimit
 
 Redact = Callable[[str], str]

@@ -21,16 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from metalform.events import (
-    APPLY_FAILED,
-    APPLY_INTERRUPTED,
-    APPLY_STARTED,
-    APPLY_SUCCEEDED,
-    DRIFT_DETECTED,
-    PLAN_FAILED,
-    PLAN_INTERRUPTED,
-    EventBus,
-)
+from metalform.events import EventBus
 from metalform.notify.payloads import (
     MAX_ADDRESSES,
     apply_finished_payload,
@@ -67,6 +58,7 @@ from reconciler.credentials import with_rotations
 from reconciler.engine import Engine, PlanRun
 from reconciler.errors import InputError, MetalformError, StalePlanError
 from reconciler.model import Action, ActionStatus, Plan
+from reconciler.model.events import EventType
 from reconciler.secrets import REDACTOR
 from webhooks import CommitState, ForgeClient
 
@@ -273,7 +265,7 @@ class ControlPlane:
         record = self.store.fail_plan(plan_id, error)
         self.metrics.plans.labels("failed", trigger).inc()
         self.metrics.plan_seconds.observe(time.monotonic() - started)
-        self.bus.emit(PLAN_FAILED, plan_failed_payload(
+        self.bus.emit(EventType.PLAN_FAILED, plan_failed_payload(
                           error.splitlines()[0] if error else "", diagnostics or [],
                           ref=record.ref, trigger=trigger, revision=revision),
                       repository=self.repository, plan_id=plan_id)
@@ -305,7 +297,7 @@ class ControlPlane:
         if drifted:
             payload = plan_payload(run.plan)
             payload.update(resources=len(drifted), addresses=drifted[:MAX_ADDRESSES])
-            self.bus.emit(DRIFT_DETECTED, payload, repository=self.repository,
+            self.bus.emit(EventType.DRIFT_DETECTED, payload, repository=self.repository,
                           plan_id=record.id)
 
     # --- applies -----------------------------------------------------------------------
@@ -395,7 +387,7 @@ class ControlPlane:
         error: str | None = None
         try:
             self.store.start_apply(apply_id)
-            self.bus.emit(APPLY_STARTED, apply_started_payload(plan, planId=record.id),
+            self.bus.emit(EventType.APPLY_STARTED, apply_started_payload(plan, planId=record.id),
                           repository=record.repository, plan_id=record.id, apply_id=apply_id)
             if record.pull_request is None and self.tracker.branch_of(record.ref) is not None:
                 self.tracker.fetch()  # Git may have moved since the request was checked
@@ -426,7 +418,7 @@ class ControlPlane:
                                                 resource_status.after_apply(full.actions))
         results = [result_entry(a.address, a.operation, a.status, a.error)
                    for a in full.actions]
-        self.bus.emit(APPLY_SUCCEEDED if error is None else APPLY_FAILED,
+        self.bus.emit(EventType.APPLY_SUCCEEDED if error is None else EventType.APPLY_FAILED,
                       apply_finished_payload(results, done.counts, planId=record.id,
                                              revision=plan.revision, error=error),
                       repository=record.repository, plan_id=record.id, apply_id=apply_id)
@@ -470,11 +462,11 @@ class ControlPlane:
                      applies: list[ApplyRecord] | None = None) -> None:
         for plan in plans or []:
             self.metrics.plans.labels("interrupted", plan.trigger.value).inc()
-            self.bus.emit(PLAN_INTERRUPTED, {"error": plan.error},
+            self.bus.emit(EventType.PLAN_INTERRUPTED, {"error": plan.error},
                           repository=plan.repository, plan_id=plan.id)
         for applied in applies or []:
             self.metrics.applies.labels("interrupted").inc()
-            self.bus.emit(APPLY_INTERRUPTED, {"error": applied.error},
+            self.bus.emit(EventType.APPLY_INTERRUPTED, {"error": applied.error},
                           repository=applied.repository, plan_id=applied.plan_id,
                           apply_id=applied.id)
 

@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from metalform.events import WEBHOOK_REJECTED
 from metalform.server.config import ForgeSettings
 from metalform.server.control import ControlPlane
 from metalform.server.reporting import PullRequest
 from metalform.store import Trigger
 from reconciler.errors import MetalformError
+from reconciler.model.events import EventType
 from reconciler.secrets import REDACTOR
 from webhooks import Command, EventKind, GitEvent
 
@@ -105,7 +105,7 @@ class WebhookFlow:
         author = event.comment_author or ""
         if author not in settings.allowed_approvers:
             reason = f"{author} may not run /metalform {event.command.value}"
-            self.service.bus.emit(WEBHOOK_REJECTED, {
+            self.service.bus.emit(EventType.WEBHOOK_REJECTED, {
                 "forge": event.forge.value, "delivery": event.delivery_id,
                 "reason": reason, "pullRequest": pr.key}, repository=self.service.repository)
             self.service.workers.submit(

@@ -18,7 +18,6 @@ from metalform.store.records import (
     ApplyRecord,
     Delivery,
     Event,
-    EventType,
     Page,
     PlanRecord,
     RepositoryStatus,
@@ -28,6 +27,7 @@ from metalform.store.records import (
     Trigger,
 )
 from metalform.store.store import Store, apply_lock_name
+from reconciler.model.events import EventType
 
 __all__ = [
     "ActionResult",

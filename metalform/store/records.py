@@ -41,38 +41,6 @@ class Trigger(str, enum.Enum):
     DRIFT = "drift"
 
 
-class EventType(str, enum.Enum):
-    """Types of the event log. The store writes the plan, apply and action ones itself."""
-
-    PLAN_CREATED = "plan.created"
-    PLAN_STARTED = "plan.started"
-    PLAN_SUCCEEDED = "plan.succeeded"
-    PLAN_FAILED = "plan.failed"
-    PLAN_INTERRUPTED = "plan.interrupted"
-    APPLY_CREATED = "apply.created"
-    APPLY_STARTED = "apply.started"
-    APPLY_SUCCEEDED = "apply.succeeded"
-    APPLY_FAILED = "apply.failed"
-    APPLY_INTERRUPTED = "apply.interrupted"
-    ACTION_UPDATED = "action.updated"
-    DRIFT_DETECTED = "drift.detected"
-    WEBHOOK_RECEIVED = "webhook.received"
-    WEBHOOK_REJECTED = "webhook.rejected"
-
-
-#: Action states after which an action does not change any more.
-TERMINAL_ACTION_STATUSES = frozenset(
-    {
-        ActionStatus.SUCCEEDED,
-        ActionStatus.FAILED,
-        ActionStatus.SKIPPED,
-        ActionStatus.DEFERRED,
-        ActionStatus.REFUSED,
-        ActionStatus.INTERRUPTED,
-    }
-)
-
-
 @dataclass(frozen=True)
 class Page(Generic[T]):
     """One page of a newest-first listing. Pass `next_before` as `before` to get the next one."""

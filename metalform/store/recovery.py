@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 
 from metalform.store.locks import Holder
-from metalform.store.records import ApplyRecord, EventType, PlanRecord, RunStatus
+from metalform.store.records import ApplyRecord, PlanRecord, RunStatus
 from metalform.store.store import Store, _plan
 from metalform.store.tables import ApplyActionRow, ApplyRow, PlanRow
+from reconciler.model.events import EventType
 from reconciler.model.plan import ActionStatus
 
 log = logging.getLogger(__name__)

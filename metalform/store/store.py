@@ -25,12 +25,10 @@ from metalform.store.database import WRITE_OPTION, create_store_engine, normaliz
 from metalform.store.errors import ConflictError, NotFoundError, StoreError
 from metalform.store.ids import new_id, parse_id
 from metalform.store.records import (
-    TERMINAL_ACTION_STATUSES,
     ActionResult,
     ApplyRecord,
     Delivery,
     Event,
-    EventType,
     Page,
     PlanRecord,
     RepositoryStatus,
@@ -52,6 +50,7 @@ from metalform.store.tables import (
     WebhookDeliveryRow,
 )
 from reconciler.model.base import Address, Health, SyncStatus
+from reconciler.model.events import EventType
 from reconciler.model.plan import ActionStatus, Plan
 
 T = TypeVar("T")
@@ -676,7 +675,7 @@ class Store:
                 row.started_at = now
                 row.finished_at = None
                 row.duration_seconds = None
-            elif status in TERMINAL_ACTION_STATUSES:
+            elif status.terminal:
                 row.finished_at = now
                 if row.started_at is not None:
                     row.duration_seconds = (now - row.started_at).total_seconds()

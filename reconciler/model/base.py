@@ -42,8 +42,11 @@ class ChangeKind(str, enum.Enum):
 
 
 class Severity(str, enum.Enum):
+    """How bad: a diagnostic is an error or a warning; an event may also be info."""
+
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"
 
 
 class SyncStatus(str, enum.Enum):

@@ -7,8 +7,9 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from reconciler.model.base import SpecModel
+from reconciler.model.base import Severity, SpecModel
 from reconciler.model.credentials import SecretRef
+from reconciler.model.events import NOTIFIABLE, EventType
 from reconciler.model.registry import Kind, Ref
 
 MAX_THROTTLE_SECONDS = 7 * 86400
@@ -20,16 +21,6 @@ class ChannelType(str, enum.Enum):
     WEBHOOK = "webhook"
     SLACK = "slack"
     EMAIL = "email"
-
-
-class EventType(str, enum.Enum):
-    PLAN_CREATED = "plan.created"
-    PLAN_FAILED = "plan.failed"
-    APPLY_STARTED = "apply.started"
-    APPLY_SUCCEEDED = "apply.succeeded"
-    APPLY_FAILED = "apply.failed"
-    DRIFT_DETECTED = "drift.detected"
-    WEBHOOK_REJECTED = "webhook.rejected"
 
 
 class Email(SpecModel):
@@ -55,12 +46,6 @@ class NotificationChannelSpec(SpecModel):
         return self
 
 
-class Severity(str, enum.Enum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
 class RuleMatch(SpecModel):
     kinds: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -83,13 +68,25 @@ class Throttle(SpecModel):
 
 
 class NotificationRuleSpec(SpecModel):
-    events: list[EventType] = Field(min_length=1)
+    events: list[EventType] = Field(
+        min_length=1,
+        json_schema_extra={"items": {"enum": [e.value for e in EventType if e in NOTIFIABLE]}},
+    )
     match: RuleMatch | None = None
     channels: list[Annotated[str, Ref("NotificationChannel")]] = Field(
         min_length=1, description="Names of NotificationChannels"
     )
     template: str | None = Field(default=None, description="Jinja2 (sandboxed) message body")
     throttle: Throttle | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _notifiable(cls, events: list[EventType]) -> list[EventType]:
+        for event in events:
+            if event not in NOTIFIABLE:
+                allowed = ", ".join(sorted(e.value for e in NOTIFIABLE))
+                raise ValueError(f"event {event.value!r} cannot be notified (one of: {allowed})")
+        return events
 
 
 NOTIFICATION_CHANNEL = Kind("NotificationChannel", NotificationChannelSpec)

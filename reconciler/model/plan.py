@@ -30,6 +30,11 @@ class ActionStatus(str, enum.Enum):
     INTERRUPTED = "interrupted"
     """The server running the apply stopped (killed, crashed) before the action ended."""
 
+    @property
+    def terminal(self) -> bool:
+        """An action in this state does not change any more."""
+        return self not in (ActionStatus.PLANNED, ActionStatus.RUNNING)
+
 
 class DiffEntry(_Wire):
     path: str

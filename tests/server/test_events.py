@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from metalform.events import DRIFT_DETECTED, PLAN_CREATED, BusEvent, EventBus
+from metalform.events import BusEvent, EventBus
+from reconciler.model.events import EventType
 
 
 class FakeLog:
@@ -21,13 +22,13 @@ def test_emit_reaches_subscribers_and_records_what_the_store_does_not() -> None:
     seen: list[BusEvent] = []
     drift_only: list[BusEvent] = []
     bus.subscribe(seen.append)
-    bus.subscribe(drift_only.append, frozenset({DRIFT_DETECTED}))
-    bus.emit(PLAN_CREATED, {"ref": "main"}, plan_id="p1")
-    bus.emit(DRIFT_DETECTED, {"resources": 2}, repository="r")
-    assert [e.type for e in seen] == [PLAN_CREATED, DRIFT_DETECTED]
-    assert [e.type for e in drift_only] == [DRIFT_DETECTED]
+    bus.subscribe(drift_only.append, frozenset({EventType.DRIFT_DETECTED}))
+    bus.emit(EventType.PLAN_CREATED, {"ref": "main"}, plan_id="p1")
+    bus.emit(EventType.DRIFT_DETECTED, {"resources": 2}, repository="r")
+    assert [e.type for e in seen] == [EventType.PLAN_CREATED, EventType.DRIFT_DETECTED]
+    assert [e.type for e in drift_only] == [EventType.DRIFT_DETECTED]
     # plan.created is appended by the store with the plan itself; drift is appended here
-    assert [t for t, _ in log.appended] == [DRIFT_DETECTED]
+    assert [t for t, _ in log.appended] == [EventType.DRIFT_DETECTED]
     assert log.appended[0][1]["repository"] == "r"
 
 
@@ -40,8 +41,8 @@ def test_a_failing_subscriber_does_not_break_the_emitter() -> None:
 
     bus.subscribe(broken)
     bus.subscribe(lambda e: seen.append(e.type))
-    bus.emit(DRIFT_DETECTED)
-    assert seen == [DRIFT_DETECTED]
+    bus.emit(EventType.DRIFT_DETECTED)
+    assert seen == [EventType.DRIFT_DETECTED]
     bus.unsubscribe(broken)
-    bus.emit(DRIFT_DETECTED)
-    assert seen == [DRIFT_DETECTED, DRIFT_DETECTED]
+    bus.emit(EventType.DRIFT_DETECTED)
+    assert seen == [EventType.DRIFT_DETECTED, EventType.DRIFT_DETECTED]

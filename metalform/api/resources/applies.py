@@ -21,9 +21,9 @@ from metalform.server.config import Role
 from metalform.server.control import ControlPlane
 from metalform.server.streams import EventHub, StreamsExhausted, Subscription
 from metalform.store import Event, Store
+from reconciler.model.events import APPLY_ENDED
 from reconciler.secrets import REDACTOR
 
-FINAL_EVENTS = frozenset({"apply.succeeded", "apply.failed", "apply.interrupted"})
 HEARTBEAT_SECONDS = 15.0
 MAX_STREAM_SECONDS = 6 * 3600.0
 """A client following an apply that never ends is let go eventually; it can resume."""
@@ -106,7 +106,7 @@ class EventStream:
             # up to the hub's cursor at subscription the store has them; later, the hub
             for item in self._stored(upto=self.sub.start):
                 yield self._send(item)
-                if item.type in FINAL_EVENTS:
+                if item.type in APPLY_ENDED:
                     return
             if self.store.get_apply(self.sub.apply_id).status.terminal:
                 # it ended since: its last events are in the store already
@@ -129,7 +129,7 @@ class EventStream:
                 if item.id <= self.after:
                     continue
                 yield self._send(item)
-                if item.type in FINAL_EVENTS:
+                if item.type in APPLY_ENDED:
                     return
             if items:
                 last_sent = time.monotonic()

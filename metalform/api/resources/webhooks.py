@@ -11,10 +11,10 @@ from __future__ import annotations
 import falcon
 
 from metalform.api.errors import NotConfigured, Unauthorized
-from metalform.events import WEBHOOK_REJECTED
 from metalform.server.config import ForgeSettings
 from metalform.server.control import ControlPlane
 from metalform.server.webhook_flow import WebhookFlow
+from reconciler.model.events import EventType
 from webhooks import MAX_BODY_BYTES, PayloadError, PayloadTooLarge, WebhookReceiver, read_body
 
 
@@ -38,7 +38,7 @@ class Webhook:
 
     def _reject(self, req: falcon.Request, result: str, reason: str) -> None:
         self.service.metrics.webhooks.labels(self.forge, result).inc()
-        self.service.bus.emit(WEBHOOK_REJECTED, {"forge": self.forge, "reason": reason,
+        self.service.bus.emit(EventType.WEBHOOK_REJECTED, {"forge": self.forge, "reason": reason,
                                                  "remote": req.remote_addr},
                               repository=self.service.repository)
 
