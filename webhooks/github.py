@@ -289,6 +289,7 @@ def _authenticate(secret: bytes, get_header: HeaderGetter, body: bytes) -> bool:
 WEBHOOK = WebhookReceiver(
     forge=Forge.GITHUB,
     route="/webhooks/github",
+    summary="GitHub deliveries (X-Hub-Signature-256)",
     event_header=EVENT_HEADER,
     delivery_headers=(DELIVERY_HEADER,),
     authenticate_fn=_authenticate,

@@ -305,6 +305,7 @@ def _authenticate(secret: bytes, get_header: HeaderGetter, body: bytes) -> bool:
 WEBHOOK = WebhookReceiver(
     forge=Forge.GITLAB,
     route="/webhooks/gitlab",
+    summary="GitLab deliveries (X-Gitlab-Token)",
     event_header=EVENT_HEADER,
     delivery_headers=DELIVERY_HEADERS,
     authenticate_fn=_authenticate,

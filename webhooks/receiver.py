@@ -28,6 +28,8 @@ class WebhookReceiver:
     """Headers carrying the delivery id, best first."""
     authenticate_fn: Callable[[bytes, HeaderGetter, bytes], bool]
     parse_fn: Callable[[str, str | None, bytes], GitEvent]
+    summary: str = ""
+    """One line for the API document: what arrives there and how it is authenticated."""
 
     def authenticate(self, secret: bytes, get_header: HeaderGetter, body: bytes) -> bool:
         """True when the delivery carries a valid signature or token for `secret`.

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any, cast
 
 import falcon
@@ -28,8 +29,8 @@ from metalform.store import Store
 from reconciler.engine import Engine
 from reconciler.secrets import REDACTOR
 from webhooks import MAX_BODY_BYTES, ForgeClient, make_client
-from webhooks.github import WEBHOOK as GITHUB_WEBHOOK
-from webhooks.gitlab import WEBHOOK as GITLAB_WEBHOOK
+from webhooks.receiver import ENTRY_POINT_GROUP as WEBHOOK_ENTRY_POINTS
+from webhooks.receiver import WebhookReceiver
 
 _JSON_OUT = falcon.media.JSONHandler(
     # every JSON body passes the redactor: a secret that slipped into a message stays out
@@ -119,13 +120,23 @@ def _routes(service: ControlPlane, stopping: threading.Event, hub: EventHub,
         Route("/api/v1/history", History(service), {"GET": Operation(
             "Plans and applies, newest first", response=schemas.HISTORY,
             query={"limit": schemas.HISTORY_LIMIT, "before": schemas.CURSOR})}),
-        Route("/webhooks/github", Webhook(service, GITHUB_WEBHOOK, config.github, max_body),
-              {"POST": Operation("GitHub deliveries (X-Hub-Signature-256)", status=202,
-                                 other_statuses={200: schemas.OBJECT})}),
-        Route("/webhooks/gitlab", Webhook(service, GITLAB_WEBHOOK, config.gitlab, max_body),
-              {"POST": Operation("GitLab deliveries (X-Gitlab-Token)", status=202,
-                                 other_statuses={200: schemas.OBJECT})}),
+        *(Route(receiver.route,
+                Webhook(service, receiver, getattr(config, name, None), max_body),
+                {"POST": Operation(receiver.summary, status=202,
+                                   other_statuses={200: schemas.OBJECT})})
+          for name, receiver in sorted(webhook_receivers().items())),
     ]
+
+
+def webhook_receivers() -> dict[str, WebhookReceiver]:
+    """The forges' webhook receivers, found through the `metalform.webhooks` entry points."""
+    found: dict[str, WebhookReceiver] = {}
+    for ep in entry_points(group=WEBHOOK_ENTRY_POINTS):
+        receiver = ep.load()
+        if not isinstance(receiver, WebhookReceiver):
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a WebhookReceiver")
+        found[ep.name] = receiver
+    return found
 
 
 def create_app(
