@@ -1,4 +1,4 @@
-"""Ordering actions: phases across resources, dependencies within, waves for execution."""
+"""Ordering actions: the phase of an operation across resources (declared by its kind)."""
 
 from __future__ import annotations
 
