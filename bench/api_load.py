@@ -64,11 +64,18 @@ spec:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-           "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+        "GIT_COMMITTER_NAME": "Bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def make_repository(root: Path, servers: int) -> tuple[Path, Path]:
@@ -85,8 +92,11 @@ def make_repository(root: Path, servers: int) -> tuple[Path, Path]:
 
 
 def make_fleet(servers: int) -> MemoryFleet:
-    state = {"power": "On", "bios.attributes.ProcVirtualization": "Disabled",
-             "bios.attributes.SysProfile": "PerfOptimized"}
+    state = {
+        "power": "On",
+        "bios.attributes.ProcVirtualization": "Disabled",
+        "bios.attributes.SysProfile": "PerfOptimized",
+    }
     return MemoryFleet({f"Server/node-{i:04d}": {"state": dict(state)} for i in range(servers)})
 
 
@@ -125,28 +135,37 @@ def load_status(base: str, clients: int, seconds: float) -> None:
     # The clients run in processes of their own: in the server's process they would compete
     # with it for the interpreter lock and measure themselves as much as the server.
     processes = max(1, min(5, clients))
-    shares = [clients // processes + (1 if i < clients % processes else 0)
-              for i in range(processes)]
+    shares = [
+        clients // processes + (1 if i < clients % processes else 0) for i in range(processes)
+    ]
     began = time.monotonic()
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        results = list(pool.map(_client_process, [base] * processes, shares,
-                                [seconds] * processes))
+        results = list(pool.map(_client_process, [base] * processes, shares, [seconds] * processes))
     elapsed = time.monotonic() - began
     flat = [v for latencies, _ in results for v in latencies]
     errors = sum(e for _, e in results)
-    print(f"GET /api/v1/status, {clients} clients, {seconds:.0f}s: {len(flat)} requests, "
-          f"{len(flat) / seconds:.0f} req/s, p50 {percentile(flat, 50) * 1000:.1f} ms, "
-          f"p99 {percentile(flat, 99) * 1000:.1f} ms, errors {errors} "
-          f"(wall {elapsed:.1f}s incl. process start)")
+    print(
+        f"GET /api/v1/status, {clients} clients, {seconds:.0f}s: {len(flat)} requests, "
+        f"{len(flat) / seconds:.0f} req/s, p50 {percentile(flat, 50) * 1000:.1f} ms, "
+        f"p99 {percentile(flat, 99) * 1000:.1f} ms, errors {errors} "
+        f"(wall {elapsed:.1f}s incl. process start)"
+    )
 
 
 def pr_payload(number: int, sha: str, action: str) -> dict[str, object]:
     repo = {"id": 1, "full_name": REPO, "clone_url": f"https://forge.invalid/{REPO}.git"}
-    return {"action": action, "number": number, "repository": repo, "sender": {"login": "bob"},
-            "pull_request": {"number": number, "merged": False,
-                             "head": {"ref": "feature", "sha": sha, "repo": {"full_name": REPO}},
-                             "base": {"ref": "main", "sha": "1" * 40,
-                                      "repo": {"full_name": REPO}}}}
+    return {
+        "action": action,
+        "number": number,
+        "repository": repo,
+        "sender": {"login": "bob"},
+        "pull_request": {
+            "number": number,
+            "merged": False,
+            "head": {"ref": "feature", "sha": sha, "repo": {"full_name": REPO}},
+            "base": {"ref": "main", "sha": "1" * 40, "repo": {"full_name": REPO}},
+        },
+    }
 
 
 def webhook_to_comment(base: str, work: Path, forge: FakeForge, rounds: int) -> None:
@@ -156,16 +175,26 @@ def webhook_to_comment(base: str, work: Path, forge: FakeForge, rounds: int) -> 
         for n in range(rounds):
             (work / "note.yaml").write_text(
                 f"apiVersion: metalform/v1\nkind: BiosTemplate\nmetadata: {{name: n{n}}}\n"
-                "spec: {attributes: {A: B}}\n", encoding="utf-8")
+                "spec: {attributes: {A: B}}\n",
+                encoding="utf-8",
+            )
             git(work, "add", "-A")
             git(work, "commit", "-q", "-m", f"round {n}")
             git(work, "push", "-q", "-f", "origin", "HEAD:refs/heads/feature")
             sha = git(work, "rev-parse", "HEAD")
             body = json.dumps(pr_payload(1, sha, "opened" if n == 0 else "synchronize")).encode()
             t0 = time.perf_counter()
-            answer = http.post(f"{base}/webhooks/github", data=body, timeout=10, headers={
-                "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": str(uuid.uuid4()),
-                "X-Hub-Signature-256": sign(SECRET, body), "Content-Type": "application/json"})
+            answer = http.post(
+                f"{base}/webhooks/github",
+                data=body,
+                timeout=10,
+                headers={
+                    "X-GitHub-Event": "pull_request",
+                    "X-GitHub-Delivery": str(uuid.uuid4()),
+                    "X-Hub-Signature-256": sign(SECRET, body),
+                    "Content-Type": "application/json",
+                },
+            )
             assert answer.status_code == 202, answer.text
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -176,9 +205,11 @@ def webhook_to_comment(base: str, work: Path, forge: FakeForge, rounds: int) -> 
             else:
                 raise SystemExit(f"no comment for {sha} within 60 s")
             timings.append(time.perf_counter() - t0)
-    print(f"PR webhook -> plan comment on the forge, {rounds} rounds: "
-          f"median {statistics.median(timings) * 1000:.0f} ms, "
-          f"max {max(timings) * 1000:.0f} ms")
+    print(
+        f"PR webhook -> plan comment on the forge, {rounds} rounds: "
+        f"median {statistics.median(timings) * 1000:.0f} ms, "
+        f"max {max(timings) * 1000:.0f} ms"
+    )
 
 
 def main() -> int:
@@ -196,17 +227,30 @@ def main() -> int:
         root = Path(tmp)
         bare, work = make_repository(root, args.servers)
         os.environ["BENCH_GITHUB_TOKEN"] = forge.github_token
-        config = config_from_mapping({
-            "listen": "127.0.0.1:0",
-            "database": f"sqlite:///{root / 'metalform.db'}",
-            "dataDir": str(root / "data"),
-            "repository": {"url": str(bare), "branch": "main"},
-            "pollInterval": 0, "driftInterval": 0,
-            "tokens": [{"name": "bench", "role": "viewer",
-                        "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}],
-            "github": {"webhookSecret": {"fromEnv": "BENCH_WEBHOOK_SECRET"},
-                       "apiUrl": forge.github_url, "token": {"fromEnv": "BENCH_GITHUB_TOKEN"}},
-        }, base_dir=root, environ={})
+        config = config_from_mapping(
+            {
+                "listen": "127.0.0.1:0",
+                "database": f"sqlite:///{root / 'metalform.db'}",
+                "dataDir": str(root / "data"),
+                "repository": {"url": str(bare), "branch": "main"},
+                "pollInterval": 0,
+                "driftInterval": 0,
+                "tokens": [
+                    {
+                        "name": "bench",
+                        "role": "viewer",
+                        "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+                    }
+                ],
+                "github": {
+                    "webhookSecret": {"fromEnv": "BENCH_WEBHOOK_SECRET"},
+                    "apiUrl": forge.github_url,
+                    "token": {"fromEnv": "BENCH_GITHUB_TOKEN"},
+                },
+            },
+            base_dir=root,
+            environ={},
+        )
         factory = memory_factory(make_fleet(args.servers))
         server = Server(config, Engine(factories={"redfish": factory, "ipmi": factory}))
         base = server.listen()

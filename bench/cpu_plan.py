@@ -60,8 +60,16 @@ def write_repo(root: Path, servers: int, per_file: int = 100) -> None:
     for start in range(0, servers, per_file):
         chunk = []
         for i in range(start, min(servers, start + per_file)):
-            chunk.append(SERVER.format(i=i, rack=i // 40, pool="spot" if i % 2 else "ondemand",
-                                       a=i // 65536, b=(i // 256) % 256, c=i % 256))
+            chunk.append(
+                SERVER.format(
+                    i=i,
+                    rack=i // 40,
+                    pool="spot" if i % 2 else "ondemand",
+                    a=i // 65536,
+                    b=(i // 256) % 256,
+                    c=i % 256,
+                )
+            )
         (root / f"servers-{start // per_file:04d}.yaml").write_text("".join(chunk))
 
 
@@ -109,11 +117,15 @@ def main() -> int:
         t_render = time.perf_counter() - t0
     print(f"servers: {args.servers}")
     print(f"load only:            {t_load:6.2f} s")
-    print(f"plan (load+gather+diff+order): best {t_plan:.2f} s of "
-          f"{', '.join(f'{t:.2f}' for t in timings)}  (gather {run.gathered.seconds:.2f} s)")
+    print(
+        f"plan (load+gather+diff+order): best {t_plan:.2f} s of "
+        f"{', '.join(f'{t:.2f}' for t in timings)}  (gather {run.gathered.seconds:.2f} s)"
+    )
     print(f"render text+json:     {t_render:6.2f} s")
-    print(f"actions: {len(run.plan.actions)}  changes: {run.plan.summary.update} updated, "
-          f"{run.plan.summary.noop} unchanged")
+    print(
+        f"actions: {len(run.plan.actions)}  changes: {run.plan.summary.update} updated, "
+        f"{run.plan.summary.noop} unchanged"
+    )
     return 0
 
 

@@ -53,9 +53,12 @@ def main() -> None:
     args = parser.parse_args()
 
     names = [f"gpu-{i:04d}" for i in range(args.machines)]
-    with tempfile.TemporaryDirectory(prefix="maas-bench-") as tmp, \
-            MaasPeer(Path(tmp), [LabMachine(n) for n in names], port=0, delay=0.05,
-                     latency=args.latency) as peer:
+    with (
+        tempfile.TemporaryDirectory(prefix="maas-bench-") as tmp,
+        MaasPeer(
+            Path(tmp), [LabMachine(n) for n in names], port=0, delay=0.05, latency=args.latency
+        ) as peer,
+    ):
         from maas.client import connect
 
         libmaas = connect(peer.url, apikey=peer.api_key)
@@ -70,8 +73,13 @@ def main() -> None:
             assert all(r.error is None for r in live.values())
             t_read = best_of(args.rounds, lambda: provider.read(servers))
 
-            client = MaasClient(peer.url, ApiKey.parse(peer.api_key), credential="maas-key",
-                                limiter=Limiter(parallelism=1, per_endpoint=1), timeout=30)
+            client = MaasClient(
+                peer.url,
+                ApiKey.parse(peer.api_key),
+                credential="maas-key",
+                limiter=Limiter(parallelism=1, per_endpoint=1),
+                timeout=30,
+            )
             latencies = []
             for i in range(100):
                 started = time.perf_counter()
@@ -83,9 +91,16 @@ def main() -> None:
 
             def tag_all(tag: str, workers: int) -> None:
                 def one(server: Resource) -> None:
-                    provider.execute(Action(id=1, address=server.address, provider="maas",
-                                            operation="provisioning.tags",
-                                            params={"add": [tag], "remove": []}), server)
+                    provider.execute(
+                        Action(
+                            id=1,
+                            address=server.address,
+                            provider="maas",
+                            operation="provisioning.tags",
+                            params={"add": [tag], "remove": []},
+                        ),
+                        server,
+                    )
 
                 with ThreadPoolExecutor(workers) as pool:
                     list(pool.map(one, targets))
@@ -97,15 +112,21 @@ def main() -> None:
             provider.close()
 
     q = statistics.quantiles(latencies, n=20)
-    print(f"MAAS simulator, {args.machines} machines, {args.latency * 1000:g} ms per request, "
-          f"best of {args.rounds}")
+    print(
+        f"MAAS simulator, {args.machines} machines, {args.latency * 1000:g} ms per request, "
+        f"best of {args.rounds}"
+    )
     print(f"  list machines, python-libmaas client   {t_list * 1000:8.0f} ms")
     print(f"  read {args.machines} Servers, Metalform        {t_read * 1000:8.0f} ms")
-    print(f"  one call through MaasClient            p50 {statistics.median(latencies) * 1000:.1f}"
-          f" ms, p95 {q[18] * 1000:.1f} ms")
-    print(f"  {args.actions} tag actions, {args.concurrency} in flight      "
-          f"{t_tags * 1000:8.0f} ms   (one after the other: {t_tags_seq * 1000:.0f} ms, "
-          f"{t_tags_seq / t_tags:.1f}x)")
+    print(
+        f"  one call through MaasClient            p50 {statistics.median(latencies) * 1000:.1f}"
+        f" ms, p95 {q[18] * 1000:.1f} ms"
+    )
+    print(
+        f"  {args.actions} tag actions, {args.concurrency} in flight      "
+        f"{t_tags * 1000:8.0f} ms   (one after the other: {t_tags_seq * 1000:.0f} ms, "
+        f"{t_tags_seq / t_tags:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ ATTRIBUTES = {
 
 def write_repo(root: Path, url: str, systems: list[LabSystem]) -> None:
     attributes = ", ".join(f"{k}: {v}" for k, v in ATTRIBUTES.items())
-    docs = [f"""apiVersion: metalform/v1
+    docs = [
+        f"""apiVersion: metalform/v1
 kind: Credential
 metadata: {{name: bmc}}
 spec: {{username: admin, password: {{fromEnv: BENCH_BMC_PASSWORD}}}}
@@ -49,7 +50,8 @@ kind: BiosTemplate
 metadata: {{name: bench}}
 spec:
   attributes: {{{attributes}}}
-"""]
+"""
+    ]
     for s in systems:
         docs.append(f"""apiVersion: metalform/v1
 kind: Server
@@ -99,8 +101,12 @@ def main() -> int:
     count = 1000 if args.large else args.systems
     password = "bench-" + os.urandom(6).hex()
     os.environ["BENCH_BMC_PASSWORD"] = password
-    systems = [LabSystem(identity=f"bench-{i:04d}", manufacturer="Metalform Lab", model="MF-G8",
-                         power_state="On") for i in range(count)]
+    systems = [
+        LabSystem(
+            identity=f"bench-{i:04d}", manufacturer="Metalform Lab", model="MF-G8", power_state="On"
+        )
+        for i in range(count)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         peer = RedfishPeer(Path(tmp) / "bmc", systems, password=password, power_delay=0.0)
         peer.start()
@@ -120,10 +126,14 @@ def main() -> int:
             peer.stop()
     best_floor, best_plan = min(floors), min(plans)
     print(f"systems: {count}  concurrency: {args.concurrency}  rounds: {args.rounds}")
-    print(f"floor (plain sushy reads): best {best_floor:.2f} s  "
-          f"median {statistics.median(floors):.2f} s")
-    print(f"metalform plan:            best {best_plan:.2f} s  "
-          f"median {statistics.median(plans):.2f} s  ({actions} actions)")
+    print(
+        f"floor (plain sushy reads): best {best_floor:.2f} s  "
+        f"median {statistics.median(floors):.2f} s"
+    )
+    print(
+        f"metalform plan:            best {best_plan:.2f} s  "
+        f"median {statistics.median(plans):.2f} s  ({actions} actions)"
+    )
     print(f"ratio plan/floor:          {best_plan / best_floor:.2f}x (target <= 1.3x)")
     return 0
 

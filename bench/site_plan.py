@@ -99,8 +99,12 @@ class StaticProvider:
     kinds: ClassVar[frozenset[str]] = frozenset()
     operations: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, context: ProviderContext, live: Mapping[Address, LiveResource],
-                 operations: frozenset[str]) -> None:
+    def __init__(
+        self,
+        context: ProviderContext,
+        live: Mapping[Address, LiveResource],
+        operations: frozenset[str],
+    ) -> None:
         self.live = live
         self.operations = operations  # type: ignore[misc]
 
@@ -108,9 +112,10 @@ class StaticProvider:
         return "static"
 
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
-        return {r.address: self.live.get(r.address, LiveResource(address=r.address,
-                                                                 exists=False))
-                for r in resources}
+        return {
+            r.address: self.live.get(r.address, LiveResource(address=r.address, exists=False))
+            for r in resources
+        }
 
     def execute(self, action: Action, resource: Resource) -> LiveResource:
         raise NotImplementedError("the benchmark only plans")
@@ -122,23 +127,30 @@ class StaticProvider:
 def write_repo(root: Path, servers: int, services: int) -> None:
     chunks = [HEADER]
     for i in range(servers):
-        chunks.append(SERVER.format(i=i, pool="spot" if i % 3 else "ondemand", rack=i // 40,
-                                    b=i // 250, c=i % 250))
+        chunks.append(
+            SERVER.format(
+                i=i, pool="spot" if i % 3 else "ondemand", rack=i // 40, b=i // 250, c=i % 250
+            )
+        )
     for i in range(services):
         chunks.append(SERVICE.format(i=i, version=2 if i % 10 == 0 else 1, port=20000 + i))
     (root / "site.yaml").write_text("".join(chunks))
 
 
-def live_states(root: Path) -> tuple[MemoryFleet, dict[Address, LiveResource],
-                                     dict[Address, LiveResource]]:
+def live_states(
+    root: Path,
+) -> tuple[MemoryFleet, dict[Address, LiveResource], dict[Address, LiveResource]]:
     """Live states equal to the desired ones, but for some drift in each kind."""
     desired = load(root)
     fleet: dict[Address, Any] = {}
     for server in desired.of_kind("Server"):
         n = int(server.name.split("-")[1])
-        state = {"power": "On", "bios.attributes.ProcTurboMode": "Disabled",
-                 "bios.attributes.NumaNodesPerSocket": 2,
-                 "bios.attributes.SriovGlobalEnable": "Enabled"}
+        state = {
+            "power": "On",
+            "bios.attributes.ProcTurboMode": "Disabled",
+            "bios.attributes.NumaNodesPerSocket": 2,
+            "bios.attributes.SriovGlobalEnable": "Enabled",
+        }
         if n % 20 == 0:
             state["bios.attributes.ProcTurboMode"] = "Enabled"  # 5% drifted BIOS
         fleet[server.address] = {"state": state}
@@ -177,12 +189,32 @@ def main() -> int:
         fleet, aggregates, services = live_states(root)
         factories = {
             "redfish": memory_factory(fleet),
-            "openstack": lambda ctx: StaticProvider(ctx, aggregates, frozenset(
-                {"aggregate.create", "aggregate.add_host", "aggregate.remove_host",
-                 "aggregate.set_metadata", "aggregate.set_availability_zone"})),
-            "docker": lambda ctx: StaticProvider(ctx, services, frozenset(
-                {"service.create", "service.recreate", "service.start", "service.stop",
-                 "service.delete"})),
+            "openstack": lambda ctx: StaticProvider(
+                ctx,
+                aggregates,
+                frozenset(
+                    {
+                        "aggregate.create",
+                        "aggregate.add_host",
+                        "aggregate.remove_host",
+                        "aggregate.set_metadata",
+                        "aggregate.set_availability_zone",
+                    }
+                ),
+            ),
+            "docker": lambda ctx: StaticProvider(
+                ctx,
+                services,
+                frozenset(
+                    {
+                        "service.create",
+                        "service.recreate",
+                        "service.start",
+                        "service.stop",
+                        "service.delete",
+                    }
+                ),
+            ),
         }
         engine = Engine(factories=factories)
         timings: dict[str, list[float]] = {"load": [], "plan": [], "render": []}
@@ -207,18 +239,26 @@ def main() -> int:
     for action in plan.actions:
         ops[action.operation] = ops.get(action.operation, 0) + 1
     best = {k: min(v) for k, v in timings.items()}
-    print(f"site: {args.servers} servers, 2 aggregates, {args.services} services; "
-          f"best of {args.rounds}")
+    print(
+        f"site: {args.servers} servers, 2 aggregates, {args.services} services; "
+        f"best of {args.rounds}"
+    )
     print(f"load + validate:           {best['load']:.2f} s")
-    print(f"plan (load, gather, diff, order, policies): {best['plan']:.2f} s "
-          f"(gather {run.gathered.seconds:.2f} s)")
-    print(f"  of which diff/order/policies: "
-          f"{best['plan'] - best['load'] - run.gathered.seconds:.2f} s")
+    print(
+        f"plan (load, gather, diff, order, policies): {best['plan']:.2f} s "
+        f"(gather {run.gathered.seconds:.2f} s)"
+    )
+    print(
+        f"  of which diff/order/policies: "
+        f"{best['plan'] - best['load'] - run.gathered.seconds:.2f} s"
+    )
     print(f"render text+markdown+json: {best['render']:.2f} s")
-    print(f"changes: {plan.summary.update} update, {plan.summary.create} create, "
-          f"{plan.summary.noop} unchanged; actions by operation: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
-          + f"; deferred {plan.summary.deferred}")
+    print(
+        f"changes: {plan.summary.update} update, {plan.summary.create} create, "
+        f"{plan.summary.noop} unchanged; actions by operation: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
+        + f"; deferred {plan.summary.deferred}"
+    )
     return 0
 
 

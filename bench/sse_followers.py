@@ -44,9 +44,11 @@ def running_apply(server: ServeProcess, fleet: Path) -> str:
 def report(label: str, latencies: list[float], process: psutil.Process) -> None:
     ms = [v * 1000 for v in latencies]
     rss = process.memory_info().rss / 2**20
-    print(f"{label:>16}: /healthz p50 {percentile(ms, 50):6.1f} ms  p95 "
-          f"{percentile(ms, 95):6.1f} ms  p99 {percentile(ms, 99):6.1f} ms  max "
-          f"{max(ms):6.1f} ms | server RSS {rss:6.1f} MiB, {process.num_threads()} threads")
+    print(
+        f"{label:>16}: /healthz p50 {percentile(ms, 50):6.1f} ms  p95 "
+        f"{percentile(ms, 95):6.1f} ms  p99 {percentile(ms, 99):6.1f} ms  max "
+        f"{max(ms):6.1f} ms | server RSS {rss:6.1f} MiB, {process.num_threads()} threads"
+    )
 
 
 def append_events(database: str, apply_id: str, count: int, stop: threading.Event) -> None:
@@ -66,24 +68,30 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         remote = GitRemote(root)
-        config = write_config(root / "server.yaml", remote.url,
-                              f"eventStreams: {{max: {max(args.followers, 1000)}, "
-                              f"perClient: {max(args.followers, 1000)}}}")
+        config = write_config(
+            root / "server.yaml",
+            remote.url,
+            f"eventStreams: {{max: {max(args.followers, 1000)}, "
+            f"perClient: {max(args.followers, 1000)}}}",
+        )
         fleet = root / "fleet.json"
         with ServeProcess.memory(config, fleet, block_at=1) as server:
             process = psutil.Process(server.pid)
             apply_id = running_apply(server, fleet)
             report("no followers", healthz_latencies(server.base, args.probes), process)
-            followers = Followers(server.base, f"/api/v1/applies/{apply_id}/events",
-                                  TOKENS["viewer"])
+            followers = Followers(
+                server.base, f"/api/v1/applies/{apply_id}/events", TOKENS["viewer"]
+            )
             started = time.monotonic()
             followers.open(args.followers)
             wait_for(lambda: followers.streaming() == args.followers, 120, "the followers")
-            print(f"{args.followers} followers streaming after "
-                  f"{time.monotonic() - started:.1f} s")
+            print(f"{args.followers} followers streaming after {time.monotonic() - started:.1f} s")
             stop = threading.Event()
-            writer = threading.Thread(target=append_events, daemon=True, args=(
-                f"sqlite:///{root / 'state' / 'metalform.db'}", apply_id, args.events, stop))
+            writer = threading.Thread(
+                target=append_events,
+                daemon=True,
+                args=(f"sqlite:///{root / 'state' / 'metalform.db'}", apply_id, args.events, stop),
+            )
             writer.start()
             latencies = healthz_latencies(server.base, args.probes)
             stop.set()
@@ -93,8 +101,10 @@ def main() -> int:
             fleet.with_suffix(".release").touch()
             started = time.monotonic()
             code = server.terminate(60)
-            print(f"SIGTERM to exit: {time.monotonic() - started:.1f} s, exit status {code}, "
-                  f"traceback in log: {'Traceback' in server.log()}")
+            print(
+                f"SIGTERM to exit: {time.monotonic() - started:.1f} s, exit status {code}, "
+                f"traceback in log: {'Traceback' in server.log()}"
+            )
     return 0
 
 

@@ -20,11 +20,17 @@ from reconciler.model.events import EventType
 
 log = logging.getLogger("metalform.events")
 
-STORE_WRITTEN = frozenset({
-    EventType.PLAN_CREATED, EventType.PLAN_FAILED, EventType.APPLY_STARTED,
-    EventType.APPLY_SUCCEEDED, EventType.APPLY_FAILED, EventType.PLAN_INTERRUPTED,
-    EventType.APPLY_INTERRUPTED,
-})
+STORE_WRITTEN = frozenset(
+    {
+        EventType.PLAN_CREATED,
+        EventType.PLAN_FAILED,
+        EventType.APPLY_STARTED,
+        EventType.APPLY_SUCCEEDED,
+        EventType.APPLY_FAILED,
+        EventType.PLAN_INTERRUPTED,
+        EventType.APPLY_INTERRUPTED,
+    }
+)
 """Types the store appends itself, with the state change they describe."""
 
 
@@ -88,8 +94,13 @@ class EventBus:
         event = BusEvent(type, dict(payload or {}), repository, plan_id, apply_id)
         if self._log is not None and type not in STORE_WRITTEN:
             try:
-                self._log.append_event(type, repository=repository, plan_id=plan_id,
-                                       apply_id=apply_id, payload=event.payload)
+                self._log.append_event(
+                    type,
+                    repository=repository,
+                    plan_id=plan_id,
+                    apply_id=apply_id,
+                    payload=event.payload,
+                )
             except Exception:  # the log is best effort for these; the caller's work is not
                 log.warning("could not record event %s", type, exc_info=True)
         with self._lock:

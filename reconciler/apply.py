@@ -44,8 +44,11 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.status is ActionStatus.SUCCEEDED for r in self.results.values()
-                   if r.status not in (ActionStatus.DEFERRED,))
+        return all(
+            r.status is ActionStatus.SUCCEEDED
+            for r in self.results.values()
+            if r.status not in (ActionStatus.DEFERRED,)
+        )
 
 
 Listener = Callable[[Action, ActionResult], None]
@@ -55,22 +58,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def check_fresh(
-    plan: Plan, revision: str, live: Mapping[Address, LiveResource]
-) -> None:
+def check_fresh(plan: Plan, revision: str, live: Mapping[Address, LiveResource]) -> None:
     """Raise StalePlanError when Git or a touched resource changed since the plan was made."""
     if revision != plan.revision:
-        raise StalePlanError(why=f"the revision is now {revision}, the plan was made at "
-                             f"{plan.revision}; plan again")
+        raise StalePlanError(
+            why=f"the revision is now {revision}, the plan was made at {plan.revision}; plan again"
+        )
     changed = [
-        address for address, fingerprint in plan.live_fingerprints.items()
+        address
+        for address, fingerprint in plan.live_fingerprints.items()
         if address not in live or live[address].fingerprint() != fingerprint
     ]
     if changed:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5
-                                           else "")
-        raise StalePlanError(why=f"the live state of {shown} changed since the plan was made; "
-                             "plan again")
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        raise StalePlanError(
+            why=f"the live state of {shown} changed since the plan was made; plan again"
+        )
 
 
 def _deleted(action: Action) -> Resource:
@@ -126,8 +131,9 @@ class Applier:
         self.listener(action, result)
 
     def _run_one(self, action: Action) -> ActionResult:
-        result = ActionResult(action.id, action.address, action.operation, ActionStatus.RUNNING,
-                              started_at=_now())
+        result = ActionResult(
+            action.id, action.address, action.operation, ActionStatus.RUNNING, started_at=_now()
+        )
         self._record(action, result)
         started = time.monotonic()
         try:
@@ -138,17 +144,32 @@ class Applier:
         except Exception as exc:  # a provider bug must fail its action, not the whole apply
             log.debug("action %s failed", action.id, exc_info=True)
             status, error = ActionStatus.FAILED, REDACTOR(f"internal error: {exc!r}")
-        return ActionResult(action.id, action.address, action.operation, status,
-                            started_at=result.started_at, finished_at=_now(),
-                            seconds=round(time.monotonic() - started, 3), error=error)
+        return ActionResult(
+            action.id,
+            action.address,
+            action.operation,
+            status,
+            started_at=result.started_at,
+            finished_at=_now(),
+            seconds=round(time.monotonic() - started, 3),
+            error=error,
+        )
 
     def run(self) -> ApplyResult:
         actions = {a.id: a for a in self.plan.actions}
         state: dict[int, ActionStatus] = {a.id: a.status for a in actions.values()}
         for action in actions.values():
             if action.status is not ActionStatus.PLANNED:
-                self._record(action, ActionResult(action.id, action.address, action.operation,
-                                                  action.status, error=action.reason or None))
+                self._record(
+                    action,
+                    ActionResult(
+                        action.id,
+                        action.address,
+                        action.operation,
+                        action.status,
+                        error=action.reason or None,
+                    ),
+                )
         running: dict[Future[ActionResult], int] = {}
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
             while True:
@@ -156,17 +177,34 @@ class Applier:
                     if state[action.id] is not ActionStatus.PLANNED:
                         continue
                     deps = [state[d] for d in action.depends_on if d in state]
-                    if any(s is not ActionStatus.SUCCEEDED and s is not ActionStatus.PLANNED
-                           and s is not ActionStatus.RUNNING for s in deps):
-                        failed = next(d for d in action.depends_on
-                                      if state.get(d) not in (ActionStatus.SUCCEEDED,
-                                                              ActionStatus.PLANNED,
-                                                              ActionStatus.RUNNING))
+                    if any(
+                        s is not ActionStatus.SUCCEEDED
+                        and s is not ActionStatus.PLANNED
+                        and s is not ActionStatus.RUNNING
+                        for s in deps
+                    ):
+                        failed = next(
+                            d
+                            for d in action.depends_on
+                            if state.get(d)
+                            not in (
+                                ActionStatus.SUCCEEDED,
+                                ActionStatus.PLANNED,
+                                ActionStatus.RUNNING,
+                            )
+                        )
                         state[action.id] = ActionStatus.SKIPPED
-                        self._record(action, ActionResult(
-                            action.id, action.address, action.operation, ActionStatus.SKIPPED,
-                            error=f"action {failed} ({actions[failed].operation}) "
-                                  f"{state[failed].value}"))
+                        self._record(
+                            action,
+                            ActionResult(
+                                action.id,
+                                action.address,
+                                action.operation,
+                                ActionStatus.SKIPPED,
+                                error=f"action {failed} ({actions[failed].operation}) "
+                                f"{state[failed].value}",
+                            ),
+                        )
                         continue
                     if all(s is ActionStatus.SUCCEEDED for s in deps):
                         state[action.id] = ActionStatus.RUNNING

@@ -192,8 +192,11 @@ def _documents(source: SourceFile, diags: list[Diagnostic]) -> Iterator[tuple[An
         for doc, pos in load_documents(text):
             yield doc, _Locator(file, pos)
     except YamlProblem as exc:
-        location = (Location(file=file, line=exc.line + 1, column=(exc.column or 0) + 1)
-                    if exc.line is not None else Location(file=file))
+        location = (
+            Location(file=file, line=exc.line + 1, column=(exc.column or 0) + 1)
+            if exc.line is not None
+            else Location(file=file)
+        )
         diags.append(_error(exc.message, location=location))
 
 
@@ -214,8 +217,12 @@ def _error(
 
 def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | None:
     if not isinstance(doc, dict):
-        diags.append(_error("a document must be a mapping with apiVersion, kind, metadata, spec",
-                            location=loc.at([])))
+        diags.append(
+            _error(
+                "a document must be a mapping with apiVersion, kind, metadata, spec",
+                location=loc.at([]),
+            )
+        )
         return None
     ok = True
     for key in doc:
@@ -229,15 +236,23 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
     if not ok:
         return None
     if doc["apiVersion"] != API_VERSION:
-        diags.append(_error(f"apiVersion must be {API_VERSION!r}", location=loc.at(["apiVersion"]),
-                            field="apiVersion"))
+        diags.append(
+            _error(
+                f"apiVersion must be {API_VERSION!r}",
+                location=loc.at(["apiVersion"]),
+                field="apiVersion",
+            )
+        )
         return None
     kind = doc["kind"]
     spec_model = KIND_SPECS.get(kind) if isinstance(kind, str) else None
     if spec_model is None:
         known = ", ".join(sorted(KIND_SPECS))
-        diags.append(_error(f"unknown kind {kind!r} (known: {known})", location=loc.at(["kind"]),
-                            field="kind"))
+        diags.append(
+            _error(
+                f"unknown kind {kind!r} (known: {known})", location=loc.at(["kind"]), field="kind"
+            )
+        )
         return None
     try:
         metadata = Metadata.model_validate(doc["metadata"])
@@ -269,8 +284,9 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
         for err in _merge_unions(exc.errors()):
             path = ["spec", *err["loc"]]
             diags.append(
-                _error(_message(err), location=loc.at(path), address=address,
-                       field=_field_path(path))
+                _error(
+                    _message(err), location=loc.at(path), address=address, field=_field_path(path)
+                )
             )
         return None
     return Resource(kind=kind, metadata=metadata, spec=spec, location=loc.at([]))
@@ -290,16 +306,21 @@ def _merge_unions(errors: list[Any]) -> list[Any]:
             if key in seen:
                 seen[key]["_members"].append(_UNION_TAGS[str(loc[-1])])
                 continue
-            entry = {"loc": key, "type": "union", "msg": "",
-                     "_members": [_UNION_TAGS[str(loc[-1])]]}
+            entry = {
+                "loc": key,
+                "type": "union",
+                "msg": "",
+                "_members": [_UNION_TAGS[str(loc[-1])]],
+            }
             seen[key] = entry
             merged.append(entry)
         else:
             merged.append(err)
     for entry in seen.values():
         members = entry.pop("_members")
-        entry["msg"] = "must be " + (", ".join(members[:-1]) + " or " + members[-1]
-                                     if len(members) > 1 else members[0])
+        entry["msg"] = "must be " + (
+            ", ".join(members[:-1]) + " or " + members[-1] if len(members) > 1 else members[0]
+        )
     return merged
 
 
@@ -350,8 +371,11 @@ def load_files(files: Iterable[SourceFile], revision: str) -> DesiredState:
                 field=_field_path(problem.path),
             )
         )
-    diags.sort(key=lambda d: (d.location.file, d.location.line, d.location.column)
-               if d.location else ("", 0, 0))
+    diags.sort(
+        key=lambda d: (
+            (d.location.file, d.location.line, d.location.column) if d.location else ("", 0, 0)
+        )
+    )
     errors = [d for d in diags if d.severity is Severity.ERROR]
     if errors:
         raise InputError(diags)

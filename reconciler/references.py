@@ -18,8 +18,6 @@ class Problem:
     message: str
 
 
-
-
 def _attribute(spec: Any, path: tuple[str, ...]) -> Any:
     """Follow a camelCase document path (after `spec`) through the spec model's attributes."""
     node = spec
@@ -74,8 +72,9 @@ def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
             want = _provider_type_wanted(resource, path)
             got = resources[target].spec.type.value if target.startswith("Provider/") else None
             if want is not None and got != want:
-                problems.append(Problem(address, path,
-                                        f"{target} is of type {got}, expected {want}"))
+                problems.append(
+                    Problem(address, path, f"{target} is of type {got}, expected {want}")
+                )
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
@@ -105,7 +104,8 @@ def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
         key = (bmc.address.rstrip("/").lower(), bmc.system_id or "")
         if key in seen_bmc:
             yield Problem(
-                address, ("spec", "bmc", "address"),
+                address,
+                ("spec", "bmc", "address"),
                 f"same BMC system as {seen_bmc[key]}",
             )
         else:
@@ -113,7 +113,8 @@ def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
         hostname = resource.spec.hostname or resource.name
         if hostname in seen_host:
             yield Problem(
-                address, ("spec", "hostname"),
+                address,
+                ("spec", "hostname"),
                 f"hostname {hostname!r} is also {seen_host[hostname]}",
             )
         else:

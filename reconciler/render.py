@@ -9,8 +9,12 @@ from typing import Any
 from reconciler.model import Action, ActionStatus, Change, ChangeKind, Plan, Severity
 from reconciler.secrets import REDACTOR, SENSITIVE
 
-SYMBOL = {ChangeKind.CREATE: "+", ChangeKind.UPDATE: "~", ChangeKind.DELETE: "-",
-          ChangeKind.NOOP: " "}
+SYMBOL = {
+    ChangeKind.CREATE: "+",
+    ChangeKind.UPDATE: "~",
+    ChangeKind.DELETE: "-",
+    ChangeKind.NOOP: " ",
+}
 MARKDOWN_MARKER = "<!-- metalform:plan -->"
 
 
@@ -40,8 +44,10 @@ def params_text(action: Action) -> str:
 def summary_line(plan: Plan) -> str:
     s = plan.summary
     runnable = len(plan.runnable)
-    text = (f"Plan: {s.create} to create, {s.update} to update, {s.delete} to delete, "
-            f"{s.noop} unchanged; {runnable} action{'s' if runnable != 1 else ''} to run")
+    text = (
+        f"Plan: {s.create} to create, {s.update} to update, {s.delete} to delete, "
+        f"{s.noop} unchanged; {runnable} action{'s' if runnable != 1 else ''} to run"
+    )
     extras = []
     if s.deferred:
         extras.append(f"{s.deferred} deferred")
@@ -81,8 +87,10 @@ def _changes(plan: Plan) -> list[Change]:
 
 def render_text(plan: Plan) -> str:
     """The plan for a terminal or a log: resources with their diffs, actions, diagnostics."""
-    out: list[str] = [f"Metalform plan of {plan.revision}"
-                      + (" (refresh only)" if plan.refresh_only else ""), ""]
+    out: list[str] = [
+        f"Metalform plan of {plan.revision}" + (" (refresh only)" if plan.refresh_only else ""),
+        "",
+    ]
     by_address = _actions_by_address(plan)
     changes = _changes(plan)
     if not changes and not plan.actions:
@@ -122,10 +130,13 @@ def render_markdown(plan: Plan) -> str:
     """The plan as Markdown, for a pull-request comment."""
     s = plan.summary
     out = [MARKDOWN_MARKER, f"### Metalform plan for `{plan.revision}`", ""]
-    out.append(f"**{s.create}** to create, **{s.update}** to update, **{s.delete}** to delete, "
-               f"{s.noop} unchanged; **{len(plan.runnable)}** actions to run"
-               + (f", {s.deferred} deferred" if s.deferred else "")
-               + (f", {s.refused} refused" if s.refused else "") + ".")
+    out.append(
+        f"**{s.create}** to create, **{s.update}** to update, **{s.delete}** to delete, "
+        f"{s.noop} unchanged; **{len(plan.runnable)}** actions to run"
+        + (f", {s.deferred} deferred" if s.deferred else "")
+        + (f", {s.refused} refused" if s.refused else "")
+        + "."
+    )
     out.append("")
     errors = [d for d in plan.diagnostics if d.severity is Severity.ERROR]
     if errors:
@@ -133,16 +144,20 @@ def render_markdown(plan: Plan) -> str:
         out.append("")
     by_address = _actions_by_address(plan)
     for change in _changes(plan):
-        out.append(f"<details open><summary><code>{SYMBOL[change.action]} {change.address}"
-                   f"</code> ({change.action.value}, {len(change.diff)} field(s))</summary>")
+        out.append(
+            f"<details open><summary><code>{SYMBOL[change.action]} {change.address}"
+            f"</code> ({change.action.value}, {len(change.diff)} field(s))</summary>"
+        )
         out.append("")
         if change.diff:
             out.append("| field | current | pending | desired |")
             out.append("|---|---|---|---|")
             for e in change.diff:
                 pending = _entry_value(e, "pending") if e.pending is not None else ""
-                out.append(f"| `{_md_cell(e.path)}` | {_md_cell(_entry_value(e, 'before'))} | "
-                           f"{_md_cell(pending)} | {_md_cell(_entry_value(e, 'after'))} |")
+                out.append(
+                    f"| `{_md_cell(e.path)}` | {_md_cell(_entry_value(e, 'before'))} | "
+                    f"{_md_cell(pending)} | {_md_cell(_entry_value(e, 'after'))} |"
+                )
             out.append("")
         actions = by_address.get(change.address, [])
         if actions:

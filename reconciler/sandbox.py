@@ -96,8 +96,13 @@ def _check_width(name: str, args: Iterable[Any]) -> None:
 
 
 def _power(base: Any, exponent: Any) -> Any:
-    huge = (isinstance(base, int) and isinstance(exponent, int) and exponent > 0
-            and abs(base) > 1 and exponent * math.log2(abs(base)) > MAX_POWER_BITS)
+    huge = (
+        isinstance(base, int)
+        and isinstance(exponent, int)
+        and exponent > 0
+        and abs(base) > 1
+        and exponent * math.log2(abs(base)) > MAX_POWER_BITS
+    )
     if huge:
         raise TemplateLimit(f"** would build an integer of more than {MAX_POWER_BITS} bits")
     return base**exponent
@@ -108,8 +113,14 @@ class _BoundedCodeGenerator(CodeGenerator):
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         if not getattr(node, "_bounded", False):
-            node.iter = nodes.Call(nodes.EnvironmentAttribute("bounded_iter"), [node.iter],
-                                   [], None, None, lineno=node.iter.lineno)
+            node.iter = nodes.Call(
+                nodes.EnvironmentAttribute("bounded_iter"),
+                [node.iter],
+                [],
+                None,
+                None,
+                lineno=node.iter.lineno,
+            )
             node._bounded = True  # type: ignore[attr-defined]  # compile once per node
         super().visit_For(node, frame)
 
@@ -153,8 +164,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     # --- the sandbox's hooks -------------------------------------------------------------
 
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any,
-             *args: Any, **kwargs: Any) -> Any:
+    def call(
+        __self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         __self.check_deadline()
         for arg in (*args, *kwargs.values()):
             _check_size(_size(arg), "an argument")
@@ -171,8 +183,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _check_size(_size(result), f"the result of {name or 'a call'}")
         return result
 
-    def call_binop(self, context: jinja2.runtime.Context, operator_: str, left: Any,
-                   right: Any) -> Any:
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator_: str, left: Any, right: Any
+    ) -> Any:
         self.check_deadline()
         if operator_ == "*":
             for sequence, count in ((left, right), (right, left)):
@@ -204,33 +217,41 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             result = function(*args, **kwargs)
             _check_size(_size(result), f"the result of filter {name}")
             return result
+
         # Keep pass_context / pass_environment markers: Jinja decides how to call by them.
         bounded.__dict__.update(getattr(function, "__dict__", {}))
         return bounded
 
     # --- compiling -----------------------------------------------------------------------
 
-    def parse(self, source: str, name: str | None = None,
-              filename: str | None = None) -> nodes.Template:
+    def parse(
+        self, source: str, name: str | None = None, filename: str | None = None
+    ) -> nodes.Template:
         try:
             return super().parse(source, name, filename)
         except RecursionError:
             raise _too_nested(self, source) from None
 
-    def compile(self, source: Any, name: str | None = None, filename: str | None = None,
-                raw: bool = False, defer_init: bool = False) -> Any:
+    def compile(
+        self,
+        source: Any,
+        name: str | None = None,
+        filename: str | None = None,
+        raw: bool = False,
+        defer_init: bool = False,
+    ) -> Any:
         # Jinja's parser and code generator recurse once per nesting level, and Python refuses
         # more than 20 nested blocks: a deeply nested template must be an error, not a crash.
         try:
             return super().compile(  # type: ignore[call-overload]  # one body, two overloads
-                source, name, filename, raw, defer_init)
+                source, name, filename, raw, defer_init
+            )
         except (RecursionError, SyntaxError):
             raise _too_nested(self, source if isinstance(source, str) else "") from None
 
     # --- rendering -----------------------------------------------------------------------
 
-    def render(self, template: jinja2.Template, context: Mapping[str, Any],
-               max_output: int) -> str:
+    def render(self, template: jinja2.Template, context: Mapping[str, Any], max_output: int) -> str:
         """`template` rendered with `context`, or TemplateLimit naming the line at fault."""
         self._local.deadline = time.monotonic() + MAX_SECONDS
         chunks: list[str] = []
@@ -245,11 +266,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             exc.line = exc.line or template_line(exc.__traceback__)
             raise
         except RecursionError as exc:
-            raise TemplateLimit("macros or loops call themselves too deeply",
-                                template_line(exc.__traceback__)) from None
+            raise TemplateLimit(
+                "macros or loops call themselves too deeply", template_line(exc.__traceback__)
+            ) from None
         except MemoryError as exc:
-            raise TemplateLimit("rendering ran out of memory",
-                                template_line(exc.__traceback__)) from None
+            raise TemplateLimit(
+                "rendering ran out of memory", template_line(exc.__traceback__)
+            ) from None
         finally:
             self._local.deadline = None
         return "".join(chunks)
@@ -303,12 +326,20 @@ def template_line(tb: TracebackType | None) -> int | None:
     line = None
     while tb is not None:
         code = tb.tb_frame.f_code
-        if code.co_filename.startswith("<template>") or tb.tb_frame.f_globals.get(
-                "__jinja_template__") is not None:
+        if (
+            code.co_filename.startswith("<template>")
+            or tb.tb_frame.f_globals.get("__jinja_template__") is not None
+        ):
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
 
 
-__all__ = ["MAX_SECONDS", "MAX_SIZE", "MAX_WIDTH", "BoundedSandbox", "TemplateLimit",
-           "template_line"]
+__all__ = [
+    "MAX_SECONDS",
+    "MAX_SIZE",
+    "MAX_WIDTH",
+    "BoundedSandbox",
+    "TemplateLimit",
+    "template_line",
+]

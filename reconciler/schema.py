@@ -67,8 +67,10 @@ def combined_schema() -> dict[str, Any]:
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {"kind": {"enum": kinds}},
         "allOf": [
-            {"if": {"properties": {"kind": {"const": k}}, "required": ["kind"]},
-             "then": {"$ref": _file_name(k)}}
+            {
+                "if": {"properties": {"kind": {"const": k}}, "required": ["kind"]},
+                "then": {"$ref": _file_name(k)},
+            }
             for k in kinds
         ],
     }

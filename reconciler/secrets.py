@@ -59,8 +59,14 @@ def encodings(value: str) -> set[str]:
     """The forms in which a secret travels and may come back in someone's error text: raw,
     URL-encoded (query strings, form bodies, URLs), JSON-escaped (a JSON body quoting it)
     and base64 (tokens, `Basic` credentials)."""
-    forms = {value, quote(value, safe=""), quote(value), quote_plus(value),
-             json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
     return forms | _base64_forms(value.encode("utf-8"))
 
 

@@ -13,12 +13,33 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 NAMES = {
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9,
-    "oct": 10, "nov": 11, "dec": 12,
-    "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6,
+    "jan": 1,
+    "feb": 2,
+    "mar": 3,
+    "apr": 4,
+    "may": 5,
+    "jun": 6,
+    "jul": 7,
+    "aug": 8,
+    "sep": 9,
+    "oct": 10,
+    "nov": 11,
+    "dec": 12,
+    "sun": 0,
+    "mon": 1,
+    "tue": 2,
+    "wed": 3,
+    "thu": 4,
+    "fri": 5,
+    "sat": 6,
 }
-FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-          ("day of week", 0, 7))
+FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
 UNITS = {"m": 1, "h": 60, "d": 1440}
 MAX_DURATION = timedelta(days=31)
 """Longest a maintenance window may stay open (a longer one would be open all the time)."""
@@ -93,8 +114,9 @@ def parse_cron(expression: str) -> Cron:
     minutes, hours, days, months, weekdays = (
         _field(p, *spec) for p, spec in zip(parts, FIELDS, strict=True)
     )
-    return Cron(minutes, hours, days, months, weekdays,
-                any_day=parts[2] == "*", any_weekday=parts[4] == "*")
+    return Cron(
+        minutes, hours, days, months, weekdays, any_day=parts[2] == "*", any_weekday=parts[4] == "*"
+    )
 
 
 def check_fires_yearly(expression: str) -> None:
@@ -107,8 +129,10 @@ def check_fires_yearly(expression: str) -> None:
         if spec.matches(datetime(day.year, day.month, day.day, hour, minute)):
             return
         day += timedelta(days=1)
-    raise CronError(f"cron {expression[:60]!r} does not fire every year: a maintenance window "
-                    "must open at least once a year")
+    raise CronError(
+        f"cron {expression[:60]!r} does not fire every year: a maintenance window "
+        "must open at least once a year"
+    )
 
 
 def parse_duration(text: str) -> timedelta:

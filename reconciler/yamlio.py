@@ -39,8 +39,9 @@ _MAYBE_TYPED = frozenset("0123456789-+.~tTfFnN<=")
 _STR_TAG = Tag(suffix=_STR)
 _SEQ_TAG = Tag(suffix=_TAG + "seq")
 _MAP_TAG = Tag(suffix=_TAG + "map")
-_SHARED_TAGS = {t: Tag(suffix=t) for t in (_STR, _INT, _FLOAT, _BOOL, _NULL, _MERGE,
-                                            _TAG + "timestamp")}
+_SHARED_TAGS = {
+    t: Tag(suffix=t) for t in (_STR, _INT, _FLOAT, _BOOL, _NULL, _MERGE, _TAG + "timestamp")
+}
 
 
 class _Yaml12Resolver(VersionedResolver):
@@ -76,8 +77,9 @@ class _Yaml12Resolver(VersionedResolver):
 class YamlProblem(Exception):
     """A document that is not acceptable YAML for Metalform, with its 0-based position."""
 
-    def __init__(self, message: str, line: int | None, column: int | None, *,
-                 syntax: bool = False) -> None:
+    def __init__(
+        self, message: str, line: int | None, column: int | None, *, syntax: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
@@ -160,8 +162,9 @@ class _Builder:
         mark = node.start_mark
         if "\0" in text:
             # A path or template name holding NUL cannot be opened, only traced back.
-            raise YamlProblem("a NUL character (\\0) is not allowed in a value",
-                              mark.line, mark.column)
+            raise YamlProblem(
+                "a NUL character (\\0) is not allowed in a value", mark.line, mark.column
+            )
         if tag == _STR:
             return text
         # Errors never quote the value: it may be a literal secret (`password: !!int ...`).
@@ -171,8 +174,11 @@ class _Builder:
             if tag == _FLOAT:
                 value = _float(text)
                 if not math.isfinite(value):
-                    raise YamlProblem("numbers must be finite (.nan and .inf are not allowed)",
-                                      mark.line, mark.column)
+                    raise YamlProblem(
+                        "numbers must be finite (.nan and .inf are not allowed)",
+                        mark.line,
+                        mark.column,
+                    )
                 return value
             if tag == _BOOL:
                 return text.lower() == "true"
@@ -180,8 +186,9 @@ class _Builder:
                 return None
             value = self.constructor.construct_object(node, deep=True)
         except (ValueError, YAMLError):
-            raise YamlProblem(f"this value cannot be read as {tag.removeprefix(_TAG)}",
-                              mark.line, mark.column) from None
+            raise YamlProblem(
+                f"this value cannot be read as {tag.removeprefix(_TAG)}", mark.line, mark.column
+            ) from None
         if hasattr(value, "isoformat"):
             return value.isoformat()
         return value if isinstance(value, str | int | float | bool) else str(value)
@@ -197,8 +204,9 @@ class _Builder:
         if depth > MAX_DEPTH:
             # The text is at most MAX_DEPTH deep (checked before composing), but aliases
             # nest a subtree wherever they are used: bound the values built too.
-            raise YamlProblem(f"{_too_deep()} once its aliases are expanded",
-                              mark.line, mark.column)
+            raise YamlProblem(
+                f"{_too_deep()} once its aliases are expanded", mark.line, mark.column
+            )
         key = id(node)
         if key in self.active:
             raise YamlProblem("recursive YAML alias", mark.line, mark.column)
@@ -224,18 +232,25 @@ class _Builder:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for source in sources:
                     if not isinstance(source, MappingNode):
-                        raise YamlProblem("a merge key (<<) takes a mapping or a list of them",
-                                          key_node.start_mark.line, key_node.start_mark.column)
+                        raise YamlProblem(
+                            "a merge key (<<) takes a mapping or a list of them",
+                            key_node.start_mark.line,
+                            key_node.start_mark.column,
+                        )
                     merged.append(source)
                 continue
             if not isinstance(key_node, ScalarNode):
-                raise YamlProblem("mapping keys must be plain scalars",
-                                  key_node.start_mark.line, key_node.start_mark.column)
+                raise YamlProblem(
+                    "mapping keys must be plain scalars",
+                    key_node.start_mark.line,
+                    key_node.start_mark.column,
+                )
             key = key_node.value
             if key in result:
                 # Name the key, never the values: a duplicated key may hold a literal secret.
-                raise YamlProblem(f"duplicate key {key!r}", key_node.start_mark.line,
-                                  key_node.start_mark.column)
+                raise YamlProblem(
+                    f"duplicate key {key!r}", key_node.start_mark.line, key_node.start_mark.column
+                )
             value, child_pos = self.build(value_node, depth + 1)
             result[key] = value
             kmark = key_node.start_mark
@@ -299,15 +314,21 @@ def _compose(text: str, *, pure: bool) -> list[tuple[Any, Pos]]:
                 raise YamlProblem(
                     f"document expands to more than {MAX_NODES} values "
                     "(YAML aliases nested too deep)",
-                    node.start_mark.line, node.start_mark.column) from None
+                    node.start_mark.line,
+                    node.start_mark.column,
+                ) from None
             if value is None:
                 continue
             documents.append((value, pos))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or str(exc).splitlines()[0]
-        raise YamlProblem(f"invalid YAML: {problem}", mark.line if mark else None,
-                          mark.column if mark else None, syntax=True) from None
+        raise YamlProblem(
+            f"invalid YAML: {problem}",
+            mark.line if mark else None,
+            mark.column if mark else None,
+            syntax=True,
+        ) from None
     except ReaderError as exc:
         raise _reader_problem(text, exc) from None
     except YAMLError as exc:

@@ -47,19 +47,33 @@ def show(text: str) -> None:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Alice", "GIT_AUTHOR_EMAIL": "alice@example.org",
-           "GIT_COMMITTER_NAME": "Alice", "GIT_COMMITTER_EMAIL": "alice@example.org"}
-    out = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                         text=True)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Alice",
+        "GIT_AUTHOR_EMAIL": "alice@example.org",
+        "GIT_COMMITTER_NAME": "Alice",
+        "GIT_COMMITTER_EMAIL": "alice@example.org",
+    }
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 
 def deliver(base: str, event: str, payload: dict[str, Any]) -> requests.Response:
     body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return requests.post(f"{base}/webhooks/github", data=body, timeout=10, headers={
-        "Content-Type": "application/json", "X-GitHub-Event": event,
-        "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature})
+    return requests.post(
+        f"{base}/webhooks/github",
+        data=body,
+        timeout=10,
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature,
+        },
+    )
 
 
 def repository() -> dict[str, Any]:
@@ -118,11 +132,17 @@ github:
   repository: {REPO}
 """)
         show(config.read_text())
-        env.update(TOUR_TOKEN=TOKEN, TOUR_WEBHOOK_SECRET=SECRET,
-                   TOUR_GITHUB_TOKEN=forge.github_token)
+        env.update(
+            TOUR_TOKEN=TOKEN, TOUR_WEBHOOK_SECRET=SECRET, TOUR_GITHUB_TOKEN=forge.github_token
+        )
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "metalform"), "serve", "--config", str(config)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert server.stdout is not None
         base = ""
         while not base:
@@ -138,45 +158,71 @@ github:
 
         step("Push to main: the push webhook plans the new commit")
         templates = clone / "bios" / "templates.yaml"
-        templates.write_text(templates.read_text().replace("PowerCapWatts: 1200",
-                                                           "PowerCapWatts: 1100"))
+        templates.write_text(
+            templates.read_text().replace("PowerCapWatts: 1200", "PowerCapWatts: 1100")
+        )
         git(clone, "commit", "-q", "-am", "GPU hosts: cap power at 1100 W")
         git(clone, "push", "-q", "origin", "main")
         sha = git(clone, "rev-parse", "HEAD")
-        answer = deliver(base, "push", {"ref": "refs/heads/main", "before": "0" * 40,
-                                        "after": sha, "repository": repository(),
-                                        "sender": {"login": "alice"}})
+        answer = deliver(
+            base,
+            "push",
+            {
+                "ref": "refs/heads/main",
+                "before": "0" * 40,
+                "after": sha,
+                "repository": repository(),
+                "sender": {"login": "alice"},
+            },
+        )
         show(f"POST /webhooks/github (push) -> {answer.status_code} {answer.text}")
 
         plan_id = answer.json()["planId"]
-        wait("the push plan", lambda: api.get(f"{base}/api/v1/plans/{plan_id}", timeout=5)
-             .json().get("status") in ("succeeded", "failed"))
-        text = api.get(f"{base}/api/v1/plans/{plan_id}", params={"format": "text"},
-                       timeout=10).text
+        wait(
+            "the push plan",
+            lambda: (
+                api.get(f"{base}/api/v1/plans/{plan_id}", timeout=5).json().get("status")
+                in ("succeeded", "failed")
+            ),
+        )
+        text = api.get(f"{base}/api/v1/plans/{plan_id}", params={"format": "text"}, timeout=10).text
         show(f"GET /api/v1/plans/{plan_id}?format=text")
         show(text)
 
         step("A pull request: its plan is posted as a comment, with a commit status")
         git(clone, "checkout", "-q", "-b", "spot-turbo")
         servers = clone / "servers" / "redfish.yaml"
-        servers.write_text(servers.read_text().replace(
-            "ProcTurboMode: Enabled   # canary: benchmarks with turbo on",
-            "ProcTurboMode: Disabled  # canary done: back to the template"))
+        servers.write_text(
+            servers.read_text().replace(
+                "ProcTurboMode: Enabled   # canary: benchmarks with turbo on",
+                "ProcTurboMode: Disabled  # canary done: back to the template",
+            )
+        )
         git(clone, "commit", "-q", "-am", "gpu-host-001: canary done, turbo off again")
         git(clone, "push", "-q", "origin", "spot-turbo")
         head = git(clone, "rev-parse", "HEAD")
         forge.set_head("github", REPO, 7, head)
-        answer = deliver(base, "pull_request", {
-            "action": "opened", "number": 7, "repository": repository(),
-            "sender": {"login": "bob"},
-            "pull_request": {"number": 7, "merged": False,
-                             "head": {"ref": "spot-turbo", "sha": head,
-                                      "repo": {"full_name": REPO}},
-                             "base": {"ref": "main", "sha": sha,
-                                      "repo": {"full_name": REPO}}}})
+        answer = deliver(
+            base,
+            "pull_request",
+            {
+                "action": "opened",
+                "number": 7,
+                "repository": repository(),
+                "sender": {"login": "bob"},
+                "pull_request": {
+                    "number": 7,
+                    "merged": False,
+                    "head": {"ref": "spot-turbo", "sha": head, "repo": {"full_name": REPO}},
+                    "base": {"ref": "main", "sha": sha, "repo": {"full_name": REPO}},
+                },
+            },
+        )
         show(f"POST /webhooks/github (pull_request opened) -> {answer.status_code}")
-        wait("the commit status", lambda: [
-            s for s in forge.statuses("github", head) if s.state != "pending"])
+        wait(
+            "the commit status",
+            lambda: [s for s in forge.statuses("github", head) if s.state != "pending"],
+        )
         comments = forge.comments("github", REPO, 7)
         show(f"PR #7 has {len(comments)} comment(s) by {comments[0].author}:")
         show(comments[0].body)
@@ -184,10 +230,17 @@ github:
             show(f"commit status {status.context}: {status.state} ({status.description})")
 
         step("/metalform apply, commented by an allowed approver")
-        answer = deliver(base, "issue_comment", {
-            "action": "created", "repository": repository(), "sender": {"login": "alice"},
-            "issue": {"number": 7, "pull_request": {"url": "x"}},
-            "comment": {"id": 9001, "body": "/metalform apply", "user": {"login": "alice"}}})
+        answer = deliver(
+            base,
+            "issue_comment",
+            {
+                "action": "created",
+                "repository": repository(),
+                "sender": {"login": "alice"},
+                "issue": {"number": 7, "pull_request": {"url": "x"}},
+                "comment": {"id": 9001, "body": "/metalform apply", "user": {"login": "alice"}},
+            },
+        )
         show(f"POST /webhooks/github (issue_comment) -> {answer.status_code} {answer.text}")
 
         def applied() -> Any:
@@ -197,8 +250,9 @@ github:
 
         record = wait("the apply", applied)
         show(f"GET /api/v1/applies/{record['id']}/events (Server-Sent Events)")
-        with api.get(f"{base}/api/v1/applies/{record['id']}/events", stream=True,
-                     timeout=120) as stream:
+        with api.get(
+            f"{base}/api/v1/applies/{record['id']}/events", stream=True, timeout=120
+        ) as stream:
             for raw in stream.iter_lines(decode_unicode=True):
                 if raw:
                     show(raw)

@@ -58,15 +58,15 @@ class RequestMetrics:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.monotonic()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
-                         succeeded: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
+    ) -> None:
         route = req.uri_template or "(unrouted)"
         status = str(resp.status_code)
         self.metrics.http.labels(req.method, route, status).inc()
         started = getattr(req.context, "started", None)
         if started is not None and resp.stream is None:
-            self.metrics.http_seconds.labels(req.method, route).observe(
-                time.monotonic() - started)
+            self.metrics.http_seconds.labels(req.method, route).observe(time.monotonic() - started)
 
 
 def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
@@ -75,56 +75,149 @@ def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
     for name, settings in (("github", config.github), ("gitlab", config.gitlab)):
         if settings is not None and settings.token:
             # cast: the clients match the protocol but declare `forge` as a ClassVar
-            clients[name] = cast(ForgeClient, make_client(name, settings.token,
-                                                          settings.api_url))
+            clients[name] = cast(ForgeClient, make_client(name, settings.token, settings.api_url))
     return clients
 
 
-def _routes(service: ControlPlane, stopping: threading.Event, hub: EventHub,
-            max_body: int) -> list[Route]:
+def _routes(
+    service: ControlPlane, stopping: threading.Event, hub: EventHub, max_body: int
+) -> list[Route]:
     config = service.config
     string = {"type": "string"}
     return [
-        Route("/healthz", Health(), {"GET": Operation("Liveness: the process answers",
-                                                      response=schemas.HEALTH)}),
-        Route("/readyz", Ready(service), {"GET": Operation(
-            "Readiness: database and repository reachable", response=schemas.READINESS,
-            other_statuses={503: schemas.READINESS})}),
-        Route("/metrics", Metrics(service),
-              {"GET": Operation("Prometheus metrics", content_type="text/plain")}),
-        Route("/api/v1/plans", Plans(service), {"POST": Operation(
-            "Plan a revision (default: the tracked branch)", status=202,
-            body=schemas.PLAN_REQUEST, response=schemas.PLAN_CREATED)}),
-        Route("/api/v1/plans/{id}", PlanItem(service), {"GET": Operation(
-            "A plan as JSON, or rendered with ?format=markdown|text",
-            query={"format": schemas.PLAN_FORMAT}, response=schemas.PLAN,
-            other_types=("text/markdown", "text/plain"))}),
-        Route("/api/v1/plans/{id}/apply", PlanApply(service), {"POST": Operation(
-            "Apply a plan; 409 when stale or another apply runs", status=202,
-            response=schemas.APPLY_CREATED)}),
-        Route("/api/v1/applies/{id}", ApplyItem(service), {"GET": Operation(
-            "An apply: per action status, timings and errors", response=schemas.APPLY)}),
-        Route("/api/v1/applies/{id}/events", ApplyEvents(service, hub, stopping), {"GET": Operation(
-            "Server-Sent Events of an apply (resume with Last-Event-ID)",
-            content_type="text/event-stream", query={"lastEventId": schemas.EVENT_ID})}),
-        Route("/api/v1/status", Status(service), {"GET": Operation(
-            "Last planned and applied revision, drift, per-kind counts",
-            response=schemas.STATUS)}),
-        Route("/api/v1/resources", Resources(service), {"GET": Operation(
-            "Resources with sync and health", response=schemas.RESOURCES,
-            query={"kind": string, "label": schemas.LABEL,
-                     "status": schemas.RESOURCE_STATUS})}),
-        Route("/api/v1/resources/{kind}/{name}", ResourceItem(service), {"GET": Operation(
-            "One resource's status and its part of the last plan",
-            response=schemas.RESOURCE)}),
-        Route("/api/v1/history", History(service), {"GET": Operation(
-            "Plans and applies, newest first", response=schemas.HISTORY,
-            query={"limit": schemas.HISTORY_LIMIT, "before": schemas.CURSOR})}),
-        *(Route(receiver.route,
+        Route(
+            "/healthz",
+            Health(),
+            {"GET": Operation("Liveness: the process answers", response=schemas.HEALTH)},
+        ),
+        Route(
+            "/readyz",
+            Ready(service),
+            {
+                "GET": Operation(
+                    "Readiness: database and repository reachable",
+                    response=schemas.READINESS,
+                    other_statuses={503: schemas.READINESS},
+                )
+            },
+        ),
+        Route(
+            "/metrics",
+            Metrics(service),
+            {"GET": Operation("Prometheus metrics", content_type="text/plain")},
+        ),
+        Route(
+            "/api/v1/plans",
+            Plans(service),
+            {
+                "POST": Operation(
+                    "Plan a revision (default: the tracked branch)",
+                    status=202,
+                    body=schemas.PLAN_REQUEST,
+                    response=schemas.PLAN_CREATED,
+                )
+            },
+        ),
+        Route(
+            "/api/v1/plans/{id}",
+            PlanItem(service),
+            {
+                "GET": Operation(
+                    "A plan as JSON, or rendered with ?format=markdown|text",
+                    query={"format": schemas.PLAN_FORMAT},
+                    response=schemas.PLAN,
+                    other_types=("text/markdown", "text/plain"),
+                )
+            },
+        ),
+        Route(
+            "/api/v1/plans/{id}/apply",
+            PlanApply(service),
+            {
+                "POST": Operation(
+                    "Apply a plan; 409 when stale or another apply runs",
+                    status=202,
+                    response=schemas.APPLY_CREATED,
+                )
+            },
+        ),
+        Route(
+            "/api/v1/applies/{id}",
+            ApplyItem(service),
+            {
+                "GET": Operation(
+                    "An apply: per action status, timings and errors", response=schemas.APPLY
+                )
+            },
+        ),
+        Route(
+            "/api/v1/applies/{id}/events",
+            ApplyEvents(service, hub, stopping),
+            {
+                "GET": Operation(
+                    "Server-Sent Events of an apply (resume with Last-Event-ID)",
+                    content_type="text/event-stream",
+                    query={"lastEventId": schemas.EVENT_ID},
+                )
+            },
+        ),
+        Route(
+            "/api/v1/status",
+            Status(service),
+            {
+                "GET": Operation(
+                    "Last planned and applied revision, drift, per-kind counts",
+                    response=schemas.STATUS,
+                )
+            },
+        ),
+        Route(
+            "/api/v1/resources",
+            Resources(service),
+            {
+                "GET": Operation(
+                    "Resources with sync and health",
+                    response=schemas.RESOURCES,
+                    query={
+                        "kind": string,
+                        "label": schemas.LABEL,
+                        "status": schemas.RESOURCE_STATUS,
+                    },
+                )
+            },
+        ),
+        Route(
+            "/api/v1/resources/{kind}/{name}",
+            ResourceItem(service),
+            {
+                "GET": Operation(
+                    "One resource's status and its part of the last plan", response=schemas.RESOURCE
+                )
+            },
+        ),
+        Route(
+            "/api/v1/history",
+            History(service),
+            {
+                "GET": Operation(
+                    "Plans and applies, newest first",
+                    response=schemas.HISTORY,
+                    query={"limit": schemas.HISTORY_LIMIT, "before": schemas.CURSOR},
+                )
+            },
+        ),
+        *(
+            Route(
+                receiver.route,
                 Webhook(service, receiver, getattr(config, name, None), max_body),
-                {"POST": Operation(receiver.summary, status=202,
-                                   other_statuses={200: schemas.OBJECT})})
-          for name, receiver in sorted(webhook_receivers().items())),
+                {
+                    "POST": Operation(
+                        receiver.summary, status=202, other_statuses={200: schemas.OBJECT}
+                    )
+                },
+            )
+            for name, receiver in sorted(webhook_receivers().items())
+        ),
     ]
 
 
@@ -150,20 +243,27 @@ def create_app(
 ) -> MetalformApp:
     """The WSGI app. Background loops are not started here (see `metalform.server.serve`)."""
     if service is None:
-        clients = forge_clients(config) if forge_clients_by_name is None \
-            else forge_clients_by_name
+        clients = forge_clients(config) if forge_clients_by_name is None else forge_clients_by_name
         service = ControlPlane(config, engine, store, forge_clients=clients)
     # order matters: the token is checked before the body's size, and both before reading it
-    app = MetalformApp(middleware=[RequestMetrics(service),
-                                   AuthMiddleware(Authenticator(config.tokens)), BodyLimit()])
+    app = MetalformApp(
+        middleware=[
+            RequestMetrics(service),
+            AuthMiddleware(Authenticator(config.tokens)),
+            BodyLimit(),
+        ]
+    )
     handlers: dict[str, Any] = {falcon.MEDIA_JSON: _JSON_OUT}
     app.resp_options.media_handlers.update(handlers)
     app.add_error_handler(Exception, handle_error)
     app.add_error_handler(falcon.HTTPError, handle_error)
     stopping = threading.Event()
-    hub = EventHub(store, max_streams=config.max_event_streams,
-                   max_per_client=config.max_event_streams_per_client,
-                   on_change=service.metrics.streams.set)
+    hub = EventHub(
+        store,
+        max_streams=config.max_event_streams,
+        max_per_client=config.max_event_streams_per_client,
+        on_change=service.metrics.streams.set,
+    )
     routes = _routes(service, stopping, hub, max_body)
     openapi = OpenApi({})
     routes.append(Route("/openapi.json", openapi, {"GET": Operation("This OpenAPI document")}))

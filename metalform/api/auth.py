@@ -54,19 +54,22 @@ class AuthMiddleware:
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         params: dict[str, Any]) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
         if resource is None or getattr(resource, "open", False):
             return
         if not hasattr(resource, f"on_{req.method.lower()}"):
             return  # no one may do this: Falcon answers 405, whatever the token
         roles: dict[str, Role] = getattr(resource, "roles", {})
-        needed = roles.get(req.method, Role.VIEWER if req.method in ("GET", "HEAD")
-                           else Role.OPERATOR)
+        needed = roles.get(
+            req.method, Role.VIEWER if req.method in ("GET", "HEAD") else Role.OPERATOR
+        )
         principal = self.authenticator.identify(req.get_header("Authorization"))
         if not principal.role.allows(needed):
-            raise Forbidden(f"token {principal.name} has role {principal.role.value}; "
-                            f"this needs {needed.value}")
+            raise Forbidden(
+                f"token {principal.name} has role {principal.role.value}; this needs {needed.value}"
+            )
         req.context.principal = principal
 
 

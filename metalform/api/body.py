@@ -55,15 +55,17 @@ class BodyLimit:
     which record every refusal as an event) are left to do so.
     """
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         params: dict[str, Any]) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
         if resource is None or getattr(resource, "checks_own_body", False):
             return
         limit = limit_of(resource)
         length = req.content_length  # an invalid Content-Length is a 400 from Falcon
         if length is not None and length > limit:
-            raise PayloadTooLarge(f"the body is {length} bytes; this route takes at most "
-                                  f"{limit}", {"limit": limit})
+            raise PayloadTooLarge(
+                f"the body is {length} bytes; this route takes at most {limit}", {"limit": limit}
+            )
         req.context.max_body = limit
 
 
@@ -72,8 +74,9 @@ def read_body(req: falcon.Request) -> bytes:
     limit: int = getattr(req.context, "max_body", DEFAULT_MAX_BODY)
     data: bytes = req.bounded_stream.read(limit + 1)
     if len(data) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes, the most this route "
-                              "takes", {"limit": limit})
+        raise PayloadTooLarge(
+            f"the body is larger than {limit} bytes, the most this route takes", {"limit": limit}
+        )
     return data
 
 
@@ -101,8 +104,9 @@ def loads(data: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadBody(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} "
-                      f"column {exc.colno}") from None
+        raise BadBody(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:  # a second guard, should the scan above ever undercount
         raise BadBody("the JSON body is nested too deeply") from None
 
@@ -116,4 +120,3 @@ def json_object(req: falcon.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
-

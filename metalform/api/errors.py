@@ -25,10 +25,19 @@ from webhooks import WebhookError
 log = logging.getLogger("metalform.api")
 
 HTTP_CODES = {
-    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE", 409: "CONFLICT",
-    411: "LENGTH_REQUIRED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_ERROR", 500: "INTERNAL_ERROR", 503: "UNAVAILABLE",
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    411: "LENGTH_REQUIRED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    500: "INTERNAL_ERROR",
+    503: "UNAVAILABLE",
 }
 
 
@@ -38,8 +47,12 @@ class ApiError(MetalformError):
     status = 400
     code = "BAD_REQUEST"
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.details = details or {}
         self.headers = headers or {}
@@ -81,10 +94,12 @@ _DOMAIN: tuple[tuple[type[Exception], int, str], ...] = (
 
 def _validation_details(exc: ValidationError) -> dict[str, Any]:
     # never echo the input: it may hold a secret pasted in the wrong place
-    return {"errors": [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-        for err in exc.errors(include_input=False, include_url=False)
-    ]}
+    return {
+        "errors": [
+            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+    }
 
 
 def describe(ex: Exception) -> tuple[int, str, str, dict[str, Any], dict[str, str]]:
@@ -99,8 +114,7 @@ def describe(ex: Exception) -> tuple[int, str, str, dict[str, Any], dict[str, st
     if isinstance(ex, WebhookError):
         return ex.http_status, ex.code, str(ex), {}, {}
     if isinstance(ex, ValidationError):
-        return 422, "VALIDATION_ERROR", "the request body is invalid", \
-            _validation_details(ex), {}
+        return 422, "VALIDATION_ERROR", "the request body is invalid", _validation_details(ex), {}
     for kind, status, code in _DOMAIN:
         if isinstance(ex, kind):
             details: dict[str, Any] = {}
@@ -110,8 +124,9 @@ def describe(ex: Exception) -> tuple[int, str, str, dict[str, Any], dict[str, st
     return 500, "INTERNAL_ERROR", "internal error; the server log has the details", {}, {}
 
 
-def handle_error(req: falcon.Request, resp: falcon.Response, ex: Exception,
-                 params: dict[str, Any]) -> None:
+def handle_error(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
     """The one error handler of the app (registered for every exception)."""
     status, code, message, details, headers = describe(ex)
     if status >= 500 and code == "INTERNAL_ERROR":

@@ -53,27 +53,33 @@ def _operation(route: Route, method: str, op: Operation) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PARAM.findall(route.path)
     ]
-    params += [{"name": name, "in": "query", "required": False, "schema": schema}
-               for name, schema in op.query.items()]
+    params += [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in op.query.items()
+    ]
     content = {op.content_type: {"schema": op.response}}
     content.update({other: {"schema": STRING} for other in op.other_types})
     responses: dict[str, Any] = {str(op.status): {"description": op.summary, "content": content}}
     for status, schema in op.other_statuses.items():
-        responses[str(status)] = {"description": op.summary,
-                                  "content": {op.content_type: {"schema": schema}}}
+        responses[str(status)] = {
+            "description": op.summary,
+            "content": {op.content_type: {"schema": schema}},
+        }
     responses["default"] = _ERROR
     description = "" if is_open else f"Needs a bearer token with role {roles[method].value}."
+    path = _PARAM.sub(lambda m: m.group(1).title(), route.path)
     body: dict[str, Any] = {
-        "operationId": f"{method.lower()}{_PARAM.sub(lambda m: m.group(1).title(), route.path)}"
-        .replace("/", "_").replace("-", "_"),
+        "operationId": f"{method.lower()}{path}".replace("/", "_").replace("-", "_"),
         "summary": op.summary,
         "description": description,
         "parameters": params,
         "responses": responses,
     }
     if op.body is not None:
-        body["requestBody"] = {"required": False,
-                               "content": {"application/json": {"schema": op.body}}}
+        body["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": op.body}},
+        }
     body["security"] = [] if is_open else [{"bearer": []}]
     return body
 
@@ -83,24 +89,44 @@ def build(routes: Sequence[Route]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for route in routes:
         template = _PARAM.sub(lambda m: "{" + m.group(1) + "}", route.path)
-        paths[template] = {method.lower(): _operation(route, method, op)
-                           for method, op in route.operations.items()}
+        paths[template] = {
+            method.lower(): _operation(route, method, op) for method, op in route.operations.items()
+        }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Metalform", "version": __version__,
-                 "description": "Plan and apply bare-metal desired state from Git."},
+        "info": {
+            "title": "Metalform",
+            "version": __version__,
+            "description": "Plan and apply bare-metal desired state from Git.",
+        },
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {
-                "type": "object", "required": ["error"],
-                "properties": {"error": {"type": "object", "required": ["code", "message"],
-                                         "properties": {"code": {"type": "string"},
-                                                        "message": {"type": "string"},
-                                                        "details": {"type": "object"}}}}}},
-            "responses": {"Error": {"description": "An error",
-                                    "content": {"application/json": {
-                                        "schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "details": {"type": "object"},
+                            },
+                        }
+                    },
+                }
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+            },
         },
     }
 

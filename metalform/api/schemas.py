@@ -24,41 +24,72 @@ def record(*required: str, **properties: dict[str, Any]) -> dict[str, Any]:
 REVISION: dict[str, Any] = {
     # A conservative subset of what the API takes (see resources/plans.py `_REF`): names
     # made of words, `/`, `-` and single dots.
-    "type": "string", "minLength": 1, "maxLength": 255,
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
     "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_/-]*(\.[A-Za-z0-9_/-]+)*$",
 }
-PLAN_REQUEST: dict[str, Any] = {"type": "object", "additionalProperties": False,
-                                "properties": {"revision": REVISION}}
+PLAN_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"revision": REVISION},
+}
 HEALTH = record("status", status={"const": "ok"})
-READINESS = record("status", "checks", status={"enum": ["ready", "not ready"]},
-                   checks=OBJECT)
+READINESS = record("status", "checks", status={"enum": ["ready", "not ready"]}, checks=OBJECT)
 PLAN_CREATED = record("id", "status", id={"type": "string"}, status={"type": "string"})
-APPLY_CREATED = record("applyId", "status", applyId={"type": "string"},
-                       status={"type": "string"})
-PLAN_RECORD = record("type", "id", "status", "revision", type={"const": "plan"},
-                     id={"type": "string"}, status={"type": "string"},
-                     revision=STRING_OR_NULL)
+APPLY_CREATED = record("applyId", "status", applyId={"type": "string"}, status={"type": "string"})
+PLAN_RECORD = record(
+    "type",
+    "id",
+    "status",
+    "revision",
+    type={"const": "plan"},
+    id={"type": "string"},
+    status={"type": "string"},
+    revision=STRING_OR_NULL,
+)
 PLAN = {"anyOf": [PLAN_RECORD, record("actions", actions={"type": "array", "items": OBJECT})]}
 """The plan's record (no `format`), or the plan itself as `metalform plan --format json`
 prints it (`?format=json`)."""
-APPLY = record("type", "id", "planId", "status", "actions", type={"const": "apply"},
-               id={"type": "string"}, planId={"type": "string"}, status={"type": "string"},
-               actions={"type": "array", "items": OBJECT})
-STATUS = record("repository", "drift", "resources", repository=OBJECT, drift=OBJECT,
-                resources=OBJECT)
-RESOURCE = record("address", "kind", "name", "sync", "health",
-                  sync={"enum": [s.value for s in SyncStatus]},
-                  health={"enum": [h.value for h in Health]})
-RESOURCES = record("items", "count", items={"type": "array", "items": RESOURCE},
-                   count={"type": "integer", "minimum": 0})
-HISTORY = record("items", "nextBefore", items={"type": "array", "items": OBJECT},
-                 nextBefore=STRING_OR_NULL)
-DELIVERY = record("status", "delivery", status={"type": "string"},
-                  delivery={"type": "string"})
+APPLY = record(
+    "type",
+    "id",
+    "planId",
+    "status",
+    "actions",
+    type={"const": "apply"},
+    id={"type": "string"},
+    planId={"type": "string"},
+    status={"type": "string"},
+    actions={"type": "array", "items": OBJECT},
+)
+STATUS = record(
+    "repository", "drift", "resources", repository=OBJECT, drift=OBJECT, resources=OBJECT
+)
+RESOURCE = record(
+    "address",
+    "kind",
+    "name",
+    "sync",
+    "health",
+    sync={"enum": [s.value for s in SyncStatus]},
+    health={"enum": [h.value for h in Health]},
+)
+RESOURCES = record(
+    "items",
+    "count",
+    items={"type": "array", "items": RESOURCE},
+    count={"type": "integer", "minimum": 0},
+)
+HISTORY = record(
+    "items", "nextBefore", items={"type": "array", "items": OBJECT}, nextBefore=STRING_OR_NULL
+)
+DELIVERY = record("status", "delivery", status={"type": "string"}, delivery={"type": "string"})
 
 PLAN_FORMAT: dict[str, Any] = {"enum": ["json", "markdown", "text"]}
 RESOURCE_STATUS: dict[str, Any] = {
-    "enum": [*(s.value for s in SyncStatus), *(h.value for h in Health)]}
+    "enum": [*(s.value for s in SyncStatus), *(h.value for h in Health)]
+}
 HISTORY_LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 500}
 LABEL: dict[str, Any] = {"type": "string", "pattern": "^[^=,]+(=[^,]*)?$"}
 """`KEY` (has the label) or `KEY=VALUE`; several: `label=a,b=c` or `label=a&label=b=c`."""

@@ -93,9 +93,15 @@ def resource(status: ResourceStatus) -> dict[str, Any]:
 
 def repository(status: RepositoryStatus | None) -> dict[str, Any]:
     if status is None:
-        return {"lastPlannedRevision": None, "lastPlannedAt": None, "lastPlanId": None,
-                "lastAppliedRevision": None, "lastAppliedAt": None, "lastApplyId": None,
-                "resources": {"total": 0, "byKind": {}, "bySync": {}, "byHealth": {}}}
+        return {
+            "lastPlannedRevision": None,
+            "lastPlannedAt": None,
+            "lastPlanId": None,
+            "lastAppliedRevision": None,
+            "lastAppliedAt": None,
+            "lastApplyId": None,
+            "resources": {"total": 0, "byKind": {}, "bySync": {}, "byHealth": {}},
+        }
     return {
         "lastPlannedRevision": status.last_planned_revision,
         "lastPlannedAt": when(status.last_planned_at),
@@ -103,8 +109,12 @@ def repository(status: RepositoryStatus | None) -> dict[str, Any]:
         "lastAppliedRevision": status.last_applied_revision,
         "lastAppliedAt": when(status.last_applied_at),
         "lastApplyId": status.last_apply_id,
-        "resources": {"total": status.resources, "byKind": status.by_kind,
-                      "bySync": status.by_sync, "byHealth": status.by_health},
+        "resources": {
+            "total": status.resources,
+            "byKind": status.by_kind,
+            "bySync": status.by_sync,
+            "byHealth": status.by_health,
+        },
     }
 
 

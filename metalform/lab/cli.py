@@ -51,8 +51,13 @@ def system_id(name: str) -> str:
 
 def lab_systems() -> list[LabSystem]:
     return [
-        LabSystem(identity=system_id(name), name=name, manufacturer=MANUFACTURER, model=model,
-                  power_state="Off")
+        LabSystem(
+            identity=system_id(name),
+            name=name,
+            manufacturer=MANUFACTURER,
+            model=model,
+            power_state="Off",
+        )
         for name, model in REDFISH_SERVERS.items()
     ]
 
@@ -79,36 +84,44 @@ def _passwords(state_dir: Path) -> dict[str, str]:
     return values
 
 
-def _redfish(state_dir: Path, password: str | None = None,
-             port: int = REDFISH_PORT) -> RedfishPeer:
+def _redfish(state_dir: Path, password: str | None = None, port: int = REDFISH_PORT) -> RedfishPeer:
     path = state_dir / "redfish"
     if password is None:
         return RedfishPeer.attach(path)
-    return RedfishPeer(path, lab_systems(), port=port, username="admin",
-                       password=password, power_delay=0.5)
+    return RedfishPeer(
+        path, lab_systems(), port=port, username="admin", password=password, power_delay=0.5
+    )
 
 
-def _ipmi(state_dir: Path, password: str | None = None,
-          base_port: int = min(IPMI_PORTS.values())) -> IpmiPeer:
+def _ipmi(
+    state_dir: Path, password: str | None = None, base_port: int = min(IPMI_PORTS.values())
+) -> IpmiPeer:
     path = state_dir / "ipmi"
     if password is None:
         return IpmiPeer.attach(path)
-    bmcs = [BmcSpec(name=name, port=base_port + i, power="Off")
-            for i, name in enumerate(IPMI_PORTS)]
+    bmcs = [
+        BmcSpec(name=name, port=base_port + i, power="Off") for i, name in enumerate(IPMI_PORTS)
+    ]
     return IpmiPeer(path, bmcs, username="admin", password=password)
 
 
-def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
-       ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT,
-       maas_port: int = MAAS_PORT, nova_port: int = NOVA_PORT) -> int:
+def up(
+    state_dir: Path,
+    say: Say,
+    *,
+    redfish_port: int = REDFISH_PORT,
+    ipmi_base_port: int = min(IPMI_PORTS.values()),
+    smtp_port: int = SMTP_PORT,
+    maas_port: int = MAAS_PORT,
+    nova_port: int = NOVA_PORT,
+) -> int:
     passwords = _passwords(state_dir)
     redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
     if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
         say(f"Redfish BMC already running at {REDFISH_PORT}")
     else:
         redfish.start()
-        say(f"Redfish BMC (sushy-emulator) at {redfish.url}: "
-            f"{', '.join(REDFISH_SERVERS)}")
+        say(f"Redfish BMC (sushy-emulator) at {redfish.url}: {', '.join(REDFISH_SERVERS)}")
     ipmi = _ipmi(state_dir, passwords["METALFORM_IPMI_PASSWORD"], ipmi_base_port)
     if (state_dir / "ipmi").exists() and IpmiPeer.attach(state_dir / "ipmi").is_running():
         say("IPMI BMCs already running")
@@ -132,8 +145,12 @@ def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
     if (maas_dir / "endpoint.json").exists() and MaasPeer.attach(maas_dir).is_running():
         say("MAAS simulator already running")
     else:
-        maas = MaasPeer(maas_dir, lab_machines(LAB_HOSTNAMES), port=maas_port,
-                        api_key=passwords["METALFORM_MAAS_API_KEY"]).start()
+        maas = MaasPeer(
+            maas_dir,
+            lab_machines(LAB_HOSTNAMES),
+            port=maas_port,
+            api_key=passwords["METALFORM_MAAS_API_KEY"],
+        ).start()
         say(f"MAAS (simulated MAAS 2.0 API) at {maas.url}: {', '.join(LAB_HOSTNAMES)} Ready")
     nova_dir = state_dir / "nova"
     if (nova_dir / "endpoint.json").exists() and NovaPeer.attach(nova_dir).is_running():
@@ -141,8 +158,10 @@ def up(state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
     else:
         # The first start builds nova's own virtualenv (about a minute, once).
         nova = NovaPeer(nova_dir, [*REDFISH_SERVERS, *IPMI_PORTS], port=nova_port).start()
-        say(f"OpenStack compute API (nova-api 34) at {nova.url}: "
-            f"{len(REDFISH_SERVERS) + len(IPMI_PORTS)} compute hosts")
+        say(
+            f"OpenStack compute API (nova-api 34) at {nova.url}: "
+            f"{len(REDFISH_SERVERS) + len(IPMI_PORTS)} compute hosts"
+        )
     say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
     return 0
 
@@ -210,10 +229,25 @@ def status(state_dir: Path, say: Say) -> int:
     return 0 if running else 1
 
 
-def run_lab(action: str, state_dir: Path, say: Say, *, redfish_port: int = REDFISH_PORT,
-            ipmi_base_port: int = min(IPMI_PORTS.values()), smtp_port: int = SMTP_PORT,
-            maas_port: int = MAAS_PORT, nova_port: int = NOVA_PORT) -> int:
+def run_lab(
+    action: str,
+    state_dir: Path,
+    say: Say,
+    *,
+    redfish_port: int = REDFISH_PORT,
+    ipmi_base_port: int = min(IPMI_PORTS.values()),
+    smtp_port: int = SMTP_PORT,
+    maas_port: int = MAAS_PORT,
+    nova_port: int = NOVA_PORT,
+) -> int:
     if action == "up":
-        return up(state_dir, say, redfish_port=redfish_port, ipmi_base_port=ipmi_base_port,
-                  smtp_port=smtp_port, maas_port=maas_port, nova_port=nova_port)
+        return up(
+            state_dir,
+            say,
+            redfish_port=redfish_port,
+            ipmi_base_port=ipmi_base_port,
+            smtp_port=smtp_port,
+            maas_port=maas_port,
+            nova_port=nova_port,
+        )
     return {"down": down, "status": status}[action](state_dir, say)

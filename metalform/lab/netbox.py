@@ -89,18 +89,26 @@ def lab_device(
         "id": ident,
         "name": name,
         "display": name or f"Device {ident}",
-        "device_type": {"id": 1, "model": "Virtual Server", "slug": "virtual-server",
-                        "manufacturer": {"id": 1, "name": "Metalform Lab",
-                                         "slug": "metalform-lab"}},
+        "device_type": {
+            "id": 1,
+            "model": "Virtual Server",
+            "slug": "virtual-server",
+            "manufacturer": {"id": 1, "name": "Metalform Lab", "slug": "metalform-lab"},
+        },
         "role": nested_role,
         # NetBox < 4.0 called it device_role; older pynetbox-based tools still read it.
         "device_role": nested_role,
         "site": {"id": 1, "name": site.upper(), "slug": site},
         "status": {"value": status, "label": status.title()},
-        "tags": [{"id": i + 1, "name": t, "slug": _slugify(t), "color": "9e9e9e"}
-                 for i, t in enumerate(tags)],
-        "custom_fields": {"bmc_address": bmc_address, "bmc_driver": bmc_driver,
-                          "bmc_system_id": bmc_system_id},
+        "tags": [
+            {"id": i + 1, "name": t, "slug": _slugify(t), "color": "9e9e9e"}
+            for i, t in enumerate(tags)
+        ],
+        "custom_fields": {
+            "bmc_address": bmc_address,
+            "bmc_driver": bmc_driver,
+            "bmc_system_id": bmc_system_id,
+        },
         "primary_ip": None,
         "serial": "",
         "created": "2026-01-01T00:00:00Z",
@@ -134,7 +142,8 @@ class App:
     def _devices(self) -> list[dict[str, Any]]:
         try:
             devices: list[dict[str, Any]] = json.loads(
-                (self.state_dir / DEVICES_FILE).read_text(encoding="utf-8"))
+                (self.state_dir / DEVICES_FILE).read_text(encoding="utf-8")
+            )
         except FileNotFoundError:
             return []
         # NetBox orders devices by (natural) name, then id; name order is enough here.
@@ -143,7 +152,8 @@ class App:
     def _fault(self) -> str | None:
         try:
             fault: str | None = json.loads(
-                (self.state_dir / FAULTS_FILE).read_text(encoding="utf-8")).get("mode")
+                (self.state_dir / FAULTS_FILE).read_text(encoding="utf-8")
+            ).get("mode")
         except (FileNotFoundError, ValueError):
             return None
         return fault
@@ -154,8 +164,9 @@ class App:
             return False
         return hmac.compare_digest(value.strip().encode(), self._token.encode())
 
-    def __call__(self, environ: dict[str, Any],
-                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         headers = [("Content-Type", "application/json"), ("API-Version", API_VERSION)]
         try:
             status, body = self._dispatch(environ)
@@ -179,20 +190,29 @@ class App:
             raise HttpError("500 Internal Server Error", "Server Error (lab fault)")
         host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
         base = f"http://{host}{API_PREFIX}"
-        rest = path[len(API_PREFIX):].strip("/") if path != "/api" else ""
+        rest = path[len(API_PREFIX) :].strip("/") if path != "/api" else ""
         if method != "GET":
             raise HttpError("405 Method Not Allowed", f'Method "{method}" not allowed.')
         if rest == "":
             # The API root is readable without a token, as on NetBox.
-            return "200 OK", {"circuits": f"{base}circuits/", "dcim": f"{base}dcim/",
-                              "extras": f"{base}extras/", "ipam": f"{base}ipam/",
-                              "status": f"{base}status/"}
+            return "200 OK", {
+                "circuits": f"{base}circuits/",
+                "dcim": f"{base}dcim/",
+                "extras": f"{base}extras/",
+                "ipam": f"{base}ipam/",
+                "status": f"{base}status/",
+            }
         if not self._authorized(environ):
             raise HttpError("401 Unauthorized", "Invalid token")
         if rest == "status":
-            return "200 OK", {"django-version": "5.1.4", "installed-apps": {},
-                              "netbox-version": NETBOX_VERSION, "plugins": {},
-                              "python-version": "3.12.3", "rq-workers-running": 1}
+            return "200 OK", {
+                "django-version": "5.1.4",
+                "installed-apps": {},
+                "netbox-version": NETBOX_VERSION,
+                "plugins": {},
+                "python-version": "3.12.3",
+                "rq-workers-running": 1,
+            }
         if rest == "dcim/devices":
             return "200 OK", self._list(environ, base)
         parts = rest.split("/")
@@ -226,7 +246,7 @@ class App:
             limit = self.max_page_size
         offset = max(offset, 0)
         count = len(devices)
-        page = devices[offset:offset + limit]
+        page = devices[offset : offset + limit]
 
         def link(at: int) -> str:
             params = {k: v for k, v in query.items() if k not in ("limit", "offset")}
@@ -245,6 +265,7 @@ class App:
 
 # --- the peer (process management) ------------------------------------------------------------
 
+
 class NetboxPeer(ModulePeer):
     """The lab's NetBox: a background process; all its state lives in `state_dir`."""
 
@@ -253,10 +274,18 @@ class NetboxPeer(ModulePeer):
     pid_file = PID_FILE
     log_file = LOG_FILE
 
-    def __init__(self, state_dir: Path | str, devices: Sequence[Mapping[str, Any]] = (), *,
-                 host: str = "127.0.0.1", port: int = LAB_PORT,
-                 page_size: int = DEFAULT_PAGE_SIZE, max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
-                 token: str | None = None, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path | str,
+        devices: Sequence[Mapping[str, Any]] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = LAB_PORT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+        token: str | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
         super().__init__(state_dir, host=host, port=port)
         self.devices = [dict(d) for d in devices]
         self.page_size = page_size
@@ -286,15 +315,19 @@ class NetboxPeer(ModulePeer):
         self._token = secret_file(self.token_file, self._token, lambda: secrets.token_hex(20))
         if self.devices or not (self.state_dir / DEVICES_FILE).exists():
             self.set_devices(self.devices)
-        config = {"pageSize": self.page_size, "maxPageSize": self.max_page_size,
-                  "parentPid": os.getpid() if self.die_with_parent else None}
+        config = {
+            "pageSize": self.page_size,
+            "maxPageSize": self.max_page_size,
+            "parentPid": os.getpid() if self.die_with_parent else None,
+        }
         _write_json(self.state_dir / CONFIG_FILE, config)
 
     def _probe(self) -> None:
         import requests
 
-        requests.get(f"{self.url}/api/status/", timeout=2,
-                     headers={"Authorization": f"Token {self.token}"}).raise_for_status()
+        requests.get(
+            f"{self.url}/api/status/", timeout=2, headers={"Authorization": f"Token {self.token}"}
+        ).raise_for_status()
 
     # -- lab control (tests) ------------------------------------------------------------------
 
@@ -324,8 +357,12 @@ def serve(state_dir: Path, host: str, port: int) -> None:
     if parent:
         # A test run that dies must not leave simulators behind.
         watch_parent(int(parent))
-    app = App(state_dir, token, int(config.get("pageSize", DEFAULT_PAGE_SIZE)),
-              int(config.get("maxPageSize", DEFAULT_MAX_PAGE_SIZE)))
+    app = App(
+        state_dir,
+        token,
+        int(config.get("pageSize", DEFAULT_PAGE_SIZE)),
+        int(config.get("maxPageSize", DEFAULT_MAX_PAGE_SIZE)),
+    )
     server = waitress.create_server(app, host=host, port=port, threads=8, ident="NetBox-lab")
     bound = int(server.effective_port)
     endpoint = {"host": host, "port": bound, "pid": os.getpid()}

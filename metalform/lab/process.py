@@ -85,12 +85,17 @@ def spawn_module(
     environment = dict(os.environ if env is None else env)
     root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, environment.get("PYTHONPATH")) if p)
+        p for p in (root, environment.get("PYTHONPATH")) if p
+    )
     with open(log_file, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=environment, cwd=cwd, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=cwd,
+            start_new_session=True,
         )
 
 
@@ -178,9 +183,11 @@ class ModulePeer:
         """Write what the child reads at start (configuration, secrets)."""
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return spawn_module(self.module, ["--state-dir", str(self.state_dir),
-                                          "--host", self.host, "--port", str(self.port)],
-                            self.state_dir / self.log_file)
+        return spawn_module(
+            self.module,
+            ["--state-dir", str(self.state_dir), "--host", self.host, "--port", str(self.port)],
+            self.state_dir / self.log_file,
+        )
 
     def _probe(self) -> None:
         """Raise (OSError, ValueError) until the peer answers its protocol."""
@@ -196,8 +203,10 @@ class ModulePeer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise PeerError(f"the {self.noun} exited with code "
-                                f"{self._process.returncode}: {self._log_tail()}")
+                raise PeerError(
+                    f"the {self.noun} exited with code "
+                    f"{self._process.returncode}: {self._log_tail()}"
+                )
             # requests' and smtplib's errors are OSErrors; a half-written file a ValueError.
             with contextlib.suppress(OSError, ValueError):
                 endpoint = json.loads((self.state_dir / ENDPOINT_FILE).read_text())
@@ -206,8 +215,7 @@ class ModulePeer:
                     self._probe()
                     return
             time.sleep(0.02)
-        raise PeerError(f"the {self.noun} did not answer within {timeout:.0f}s: "
-                        f"{self._log_tail()}")
+        raise PeerError(f"the {self.noun} did not answer within {timeout:.0f}s: {self._log_tail()}")
 
     def _log_tail(self) -> str:
         return log_tail(self.state_dir / self.log_file, self.log_lines)

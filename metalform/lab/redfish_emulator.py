@@ -86,8 +86,12 @@ class LabMiddleware:
                 return _json_response(
                     start_response,
                     "500 Internal Server Error",
-                    {"error": {"code": "Base.1.0.InternalError",
-                               "message": f"cannot serve request with Authorization: {echoed}"}},
+                    {
+                        "error": {
+                            "code": "Base.1.0.InternalError",
+                            "message": f"cannot serve request with Authorization: {echoed}",
+                        }
+                    },
                 )
             if fault == FaultKind.HANG and self._hang(identity):
                 return _json_response(

@@ -38,8 +38,9 @@ _MODULE = "metalform.lab.smtp"
 class LoopbackController(Controller):
     """aiosmtpd's threaded controller, on a loopback address, with port 0 allowed."""
 
-    def __init__(self, handler: Any, host: str = "127.0.0.1", port: int = 0,
-                 **smtp_options: Any) -> None:
+    def __init__(
+        self, handler: Any, host: str = "127.0.0.1", port: int = 0, **smtp_options: Any
+    ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the lab binds loopback addresses only, not {host}")
         super().__init__(handler, hostname=host, port=port, **smtp_options)
@@ -91,8 +92,9 @@ class SmtpPeer(ModulePeer):
     pid_file = PID_FILE
     log_file = LOG_FILE
 
-    def __init__(self, state_dir: Path | str, *, host: str = "127.0.0.1",
-                 port: int = LAB_PORT) -> None:
+    def __init__(
+        self, state_dir: Path | str, *, host: str = "127.0.0.1", port: int = LAB_PORT
+    ) -> None:
         super().__init__(state_dir, host=host, port=port)
 
     @property

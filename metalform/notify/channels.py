@@ -182,11 +182,13 @@ class SmtpEndpoint:
     def parse(cls, url: str) -> SmtpEndpoint:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"an smtp Provider's url is smtp://HOST[:PORT] or smtps://HOST[:PORT],"
-                             f" not {url!r}")
+            raise ValueError(
+                f"an smtp Provider's url is smtp://HOST[:PORT] or smtps://HOST[:PORT], not {url!r}"
+            )
         if parts.username or parts.password:
-            raise ValueError("an smtp Provider's url takes no user or password; "
-                             "name a Credential instead")
+            raise ValueError(
+                "an smtp Provider's url takes no user or password; name a Credential instead"
+            )
         implicit = parts.scheme == "smtps"
         try:
             port = parts.port or (465 if implicit else 25)
@@ -280,16 +282,17 @@ class EmailChannel:
             error_class = TemporaryError if 400 <= exc.smtp_code < 500 else PermanentError
             raise error_class(f"{self.describe()}: SMTP {exc.smtp_code}") from None
         except smtplib.SMTPNotSupportedError:
-            raise PermanentError(f"{self.describe()}: the server lacks a needed extension") \
-                from None
+            raise PermanentError(
+                f"{self.describe()}: the server lacks a needed extension"
+            ) from None
         except ssl.SSLError as exc:
-            raise PermanentError(f"{self.describe()}: TLS failed ({exc.reason or 'SSL error'})") \
-                from None
+            raise PermanentError(
+                f"{self.describe()}: TLS failed ({exc.reason or 'SSL error'})"
+            ) from None
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError):
             raise TemporaryError(f"{self.describe()}: the server closed the connection") from None
         except TimeoutError:
-            raise TemporaryError(f"{self.describe()}: no answer within {self.timeout:g}s") \
-                from None
+            raise TemporaryError(f"{self.describe()}: no answer within {self.timeout:g}s") from None
         except ConnectionRefusedError:
             raise TemporaryError(f"{self.describe()}: connection refused") from None
         except (OSError, smtplib.SMTPException) as exc:
@@ -297,8 +300,7 @@ class EmailChannel:
         if refused:
             # Some recipients got it: retrying would send duplicates to the others.
             raise PermanentError(
-                f"{self.describe()}: {len(refused)} of {len(self.recipients)} recipient(s) "
-                "refused"
+                f"{self.describe()}: {len(refused)} of {len(self.recipients)} recipient(s) refused"
             )
 
     def _login(self) -> ResolvedCredential | None:
@@ -326,11 +328,16 @@ class EmailChannel:
         # stall for seconds on a machine without a resolver.
         if self.endpoint.implicit_tls:
             return smtplib.SMTP_SSL(
-                self.endpoint.host, self.endpoint.port, local_hostname="localhost",
-                timeout=self.timeout, context=self._tls_context(),
+                self.endpoint.host,
+                self.endpoint.port,
+                local_hostname="localhost",
+                timeout=self.timeout,
+                context=self._tls_context(),
             )
         return smtplib.SMTP(
-            self.endpoint.host, self.endpoint.port, local_hostname="localhost",
+            self.endpoint.host,
+            self.endpoint.port,
+            local_hostname="localhost",
             timeout=self.timeout,
         )
 

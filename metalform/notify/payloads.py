@@ -67,7 +67,8 @@ def error_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[dict[str, Any]]
     """The errors among diagnostics as plain data (warnings would only add noise)."""
     return [
         d.model_dump(mode="json", by_alias=True, exclude_none=True)
-        for d in diagnostics if d.severity is Severity.ERROR
+        for d in diagnostics
+        if d.severity is Severity.ERROR
     ]
 
 
@@ -97,25 +98,32 @@ def planned_event(plan: Plan, **extra: Any) -> tuple[str, dict[str, Any]] | None
     return EventType.PLAN_CREATED, payload
 
 
-def plan_failed_payload(error: str, diagnostics: Iterable[Diagnostic],
-                        **extra: Any) -> dict[str, Any]:
+def plan_failed_payload(
+    error: str, diagnostics: Iterable[Diagnostic], **extra: Any
+) -> dict[str, Any]:
     """plan.failed when no plan was made (invalid input, unreachable repository, ...)."""
-    return _redacted({**extra, "error": error, "addresses": [],
-                      "diagnostics": error_diagnostics(diagnostics)})
+    return _redacted(
+        {**extra, "error": error, "addresses": [], "diagnostics": error_diagnostics(diagnostics)}
+    )
 
 
-def result_entry(address: str, operation: str, status: ActionStatus | str,
-                 error: str | None) -> dict[str, Any]:
+def result_entry(
+    address: str, operation: str, status: ActionStatus | str, error: str | None
+) -> dict[str, Any]:
     """One action's outcome as an apply event lists it."""
-    return {"address": address, "operation": operation,
-            "status": status.value if isinstance(status, ActionStatus) else str(status),
-            "error": error}
+    return {
+        "address": address,
+        "operation": operation,
+        "status": status.value if isinstance(status, ActionStatus) else str(status),
+        "error": error,
+    }
 
 
 def apply_started_payload(plan: Plan, **extra: Any) -> dict[str, Any]:
     """apply.started: the actions about to run (their planned status) and what they touch."""
-    results = [result_entry(a.address, a.operation, a.status, a.reason or None)
-               for a in plan.actions]
+    results = [
+        result_entry(a.address, a.operation, a.status, a.reason or None) for a in plan.actions
+    ]
     summary: dict[str, int] = {}
     for action in plan.actions:
         summary[action.status.value] = summary.get(action.status.value, 0) + 1
@@ -129,8 +137,9 @@ def apply_started_payload(plan: Plan, **extra: Any) -> dict[str, Any]:
     return _redacted(payload)
 
 
-def apply_finished_payload(results: Sequence[Mapping[str, Any]], counts: Mapping[str, int],
-                           **extra: Any) -> dict[str, Any]:
+def apply_finished_payload(
+    results: Sequence[Mapping[str, Any]], counts: Mapping[str, int], **extra: Any
+) -> dict[str, Any]:
     """apply.succeeded / apply.failed: per action outcome, counts, and what was touched."""
     addresses = list(dict.fromkeys(str(r["address"]) for r in results))
     payload = {
@@ -148,8 +157,10 @@ def apply_finished_payload(results: Sequence[Mapping[str, Any]], counts: Mapping
 
 def _no_secrets_now(what: object) -> Any:
     """A resolver that refuses: checking the configuration must not read a secret."""
+
     def refuse(ref: str | SecretRef) -> Any:
         raise MetalformError(f"{what} secrets are not resolved while validating")
+
     return refuse
 
 
@@ -175,8 +186,9 @@ def _diagnostic(desired: DesiredState, problem: str) -> Diagnostic:
     location = desired.locate(address, path) if address else None
     if address and location is None:
         location = desired.locate(address, [])
-    return Diagnostic(severity=Severity.ERROR, message=REDACTOR(problem), address=address,
-                      location=location)
+    return Diagnostic(
+        severity=Severity.ERROR, message=REDACTOR(problem), address=address, location=location
+    )
 
 
 # --- the CLI ---------------------------------------------------------------------------------
@@ -190,15 +202,17 @@ class RunNotifications:
         self.repository = repository
 
     @classmethod
-    def from_desired(cls, desired: DesiredState, base_dir: Path,
-                     repository: str | None = None) -> RunNotifications:
+    def from_desired(
+        cls, desired: DesiredState, base_dir: Path, repository: str | None = None
+    ) -> RunNotifications:
         """Rules and channels of `desired`; a broken configuration only disables sending
         (and says why), it never stops the plan or apply it would report on."""
         if not desired.of_kind("NotificationRule"):
             return cls(None, repository)
         try:
             notifier = Notifier.from_desired(
-                desired, CredentialResolver(desired.resources, base_dir), base_dir=base_dir)
+                desired, CredentialResolver(desired.resources, base_dir), base_dir=base_dir
+            )
         except NotificationConfigError as exc:
             log.warning("notifications are off for this run: %s", REDACTOR(str(exc)))
             return cls(None, repository)

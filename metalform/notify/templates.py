@@ -173,11 +173,27 @@ def sample_event(event_type: EventType) -> Event:
         apply_id="a-1",
         resources=(EventResource("Server/sample", {"site": "sample"}),),
         message="sample",
-        summary={"create": 0, "update": 1, "delete": 0, "noop": 0, "deferred": 0,
-                 "refused": 0, "unreachable": 0, "succeeded": 1, "failed": 0, "skipped": 0},
+        summary={
+            "create": 0,
+            "update": 1,
+            "delete": 0,
+            "noop": 0,
+            "deferred": 0,
+            "refused": 0,
+            "unreachable": 0,
+            "succeeded": 1,
+            "failed": 0,
+            "skipped": 0,
+        },
         diagnostics=[{"severity": "warning", "address": "Server/sample", "message": "sample"}],
-        results=[{"address": "Server/sample", "operation": "bios.set", "status": "succeeded",
-                  "error": ""}],
+        results=[
+            {
+                "address": "Server/sample",
+                "operation": "bios.set",
+                "status": "succeeded",
+                "error": "",
+            }
+        ],
         payload=_AnyKey(),
     )
 
@@ -195,9 +211,7 @@ class Templates:
         self._headlines = {t: self.env.from_string(s) for t, s in HEADLINES.items()}
         self._digest = self.env.from_string(DIGEST_TEMPLATE)
 
-    def compile(
-        self, rule: str, source: str, event_types: Iterable[EventType]
-    ) -> jinja2.Template:
+    def compile(self, rule: str, source: str, event_types: Iterable[EventType]) -> jinja2.Template:
         """Compile a rule's template and prove it against a sample of each of its events.
 
         Raises TemplateError naming the rule for a syntax error, an unknown variable or a
@@ -221,9 +235,7 @@ class Templates:
             self._render(rule, template, self.context(sample_event(event_type), rule, None))
         return template
 
-    def context(
-        self, event: Event, rule: str, channel: tuple[str, str] | None
-    ) -> dict[str, Any]:
+    def context(self, event: Event, rule: str, channel: tuple[str, str] | None) -> dict[str, Any]:
         """The variables of a template, every string already redacted."""
         name, kind = channel if channel is not None else ("sample", "webhook")
         data: dict[str, Any] = {

@@ -35,8 +35,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")  # fullmatch: `$` accepts a final newline
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
-                              frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
 
 
 class Role(str, enum.Enum):
@@ -250,19 +251,29 @@ def _diagnostics(exc: ValidationError, file: str, pos: Pos | None) -> list[Diagn
         # union members show up as extra loc parts (e.g. `str`); keep the field path only
         path = [p for p in path if p not in ("str", "float", "int", "SecretRef")]
         line, column = pos.at(path) if pos is not None else (-1, -1)
-        out.append(Diagnostic(
-            severity=Severity.ERROR,
-            message=_message(err),
-            field=".".join(str(p) for p in path) or None,
-            location=Location(file=file, line=line + 1, column=column + 1),
-        ))
+        out.append(
+            Diagnostic(
+                severity=Severity.ERROR,
+                message=_message(err),
+                field=".".join(str(p) for p in path) or None,
+                location=Location(file=file, line=line + 1, column=column + 1),
+            )
+        )
     return out
 
 
-def _error(file: str, message: str, line: int | None = None, column: int | None = None,
-           field: str | None = None) -> InputError:
-    location = Location(file=file, line=(line or 0) + (1 if line is not None else 0),
-                        column=(column or 0) + (1 if column is not None else 0))
+def _error(
+    file: str,
+    message: str,
+    line: int | None = None,
+    column: int | None = None,
+    field: str | None = None,
+) -> InputError:
+    location = Location(
+        file=file,
+        line=(line or 0) + (1 if line is not None else 0),
+        column=(column or 0) + (1 if column is not None else 0),
+    )
     diag = Diagnostic(severity=Severity.ERROR, message=message, field=field, location=location)
     return InputError([diag], message=f"invalid server configuration {file}")
 
@@ -274,17 +285,26 @@ def parse_config(text: str, file: str = "metalform-server.yaml") -> ServerConfig
     except YamlProblem as exc:
         raise _error(file, exc.message, exc.line, exc.column) from None
     if len(documents) > 1:
-        raise _error(file, "the configuration is one YAML document", documents[1][1].line,
-                     documents[1][1].column)
+        raise _error(
+            file,
+            "the configuration is one YAML document",
+            documents[1][1].line,
+            documents[1][1].column,
+        )
     raw, pos = documents[0] if documents else ({}, None)
     if not isinstance(raw, dict):
-        raise _error(file, "the configuration must be a mapping", pos.line if pos else None,
-                     pos.column if pos else None)
+        raise _error(
+            file,
+            "the configuration must be a mapping",
+            pos.line if pos else None,
+            pos.column if pos else None,
+        )
     try:
         return ServerConfigModel.model_validate(raw)
     except ValidationError as exc:
-        raise InputError(_diagnostics(exc, file, pos),
-                         message=f"invalid server configuration {file}") from None
+        raise InputError(
+            _diagnostics(exc, file, pos), message=f"invalid server configuration {file}"
+        ) from None
 
 
 def _secret_bytes(ref: SecretRef | None, base: Path, what: str) -> str | None:
@@ -293,8 +313,9 @@ def _secret_bytes(ref: SecretRef | None, base: Path, what: str) -> str | None:
     return resolve(ref, base_dir=base, what=what).reveal()
 
 
-def _forge(model: ForgeConfig | None, secret_ref: SecretRef | None, base: Path,
-           name: str) -> ForgeSettings | None:
+def _forge(
+    model: ForgeConfig | None, secret_ref: SecretRef | None, base: Path, name: str
+) -> ForgeSettings | None:
     if model is None:
         return None
     secret = _secret_bytes(secret_ref, base, f"the {name} webhook secret")
@@ -379,19 +400,22 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     except OSError as exc:
         raise MetalformError(f"cannot read {path}: {exc.strerror}") from None
     model = parse_config(text, str(path))
-    return resolve_config(model, base_dir=path.resolve().parent, environ=environ,
-                          source=str(path))
+    return resolve_config(model, base_dir=path.resolve().parent, environ=environ, source=str(path))
 
 
 def config_from_mapping(
-    data: Mapping[str, Any], *, base_dir: Path, environ: Mapping[str, str] | None = None,
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """A configuration from a mapping (as the YAML would hold), for tests and embedding."""
     try:
         model = ServerConfigModel.model_validate(dict(data))
     except ValidationError as exc:
-        raise InputError(_diagnostics(exc, "(mapping)", None),
-                         message="invalid server configuration") from None
+        raise InputError(
+            _diagnostics(exc, "(mapping)", None), message="invalid server configuration"
+        ) from None
     return resolve_config(model, base_dir=base_dir, environ=environ)
 
 
@@ -403,8 +427,10 @@ def describe(config: ServerConfig) -> Sequence[str]:
         f"drift every {config.drift_interval:g}s, poll every {config.poll_interval:g}s, "
         f"auto-apply {'on' if config.auto_apply else 'off'}",
         f"{len(config.tokens)} API token(s); webhooks: "
-        + (", ".join(n for n, f in (("github", config.github), ("gitlab", config.gitlab)) if f)
-           or "none"),
+        + (
+            ", ".join(n for n, f in (("github", config.github), ("gitlab", config.gitlab)) if f)
+            or "none"
+        ),
     )
 
 

@@ -64,8 +64,15 @@ from webhooks import CommitState, ForgeClient
 
 log = logging.getLogger("metalform.server")
 
-TERMINAL = frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.SKIPPED,
-                      ActionStatus.DEFERRED, ActionStatus.REFUSED})
+TERMINAL = frozenset(
+    {
+        ActionStatus.SUCCEEDED,
+        ActionStatus.FAILED,
+        ActionStatus.SKIPPED,
+        ActionStatus.DEFERRED,
+        ActionStatus.REFUSED,
+    }
+)
 
 
 class ApplyInProgress(ConflictError):
@@ -106,8 +113,9 @@ class ControlPlane:
         self.config = config
         self.engine = engine
         self.store = store
-        self.tracker = tracker or Tracker(config.repository_url, config.branch, config.path,
-                                          config.data_dir)
+        self.tracker = tracker or Tracker(
+            config.repository_url, config.branch, config.path, config.data_dir
+        )
         self.metrics = metrics or Metrics()
         self.bus = bus or EventBus(store)
         self.reporter = ForgeReporter(forge_clients or {}, store, config.public_url)
@@ -155,24 +163,36 @@ class ControlPlane:
         or of the exact commit `sha`, and queue it. With `detect_drift`, changes found raise
         `drift.detected`."""
         record = self.store.create_plan(
-            self.repository, ref=ref if ref is not None else (sha or self.config.branch),
-            revision=sha, trigger=trigger, who=who,
-            pull_request=pull_request.key if pull_request else None, owner=self.owner)
+            self.repository,
+            ref=ref if ref is not None else (sha or self.config.branch),
+            revision=sha,
+            trigger=trigger,
+            who=who,
+            pull_request=pull_request.key if pull_request else None,
+            owner=self.owner,
+        )
         # plan.created is emitted when the plan is made (run_plan): only then does it say
         # what changes, which notification rules match on. The store has the record now.
         self.changed()
         try:
-            self.workers.submit(f"plan {record.id}", self.run_plan, record.id, pull_request,
-                                auto_apply, detect_drift,
-                                on_crash=lambda exc: self._plan_crashed(record.id, exc))
+            self.workers.submit(
+                f"plan {record.id}",
+                self.run_plan,
+                record.id,
+                pull_request,
+                auto_apply,
+                detect_drift,
+                on_crash=lambda exc: self._plan_crashed(record.id, exc),
+            )
         except ShuttingDown:
             self.store.fail_plan(record.id, "the server shut down before the plan ran")
             raise MetalformError("the server is shutting down") from None
         return record
 
     def _resolve(self, record: PlanRecord, pull_request: PullRequest | None) -> str:
-        extra = pull_request_refspecs(pull_request.forge, pull_request.number) \
-            if pull_request else []
+        extra = (
+            pull_request_refspecs(pull_request.forge, pull_request.number) if pull_request else []
+        )
         try:
             self.tracker.fetch(extra)
         except RepositoryUnavailable:
@@ -181,8 +201,7 @@ class ControlPlane:
                 raise
         if record.revision is not None:
             if not self.tracker.has_commit(record.revision):
-                raise RepositoryUnavailable(f"commit {record.revision} is not in "
-                                            "the repository")
+                raise RepositoryUnavailable(f"commit {record.revision} is not in the repository")
             return record.revision
         return self.tracker.resolve(record.ref)
 
@@ -198,8 +217,13 @@ class ControlPlane:
             return {}
         return dict(plan.credential_fingerprints) if plan is not None else {}
 
-    def run_plan(self, plan_id: str, pull_request: PullRequest | None = None,
-                 auto_apply: bool = False, detect_drift: bool = False) -> PlanRecord:
+    def run_plan(
+        self,
+        plan_id: str,
+        pull_request: PullRequest | None = None,
+        auto_apply: bool = False,
+        detect_drift: bool = False,
+    ) -> PlanRecord:
         """The planning job: fetch, plan the exact commit, record, report."""
         started = time.monotonic()
         record = self.store.start_plan(plan_id)
@@ -210,23 +234,49 @@ class ControlPlane:
         try:
             sha = self._resolve(record, pull_request)
             if pull_request is not None and pull_request.head_sha is None:
-                pull_request = PullRequest(pull_request.forge, pull_request.repository,
-                                           pull_request.number, sha, pull_request.repository_id)
+                pull_request = PullRequest(
+                    pull_request.forge,
+                    pull_request.repository,
+                    pull_request.number,
+                    sha,
+                    pull_request.repository_id,
+                )
             run = self.engine.plan(self.tracker.source_path, rev=sha)
         except InputError as exc:
             lines = [d.render() for d in exc.diagnostics]
             error = REDACTOR(f"{exc} at {sha}:\n" + "\n".join(lines))
-            return self._plan_failed(plan_id, error, pull_request, started, trigger,
-                                     invalid_input=True, detect_drift=detect_drift,
-                                     diagnostics=exc.diagnostics, revision=sha)
+            return self._plan_failed(
+                plan_id,
+                error,
+                pull_request,
+                started,
+                trigger,
+                invalid_input=True,
+                detect_drift=detect_drift,
+                diagnostics=exc.diagnostics,
+                revision=sha,
+            )
         except MetalformError as exc:
-            return self._plan_failed(plan_id, REDACTOR(str(exc)), pull_request, started, trigger,
-                                     invalid_input=False, detect_drift=detect_drift)
+            return self._plan_failed(
+                plan_id,
+                REDACTOR(str(exc)),
+                pull_request,
+                started,
+                trigger,
+                invalid_input=False,
+                detect_drift=detect_drift,
+            )
         except Exception as exc:
             log.exception("plan %s: internal error", plan_id)
-            return self._plan_failed(plan_id, f"internal error: {type(exc).__name__}",
-                                     pull_request, started, trigger, invalid_input=False,
-                                     detect_drift=detect_drift)
+            return self._plan_failed(
+                plan_id,
+                f"internal error: {type(exc).__name__}",
+                pull_request,
+                started,
+                trigger,
+                invalid_input=False,
+                detect_drift=detect_drift,
+            )
         done = self.store.finish_plan(plan_id, with_rotations(run.plan, self._applied_secrets()))
         self.changed()
         self.metrics.plans.labels("succeeded", trigger).inc()
@@ -253,25 +303,42 @@ class ControlPlane:
     def _emit_planned(self, record: PlanRecord, plan: Plan) -> None:
         """plan.failed for a plan with errors, plan.created for one with changes; a plan with
         neither is not news (a drift check finding nothing would otherwise notify each time)."""
-        event = planned_event(plan, ref=record.ref, trigger=record.trigger.value,
-                              who=record.who)
+        event = planned_event(plan, ref=record.ref, trigger=record.trigger.value, who=record.who)
         if event is not None:
             self.bus.emit(event[0], event[1], repository=self.repository, plan_id=record.id)
 
-    def _plan_failed(self, plan_id: str, error: str, pull_request: PullRequest | None,
-                     started: float, trigger: str, *, invalid_input: bool,
-                     detect_drift: bool = False, diagnostics: list[Any] | None = None,
-                     revision: str | None = None) -> PlanRecord:
+    def _plan_failed(
+        self,
+        plan_id: str,
+        error: str,
+        pull_request: PullRequest | None,
+        started: float,
+        trigger: str,
+        *,
+        invalid_input: bool,
+        detect_drift: bool = False,
+        diagnostics: list[Any] | None = None,
+        revision: str | None = None,
+    ) -> PlanRecord:
         record = self.store.fail_plan(plan_id, error)
         self.metrics.plans.labels("failed", trigger).inc()
         self.metrics.plan_seconds.observe(time.monotonic() - started)
-        self.bus.emit(EventType.PLAN_FAILED, plan_failed_payload(
-                          error.splitlines()[0] if error else "", diagnostics or [],
-                          ref=record.ref, trigger=trigger, revision=revision),
-                      repository=self.repository, plan_id=plan_id)
+        self.bus.emit(
+            EventType.PLAN_FAILED,
+            plan_failed_payload(
+                error.splitlines()[0] if error else "",
+                diagnostics or [],
+                ref=record.ref,
+                trigger=trigger,
+                revision=revision,
+            ),
+            repository=self.repository,
+            plan_id=plan_id,
+        )
         if detect_drift:
-            self.drift = DriftState(time.time(), plan_id, None, [],
-                                    error.splitlines()[0] if error else None)
+            self.drift = DriftState(
+                time.time(), plan_id, None, [], error.splitlines()[0] if error else None
+            )
         if pull_request is not None:
             self.reporter.plan_failed(pull_request, plan_id, error, invalid_input=invalid_input)
         return record
@@ -282,8 +349,9 @@ class ControlPlane:
             return  # it was recorded; what failed came after
         error = f"internal error: {type(exc).__name__}"
         with contextlib.suppress(ConflictError):  # it ended meanwhile
-            self._plan_failed(plan_id, error, None, time.monotonic(), Trigger.API.value,
-                              invalid_input=False)
+            self._plan_failed(
+                plan_id, error, None, time.monotonic(), Trigger.API.value, invalid_input=False
+            )
         self.changed()
 
     def _record_statuses(self, run: PlanRun) -> None:
@@ -297,38 +365,49 @@ class ControlPlane:
         if drifted:
             payload = plan_payload(run.plan)
             payload.update(resources=len(drifted), addresses=drifted[:MAX_ADDRESSES])
-            self.bus.emit(EventType.DRIFT_DETECTED, payload, repository=self.repository,
-                          plan_id=record.id)
+            self.bus.emit(
+                EventType.DRIFT_DETECTED, payload, repository=self.repository, plan_id=record.id
+            )
 
     # --- applies -----------------------------------------------------------------------
 
     def check_applicable(self, record: PlanRecord) -> Plan:
         """Refuse (409) a plan that is not succeeded, has errors or is stale against Git."""
         if record.status is not RunStatus.SUCCEEDED:
-            raise PlanNotApplicable(f"plan {record.id} is {record.status.value}; only a "
-                                    "succeeded plan can be applied")
+            raise PlanNotApplicable(
+                f"plan {record.id} is {record.status.value}; only a succeeded plan can be applied"
+            )
         plan = record.plan()
         assert plan is not None
         if plan.has_errors:
-            raise PlanNotApplicable(f"plan {record.id} has errors (see its diagnostics); fix "
-                                    "them and plan again")
+            raise PlanNotApplicable(
+                f"plan {record.id} has errors (see its diagnostics); fix them and plan again"
+            )
         if record.pull_request is not None:
             latest = self.store.list_plans(pull_request=record.pull_request, limit=1).items
             if latest and latest[0].id != record.id:
-                raise StalePlanError(why=f"{record.pull_request} was planned again since "
-                                         f"(plan {latest[0].id})")
+                raise StalePlanError(
+                    why=f"{record.pull_request} was planned again since (plan {latest[0].id})"
+                )
             return plan
         branch = self.tracker.branch_of(record.ref)
         if branch is not None:
             head = self.tracker.resolve(branch)
             if head != plan.revision:
-                raise StalePlanError(why=f"{branch} is now at {head}, the plan was made at "
-                                         f"{plan.revision}; plan again")
+                raise StalePlanError(
+                    why=f"{branch} is now at {head}, the plan was made at "
+                    f"{plan.revision}; plan again"
+                )
         return plan
 
-    def request_apply(self, plan_id: str, *, trigger: Trigger = Trigger.API,
-                      who: str | None = None,
-                      pull_request: PullRequest | None = None) -> ApplyRecord:
+    def request_apply(
+        self,
+        plan_id: str,
+        *,
+        trigger: Trigger = Trigger.API,
+        who: str | None = None,
+        pull_request: PullRequest | None = None,
+    ) -> ApplyRecord:
         """Check the plan, take the repository's apply lock and queue the apply.
 
         Raises `ApplyInProgress` (409) while another apply runs, `StalePlanError` (409) when
@@ -339,19 +418,26 @@ class ControlPlane:
         if lock is None:
             raise ApplyInProgress(repository=record.repository)
         try:
-            applied = self.store.create_apply(record.id, trigger=trigger, who=who,
-                                              owner=self.owner)
+            applied = self.store.create_apply(record.id, trigger=trigger, who=who, owner=self.owner)
         except BaseException:
             lock.release()
             raise
         try:
-            self.workers.submit(f"apply {applied.id}", self.run_apply, applied.id, record,
-                                plan, lock, pull_request,
-                                on_crash=lambda exc: self._apply_crashed(applied.id, exc))
+            self.workers.submit(
+                f"apply {applied.id}",
+                self.run_apply,
+                applied.id,
+                record,
+                plan,
+                lock,
+                pull_request,
+                on_crash=lambda exc: self._apply_crashed(applied.id, exc),
+            )
         except BaseException:
             try:
-                recovery.interrupt_apply(self.store, applied.id,
-                                         "interrupted: the server shut down before it ran")
+                recovery.interrupt_apply(
+                    self.store, applied.id, "interrupted: the server shut down before it ran"
+                )
             finally:
                 lock.release()
             raise
@@ -360,8 +446,9 @@ class ControlPlane:
     def _apply_crashed(self, apply_id: str, exc: BaseException) -> None:
         """An exception escaped the apply job (its lock is released by then): an apply left
         open is interrupted, so its stream ends and a new apply may start."""
-        reason = (f"interrupted: internal error: {type(exc).__name__}; plan again to see "
-                  "what is left")
+        reason = (
+            f"interrupted: internal error: {type(exc).__name__}; plan again to see what is left"
+        )
         record = recovery.interrupt_apply(self.store, apply_id, reason)
         if record is not None:
             self._interrupted(applies=[record])
@@ -372,34 +459,50 @@ class ControlPlane:
             try:
                 self.store.record_action(apply_id, action.id, status, error=result.error)
             except MetalformError:
-                log.warning("apply %s: could not record action %s", apply_id, action.id,
-                            exc_info=True)
+                log.warning(
+                    "apply %s: could not record action %s", apply_id, action.id, exc_info=True
+                )
             if status in TERMINAL:
                 self.metrics.actions.labels(action.operation, status.value).inc()
                 if result.seconds:
                     self.metrics.action_seconds.labels(action.operation).observe(result.seconds)
+
         return record
 
-    def run_apply(self, apply_id: str, record: PlanRecord, plan: Plan, lock: Lock,
-                  pull_request: PullRequest | None = None) -> ApplyRecord:
+    def run_apply(
+        self,
+        apply_id: str,
+        record: PlanRecord,
+        plan: Plan,
+        lock: Lock,
+        pull_request: PullRequest | None = None,
+    ) -> ApplyRecord:
         """The apply job: holds the lock it was given until the apply is recorded finished."""
         started = time.monotonic()
         error: str | None = None
         try:
             self.store.start_apply(apply_id)
-            self.bus.emit(EventType.APPLY_STARTED, apply_started_payload(plan, planId=record.id),
-                          repository=record.repository, plan_id=record.id, apply_id=apply_id)
+            self.bus.emit(
+                EventType.APPLY_STARTED,
+                apply_started_payload(plan, planId=record.id),
+                repository=record.repository,
+                plan_id=record.id,
+                apply_id=apply_id,
+            )
             if record.pull_request is None and self.tracker.branch_of(record.ref) is not None:
                 self.tracker.fetch()  # Git may have moved since the request was checked
                 self.check_applicable(record)
-            result = self.engine.apply(plan, path=self.tracker.source_path,
-                                       listener=self._listener(apply_id))
+            result = self.engine.apply(
+                plan, path=self.tracker.source_path, listener=self._listener(apply_id)
+            )
             if not result.ok:
                 failed = result.count(ActionStatus.FAILED)
                 skipped = result.count(ActionStatus.SKIPPED)
                 refused = result.count(ActionStatus.REFUSED)
-                error = (f"{failed} action(s) failed, {skipped} skipped, {refused} refused; "
-                         "plan again to see what is left")
+                error = (
+                    f"{failed} action(s) failed, {skipped} skipped, {refused} refused; "
+                    "plan again to see what is left"
+                )
         except MetalformError as exc:
             error = REDACTOR(str(exc))
         except Exception as exc:
@@ -414,14 +517,19 @@ class ControlPlane:
         self.metrics.apply_seconds.observe(time.monotonic() - started)
         full = self.store.get_apply(apply_id)
         if full.actions:
-            self.store.upsert_resource_statuses(record.repository,
-                                                resource_status.after_apply(full.actions))
-        results = [result_entry(a.address, a.operation, a.status, a.error)
-                   for a in full.actions]
-        self.bus.emit(EventType.APPLY_SUCCEEDED if error is None else EventType.APPLY_FAILED,
-                      apply_finished_payload(results, done.counts, planId=record.id,
-                                             revision=plan.revision, error=error),
-                      repository=record.repository, plan_id=record.id, apply_id=apply_id)
+            self.store.upsert_resource_statuses(
+                record.repository, resource_status.after_apply(full.actions)
+            )
+        results = [result_entry(a.address, a.operation, a.status, a.error) for a in full.actions]
+        self.bus.emit(
+            EventType.APPLY_SUCCEEDED if error is None else EventType.APPLY_FAILED,
+            apply_finished_payload(
+                results, done.counts, planId=record.id, revision=plan.revision, error=error
+            ),
+            repository=record.repository,
+            plan_id=record.id,
+            apply_id=apply_id,
+        )
         if pull_request is not None:
             self.reporter.applied(pull_request, done)
         return done
@@ -433,21 +541,27 @@ class ControlPlane:
         head = self.tracker.fetch()
         return self.plan_new_head(head, trigger=Trigger.DRIFT, who="poll")
 
-    def plan_new_head(self, head: str, *, trigger: Trigger, who: str | None,
-                      auto_apply: bool | None = None) -> PlanRecord | None:
+    def plan_new_head(
+        self, head: str, *, trigger: Trigger, who: str | None, auto_apply: bool | None = None
+    ) -> PlanRecord | None:
         """Plan `head` of the tracked branch unless it was planned already."""
         with self._head_lock:
             if head == self._last_head:
                 return None
             self._last_head = head
-        return self.request_plan(self.config.branch, sha=head, trigger=trigger, who=who,
-                                 auto_apply=self.config.auto_apply if auto_apply is None
-                                 else auto_apply)
+        return self.request_plan(
+            self.config.branch,
+            sha=head,
+            trigger=trigger,
+            who=who,
+            auto_apply=self.config.auto_apply if auto_apply is None else auto_apply,
+        )
 
     def check_drift(self) -> PlanRecord:
         """Queue a plan of the tracked branch's head that reports drift."""
-        return self.request_plan(self.config.branch, trigger=Trigger.DRIFT, who="drift",
-                                 detect_drift=True)
+        return self.request_plan(
+            self.config.branch, trigger=Trigger.DRIFT, who="drift", detect_drift=True
+        )
 
     # --- crash recovery ---------------------------------------------------------------
 
@@ -458,17 +572,26 @@ class ControlPlane:
         self._interrupted(found.plans, found.applies)
         return found
 
-    def _interrupted(self, plans: list[PlanRecord] | None = None,
-                     applies: list[ApplyRecord] | None = None) -> None:
+    def _interrupted(
+        self, plans: list[PlanRecord] | None = None, applies: list[ApplyRecord] | None = None
+    ) -> None:
         for plan in plans or []:
             self.metrics.plans.labels("interrupted", plan.trigger.value).inc()
-            self.bus.emit(EventType.PLAN_INTERRUPTED, {"error": plan.error},
-                          repository=plan.repository, plan_id=plan.id)
+            self.bus.emit(
+                EventType.PLAN_INTERRUPTED,
+                {"error": plan.error},
+                repository=plan.repository,
+                plan_id=plan.id,
+            )
         for applied in applies or []:
             self.metrics.applies.labels("interrupted").inc()
-            self.bus.emit(EventType.APPLY_INTERRUPTED, {"error": applied.error},
-                          repository=applied.repository, plan_id=applied.plan_id,
-                          apply_id=applied.id)
+            self.bus.emit(
+                EventType.APPLY_INTERRUPTED,
+                {"error": applied.error},
+                repository=applied.repository,
+                plan_id=applied.plan_id,
+                apply_id=applied.id,
+            )
 
     def _interrupt_own(self, reason: str) -> None:
         """At shutdown: what this process queued but will not run (or finish)."""

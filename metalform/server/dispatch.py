@@ -46,15 +46,15 @@ class StreamingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]
         if not requests:
             return False
         request = requests[0]
-        return (request.error is None and request.command == "GET"
-                and self.is_stream(request.path))
+        return request.error is None and request.command == "GET" and self.is_stream(request.path)
 
     def _start_stream(self, channel: Any) -> bool:
         with self._streams_lock:
             if len(self._streams) >= self.max_streams:
                 return False
-            thread = threading.Thread(target=self._serve, args=(channel,),
-                                      name="metalform-stream", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(channel,), name="metalform-stream", daemon=True
+            )
             self._streams.add(thread)
         thread.start()
         return True

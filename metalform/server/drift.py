@@ -28,8 +28,15 @@ class Scheduler:
     """Runs `service.poll()` once at start (after `first_delay`) and then every poll interval,
     and `service.check_drift()` every drift interval (0 disables either repetition)."""
 
-    def __init__(self, service: ControlPlane, *, poll_interval: float, drift_interval: float,
-                 first_delay: float = 0.0, recover_interval: float = RECOVER_SECONDS) -> None:
+    def __init__(
+        self,
+        service: ControlPlane,
+        *,
+        poll_interval: float,
+        drift_interval: float,
+        first_delay: float = 0.0,
+        recover_interval: float = RECOVER_SECONDS,
+    ) -> None:
         self.service = service
         self.recover_interval = recover_interval
         self.poll_interval = poll_interval
@@ -41,8 +48,7 @@ class Scheduler:
 
     def start(self) -> Scheduler:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="metalform-scheduler",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="metalform-scheduler", daemon=True)
         self._thread.start()
         return self
 
@@ -95,7 +101,6 @@ class Scheduler:
         if self._pending_drift is not None:
             record = self.service.store.get_plan(self._pending_drift)
             if not record.status.terminal:
-                log.info("drift check skipped: plan %s is still %s", record.id,
-                         record.status.value)
+                log.info("drift check skipped: plan %s is still %s", record.id, record.status.value)
                 return
         self._pending_drift = self.service.check_drift().id

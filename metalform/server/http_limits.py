@@ -36,8 +36,13 @@ MAX_CHUNK_LINE = 4 * 1024
 MAX_REQUEST_HEAD = 64 * 1024
 """The request line and headers: a bearer token and a few forge headers fit many times."""
 
-_CODES = {400: "BAD_REQUEST", 413: "PAYLOAD_TOO_LARGE", 431: "HEADERS_TOO_LARGE",
-          500: "INTERNAL_ERROR", 501: "NOT_IMPLEMENTED"}
+_CODES = {
+    400: "BAD_REQUEST",
+    413: "PAYLOAD_TOO_LARGE",
+    431: "HEADERS_TOO_LARGE",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
+}
 
 
 class GuardedChunkedReceiver(ChunkedReceiver):  # type: ignore[misc]
@@ -51,8 +56,9 @@ class GuardedChunkedReceiver(ChunkedReceiver):  # type: ignore[misc]
         # What is still unterminated after this read is all that gets rescanned next time.
         if len(self.control_line) > MAX_CHUNK_LINE or len(self.trailer) > MAX_CHUNK_LINE:
             self.control_line = self.trailer = b""
-            self.error = BadRequest(f"a chunk-size or trailer line is longer than "
-                                    f"{MAX_CHUNK_LINE} bytes")
+            self.error = BadRequest(
+                f"a chunk-size or trailer line is longer than {MAX_CHUNK_LINE} bytes"
+            )
             self.all_chunks_received = True
         return consumed
 
@@ -73,9 +79,15 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]
 
     def execute(self) -> None:
         error = self.request.error
-        body = json.dumps({"error": {"code": _CODES.get(error.code, "BAD_REQUEST"),
-                                     "message": f"{error.reason}: {error.body}",
-                                     "details": {}}}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "code": _CODES.get(error.code, "BAD_REQUEST"),
+                    "message": f"{error.reason}: {error.body}",
+                    "details": {},
+                }
+            }
+        ).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
@@ -91,8 +103,12 @@ class GuardedChannel(HTTPChannel):  # type: ignore[misc]
 def create_server(app: MetalformApp, **options: Any) -> BaseWSGIServer:
     """`waitress.create_server` with the bounds above (`options` as waitress takes them)."""
     # waitress refuses a Content-Length >= max_request_body_size: one more than the limit
-    server = waitress.create_server(app, max_request_body_size=app.max_body + 1,
-                                    max_request_header_size=MAX_REQUEST_HEAD, **options)
+    server = waitress.create_server(
+        app,
+        max_request_body_size=app.max_body + 1,
+        max_request_header_size=MAX_REQUEST_HEAD,
+        **options,
+    )
     if not isinstance(server, BaseWSGIServer):  # several sockets: one listen address only
         raise TypeError("one listen address is supported")
     server.channel_class = GuardedChannel

@@ -36,8 +36,13 @@ class WorkerPool:
         with self._cond:
             return self._in_flight
 
-    def submit(self, name: str, job: Callable[..., Any], *args: Any,
-               on_crash: Callable[[BaseException], None] | None = None) -> Future[Any]:
+    def submit(
+        self,
+        name: str,
+        job: Callable[..., Any],
+        *args: Any,
+        on_crash: Callable[[BaseException], None] | None = None,
+    ) -> Future[Any]:
         """Queue `job(*args)`; `name` names it in logs. An exception escaping the job is
         logged and passed to `on_crash`."""
         with self._cond:

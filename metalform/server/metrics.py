@@ -16,35 +16,70 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.plans = Counter("metalform_plans", "Planning jobs finished, by result and trigger.",
-                             ["result", "trigger"], registry=r)
-        self.plan_seconds = Histogram("metalform_plan_duration_seconds",
-                                      "Time to load, gather and plan.", buckets=_RUN_BUCKETS,
-                                      registry=r)
-        self.applies = Counter("metalform_applies", "Applies finished, by result.", ["result"],
-                               registry=r)
-        self.apply_seconds = Histogram("metalform_apply_duration_seconds",
-                                       "Time an apply ran.", buckets=_RUN_BUCKETS, registry=r)
-        self.actions = Counter("metalform_actions", "Apply actions finished, by outcome.",
-                               ["operation", "status"], registry=r)
-        self.action_seconds = Histogram("metalform_action_duration_seconds",
-                                        "Time one action took, read-back included.",
-                                        ["operation"], buckets=_RUN_BUCKETS, registry=r)
-        self.webhooks = Counter("metalform_webhook_deliveries",
-                                "Webhook deliveries, by forge and result.", ["forge", "result"],
-                                registry=r)
-        self.drift = Gauge("metalform_drifted_resources",
-                           "Resources out of sync at the last plan of the tracked branch.",
-                           registry=r)
-        self.jobs = Gauge("metalform_jobs_in_flight", "Plans and applies queued or running.",
-                          registry=r)
-        self.streams = Gauge("metalform_event_streams", "Server-Sent Events streams open.",
-                             registry=r)
-        self.http = Counter("metalform_http_requests", "HTTP requests, by route and status.",
-                            ["method", "route", "status"], registry=r)
-        self.http_seconds = Histogram("metalform_http_request_duration_seconds",
-                                      "Time to answer an HTTP request (streams excluded).",
-                                      ["method", "route"], buckets=_HTTP_BUCKETS, registry=r)
+        self.plans = Counter(
+            "metalform_plans",
+            "Planning jobs finished, by result and trigger.",
+            ["result", "trigger"],
+            registry=r,
+        )
+        self.plan_seconds = Histogram(
+            "metalform_plan_duration_seconds",
+            "Time to load, gather and plan.",
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.applies = Counter(
+            "metalform_applies", "Applies finished, by result.", ["result"], registry=r
+        )
+        self.apply_seconds = Histogram(
+            "metalform_apply_duration_seconds",
+            "Time an apply ran.",
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.actions = Counter(
+            "metalform_actions",
+            "Apply actions finished, by outcome.",
+            ["operation", "status"],
+            registry=r,
+        )
+        self.action_seconds = Histogram(
+            "metalform_action_duration_seconds",
+            "Time one action took, read-back included.",
+            ["operation"],
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "metalform_webhook_deliveries",
+            "Webhook deliveries, by forge and result.",
+            ["forge", "result"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            "metalform_drifted_resources",
+            "Resources out of sync at the last plan of the tracked branch.",
+            registry=r,
+        )
+        self.jobs = Gauge(
+            "metalform_jobs_in_flight", "Plans and applies queued or running.", registry=r
+        )
+        self.streams = Gauge(
+            "metalform_event_streams", "Server-Sent Events streams open.", registry=r
+        )
+        self.http = Counter(
+            "metalform_http_requests",
+            "HTTP requests, by route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "metalform_http_request_duration_seconds",
+            "Time to answer an HTTP request (streams excluded).",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -27,15 +27,21 @@ NotifierFactory = Callable[[DesiredState, Path | None], Notifier]
 
 def default_notifier(desired: DesiredState, base_dir: Path | None) -> Notifier:
     """A Notifier of `desired`; secrets are resolved only when a message is sent."""
-    return Notifier.from_desired(desired, CredentialResolver(desired.resources, base_dir),
-                                 base_dir=base_dir)
+    return Notifier.from_desired(
+        desired, CredentialResolver(desired.resources, base_dir), base_dir=base_dir
+    )
 
 
 class ServerNotifications:
     """Keeps one BackgroundNotifier, built from the tracked revision, subscribed to the bus."""
 
-    def __init__(self, bus: EventBus, *, factory: NotifierFactory = default_notifier,
-                 tick_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        factory: NotifierFactory = default_notifier,
+        tick_interval: float = 5.0,
+    ) -> None:
         self.bus = bus
         self.factory = factory
         self.tick_interval = tick_interval
@@ -55,14 +61,20 @@ class ServerNotifications:
                 try:
                     notifier = self.factory(desired, base_dir)
                 except NotificationConfigError as exc:
-                    log.warning("notifications of %s not used, the previous ones stay: %s",
-                                revision, REDACTOR(str(exc)))
+                    log.warning(
+                        "notifications of %s not used, the previous ones stay: %s",
+                        revision,
+                        REDACTOR(str(exc)),
+                    )
                     return
                 except Exception as exc:
                     # Notifications must never fail the plan that brought them; by class
                     # only, as the text of an unexpected error may quote a secret URL.
-                    log.warning("notifications of %s not used, the previous ones stay: "
-                                "unexpected %s", revision, type(exc).__name__)
+                    log.warning(
+                        "notifications of %s not used, the previous ones stay: unexpected %s",
+                        revision,
+                        type(exc).__name__,
+                    )
                     return
             old = self.current
             self.current = None
@@ -74,8 +86,11 @@ class ServerNotifications:
         if old is not None:
             # Outside the lock: closing delivers what it still holds, which may take a while.
             old.close()
-        log.info("notifications follow %s: %d rule(s)", revision,
-                 len(notifier.rules) if notifier is not None else 0)
+        log.info(
+            "notifications follow %s: %d rule(s)",
+            revision,
+            len(notifier.rules) if notifier is not None else 0,
+        )
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop listening, deliver what is queued and send held digests (at shutdown)."""

@@ -46,8 +46,9 @@ class PullRequest:
 class ForgeReporter:
     """Posts what the server did on pull requests, through one client per forge."""
 
-    def __init__(self, clients: Mapping[str, ForgeClient], store: Store,
-                 public_url: str | None = None) -> None:
+    def __init__(
+        self, clients: Mapping[str, ForgeClient], store: Store, public_url: str | None = None
+    ) -> None:
         self.clients = dict(clients)
         self.store = store
         self.public_url = public_url
@@ -59,18 +60,25 @@ class ForgeReporter:
         return client
 
     def _link(self, plan_id: str) -> str | None:
-        return f"{self.public_url}/api/v1/plans/{plan_id}?format=markdown" if self.public_url \
-            else None
+        return (
+            f"{self.public_url}/api/v1/plans/{plan_id}?format=markdown" if self.public_url else None
+        )
 
-    def status(self, pr: PullRequest, state: CommitState, description: str,
-               plan_id: str | None = None) -> None:
+    def status(
+        self, pr: PullRequest, state: CommitState, description: str, plan_id: str | None = None
+    ) -> None:
         """Set `metalform/plan` on the PR's head commit."""
         client = self._client(pr)
         if client is None or pr.head_sha is None:
             return
         try:
-            client.set_status(pr.api_repository, pr.head_sha, state, description,
-                              target_url=self._link(plan_id) if plan_id else None)
+            client.set_status(
+                pr.api_repository,
+                pr.head_sha,
+                state,
+                description,
+                target_url=self._link(plan_id) if plan_id else None,
+            )
         except (ForgeError, ValueError) as exc:
             log.warning("could not set the commit status of %s: %s", pr.key, REDACTOR(str(exc)))
 
@@ -81,9 +89,13 @@ class ForgeReporter:
             return
         known = self.store.get_pr_comment(pr.forge, pr.repository, pr.number)
         try:
-            ref = client.upsert_comment(pr.api_repository, pr.number, body,
-                                        comment_id=int(known) if known else None,
-                                        marker=MARKDOWN_MARKER)
+            ref = client.upsert_comment(
+                pr.api_repository,
+                pr.number,
+                body,
+                comment_id=int(known) if known else None,
+                marker=MARKDOWN_MARKER,
+            )
         except (ForgeError, ValueError) as exc:
             log.warning("could not post the plan on %s: %s", pr.key, REDACTOR(str(exc)))
             return
@@ -118,11 +130,14 @@ class ForgeReporter:
         self.plan_comment(pr, body + footer + "</sub>\n")
         self.status(pr, state, description, plan_id)
 
-    def plan_failed(self, pr: PullRequest, plan_id: str, error: str, *,
-                    invalid_input: bool) -> None:
+    def plan_failed(
+        self, pr: PullRequest, plan_id: str, error: str, *, invalid_input: bool
+    ) -> None:
         sha = pr.head_sha or "?"
-        body = (f"{MARKDOWN_MARKER}\n### Metalform plan for `{sha}` failed\n\n"
-                f"```\n{REDACTOR(error)}\n```\n\n<sub>Metalform plan `{plan_id}`</sub>\n")
+        body = (
+            f"{MARKDOWN_MARKER}\n### Metalform plan for `{sha}` failed\n\n"
+            f"```\n{REDACTOR(error)}\n```\n\n<sub>Metalform plan `{plan_id}`</sub>\n"
+        )
         self.plan_comment(pr, body)
         if invalid_input:
             self.status(pr, CommitState.FAILURE, "The desired state is invalid", plan_id)
@@ -132,9 +147,12 @@ class ForgeReporter:
     def applied(self, pr: PullRequest, record: ApplyRecord) -> None:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(record.counts.items()))
         if record.error is None:
-            text = (f"Applied plan `{record.plan_id}` at `{record.revision}`: "
-                    f"{counts or 'nothing to do'}.")
+            text = (
+                f"Applied plan `{record.plan_id}` at `{record.revision}`: "
+                f"{counts or 'nothing to do'}."
+            )
         else:
             text = f"Apply of plan `{record.plan_id}` failed: {record.error}" + (
-                f" ({counts})" if counts else "")
+                f" ({counts})" if counts else ""
+            )
         self.reply(pr, f"{text}\n\n<sub>Metalform apply `{record.id}`</sub>", f"apply:{record.id}")

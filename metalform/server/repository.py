@@ -118,8 +118,13 @@ class Tracker:
             return repo
         self.clone_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return git.Repo.clone_from(self.url, self.clone_dir, no_checkout=True,
-                                       env=_GIT_ENV, kill_after_timeout=GIT_TIMEOUT_SECONDS)
+            return git.Repo.clone_from(
+                self.url,
+                self.clone_dir,
+                no_checkout=True,
+                env=_GIT_ENV,
+                kill_after_timeout=GIT_TIMEOUT_SECONDS,
+            )
         except (git.GitCommandError, OSError) as exc:
             raise self._error("clone", exc) from None
 
@@ -130,13 +135,21 @@ class Tracker:
                 repo = self._open()
                 try:
                     with repo.git.custom_environment(**_GIT_ENV):
-                        repo.git.fetch("--prune", "--no-tags", "origin",
-                                       "+refs/heads/*:refs/remotes/origin/*",
-                                       kill_after_timeout=GIT_TIMEOUT_SECONDS)
+                        repo.git.fetch(
+                            "--prune",
+                            "--no-tags",
+                            "origin",
+                            "+refs/heads/*:refs/remotes/origin/*",
+                            kill_after_timeout=GIT_TIMEOUT_SECONDS,
+                        )
                         for spec in extra_refspecs:
                             try:
-                                repo.git.fetch("--no-tags", "origin", spec,
-                                               kill_after_timeout=GIT_TIMEOUT_SECONDS)
+                                repo.git.fetch(
+                                    "--no-tags",
+                                    "origin",
+                                    spec,
+                                    kill_after_timeout=GIT_TIMEOUT_SECONDS,
+                                )
                             except git.GitCommandError:
                                 # Forge-specific refs (pull/N/head) may not exist elsewhere.
                                 log.debug("fetch of %s failed", spec)
@@ -159,16 +172,21 @@ class Tracker:
         if name.startswith("-"):
             return None
         try:
-            return str(repo.git.rev_parse("--verify", "--quiet", "--end-of-options",
-                                          f"{name}^{{commit}}")).strip() or None
+            return (
+                str(
+                    repo.git.rev_parse(
+                        "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"
+                    )
+                ).strip()
+                or None
+            )
         except git.GitCommandError:
             return None
 
     def _head(self, repo: git.Repo, branch: str) -> str:
         head = self._commit(repo, f"refs/remotes/origin/{branch}")
         if head is None:
-            raise RepositoryUnavailable(
-                f"branch {branch} does not exist in {redact_url(self.url)}")
+            raise RepositoryUnavailable(f"branch {branch} does not exist in {redact_url(self.url)}")
         return head
 
     def resolve(self, ref: str | None) -> str:
@@ -225,4 +243,3 @@ def pull_request_refspecs(forge: str, number: int) -> list[str]:
     if forge == "gitlab":
         return [f"+refs/merge-requests/{number}/head:refs/remotes/origin/mr/{number}"]
     return []
-

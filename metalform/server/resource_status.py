@@ -27,31 +27,53 @@ def after_plan(run: PlanRun) -> list[ResourceStatusUpdate]:
     for address, resource in sorted(run.desired.resources.items()):
         labels = dict(resource.metadata.labels)
         if address not in live_kinds:
-            updates.append(ResourceStatusUpdate(address=address, labels=labels,
-                                                sync=SyncStatus.SYNCED, health=Health.HEALTHY,
-                                                message=""))
+            updates.append(
+                ResourceStatusUpdate(
+                    address=address,
+                    labels=labels,
+                    sync=SyncStatus.SYNCED,
+                    health=Health.HEALTHY,
+                    message="",
+                )
+            )
             continue
         live = run.gathered.live.get(address)
         if live is None:
-            updates.append(ResourceStatusUpdate(address=address, labels=labels,
-                                                sync=SyncStatus.UNKNOWN, health=Health.UNKNOWN,
-                                                message="not read"))
+            updates.append(
+                ResourceStatusUpdate(
+                    address=address,
+                    labels=labels,
+                    sync=SyncStatus.UNKNOWN,
+                    health=Health.UNKNOWN,
+                    message="not read",
+                )
+            )
             continue
         if not live.reachable:
-            updates.append(ResourceStatusUpdate(address=address, labels=labels,
-                                                sync=SyncStatus.UNKNOWN,
-                                                health=Health.UNREACHABLE,
-                                                message=live.error or "did not answer"))
+            updates.append(
+                ResourceStatusUpdate(
+                    address=address,
+                    labels=labels,
+                    sync=SyncStatus.UNKNOWN,
+                    health=Health.UNREACHABLE,
+                    message=live.error or "did not answer",
+                )
+            )
             continue
         change = changes.get(address)
         drifted = change is not None and change.action is not ChangeKind.NOOP
         message = ""
         if drifted and change is not None:
             message = f"{change.action.value}: {len(change.diff)} field(s) differ"
-        updates.append(ResourceStatusUpdate(
-            address=address, labels=labels,
-            sync=SyncStatus.OUT_OF_SYNC if drifted else SyncStatus.SYNCED,
-            health=live.health, message=message))
+        updates.append(
+            ResourceStatusUpdate(
+                address=address,
+                labels=labels,
+                sync=SyncStatus.OUT_OF_SYNC if drifted else SyncStatus.SYNCED,
+                health=live.health,
+                message=message,
+            )
+        )
     return updates
 
 
@@ -68,14 +90,27 @@ def after_apply(actions: Iterable[StoredAction]) -> list[ResourceStatusUpdate]:
     updates = []
     for address, statuses in sorted(by_address.items()):
         if all(s is ActionStatus.SUCCEEDED for s in statuses):
-            updates.append(ResourceStatusUpdate(address=address, sync=SyncStatus.SYNCED,
-                                                health=Health.HEALTHY, message=""))
+            updates.append(
+                ResourceStatusUpdate(
+                    address=address, sync=SyncStatus.SYNCED, health=Health.HEALTHY, message=""
+                )
+            )
         elif ActionStatus.FAILED in statuses:
-            updates.append(ResourceStatusUpdate(address=address, sync=SyncStatus.OUT_OF_SYNC,
-                                                health=Health.DEGRADED,
-                                                message="an action failed"))
+            updates.append(
+                ResourceStatusUpdate(
+                    address=address,
+                    sync=SyncStatus.OUT_OF_SYNC,
+                    health=Health.DEGRADED,
+                    message="an action failed",
+                )
+            )
         else:
             left = sum(1 for s in statuses if s is not ActionStatus.SUCCEEDED)
-            updates.append(ResourceStatusUpdate(address=address, sync=SyncStatus.OUT_OF_SYNC,
-                                                message=f"{left} action(s) not run"))
+            updates.append(
+                ResourceStatusUpdate(
+                    address=address,
+                    sync=SyncStatus.OUT_OF_SYNC,
+                    message=f"{left} action(s) not run",
+                )
+            )
     return updates

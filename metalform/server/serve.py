@@ -64,10 +64,16 @@ class Server:
             self.store.close()
             raise
         if found:
-            log.warning("marked %d plan(s) and %d apply(ies) of stopped processes interrupted",
-                        len(found.plans), len(found.applies))
-        self.scheduler = Scheduler(self.app.service, poll_interval=config.poll_interval,
-                                   drift_interval=config.drift_interval)
+            log.warning(
+                "marked %d plan(s) and %d apply(ies) of stopped processes interrupted",
+                len(found.plans),
+                len(found.applies),
+            )
+        self.scheduler = Scheduler(
+            self.app.service,
+            poll_interval=config.poll_interval,
+            drift_interval=config.drift_interval,
+        )
         self._stop = threading.Event()
         self._waitress: Any = None
 
@@ -82,16 +88,24 @@ class Server:
         """Open the listening socket (port 0: any free port); returns the base URL."""
         dispatcher = StreamingDispatcher(
             lambda path: _STREAM_PATH.fullmatch(path) is not None,
-            self.config.max_event_streams + STREAM_THREAD_MARGIN)
+            self.config.max_event_streams + STREAM_THREAD_MARGIN,
+        )
         dispatcher.set_thread_count(SERVER_THREADS)
         connections = self.config.max_event_streams + STREAM_THREAD_MARGIN + OTHER_CONNECTIONS
         _allow_open_files(connections + 100)  # + the store, Git, the providers' sockets
         # bounded body, head and chunk lines: see metalform.server.http_limits
         self._waitress = http_limits.create_server(
-            self.app, host=self.config.listen_host, port=self.config.listen_port,
-            threads=SERVER_THREADS, ident="metalform", clear_untrusted_proxy_headers=True,
+            self.app,
+            host=self.config.listen_host,
+            port=self.config.listen_port,
+            threads=SERVER_THREADS,
+            ident="metalform",
+            clear_untrusted_proxy_headers=True,
             # every stream is a connection; select() cannot watch more than 1024 sockets
-            connection_limit=connections, asyncore_use_poll=True, _dispatcher=dispatcher)
+            connection_limit=connections,
+            asyncore_use_poll=True,
+            _dispatcher=dispatcher,
+        )
         return self.url
 
     def run(self) -> None:
@@ -161,8 +175,12 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def serve(config_path: Path | None, *,
-          on_ready: Callable[[Server], None] | None = None, engine: Engine | None = None) -> int:
+def serve(
+    config_path: Path | None,
+    *,
+    on_ready: Callable[[Server], None] | None = None,
+    engine: Engine | None = None,
+) -> int:
     """Run the server in this thread until SIGTERM or SIGINT."""
     _log_to_stderr()
     config = load_config(config_path)

@@ -22,8 +22,9 @@ def database_url(directory: Path, database: str | None) -> str:
         return url
     path = (directory / DEFAULT_DB).resolve()
     if not path.is_file():
-        raise MetalformError(f"no state database at {path}; give --database URL (the one "
-                             "`metalform serve` uses)")
+        raise MetalformError(
+            f"no state database at {path}; give --database URL (the one `metalform serve` uses)"
+        )
     return f"sqlite:///{path}"
 
 
@@ -38,12 +39,13 @@ def _counts(values: dict[str, int]) -> str:
 def _table(resources: list[ResourceStatus]) -> list[str]:
     rows = [("ADDRESS", "SYNC", "HEALTH", "LAST ACTION", "MESSAGE")]
     for r in resources:
-        last = f"{r.last_action} {r.last_result.value}" if r.last_action and r.last_result \
-            else "-"
+        last = f"{r.last_action} {r.last_result.value}" if r.last_action and r.last_result else "-"
         rows.append((r.address, r.sync.value, r.health.value, last, r.message or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return ["  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row))
-            .rstrip() for row in rows]
+    return [
+        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
 
 
 def _repository(repo: RepositoryStatus, resources: list[ResourceStatus]) -> list[str]:

@@ -73,9 +73,15 @@ class Subscription:
 class EventHub:
     """Polls the event log once for all subscriptions; caps how many there are."""
 
-    def __init__(self, store: Store, *, max_streams: int, max_per_client: int,
-                 poll_seconds: float = POLL_SECONDS,
-                 on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_streams: int,
+        max_per_client: int,
+        poll_seconds: float = POLL_SECONDS,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         self.store = store
         self.max_streams = max_streams
         self.max_per_client = max_per_client
@@ -105,11 +111,14 @@ class EventHub:
             if self._closed:
                 raise StreamsExhausted("the server is shutting down")
             if self._count >= self.max_streams:
-                raise StreamsExhausted(f"the server has {self._count} event streams open, "
-                                       "its limit")
+                raise StreamsExhausted(
+                    f"the server has {self._count} event streams open, its limit"
+                )
             if self._per_client[client] >= self.max_per_client:
-                raise StreamsExhausted(f"{client} has {self._per_client[client]} event "
-                                       "streams open, the limit per client")
+                raise StreamsExhausted(
+                    f"{client} has {self._per_client[client]} event "
+                    "streams open, the limit per client"
+                )
             if self._count == 0:
                 # idle until now: nothing was followed, so start at the log's end
                 self._cursor = max(self._cursor, newest)
@@ -154,8 +163,9 @@ class EventHub:
 
     def _start(self) -> None:  # with the lock held
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="metalform-event-hub",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="metalform-event-hub", daemon=True
+            )
             self._thread.start()
 
     def _run(self) -> None:

@@ -41,8 +41,9 @@ def _ignored(reason: str) -> Outcome:
 
 def _pull_request(event: GitEvent, head_sha: str | None) -> PullRequest:
     assert event.repository is not None and event.pr_number is not None
-    return PullRequest(event.forge.value, event.repository, event.pr_number, head_sha,
-                       event.repository_id)
+    return PullRequest(
+        event.forge.value, event.repository, event.pr_number, head_sha, event.repository_id
+    )
 
 
 class WebhookFlow:
@@ -73,8 +74,9 @@ class WebhookFlow:
             return _ignored(f"push to {event.ref}, not to the tracked branch {branch}")
         if event.deleted or event.head_sha is None:
             return _ignored(f"branch {branch} was deleted")
-        record = self.service.plan_new_head(event.head_sha, trigger=Trigger.WEBHOOK,
-                                            who=event.sender)
+        record = self.service.plan_new_head(
+            event.head_sha, trigger=Trigger.WEBHOOK, who=event.sender
+        )
         if record is None:
             return _ignored(f"{event.head_sha} is planned already")
         return Outcome(202, {"status": "accepted", "planId": record.id}, "planned")
@@ -88,14 +90,22 @@ class WebhookFlow:
         if event.from_fork and not settings.plan_forks:
             pr = _pull_request(event, event.head_sha)
             self.service.workers.submit(
-                f"reply on {pr.key}", self.service.reporter.reply, pr,
+                f"reply on {pr.key}",
+                self.service.reporter.reply,
+                pr,
                 "Metalform does not plan pull requests from forks on this server "
-                "(planForks is off).", f"fork:{event.head_sha}")
+                "(planForks is off).",
+                f"fork:{event.head_sha}",
+            )
             return _ignored("pull request from a fork (planForks is off)")
         pr = _pull_request(event, event.head_sha)
-        record = self.service.request_plan(event.head_branch, sha=event.head_sha,
-                                           trigger=Trigger.WEBHOOK, who=event.sender,
-                                           pull_request=pr)
+        record = self.service.request_plan(
+            event.head_branch,
+            sha=event.head_sha,
+            trigger=Trigger.WEBHOOK,
+            who=event.sender,
+            pull_request=pr,
+        )
         return Outcome(202, {"status": "accepted", "planId": record.id}, "planned")
 
     def _comment(self, event: GitEvent, settings: ForgeSettings) -> Outcome:
@@ -105,17 +115,29 @@ class WebhookFlow:
         author = event.comment_author or ""
         if author not in settings.allowed_approvers:
             reason = f"{author} may not run /metalform {event.command.value}"
-            self.service.bus.emit(EventType.WEBHOOK_REJECTED, {
-                "forge": event.forge.value, "delivery": event.delivery_id,
-                "reason": reason, "pullRequest": pr.key}, repository=self.service.repository)
+            self.service.bus.emit(
+                EventType.WEBHOOK_REJECTED,
+                {
+                    "forge": event.forge.value,
+                    "delivery": event.delivery_id,
+                    "reason": reason,
+                    "pullRequest": pr.key,
+                },
+                repository=self.service.repository,
+            )
             self.service.workers.submit(
-                f"reply on {pr.key}", self.service.reporter.reply, pr,
+                f"reply on {pr.key}",
+                self.service.reporter.reply,
+                pr,
                 f"@{author} is not allowed to run `/metalform {event.command.value}` here; "
-                "ask one of the approvers.", f"denied:{event.comment_id}")
+                "ask one of the approvers.",
+                f"denied:{event.comment_id}",
+            )
             return Outcome(202, {"status": "refused", "reason": reason}, "refused")
         job = self._apply if event.command is Command.APPLY else self._replan
-        self.service.workers.submit(f"{event.command.value} command on {pr.key}", job, pr,
-                                    author, event.comment_id)
+        self.service.workers.submit(
+            f"{event.command.value} command on {pr.key}", job, pr, author, event.comment_id
+        )
         return Outcome(202, {"status": "accepted", "command": event.command.value}, "accepted")
 
     def _head(self, pr: PullRequest) -> str | None:
@@ -134,12 +156,14 @@ class WebhookFlow:
     def _replan(self, pr: PullRequest, author: str, comment_id: int | None) -> None:
         head = self._head(pr)
         if head is None:
-            self.service.reporter.reply(pr, "Cannot tell which commit to plan: the forge "
-                                            "did not say.", f"plan:{comment_id}")
+            self.service.reporter.reply(
+                pr, "Cannot tell which commit to plan: the forge did not say.", f"plan:{comment_id}"
+            )
             return
         pr = PullRequest(pr.forge, pr.repository, pr.number, head, pr.repository_id)
-        self.service.request_plan(None, sha=head, trigger=Trigger.WEBHOOK, who=author,
-                                  pull_request=pr)
+        self.service.request_plan(
+            None, sha=head, trigger=Trigger.WEBHOOK, who=author, pull_request=pr
+        )
 
     def _apply(self, pr: PullRequest, author: str, comment_id: int | None) -> None:
         """Apply the PR's latest plan, if it is of the PR's current head."""
@@ -147,23 +171,27 @@ class WebhookFlow:
         tag = f"apply:{comment_id}"
         latest = service.store.list_plans(pull_request=pr.key, limit=1).items
         if not latest:
-            service.reporter.reply(pr, "There is no plan of this pull request to apply yet.",
-                                   tag)
+            service.reporter.reply(pr, "There is no plan of this pull request to apply yet.", tag)
             return
         record = latest[0]
         head = self._head(pr)
         if head is not None and record.revision is not None and head != record.revision:
-            service.reporter.reply(pr, f"The latest plan (`{record.id}`) is of "
-                                       f"`{record.revision}`, the pull request is now at "
-                                       f"`{head}`: wait for the new plan.", tag)
+            service.reporter.reply(
+                pr,
+                f"The latest plan (`{record.id}`) is of "
+                f"`{record.revision}`, the pull request is now at "
+                f"`{head}`: wait for the new plan.",
+                tag,
+            )
             return
-        pr = PullRequest(pr.forge, pr.repository, pr.number, record.revision,
-                         pr.repository_id)
+        pr = PullRequest(pr.forge, pr.repository, pr.number, record.revision, pr.repository_id)
         try:
-            applied = service.request_apply(record.id, trigger=Trigger.WEBHOOK, who=author,
-                                            pull_request=pr)
+            applied = service.request_apply(
+                record.id, trigger=Trigger.WEBHOOK, who=author, pull_request=pr
+            )
         except MetalformError as exc:
             service.reporter.reply(pr, f"Cannot apply plan `{record.id}`: {exc}", tag)
             return
-        service.reporter.reply(pr, f"Applying plan `{record.id}` (apply `{applied.id}`), "
-                                   f"asked by @{author}.", tag)
+        service.reporter.reply(
+            pr, f"Applying plan `{record.id}` (apply `{applied.id}`), asked by @{author}.", tag
+        )

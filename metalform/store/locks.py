@@ -98,8 +98,9 @@ def _pid_namespace() -> str:
 def this_process() -> Holder:
     """This process, with a fresh nonce (two locks of one process have different owners)."""
     pid = os.getpid()
-    return Holder(socket.gethostname(), pid, _start_token(pid) or "-", _pid_namespace(),
-                  uuid.uuid4().hex[:12])
+    return Holder(
+        socket.gethostname(), pid, _start_token(pid) or "-", _pid_namespace(), uuid.uuid4().hex[:12]
+    )
 
 
 def holder_alive(owner: str) -> bool | None:

@@ -71,8 +71,13 @@ def interrupt_plan(store: Store, plan_id: str, reason: str) -> PlanRecord | None
         now = store._now()
         row.error = reason
         row.finished_at = now
-        store._append_event(session, EventType.PLAN_INTERRUPTED, repository=row.repository,
-                            plan_id=row.id, payload={"error": reason})
+        store._append_event(
+            session,
+            EventType.PLAN_INTERRUPTED,
+            repository=row.repository,
+            plan_id=row.id,
+            payload={"error": reason},
+        )
         return _plan(row, with_document=True)
 
 
@@ -89,19 +94,29 @@ def interrupt_apply(store: Store, apply_id: str, reason: str) -> ApplyRecord | N
         now = store._now()
         row.error = reason
         row.finished_at = now
-        for action, was in ((ActionStatus.RUNNING.value, "while it ran"),
-                            (ActionStatus.PLANNED.value, "before it started")):
+        for action, was in (
+            (ActionStatus.RUNNING.value, "while it ran"),
+            (ActionStatus.PLANNED.value, "before it started"),
+        ):
             session.execute(
                 update(ApplyActionRow)
                 .where(ApplyActionRow.apply_id == row.id, ApplyActionRow.status == action)
-                .values(status=ActionStatus.INTERRUPTED.value, finished_at=now,
-                        error=f"the apply was interrupted {was}")
+                .values(
+                    status=ActionStatus.INTERRUPTED.value,
+                    finished_at=now,
+                    error=f"the apply was interrupted {was}",
+                )
             )
         session.flush()
         record = store._apply(session, row, with_actions=True)
-        store._append_event(session, EventType.APPLY_INTERRUPTED, repository=row.repository,
-                            plan_id=row.plan_id, apply_id=row.id,
-                            payload={"error": reason, "counts": record.counts})
+        store._append_event(
+            session,
+            EventType.APPLY_INTERRUPTED,
+            repository=row.repository,
+            plan_id=row.plan_id,
+            apply_id=row.id,
+            payload={"error": reason, "counts": record.counts},
+        )
         return record
 
 
@@ -130,8 +145,10 @@ def recover_applies(store: Store) -> list[ApplyRecord]:
             # listed again under the lock: only now is the set final
             for apply_id, _ in _unfinished_applies(store, repository):
                 owner = store.get_apply(apply_id).owner
-                reason = (f"interrupted: {runner(owner)} stopped before the apply finished; "
-                          "plan again to see what is left")
+                reason = (
+                    f"interrupted: {runner(owner)} stopped before the apply finished; "
+                    "plan again to see what is left"
+                )
                 record = interrupt_apply(store, apply_id, reason)
                 if record is not None:
                     log.warning("apply %s: %s", apply_id, reason)
@@ -178,7 +195,8 @@ def interrupt_owned(store: Store, owner: str, reason: str) -> Recovered:
             found.plans.append(plan)
     for apply_id, _ in _unfinished_applies(store):
         if store.get_apply(apply_id).owner == owner and (
-                applied := interrupt_apply(store, apply_id, reason)):
+            applied := interrupt_apply(store, apply_id, reason)
+        ):
             found.applies.append(applied)
     return found
 

@@ -133,8 +133,16 @@ class EventLoopThread:
 class MaasClient:
     """Calls to one MAAS region, each holding a slot of the region's endpoint."""
 
-    def __init__(self, url: str, key: ApiKey, *, credential: str, limiter: Limiter,
-                 timeout: float, verify_tls: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: ApiKey,
+        *,
+        credential: str,
+        limiter: Limiter,
+        timeout: float,
+        verify_tls: bool = True,
+    ) -> None:
         self.url = url
         self.root = api_root(url)
         self.endpoint = endpoint_of(url)
@@ -154,9 +162,11 @@ class MaasClient:
         with self._session_lock:
             if self._session is None:
                 self._session = self._bounded(
-                    lambda: SessionAPI.fromURL(self.root, credentials=self._credentials,
-                                               insecure=not self._verify_tls),
-                    what="GET describe/")
+                    lambda: SessionAPI.fromURL(
+                        self.root, credentials=self._credentials, insecure=not self._verify_tls
+                    ),
+                    what="GET describe/",
+                )
             return self._session
 
     def call(self, handler: str, action: str, **data: Any) -> Any:
@@ -167,8 +177,7 @@ class MaasClient:
         """
         bound = getattr(getattr(self.session(), handler, None), action, None)
         if bound is None:
-            raise PermanentError(f"{self.url}: the MAAS API description has no "
-                                 f"{handler}.{action}")
+            raise PermanentError(f"{self.url}: the MAAS API description has no {handler}.{action}")
         return self._bounded(lambda: bound(**data), what=f"{handler}.{action}")
 
     def _bounded(self, make: Callable[[], Awaitable[T]], *, what: str) -> T:
@@ -179,11 +188,13 @@ class MaasClient:
             except CallError as exc:
                 raise self._http_error(exc, what) from None
             except TimeoutError:
-                raise UnreachableError(endpoint=self.url,
-                                       cause=f"no answer within {self._timeout:g}s") from None
+                raise UnreachableError(
+                    endpoint=self.url, cause=f"no answer within {self._timeout:g}s"
+                ) from None
             except aiohttp.ClientConnectorError as exc:
-                raise UnreachableError(endpoint=self.url,
-                                       cause=_connection_cause(exc.os_error)) from None
+                raise UnreachableError(
+                    endpoint=self.url, cause=_connection_cause(exc.os_error)
+                ) from None
             except aiohttp.ClientError as exc:
                 raise TemporaryError(f"{self.url}: {what}: {exc.__class__.__name__}") from None
             except SessionError as exc:
@@ -193,8 +204,9 @@ class MaasClient:
     def _http_error(self, exc: CallError, what: str) -> Exception:
         status = exc.status
         if status in (401, 403):
-            return AuthenticationError(endpoint=self.url,
-                                       credential=f"Credential/{self._credential}")
+            return AuthenticationError(
+                endpoint=self.url, credential=f"Credential/{self._credential}"
+            )
         if status >= 500 or status == 429:
             return TemporaryError(f"{self.url}: HTTP {status} for {what}")
         content = exc.content.decode("utf-8", "replace")[:200]
@@ -204,8 +216,9 @@ class MaasClient:
 
     def machines(self, hostnames: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Every machine (or those with one of `hostnames`), in one request."""
-        result = self.call("Machines", "read", **({"hostname": list(hostnames)}
-                                                  if hostnames else {}))
+        result = self.call(
+            "Machines", "read", **({"hostname": list(hostnames)} if hostnames else {})
+        )
         if not isinstance(result, list):
             raise PermanentError(f"{self.url}: machines/ did not answer a list")
         return result
@@ -219,8 +232,9 @@ class MaasClient:
         result: dict[str, Any] = self.call("Machine", op, system_id=system_id, **data)
         return result
 
-    def deploy(self, system_id: str, *, user_data: str | None,
-               distro_series: str | None) -> dict[str, Any]:
+    def deploy(
+        self, system_id: str, *, user_data: str | None, distro_series: str | None
+    ) -> dict[str, Any]:
         data: dict[str, str] = {}
         if user_data is not None:
             data["user_data"] = base64.b64encode(user_data.encode()).decode()
@@ -237,8 +251,9 @@ class MaasClient:
     def create_tag(self, name: str) -> None:
         self.call("Tags", "create", name=name, comment="managed by Metalform")
 
-    def update_tag_nodes(self, name: str, *, add: Sequence[str] = (),
-                         remove: Sequence[str] = ()) -> None:
+    def update_tag_nodes(
+        self, name: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> None:
         self.call("Tag", "update_nodes", name=name, add=list(add), remove=list(remove))
 
     def close(self) -> None:

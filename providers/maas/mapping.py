@@ -55,10 +55,12 @@ def machine_state(machine: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
         digest = None
         for line in str(machine.get("description") or "").splitlines():
             if line.startswith(DESCRIPTION_MARK):
-                digest = line[len(DESCRIPTION_MARK):]
+                digest = line[len(DESCRIPTION_MARK) :]
         state[USER_DATA_HASH] = digest
-    facts = {SYSTEM_ID: machine.get("system_id"),
-             STATUS_MESSAGE: machine.get("status_message") or ""}
+    facts = {
+        SYSTEM_ID: machine.get("system_id"),
+        STATUS_MESSAGE: machine.get("status_message") or "",
+    }
     if name.startswith("Failed") or name == "Broken":
         health = Health.DEGRADED
     elif name in _MOVING:

@@ -25,8 +25,11 @@ class MemoryFleet:
     def __init__(self, systems: Mapping[Address, Mapping[str, Any]] | None = None) -> None:
         self.lock = threading.Lock()
         self.systems: dict[Address, dict[str, Any]] = {
-            a: {"state": dict(s.get("state", {})), "pending": dict(s.get("pending", {})),
-                "facts": dict(s.get("facts", {}))}
+            a: {
+                "state": dict(s.get("state", {})),
+                "pending": dict(s.get("pending", {})),
+                "facts": dict(s.get("facts", {})),
+            }
             for a, s in (systems or {}).items()
         }
         self.down: set[Address] = set()
@@ -39,15 +42,17 @@ class MemoryFleet:
                 return unreachable(address, f"{address}: connection refused")
             system = self.systems[address]
             state, pending = dict(system["state"]), dict(system["pending"])
-        return LiveResource.model_construct(address=address, state=state, pending=pending,
-                                            facts=system["facts"])
+        return LiveResource.model_construct(
+            address=address, state=state, pending=pending, facts=system["facts"]
+        )
 
 
 class MemoryProvider:
     name: ClassVar[str] = "memory"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"})
+        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
+    )
 
     def __init__(self, context: ProviderContext, fleet: MemoryFleet) -> None:
         self.context = context

@@ -96,18 +96,20 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-
 def _name_problem(name: str) -> str | None:
     if len(name) > NAME_MAX:
         return f"is {len(name)} characters long; at most {NAME_MAX} allowed"
     if not NAME_PATTERN.fullmatch(name):
-        return ("must be lowercase letters, digits, '.' and '-', starting and ending with a "
-                "letter or digit")
+        return (
+            "must be lowercase letters, digits, '.' and '-', starting and ending with a "
+            "letter or digit"
+        )
     return None
 
 
-def server_document(device: Mapping[str, Any], provider: str,
-                    template: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def server_document(
+    device: Mapping[str, Any], provider: str, template: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
     """The Server document for one device, or (None, why it cannot be one)."""
     raw_name = device.get("name")
     if not isinstance(raw_name, str) or not raw_name.strip():
@@ -130,16 +132,17 @@ def server_document(device: Mapping[str, Any], provider: str,
     metadata = {
         "name": name,
         "labels": device_labels(device),
-        "annotations": {PROVIDER_ANNOTATION: provider,
-                        **({DEVICE_ANNOTATION: str(device["id"])}
-                           if device.get("id") is not None else {})},
+        "annotations": {
+            PROVIDER_ANNOTATION: provider,
+            **({DEVICE_ANNOTATION: str(device["id"])} if device.get("id") is not None else {}),
+        },
     }
-    return {"apiVersion": API_VERSION, "kind": "Server", "metadata": metadata,
-            "spec": spec}, None
+    return {"apiVersion": API_VERSION, "kind": "Server", "metadata": metadata, "spec": spec}, None
 
 
-def servers_from_devices(devices: Iterable[Mapping[str, Any]], provider: str,
-                         template: Mapping[str, Any]) -> Imported:
+def servers_from_devices(
+    devices: Iterable[Mapping[str, Any]], provider: str, template: Mapping[str, Any]
+) -> Imported:
     """Validate every device as a Server; the ones that are not valid become warnings."""
     result = Imported()
     spec_model = KIND_SPECS["Server"]
@@ -152,9 +155,13 @@ def servers_from_devices(devices: Iterable[Mapping[str, Any]], provider: str,
             continue
         address = address_of("Server", doc["metadata"]["name"])
         if address in seen:
-            result.diagnostics.append(warning(
-                f"{who} has the same name as {seen[address]}; only the first is imported",
-                address, provider=provider))
+            result.diagnostics.append(
+                warning(
+                    f"{who} has the same name as {seen[address]}; only the first is imported",
+                    address,
+                    provider=provider,
+                )
+            )
             continue
         try:
             metadata = Metadata.model_validate(doc["metadata"])
@@ -163,16 +170,21 @@ def servers_from_devices(devices: Iterable[Mapping[str, Any]], provider: str,
             for err in exc.errors():
                 # The message only, never the input: a template could hold anything.
                 msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-                result.diagnostics.append(warning(
-                    f"{who} cannot become a Server: {msg.removeprefix('Value error, ')}; "
-                    "not imported",
-                    address, provider=provider,
-                    field_path=field_path(["spec", *err["loc"]])))
+                result.diagnostics.append(
+                    warning(
+                        f"{who} cannot become a Server: {msg.removeprefix('Value error, ')}; "
+                        "not imported",
+                        address,
+                        provider=provider,
+                        field_path=field_path(["spec", *err["loc"]]),
+                    )
+                )
             continue
         seen[address] = who
         location = Location(file=f"{address_of('Provider', provider)} ({who})")
-        result.servers[address] = Resource(kind="Server", metadata=metadata, spec=spec,
-                                           location=location, source=SOURCE)
+        result.servers[address] = Resource(
+            kind="Server", metadata=metadata, spec=spec, location=location, source=SOURCE
+        )
     return result
 
 
@@ -200,9 +212,11 @@ class NetboxInventory:
         return device_origin(server)
 
 
-def import_inventory(desired: DesiredState,
-                     credential_resolver: inventory.CredentialResolverFn,
-                     fetch: DeviceFetcher | None = None) -> DesiredState:
+def import_inventory(
+    desired: DesiredState,
+    credential_resolver: inventory.CredentialResolverFn,
+    fetch: DeviceFetcher | None = None,
+) -> DesiredState:
     """Add the Servers of every netbox inventory Provider to `desired`."""
     source = NetboxInventory(fetch) if fetch is not None else NetboxInventory()
     return inventory.import_inventory(desired, credential_resolver, {"netbox": source})

@@ -28,14 +28,16 @@ from reconciler.planners.aggregate import AZ, MANAGED_KEY, desired_hosts
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
 
-OPERATIONS = frozenset({
-    "aggregate.create",
-    "aggregate.delete",
-    "aggregate.set_availability_zone",
-    "aggregate.set_metadata",
-    "aggregate.add_host",
-    "aggregate.remove_host",
-})
+OPERATIONS = frozenset(
+    {
+        "aggregate.create",
+        "aggregate.delete",
+        "aggregate.set_availability_zone",
+        "aggregate.set_metadata",
+        "aggregate.add_host",
+        "aggregate.remove_host",
+    }
+)
 
 __all__ = ["OPERATIONS", "OpenStackProvider"]
 
@@ -79,12 +81,17 @@ class OpenStackProvider:
             cloud = self._clouds.get(provider.name)
             if cloud is None:
                 spec = provider.spec
-                credential = (self.context.credential(spec.credential)
-                              if spec.credential else None)
+                credential = self.context.credential(spec.credential) if spec.credential else None
                 timeout = spec.timeout if "timeout" in spec.model_fields_set else None
-                cloud = Cloud(spec.url, self.context.limiter, timeout or self.context.timeout,
-                              project=spec.project, region=spec.region,
-                              verify=spec.verify_tls, credential=credential)
+                cloud = Cloud(
+                    spec.url,
+                    self.context.limiter,
+                    timeout or self.context.timeout,
+                    project=spec.project,
+                    region=spec.region,
+                    verify=spec.verify_tls,
+                    credential=credential,
+                )
                 self._clouds[provider.name] = cloud
             return cloud
 
@@ -123,7 +130,8 @@ class OpenStackProvider:
             listing = self._retried(f"{cloud.url}: list aggregates", cloud.aggregates)
             counts: dict[str, int | None] | None = (
                 self._retried(f"{cloud.url}: list hypervisors", cloud.compute_hosts)
-                if hosts else None
+                if hosts
+                else None
             )
         except ProviderError as exc:
             message = REDACTOR(str(exc))
@@ -161,13 +169,16 @@ class OpenStackProvider:
                 if is_managed(aggregate):
                     address = f"Aggregate/{aggregate['name']}"
                     found[address] = live_resource(
-                        address, aggregate, cloud=cloud.url, aggregates=listing,
-                        instances=counts, provider=provider.name)
+                        address,
+                        aggregate,
+                        cloud=cloud.url,
+                        aggregates=listing,
+                        instances=counts,
+                        provider=provider.name,
+                    )
         return found
 
-    def _listings_of(
-        self, cloud: Cloud
-    ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
+    def _listings_of(self, cloud: Cloud) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
         with self._lock:
             taken = self._listings.pop(cloud.url, None)
         if taken is not None and time.monotonic() - taken[0] <= LISTING_REUSE_SECONDS:
@@ -193,8 +204,9 @@ class OpenStackProvider:
             # Not retried: a create that timed out may have happened; the next plan tells.
             created = cloud.create(resource.name, params.get(AZ))
             # The mark that lets a later plan delete it when Git drops it.
-            self._retried("mark as managed",
-                          lambda: cloud.set_metadata(created["id"], {MANAGED_KEY: "true"}))
+            self._retried(
+                "mark as managed", lambda: cloud.set_metadata(created["id"], {MANAGED_KEY: "true"})
+            )
         else:
             aggregate_id = self._find(cloud, resource)
             if operation == "aggregate.set_availability_zone":
@@ -202,8 +214,10 @@ class OpenStackProvider:
             elif operation == "aggregate.delete":
                 cloud.delete(aggregate_id)
             elif operation == "aggregate.set_metadata":
-                self._retried("set metadata",
-                              lambda: cloud.set_metadata(aggregate_id, dict(params["metadata"])))
+                self._retried(
+                    "set metadata",
+                    lambda: cloud.set_metadata(aggregate_id, dict(params["metadata"])),
+                )
             else:
                 host = str(params["host"])
                 try:
@@ -226,8 +240,9 @@ class OpenStackProvider:
         timeout = self.context.operation_timeout
         deadline = time.monotonic() + timeout
         interval = AWAIT_FIRST
-        while not self._retried(f"{cloud.url}: find compute host {host}",
-                                lambda: cloud.has_compute_host(host)):
+        while not self._retried(
+            f"{cloud.url}: find compute host {host}", lambda: cloud.has_compute_host(host)
+        ):
             if time.monotonic() + interval > deadline:
                 raise PermanentError(
                     f"{aggregate.address}: host {host} did not register as a nova-compute "

@@ -72,8 +72,11 @@ class Cloud:
                 headers: dict[str, str] = {}
                 if self._credential is None:
                     auth: Any = noauth.NoAuth()
-                    headers = {"X-User-Id": LAB_USER, "X-Project-Id": self._project,
-                               "X-Roles": "admin"}
+                    headers = {
+                        "X-User-Id": LAB_USER,
+                        "X-Project-Id": self._project,
+                        "X-Roles": "admin",
+                    }
                 elif self._credential.username is None:
                     auth = token_endpoint.Token(self.url, self._credential.secret.reveal())
                 else:
@@ -81,8 +84,9 @@ class Cloud:
                         f"{self.url}: Credential/{self._credential.name} is a username and "
                         "password; Metalform talks to OpenStack with a token (type: token) only"
                     )
-                sess = session.Session(auth=auth, verify=self._verify, timeout=self.timeout,
-                                       additional_headers=headers)
+                sess = session.Session(
+                    auth=auth, verify=self._verify, timeout=self.timeout, additional_headers=headers
+                )
                 self._conn = openstack.connection.Connection(
                     session=sess,
                     compute_endpoint_override=self.url,
@@ -102,8 +106,11 @@ class Cloud:
             if status >= 500:
                 raise TemporaryError(f"{self.url}: {what}: {_explain(exc)}") from None
             raise PermanentError(f"{self.url}: {what}: {_explain(exc)}") from None
-        except (ks_exceptions.ConnectFailure, ks_exceptions.ConnectTimeout,
-                ks_exceptions.ConnectionError) as exc:
+        except (
+            ks_exceptions.ConnectFailure,
+            ks_exceptions.ConnectTimeout,
+            ks_exceptions.ConnectionError,
+        ) as exc:
             raise UnreachableError(endpoint=self.url, cause=type(exc).__name__) from None
         except ks_exceptions.RequestTimeout:
             raise UnreachableError(endpoint=self.url, cause="timed out") from None
@@ -144,9 +151,12 @@ class Cloud:
             return [s.host for s in compute.services(binary="nova-compute")]
 
         def hypervisors(compute: Any) -> list[tuple[str, int]]:
-            return [(h.name, len(h.servers or []))
-                    for h in compute.hypervisors(details=False, with_servers=True,
-                                                 microversion=MICROVERSION)]
+            return [
+                (h.name, len(h.servers or []))
+                for h in compute.hypervisors(
+                    details=False, with_servers=True, microversion=MICROVERSION
+                )
+            ]
 
         hosts = self.call("list compute services", services)
         nodes = self.call("list hypervisors", hypervisors)
@@ -174,12 +184,15 @@ class Cloud:
         )
 
     def delete(self, aggregate_id: Any) -> None:
-        self.call("delete aggregate", lambda c: c.delete_aggregate(aggregate_id,
-                                                                   ignore_missing=False))
+        self.call(
+            "delete aggregate", lambda c: c.delete_aggregate(aggregate_id, ignore_missing=False)
+        )
 
     def set_zone(self, aggregate_id: Any, zone: str | None) -> None:
-        self.call("set availability zone",
-                  lambda c: c.update_aggregate(aggregate_id, availability_zone=zone))
+        self.call(
+            "set availability zone",
+            lambda c: c.update_aggregate(aggregate_id, availability_zone=zone),
+        )
 
     def set_metadata(self, aggregate_id: Any, metadata: dict[str, str | None]) -> None:
         self.call("set metadata", lambda c: c.set_aggregate_metadata(aggregate_id, metadata))
@@ -188,8 +201,7 @@ class Cloud:
         self.call(f"add host {host}", lambda c: c.add_host_to_aggregate(aggregate_id, host))
 
     def remove_host(self, aggregate_id: Any, host: str) -> None:
-        self.call(f"remove host {host}",
-                  lambda c: c.remove_host_from_aggregate(aggregate_id, host))
+        self.call(f"remove host {host}", lambda c: c.remove_host_from_aggregate(aggregate_id, host))
 
     def close(self) -> None:
         with self._lock:

@@ -74,9 +74,12 @@ def live_resource(
         facts["id"] = aggregate.get("id")
         facts["managed"] = is_managed(aggregate)
     if provider is not None:
-        facts["document"] = {"apiVersion": API_VERSION, "kind": "Aggregate",
-                             "metadata": {"name": address.split("/", 1)[1]},
-                             "spec": {"provider": provider}}
+        facts["document"] = {
+            "apiVersion": API_VERSION,
+            "kind": "Aggregate",
+            "metadata": {"name": address.split("/", 1)[1]},
+            "spec": {"provider": provider},
+        }
     if instances is not None:
         # A host Nova has no countable hypervisor for is left out: its planner refuses to guess.
         facts["instances"] = {

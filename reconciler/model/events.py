@@ -22,16 +22,23 @@ class EventType(str, enum.Enum):
     WEBHOOK_REJECTED = "webhook.rejected"
 
 
-NOTIFIABLE = frozenset({
-    EventType.PLAN_CREATED, EventType.PLAN_FAILED, EventType.APPLY_STARTED,
-    EventType.APPLY_SUCCEEDED, EventType.APPLY_FAILED, EventType.DRIFT_DETECTED,
-    EventType.WEBHOOK_REJECTED,
-})
+NOTIFIABLE = frozenset(
+    {
+        EventType.PLAN_CREATED,
+        EventType.PLAN_FAILED,
+        EventType.APPLY_STARTED,
+        EventType.APPLY_SUCCEEDED,
+        EventType.APPLY_FAILED,
+        EventType.DRIFT_DETECTED,
+        EventType.WEBHOOK_REJECTED,
+    }
+)
 """The events notification rules can name (SPEC section 1, NotificationRule).
 
 Not `plan.interrupted` / `apply.interrupted`: they are found when a server starts, before it
 has loaded the rules of any revision, so a rule naming them could never be honoured."""
 
-APPLY_ENDED = frozenset({EventType.APPLY_SUCCEEDED, EventType.APPLY_FAILED,
-                         EventType.APPLY_INTERRUPTED})
+APPLY_ENDED = frozenset(
+    {EventType.APPLY_SUCCEEDED, EventType.APPLY_FAILED, EventType.APPLY_INTERRUPTED}
+)
 """The last event of an apply: its event stream ends with one of these."""

@@ -60,8 +60,9 @@ class Throttle(SpecModel):
     @classmethod
     def _window(cls, value: str) -> str:
         digits = value[:-1]
-        seconds = (int(digits) * _SECONDS[value[-1]]
-                   if digits.isascii() and len(digits) <= 7 else None)
+        seconds = (
+            int(digits) * _SECONDS[value[-1]] if digits.isascii() and len(digits) <= 7 else None
+        )
         if seconds is None or not 1 <= seconds <= MAX_THROTTLE_SECONDS:
             raise ValueError("window must be between 1s and 7d")
         return value

@@ -47,8 +47,10 @@ class AggregateSpec(SpecModel):
             raise ValueError("give hosts or selector, not both")
         reserved = sorted(k for k in self.metadata if k.startswith(RESERVED_METADATA_PREFIX))
         if reserved:
-            raise ValueError(f"metadata key {reserved[0]!r} is reserved: Metalform marks the "
-                             f"aggregates it creates with {RESERVED_METADATA_PREFIX}* keys")
+            raise ValueError(
+                f"metadata key {reserved[0]!r} is reserved: Metalform marks the "
+                f"aggregates it creates with {RESERVED_METADATA_PREFIX}* keys"
+            )
         return self
 
 

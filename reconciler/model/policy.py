@@ -39,8 +39,9 @@ class DisruptionBudget(SpecModel):
 class MaintenanceWindow(SpecModel):
     match: Selector | None = None
     cron: str = Field(description="When a window opens: 5-field cron, e.g. '0 2 * * SAT'")
-    duration: str = Field(pattern=r"^\d+[mhd]$",
-                          description="How long it stays open: 4h (1m to 31d)")
+    duration: str = Field(
+        pattern=r"^\d+[mhd]$", description="How long it stays open: 4h (1m to 31d)"
+    )
     timezone: str = "UTC"
 
     @field_validator("cron")

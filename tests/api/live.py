@@ -47,8 +47,9 @@ def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Liv
     monkeypatch.setenv("TEST_GITHUB_SECRET", "gh-secret-live")
     monkeypatch.setenv("TEST_GITLAB_SECRET", "gl-secret-live")
     remote = GitRemote(tmp_path)
-    config = config_from_mapping(config_mapping(remote, tmp_path, None), base_dir=tmp_path,
-                                 environ={})
+    config = config_from_mapping(
+        config_mapping(remote, tmp_path, None), base_dir=tmp_path, environ={}
+    )
     factory = memory_factory(fleet())
     server = Server(config, Engine(factories={"redfish": factory, "ipmi": factory}))
     server.listen()
@@ -79,11 +80,12 @@ def parse(raw: bytes) -> Answer:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     length = headers.get("content-length")
-    return Answer(status, headers, body[:int(length)] if length else body)
+    return Answer(status, headers, body[: int(length)] if length else body)
 
 
-def exchange(live: Live, request: bytes, *, then: bytes = b"", repeat: int = 0,
-             timeout: float = 10.0) -> tuple[Answer, int]:
+def exchange(
+    live: Live, request: bytes, *, then: bytes = b"", repeat: int = 0, timeout: float = 10.0
+) -> tuple[Answer, int]:
     """Send `request`, then `then` up to `repeat` times until the server answers; returns
     the answer and how many bytes were sent in all."""
     with socket.create_connection((live.host, live.port), timeout=timeout) as conn:

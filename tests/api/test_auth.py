@@ -44,8 +44,9 @@ def test_role_table(harness: Harness, caller: str | None) -> None:
         headers = {"Authorization": f"Bearer {TOKENS[caller]}"}
     seen = {}
     for method, path, _ in ROUTES:
-        result = harness.client.simulate_request(method, path, headers=headers,
-                                                 json={} if method == "POST" else None)
+        result = harness.client.simulate_request(
+            method, path, headers=headers, json={} if method == "POST" else None
+        )
         if result.status_code == 401:
             seen[(method, path)] = "unauthorized"
             assert result.headers["WWW-Authenticate"].startswith("Bearer")
@@ -67,10 +68,15 @@ def test_webhook_routes_ignore_bearer_tokens(harness: Harness) -> None:
 
 
 def test_malformed_authorization_headers(harness: Harness) -> None:
-    for value in ("", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", TOKENS["operator"],
-                  f"Token {TOKENS['operator']}"):
-        result = harness.client.simulate_get("/api/v1/status",
-                                             headers={"Authorization": value})
+    for value in (
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        TOKENS["operator"],
+        f"Token {TOKENS['operator']}",
+    ):
+        result = harness.client.simulate_get("/api/v1/status", headers={"Authorization": value})
         assert result.status_code == 401, value
 
 
@@ -82,7 +88,8 @@ def test_no_tokens_configured_refuses_the_api(harness: Harness) -> None:
     import falcon.testing
 
     client = falcon.testing.TestClient(app)
-    result = client.simulate_get("/api/v1/status",
-                                 headers={"Authorization": f"Bearer {TOKENS['operator']}"})
+    result = client.simulate_get(
+        "/api/v1/status", headers={"Authorization": f"Bearer {TOKENS['operator']}"}
+    )
     assert result.status_code == 401
     app.service.close()

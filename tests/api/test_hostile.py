@@ -27,8 +27,9 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
 
 def request(method: str, path: str, *, headers: str = "", body: bytes = b"") -> bytes:
     length = f"Content-Length: {len(body)}\r\n" if body else ""
-    return (f"{method} {path} HTTP/1.1\r\nHost: metalform\r\n{headers}{length}"
-            "Connection: close\r\n\r\n").encode("latin-1") + body
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: metalform\r\n{headers}{length}Connection: close\r\n\r\n"
+    ).encode("latin-1") + body
 
 
 def refused(answer: Answer, status: int, code: str) -> dict[str, object]:
@@ -71,9 +72,15 @@ def test_an_oversized_body_is_refused_before_it_is_read(live: Live) -> None:
     answer, _ = exchange(live, request("POST", "/api/v1/plans", headers=PLANNER, body=body))
     error = refused(answer, 413, "PAYLOAD_TOO_LARGE")
     assert error["details"] == {"limit": DEFAULT_MAX_BODY}
-    answer, _ = exchange(live, request("POST", "/api/v1/plans/x/apply",
-                                       headers=f"Authorization: Bearer {TOKENS['operator']}\r\n",
-                                       body=body))
+    answer, _ = exchange(
+        live,
+        request(
+            "POST",
+            "/api/v1/plans/x/apply",
+            headers=f"Authorization: Bearer {TOKENS['operator']}\r\n",
+            body=body,
+        ),
+    )
     refused(answer, 413, "PAYLOAD_TOO_LARGE")
     still_up(live)
 
@@ -97,8 +104,9 @@ def test_a_chunked_body_is_bounded_too(live: Live) -> None:
 
 @pytest.mark.parametrize("length", ["abc", "-1", "1e3", "12, 12"])
 def test_a_bad_content_length_is_a_400(live: Live, length: str) -> None:
-    answer, _ = exchange(live, request("POST", "/api/v1/plans",
-                                       headers=PLANNER + f"Content-Length: {length}\r\n"))
+    answer, _ = exchange(
+        live, request("POST", "/api/v1/plans", headers=PLANNER + f"Content-Length: {length}\r\n")
+    )
     refused(answer, 400, "BAD_REQUEST")
     still_up(live)
 
@@ -118,8 +126,9 @@ def test_an_unterminated_chunk_size_line_is_cut_short(live: Live) -> None:
 
 def test_an_unterminated_trailer_is_cut_short(live: Live) -> None:
     head = request("POST", "/api/v1/plans", headers=PLANNER + "Transfer-Encoding: chunked\r\n")
-    answer, _ = exchange(live, head + b"0\r\nX-Trailer: ",
-                         then=b"t" * 8192, repeat=(4 * MAX_CHUNK_LINE) // 8192 + 10)
+    answer, _ = exchange(
+        live, head + b"0\r\nX-Trailer: ", then=b"t" * 8192, repeat=(4 * MAX_CHUNK_LINE) // 8192 + 10
+    )
     refused(answer, 400, "BAD_REQUEST")
     still_up(live)
 
@@ -144,8 +153,9 @@ def test_a_huge_query_string_or_header_is_a_431(live: Live) -> None:
     query = "kind=" + "k" * MAX_REQUEST_HEAD
     answer, _ = exchange(live, request("GET", f"/api/v1/resources?{query}", headers=PLANNER))
     refused(answer, 431, "HEADERS_TOO_LARGE")
-    answer, _ = exchange(live, request("GET", "/healthz",
-                                       headers=f"X-Junk: {'j' * MAX_REQUEST_HEAD}\r\n"))
+    answer, _ = exchange(
+        live, request("GET", "/healthz", headers=f"X-Junk: {'j' * MAX_REQUEST_HEAD}\r\n")
+    )
     refused(answer, 431, "HEADERS_TOO_LARGE")
     many = "".join(f"X-H{i}: v\r\n" for i in range(MAX_REQUEST_HEAD // 8))
     answer, _ = exchange(live, request("GET", "/healthz", headers=many))

@@ -15,7 +15,11 @@ def test_plan_of_the_tracked_branch(harness: Harness) -> None:
     assert plan["who"] == "planner"
     document = plan["plan"]
     assert [a["operation"] for a in document["actions"]] == [
-        "bios.set", "bios.set", "power.on", "power.reset"]
+        "bios.set",
+        "bios.set",
+        "power.on",
+        "power.reset",
+    ]
     assert "s3cret-for-tests" not in str(plan)
 
 
@@ -33,8 +37,11 @@ def test_plan_renders_as_markdown_and_text(harness: Harness) -> None:
 def test_plan_of_a_branch_and_of_a_commit(harness: Harness) -> None:
     remote = harness.remote
     remote.checkout("feature", new=True)
-    remote.write("extra.yaml", "apiVersion: metalform/v1\nkind: BiosTemplate\n"
-                               "metadata: {name: extra}\nspec: {attributes: {A: B}}\n")
+    remote.write(
+        "extra.yaml",
+        "apiVersion: metalform/v1\nkind: BiosTemplate\n"
+        "metadata: {name: extra}\nspec: {attributes: {A: B}}\n",
+    )
     sha = remote.commit("add a template")
     remote.push("feature")
     assert harness.plan("feature")["revision"] == sha
@@ -44,11 +51,12 @@ def test_plan_of_a_branch_and_of_a_commit(harness: Harness) -> None:
     assert "unknown revision 'no-such-branch'" in unknown["error"]
 
 
-def test_bad_commit_fails_its_plan_with_positions_and_the_server_goes_on(
-        harness: Harness) -> None:
+def test_bad_commit_fails_its_plan_with_positions_and_the_server_goes_on(harness: Harness) -> None:
     remote = harness.remote
-    remote.write("broken.yaml", "apiVersion: metalform/v1\nkind: Server\nmetadata:\n"
-                                "  name: x\n  name: y\nspec: {}\n")
+    remote.write(
+        "broken.yaml",
+        "apiVersion: metalform/v1\nkind: Server\nmetadata:\n  name: x\n  name: y\nspec: {}\n",
+    )
     remote.commit("a duplicate key")
     remote.push("main")
     failed = harness.plan()
@@ -169,13 +177,16 @@ def test_apply_events_stream(harness: Harness) -> None:
     assert types.count("action.updated") == 8  # running then succeeded, for 4 actions
     ids = [int(b.split("\n")[0].removeprefix("id: ")) for b in blocks]
     assert ids == sorted(ids)
-    resumed = harness.get(f"/api/v1/applies/{applied['id']}/events",
-                          headers={"Last-Event-ID": str(ids[-3])})
-    resumed_ids = [int(line.removeprefix("id: ")) for line in resumed.text.splitlines()
-                   if line.startswith("id: ")]
+    resumed = harness.get(
+        f"/api/v1/applies/{applied['id']}/events", headers={"Last-Event-ID": str(ids[-3])}
+    )
+    resumed_ids = [
+        int(line.removeprefix("id: "))
+        for line in resumed.text.splitlines()
+        if line.startswith("id: ")
+    ]
     assert resumed_ids == ids[-2:]
-    bad = harness.get(f"/api/v1/applies/{applied['id']}/events",
-                      headers={"Last-Event-ID": "x"})
+    bad = harness.get(f"/api/v1/applies/{applied['id']}/events", headers={"Last-Event-ID": "x"})
     assert bad.status_code == 400
 
 
@@ -197,8 +208,9 @@ def test_status_resources_and_history(harness: Harness) -> None:
     applied = harness.apply(plan["id"])
     history = harness.get("/api/v1/history", params={"limit": 1}).json
     assert [i["id"] for i in history["items"]] == [applied["id"]]
-    older = harness.get("/api/v1/history",
-                        params={"limit": 1, "before": history["nextBefore"]}).json
+    older = harness.get(
+        "/api/v1/history", params={"limit": 1, "before": history["nextBefore"]}
+    ).json
     assert older["items"][0]["id"] == plan["id"]
     assert older["items"][0]["type"] == "plan"
 

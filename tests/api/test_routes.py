@@ -48,11 +48,16 @@ def test_probes(harness: Harness) -> None:
 def test_metrics_count_plans_and_requests(harness: Harness) -> None:
     harness.plan()
     text = harness.get("/metrics", role=None).text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("metalform_plans_total", (("result", "succeeded"), ("trigger", "api")))] == 1
-    assert any(name == "metalform_http_requests_total" and ("route", "/api/v1/plans") in labels
-               for name, labels in samples)
+    assert any(
+        name == "metalform_http_requests_total" and ("route", "/api/v1/plans") in labels
+        for name, labels in samples
+    )
 
 
 def test_metrics_registry_is_per_app(harness: Harness) -> None:
@@ -75,10 +80,13 @@ def test_unknown_route_and_method_are_json_errors(harness: Harness) -> None:
 
 
 def test_unknown_ids_are_404(harness: Harness) -> None:
-    for path in ("/api/v1/plans/0190f0e0-0000-7000-8000-000000000000",
-                 "/api/v1/plans/not-an-id", "/api/v1/applies/0190f0e0-0000-7000-8000-000000000000",
-                 "/api/v1/applies/0190f0e0-0000-7000-8000-000000000000/events",
-                 "/api/v1/resources/Server/nope"):
+    for path in (
+        "/api/v1/plans/0190f0e0-0000-7000-8000-000000000000",
+        "/api/v1/plans/not-an-id",
+        "/api/v1/applies/0190f0e0-0000-7000-8000-000000000000",
+        "/api/v1/applies/0190f0e0-0000-7000-8000-000000000000/events",
+        "/api/v1/resources/Server/nope",
+    ):
         result = harness.get(path)
         assert result.status_code == 404, path
         assert result.json["error"]["code"] == "NOT_FOUND"
@@ -91,7 +99,11 @@ def test_bad_plan_requests_are_validation_errors(harness: Harness) -> None:
         result = harness.post("/api/v1/plans", role="planner", json=body)
         assert result.status_code == 422, (body, result.text)
         assert result.json["error"]["code"] == "VALIDATION_ERROR"
-    malformed = harness.post("/api/v1/plans", role="planner", body=b"{not json",
-                             headers={"Content-Type": "application/json"})
+    malformed = harness.post(
+        "/api/v1/plans",
+        role="planner",
+        body=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert malformed.status_code == 400
     assert harness.get("/api/v1/history").json["items"] == []

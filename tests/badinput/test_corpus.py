@@ -33,8 +33,9 @@ def test_broken_repository(
     if os.environ.get("METALFORM_UPDATE_GOLDEN"):
         expected_file.write_text(err)
     expected = expected_file.read_text()
-    assert expected.strip().endswith("error in the desired state; nothing was changed.") or \
-        expected.strip().endswith("errors in the desired state; nothing was changed.")
+    assert expected.strip().endswith(
+        "error in the desired state; nothing was changed."
+    ) or expected.strip().endswith("errors in the desired state; nothing was changed.")
     assert ": error: " in expected
     assert err == expected
     assert "Traceback" not in err
@@ -51,8 +52,9 @@ def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 20
 
 
-def test_git_revision_errors_name_the_same_place(tmp_path: Path, fleet: MemoryFleet,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_git_revision_errors_name_the_same_place(
+    tmp_path: Path, fleet: MemoryFleet, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--rev reads the broken file from Git, not from the working tree, with the same location."""
     repo = tmp_path / "repo"
     shutil.copytree(CORPUS / "many-errors-at-once" / "repo", repo)

@@ -28,8 +28,14 @@ from tests.badinput.test_corpus import SECRETS_IN_CORPUS
 
 HOSTILE = Path(__file__).parent / "hostile"
 CASES = sorted(p.name for p in HOSTILE.iterdir() if p.is_dir())
-SECRETS = (*SECRETS_IN_CORPUS, "1234567890", "2001-12-14", "31415.9265", "c2VjcmV0LWJ5dGVz",
-           "secret-bytes")
+SECRETS = (
+    *SECRETS_IN_CORPUS,
+    "1234567890",
+    "2001-12-14",
+    "31415.9265",
+    "c2VjcmV0LWJ5dGVz",
+    "secret-bytes",
+)
 """The literal secrets the cases write (behind YAML tags): none may be printed."""
 MAX_BYTES = 1 << 30
 MAX_SECONDS = 10.0
@@ -46,8 +52,13 @@ def _validate(repo: Path) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "metalform.cli", "validate", "-C", str(repo)],
-        capture_output=True, text=True, timeout=MAX_SECONDS, env=env, preexec_fn=_bounded,
-        check=False)
+        capture_output=True,
+        text=True,
+        timeout=MAX_SECONDS,
+        env=env,
+        preexec_fn=_bounded,
+        check=False,
+    )
     return proc, time.monotonic() - start
 
 

@@ -65,7 +65,11 @@ class Demo:
         return subprocess.run(
             # the console script, as a user runs it (python -m would put the cwd on sys.path)
             [str(Path(sys.executable).parent / "metalform"), *args],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300,
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
 
@@ -81,18 +85,33 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     shutil.copytree(ROOT / "inventory-example", inventory)
     for path in inventory.rglob("*.yaml"):
         text = path.read_text()
-        text = (text.replace("127.0.0.1:18000", f"127.0.0.1:{redfish_port}")
-                .replace("127.0.0.1:16230", f"127.0.0.1:{ipmi_base}")
-                .replace("127.0.0.1:16231", f"127.0.0.1:{ipmi_base + 1}")
-                .replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
-                .replace("127.0.0.1:18080", f"127.0.0.1:{status_port}")
-                .replace("127.0.0.1:5240", f"127.0.0.1:{maas_port}")
-                .replace("127.0.0.1:8774", f"127.0.0.1:{nova_port}"))
+        text = (
+            text.replace("127.0.0.1:18000", f"127.0.0.1:{redfish_port}")
+            .replace("127.0.0.1:16230", f"127.0.0.1:{ipmi_base}")
+            .replace("127.0.0.1:16231", f"127.0.0.1:{ipmi_base + 1}")
+            .replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}")
+            .replace("127.0.0.1:18080", f"127.0.0.1:{status_port}")
+            .replace("127.0.0.1:5240", f"127.0.0.1:{maas_port}")
+            .replace("127.0.0.1:8774", f"127.0.0.1:{nova_port}")
+        )
         path.write_text(text)
     d = Demo(work, state, env)
-    up = d.run("lab", "up", "--state-dir", str(state), "--redfish-port", str(redfish_port),
-               "--ipmi-base-port", str(ipmi_base), "--smtp-port", str(smtp_port),
-               "--maas-port", str(maas_port), "--nova-port", str(nova_port))
+    up = d.run(
+        "lab",
+        "up",
+        "--state-dir",
+        str(state),
+        "--redfish-port",
+        str(redfish_port),
+        "--ipmi-base-port",
+        str(ipmi_base),
+        "--smtp-port",
+        str(smtp_port),
+        "--maas-port",
+        str(maas_port),
+        "--nova-port",
+        str(nova_port),
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     for line in (state / "env").read_text().splitlines():
         if line.startswith("export "):
@@ -123,10 +142,16 @@ def test_demo_plans_applies_and_converges(demo: Demo) -> None:
     assert sum(1 for _, op in operations if op == "power.on") == 8
     assert sum(1 for _, op in operations if op == "bios.set") == 6
     assert ("Server/compute-002", "boot.set") in operations
-    gpu1 = next(a for a in saved["actions"]
-                if a["address"] == "Server/gpu-host-001" and a["operation"] == "bios.set")
-    gpu2 = next(a for a in saved["actions"]
-                if a["address"] == "Server/gpu-host-002" and a["operation"] == "bios.set")
+    gpu1 = next(
+        a
+        for a in saved["actions"]
+        if a["address"] == "Server/gpu-host-001" and a["operation"] == "bios.set"
+    )
+    gpu2 = next(
+        a
+        for a in saved["actions"]
+        if a["address"] == "Server/gpu-host-002" and a["operation"] == "bios.set"
+    )
     # gpu-l40 turns turbo off; gpu-host-001 overrides it back on, which is the lab's default
     assert gpu2["params"]["attributes"]["ProcTurboMode"] == "Disabled"
     assert "ProcTurboMode" not in gpu1["params"]["attributes"]
@@ -154,14 +179,14 @@ def test_bios_staged_by_hand_is_drift(demo: Demo) -> None:
     plan = json.loads(drift.stdout)
     change = next(c for c in plan["changes"] if c["address"] == "Server/compute-001")
     entry = next(e for e in change["diff"] if e["path"] == "bios.attributes.ProcVirtualization")
-    assert (entry["before"], entry["pending"], entry["after"]) == ("Enabled", "Disabled",
-                                                                    "Enabled")
+    assert (entry["before"], entry["pending"], entry["after"]) == ("Enabled", "Disabled", "Enabled")
     assert [a["operation"] for a in plan["actions"]] == ["bios.set"]
 
     # A plan made before another change by hand is refused as stale, and nothing runs.
     (demo.root / "stale.plan.json").write_text(drift.stdout)
-    peer.stage_bios(system_id("compute-001"), {"ProcVirtualization": "Enabled",
-                                               "LogicalProc": "Disabled"})
+    peer.stage_bios(
+        system_id("compute-001"), {"ProcVirtualization": "Enabled", "LogicalProc": "Disabled"}
+    )
     stale = demo.run("apply", "stale.plan.json")
     assert stale.returncode == 1
     assert "plan is stale" in stale.stderr and "Server/compute-001" in stale.stderr

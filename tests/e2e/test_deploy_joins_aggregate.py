@@ -29,27 +29,49 @@ pytestmark = [pytest.mark.peer]
 
 
 def doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> str:
-    return json.dumps({"apiVersion": "metalform/v1", "kind": kind,
-                       "metadata": {"name": name, "labels": labels or {}}, "spec": spec})
+    return json.dumps(
+        {
+            "apiVersion": "metalform/v1",
+            "kind": kind,
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": spec,
+        }
+    )
 
 
 def write_repo(root: Path, maas: MaasPeer, nova: NovaPeer, host: str) -> Path:
     root.mkdir()
     documents = [
-        doc("Credential", "bmc", {"type": "basic", "username": "admin",
-                                  "password": {"fromEnv": "E2E_BMC_PASSWORD"}}),
+        doc(
+            "Credential",
+            "bmc",
+            {"type": "basic", "username": "admin", "password": {"fromEnv": "E2E_BMC_PASSWORD"}},
+        ),
         doc("Credential", "maas-key", {"type": "token", "token": {"fromEnv": "E2E_MAAS_KEY"}}),
-        doc("Provider", "lab-maas", {"type": "maas", "url": maas.url, "credential": "maas-key",
-                                     "timeout": 5}),
+        doc(
+            "Provider",
+            "lab-maas",
+            {"type": "maas", "url": maas.url, "credential": "maas-key", "timeout": 5},
+        ),
         doc("Provider", "cloud", {"type": "openstack", "url": nova.url, "timeout": 30}),
-        doc("Server", host, {
-            "bmc": {"driver": "redfish", "address": "http://127.0.0.1:9",
-                    "credential": "bmc"},
-            "provisioning": {"provider": "lab-maas", "state": "Deployed",
-                             "distroSeries": "noble"},
-        }, {"pool": "spot"}),
-        doc("Aggregate", "gpu-spot", {"provider": "cloud",
-                                      "selector": {"matchLabels": {"pool": "spot"}}}),
+        doc(
+            "Server",
+            host,
+            {
+                "bmc": {"driver": "redfish", "address": "http://127.0.0.1:9", "credential": "bmc"},
+                "provisioning": {
+                    "provider": "lab-maas",
+                    "state": "Deployed",
+                    "distroSeries": "noble",
+                },
+            },
+            {"pool": "spot"},
+        ),
+        doc(
+            "Aggregate",
+            "gpu-spot",
+            {"provider": "cloud", "selector": {"matchLabels": {"pool": "spot"}}},
+        ),
     ]
     (root / "site.yaml").write_text("\n---\n".join(documents) + "\n")
     return root
@@ -72,9 +94,14 @@ def site_env(maas_peer: MaasPeer, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def engine(host: str, operation_timeout: float) -> Engine:
     fleet = MemoryFleet({f"Server/{host}": {"state": {}}})
-    return Engine(Settings(operation_timeout=operation_timeout, timeout=5.0, retries=1),
-                  factories={"redfish": memory_factory(fleet), "maas": MaasProvider,
-                             "openstack": OpenStackProvider})
+    return Engine(
+        Settings(operation_timeout=operation_timeout, timeout=5.0, retries=1),
+        factories={
+            "redfish": memory_factory(fleet),
+            "maas": MaasProvider,
+            "openstack": OpenStackProvider,
+        },
+    )
 
 
 def register_when_deployed(maas: MaasPeer, nova: NovaPeer, host: str) -> threading.Thread:
@@ -148,5 +175,7 @@ def test_a_host_that_never_registers_fails_its_add_after_the_timeout(
     assert statuses["provisioning.deploy"][0] is ActionStatus.SUCCEEDED
     status, error = statuses["aggregate.add_host"]
     assert status is ActionStatus.FAILED
-    assert error == ("Aggregate/gpu-spot: host maas-nova-failing did not register as a "
-                     "nova-compute host within 3s; it was not added")
+    assert error == (
+        "Aggregate/gpu-spot: host maas-nova-failing did not register as a "
+        "nova-compute host within 3s; it was not added"
+    )

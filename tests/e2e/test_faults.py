@@ -20,11 +20,13 @@ IDS = ["f-01", "f-02", "f-03"]
 
 
 def desired(url: str, dead_url: str | None = None) -> str:
-    docs = [f"""apiVersion: metalform/v1
+    docs = [
+        f"""apiVersion: metalform/v1
 kind: Credential
 metadata: {{name: bmc}}
 spec: {{username: admin, password: {{fromEnv: {PASSWORD_VAR}}}}}
-"""]
+"""
+    ]
     for identity in IDS:
         docs.append(f"""apiVersion: metalform/v1
 kind: Server
@@ -56,8 +58,9 @@ def bmc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedfishPeer
     password = "faults-" + tmp_path.name[-6:]
     monkeypatch.setenv(PASSWORD_VAR, password)
     systems = [LabSystem(identity=i, power_state="Off") for i in IDS]
-    peer = RedfishPeer(tmp_path / "bmc", systems, password=password, power_delay=0.1,
-                       die_with_parent=True).start()
+    peer = RedfishPeer(
+        tmp_path / "bmc", systems, password=password, power_delay=0.1, die_with_parent=True
+    ).start()
     try:
         yield peer
     finally:
@@ -75,8 +78,7 @@ def repo(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_unreachable_bmc_is_named_and_the_rest_is_planned(bmc: RedfishPeer,
-                                                           tmp_path: Path) -> None:
+def test_unreachable_bmc_is_named_and_the_rest_is_planned(bmc: RedfishPeer, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{closed_port()}"
     run = engine().plan(repo(tmp_path, desired(bmc.url, dead)))
     warnings = [d for d in run.plan.diagnostics if d.address == "Server/f-dead"]
@@ -87,8 +89,9 @@ def test_unreachable_bmc_is_named_and_the_rest_is_planned(bmc: RedfishPeer,
     assert {a.address for a in run.plan.actions} == {f"Server/{i}" for i in IDS}
 
 
-def test_wrong_password_is_named_without_the_password(bmc: RedfishPeer, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_password_is_named_without_the_password(
+    bmc: RedfishPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(PASSWORD_VAR, "not-the-password")
     run = engine().plan(repo(tmp_path, desired(bmc.url)))
     messages = [d.message for d in run.plan.diagnostics]
@@ -99,7 +102,8 @@ def test_wrong_password_is_named_without_the_password(bmc: RedfishPeer, tmp_path
 
 
 def test_http_500_mid_apply_fails_one_server_and_skips_its_dependants(
-        bmc: RedfishPeer, tmp_path: Path) -> None:
+    bmc: RedfishPeer, tmp_path: Path
+) -> None:
     path = repo(tmp_path, desired(bmc.url))
     e = engine()
     plan = e.plan(path).plan
@@ -121,7 +125,9 @@ def test_http_500_mid_apply_fails_one_server_and_skips_its_dependants(
     bmc.clear_faults()
     left = e.plan(path).plan
     assert sorted((a.address, a.operation) for a in left.actions) == [
-        ("Server/f-02", "bios.set"), ("Server/f-02", "power.on")]
+        ("Server/f-02", "bios.set"),
+        ("Server/f-02", "power.on"),
+    ]
     assert e.apply(left).count(ActionStatus.SUCCEEDED) == 2
     assert e.plan(path).plan.actions == []
 
@@ -142,8 +148,10 @@ def test_bmc_dies_mid_apply_then_resumes(bmc: RedfishPeer, tmp_path: Path) -> No
     result = e.apply(plan, listener=kill_after_bios)
     power = [r for r in result.results.values() if r.operation == "power.on"]
     assert power and all(r.status is ActionStatus.FAILED for r in power)
-    assert all("connection refused" in (r.error or "") or "did not answer" in (r.error or "")
-               for r in power), [r.error for r in power]
+    assert all(
+        "connection refused" in (r.error or "") or "did not answer" in (r.error or "")
+        for r in power
+    ), [r.error for r in power]
 
     bmc.start()  # the BMC comes back with its state: staged BIOS values are still pending
     left = e.plan(path).plan

@@ -123,10 +123,17 @@ spec:
 
 def fleet() -> MemoryFleet:
     facts = {"manufacturer": "Acme", "model": "G8"}
-    state = {"power": "Off", "bios.attributes.ProcVirtualization": "Disabled",
-             "bios.attributes.SysProfile": "PowerSaver"}
-    return MemoryFleet({address: {"state": dict(state), "facts": facts}
-                        for address in ("Server/a1", "Server/b2", "Server/c3")})
+    state = {
+        "power": "Off",
+        "bios.attributes.ProcVirtualization": "Disabled",
+        "bios.attributes.SysProfile": "PowerSaver",
+    }
+    return MemoryFleet(
+        {
+            address: {"state": dict(state), "facts": facts}
+            for address in ("Server/a1", "Server/b2", "Server/c3")
+        }
+    )
 
 
 class LeakyProvider(MemoryProvider):
@@ -142,7 +149,8 @@ class LeakyProvider(MemoryProvider):
             log.debug("login to %s with %s", resource.address, secret)
             if resource.address == "Server/c3":
                 live[resource.address] = unreachable(
-                    resource.address, f"session refused for token {secret} at 10.0.0.3")
+                    resource.address, f"session refused for token {secret} at 10.0.0.3"
+                )
             else:
                 live[resource.address] = self.fleet.snapshot(resource.address)
         return live
@@ -161,8 +169,7 @@ def leaky_factory(memory: MemoryFleet) -> Any:
 def secrets(slack_url: str) -> list[str]:
     """Every secret of the scan in every encoding (`every_encoding`, below)."""
     logins = [("admin", BMC_PASSWORD), ("", VENDOR_TOKEN), ("", slack_url), ("", SLACK_PATH)]
-    return [form for username, value in logins
-            for form in every_encoding(username, value).values()]
+    return [form for username, value in logins for form in every_encoding(username, value).values()]
 
 
 def assert_clean(where: str, text: str, slack_url: str) -> None:
@@ -196,24 +203,33 @@ def write_repo(root: Path, receiver: HttpReceiver, smtp: SmtpSink) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / "inventory.yaml").write_text(INVENTORY, encoding="utf-8")
     (root / "notify.yaml").write_text(
-        NOTIFY.format(hook=receiver.url("/hook"), smtp=smtp.url), encoding="utf-8")
+        NOTIFY.format(hook=receiver.url("/hook"), smtp=smtp.url), encoding="utf-8"
+    )
 
 
 def notifications(receiver: HttpReceiver, smtp: SmtpSink) -> str:
-    mails = [m.raw.decode("utf-8", "replace") + m.message.get_body(("plain",)).get_content()
-             for m in smtp.mails]
+    mails = [
+        m.raw.decode("utf-8", "replace") + m.message.get_body(("plain",)).get_content()
+        for m in smtp.mails
+    ]
     headers = [str(p.headers) for p in receiver.posts]
     return "\n".join(receiver.all_bodies() + mails + headers)
 
 
-def test_cli_outputs_hold_no_secret(tmp_path: Path, scan_env: str, debug_logs: None,
-                                    monkeypatch: pytest.MonkeyPatch,
-                                    http_receiver: HttpReceiver, smtp_sink: SmtpSink,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_outputs_hold_no_secret(
+    tmp_path: Path,
+    scan_env: str,
+    debug_logs: None,
+    monkeypatch: pytest.MonkeyPatch,
+    http_receiver: HttpReceiver,
+    smtp_sink: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     memory = fleet()
     factory = leaky_factory(memory)
-    monkeypatch.setattr(engine, "installed_providers",
-                        lambda: {"redfish": factory, "ipmi": factory})
+    monkeypatch.setattr(
+        engine, "installed_providers", lambda: {"redfish": factory, "ipmi": factory}
+    )
     repo = tmp_path / "repo"
     write_repo(repo, http_receiver, smtp_sink)
     planfile = tmp_path / "plan.json"
@@ -250,46 +266,66 @@ def test_cli_outputs_hold_no_secret(tmp_path: Path, scan_env: str, debug_logs: N
 
 
 def test_validate_of_a_broken_repository_holds_no_secret(
-        tmp_path: Path, scan_env: str, http_receiver: HttpReceiver,
-        smtp_sink: SmtpSink) -> None:
+    tmp_path: Path, scan_env: str, http_receiver: HttpReceiver, smtp_sink: SmtpSink
+) -> None:
     """In a fresh process nothing was resolved yet: the redactor cannot help, the messages
     themselves must not quote the value (a literal secret in Git, a broken neighbour)."""
     repo = tmp_path / "broken"
     write_repo(repo, http_receiver, smtp_sink)
     (repo / "literal.yaml").write_text(
         "apiVersion: metalform/v1\nkind: Credential\nmetadata: {name: pasted}\n"
-        f"spec: {{username: admin, password: \"{BMC_PASSWORD}\"}}\n", encoding="utf-8")
+        f'spec: {{username: admin, password: "{BMC_PASSWORD}"}}\n',
+        encoding="utf-8",
+    )
     (repo / "broken.yaml").write_text(
         "apiVersion: metalform/v1\nkind: Server\nmetadata: {name: d4}\n"
         f"spec: {{bmc: {{driver: redfish, address: x, credential: {VENDOR_TOKEN}}}, "
-        "power: Maybe\n", encoding="utf-8")
+        "power: Maybe\n",
+        encoding="utf-8",
+    )
     (repo / "notify-broken.yaml").write_text(
         "apiVersion: metalform/v1\nkind: NotificationRule\nmetadata: {name: bad}\n"
         "spec: {events: [apply.failed], channels: [slack], template: '{{ nope }}'}\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     env = {**os.environ, "NO_COLOR": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-m", "metalform.cli", "--debug", "validate",
-                             "-C", str(repo)], env=env, capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "metalform.cli", "--debug", "validate", "-C", str(repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1
     assert "literal.yaml" in result.stderr
     assert "Traceback" not in result.stderr
     assert_clean("the output of `metalform validate`", result.stdout + result.stderr, scan_env)
 
 
-def test_server_outputs_hold_no_secret(tmp_path: Path, scan_env: str, debug_logs: None,
-                                       monkeypatch: pytest.MonkeyPatch,
-                                       http_receiver: HttpReceiver, smtp_sink: SmtpSink,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_server_outputs_hold_no_secret(
+    tmp_path: Path,
+    scan_env: str,
+    debug_logs: None,
+    monkeypatch: pytest.MonkeyPatch,
+    http_receiver: HttpReceiver,
+    smtp_sink: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cli._configure_logging(debug=True)
     memory = fleet()
     for harness in make_harness(tmp_path, monkeypatch, forge=None, live=memory):
         _scan_server(harness, memory, scan_env, http_receiver, smtp_sink, capsys)
 
 
-def _scan_server(h: Harness, memory: MemoryFleet, slack_url: str,
-                 receiver: HttpReceiver, smtp: SmtpSink,
-                 capsys: pytest.CaptureFixture[str]) -> None:
+def _scan_server(
+    h: Harness,
+    memory: MemoryFleet,
+    slack_url: str,
+    receiver: HttpReceiver,
+    smtp: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     factory = leaky_factory(memory)
     h.service.engine.factories = {"redfish": factory, "ipmi": factory}
     shutil.rmtree(h.remote.work / "infra")
@@ -317,8 +353,13 @@ def _scan_server(h: Harness, memory: MemoryFleet, slack_url: str,
     assert applied["status"] == "failed"
     stream = get(f"/api/v1/applies/{applied['id']}/events").text
     assert "apply.failed" in stream
-    for path in ("/api/v1/status", "/api/v1/resources", "/api/v1/resources/Server/b2",
-                 "/api/v1/resources/Server/c3", "/api/v1/history"):
+    for path in (
+        "/api/v1/status",
+        "/api/v1/resources",
+        "/api/v1/resources/Server/b2",
+        "/api/v1/resources/Server/c3",
+        "/api/v1/history",
+    ):
         get(path)
     rejected = h.github("push", {"ref": "refs/heads/main"}, secret="wrong")
     answers.append(("webhook", rejected.text))
@@ -336,8 +377,9 @@ def _scan_server(h: Harness, memory: MemoryFleet, slack_url: str,
         assert_clean(f"the API answer of {path}", text, slack_url)
     assert_clean("the server's logs", logs, slack_url)
     assert_clean("the notifications", sent, slack_url)
-    assert_clean("the event log", str([e.payload for e in h.store.list_events(0, limit=500)]),
-                 slack_url)
+    assert_clean(
+        "the event log", str([e.payload for e in h.store.list_events(0, limit=500)]), slack_url
+    )
     # At rest too: a restarted server has resolved nothing yet, so its redactor would not
     # know what to scrub from what it reads back.
     database = Path(h.config.database.removeprefix("sqlite:///"))
@@ -366,8 +408,12 @@ def every_encoding(username: str, secret: str) -> dict[str, str]:
     """Each form in which `secret` (and `username:secret`, given a username) may come back,
     by name: what the redactor must know."""
     pair = f"{username}:{secret}".encode()
-    forms = {"raw": secret, "quote": quote(secret, safe=""), "quote_plus": quote_plus(secret),
-             "json": json.dumps(secret)[1:-1]}
+    forms = {
+        "raw": secret,
+        "quote": quote(secret, safe=""),
+        "quote_plus": quote_plus(secret),
+        "json": json.dumps(secret)[1:-1],
+    }
     encoded = [("pair", pair)] if username else []
     for name, raw in [*encoded, ("secret", secret.encode())]:
         for flavour, encode in (("std", base64.b64encode), ("urlsafe", base64.urlsafe_b64encode)):
@@ -390,15 +436,19 @@ def test_the_redactor_knows_every_encoding_of_a_login() -> None:
 
 @pytest.mark.peer
 def test_a_bmc_echoing_the_authorization_header_leaks_no_encoding(
-        tmp_path: Path, redfish_peer: RedfishPeer, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    redfish_peer: RedfishPeer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """The lab BMC answers 500 quoting `Authorization: Basic base64(user:password)`: the plan
     (text, JSON, Markdown: the last is what a pull request comment shows) keeps none of it."""
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "echo.yaml").write_text(
         ECHO_INVENTORY.format(username=redfish_peer.username, url=redfish_peer.url),
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     monkeypatch.setenv("ECHO_BMC_PASSWORD", redfish_peer.password)
     monkeypatch.setenv("NO_COLOR", "1")
     forms = every_encoding(redfish_peer.username, redfish_peer.password)

@@ -52,8 +52,9 @@ def test_simulator_lifecycle_with_python_libmaas(maas_peer: MaasPeer) -> None:
     machines = {m.hostname: m for m in client.machines.list()}
     assert machines["maas-read"].status_name == "Ready"
     machine = machines["maas-libmaas"]
-    machine.deploy(user_data=CLOUD_CONFIG.encode(), distro_series="noble", wait=True,
-                   wait_interval=0.05)
+    machine.deploy(
+        user_data=CLOUD_CONFIG.encode(), distro_series="noble", wait=True, wait_interval=0.05
+    )
     assert machine.status_name == "Deployed"
     assert machine.distro_series == "noble"
     stored = maas_peer.machines_state()["maas-libmaas"]
@@ -137,7 +138,8 @@ def test_unreachable_maas_marks_its_servers_unreachable(provider: MaasProvider) 
     live = provider.read([maas_server("maas-read", provider="maas-down")])
     assert live["Server/maas-read"].health is Health.UNREACHABLE
     assert live["Server/maas-read"].error == (
-        "http://127.0.0.1:9/MAAS did not answer: connection refused")
+        "http://127.0.0.1:9/MAAS did not answer: connection refused"
+    )
 
 
 def test_a_temporary_http_error_is_retried(maas_peer: MaasPeer, provider: MaasProvider) -> None:
@@ -150,8 +152,13 @@ def test_a_temporary_http_error_is_retried(maas_peer: MaasPeer, provider: MaasPr
 
 
 def test_a_hanging_region_fails_after_the_timeout(maas_peer: MaasPeer) -> None:
-    client = MaasClient(maas_peer.url, ApiKey.parse(maas_peer.api_key), credential="maas-key",
-                        limiter=Limiter(parallelism=2, per_endpoint=1), timeout=0.5)
+    client = MaasClient(
+        maas_peer.url,
+        ApiKey.parse(maas_peer.api_key),
+        credential="maas-key",
+        limiter=Limiter(parallelism=2, per_endpoint=1),
+        timeout=0.5,
+    )
     try:
         assert any(m["hostname"] == "maas-read" for m in client.machines())
         maas_peer.fail_requests(path="machines/", hang=3.0)
@@ -169,8 +176,13 @@ def test_a_hanging_region_fails_after_the_timeout(maas_peer: MaasPeer) -> None:
 
 
 def test_a_permanent_http_error_names_the_call(maas_peer: MaasPeer) -> None:
-    client = MaasClient(maas_peer.url, ApiKey.parse(maas_peer.api_key), credential="maas-key",
-                        limiter=Limiter(parallelism=2, per_endpoint=1), timeout=5)
+    client = MaasClient(
+        maas_peer.url,
+        ApiKey.parse(maas_peer.api_key),
+        credential="maas-key",
+        limiter=Limiter(parallelism=2, per_endpoint=1),
+        timeout=5,
+    )
     try:
         with pytest.raises(PermanentError, match=r"Machine\.read: HTTP 404 "):
             client.machine("nosuch")
@@ -191,9 +203,16 @@ def test_deploy_stores_user_data_and_reports_its_hash(
     provider: MaasProvider, maas_peer: MaasPeer
 ) -> None:
     server = maas_server("maas-deploy", distro_series="noble")
-    live = provider.execute(action("provisioning.deploy", server.address, distroSeries="noble",
-                                   userData=CLOUD_CONFIG, userDataHash=digest_of(CLOUD_CONFIG)),
-                            server)
+    live = provider.execute(
+        action(
+            "provisioning.deploy",
+            server.address,
+            distroSeries="noble",
+            userData=CLOUD_CONFIG,
+            userDataHash=digest_of(CLOUD_CONFIG),
+        ),
+        server,
+    )
     assert live.state[mapping.STATE] == "Deployed"
     assert live.state[mapping.DISTRO] == "noble"
     assert live.state[mapping.USER_DATA_HASH] == digest_of(CLOUD_CONFIG)
@@ -232,17 +251,23 @@ def test_tags_are_created_and_set(provider: MaasProvider, maas_peer: MaasPeer) -
     server = maas_server("maas-tags", tags=["gpu-l40", "yul1"])
     provider.read([server])
     maas_peer.requests_seen(clear=True)
-    live = provider.execute(action("provisioning.tags", server.address,
-                                   add=["gpu-l40", "yul1"], remove=[]), server)
+    live = provider.execute(
+        action("provisioning.tags", server.address, add=["gpu-l40", "yul1"], remove=[]), server
+    )
     assert live.state[mapping.TAGS] == ["gpu-l40", "yul1"]
     # One machine is looked up by hostname, never by listing all of them.
     assert maas_peer.requests_seen() == [
-        "GET machines/?hostname=maas-tags", "GET tags/",
-        "POST tags/", "POST tags/gpu-l40/?op=update_nodes",
-        "POST tags/", "POST tags/yul1/?op=update_nodes",
-        "GET machines/?hostname=maas-tags"]
-    live = provider.execute(action("provisioning.tags", server.address, add=[],
-                                   remove=["yul1"]), server)
+        "GET machines/?hostname=maas-tags",
+        "GET tags/",
+        "POST tags/",
+        "POST tags/gpu-l40/?op=update_nodes",
+        "POST tags/",
+        "POST tags/yul1/?op=update_nodes",
+        "GET machines/?hostname=maas-tags",
+    ]
+    live = provider.execute(
+        action("provisioning.tags", server.address, add=[], remove=["yul1"]), server
+    )
     assert live.state[mapping.TAGS] == ["gpu-l40"]
 
 
@@ -269,7 +294,8 @@ write_files:
 def write_repo(root: Path, url: str) -> None:
     (root / "cloud-init").mkdir(parents=True)
     (root / "cloud-init" / "node.yaml.j2").write_text(TEMPLATE)
-    (root / "infra.yaml").write_text(textwrap.dedent(f"""\
+    (root / "infra.yaml").write_text(
+        textwrap.dedent(f"""\
         apiVersion: metalform/v1
         kind: Credential
         metadata: {{name: bmc}}
@@ -301,7 +327,8 @@ def write_repo(root: Path, url: str) -> None:
             userData:
               template: cloud-init/node.yaml.j2
               vars: {{packages: [nvidia-driver-550, dcgm]}}
-        """))
+        """)
+    )
 
 
 def test_engine_plans_deploy_applies_and_converges(
@@ -312,22 +339,30 @@ def test_engine_plans_deploy_applies_and_converges(
     monkeypatch.setenv("E2E_BMC_PASSWORD", "bmc-secret-for-e2e")
     monkeypatch.setenv("E2E_MAAS_API_KEY", maas_peer.api_key)
     fleet = MemoryFleet({"Server/maas-e2e": {"state": {"power": "On"}}})
-    engine = Engine(Settings(operation_timeout=15.0, timeout=5.0, retries=1),
-                    factories={"redfish": memory_factory(fleet), "maas": MaasProvider})
+    engine = Engine(
+        Settings(operation_timeout=15.0, timeout=5.0, retries=1),
+        factories={"redfish": memory_factory(fleet), "maas": MaasProvider},
+    )
 
     plan = engine.plan(repo).plan
     assert not plan.has_errors, [d.render() for d in plan.diagnostics]
     operations = [(a.operation, a.provider, a.disruptive) for a in plan.actions]
-    assert operations == [("provisioning.tags", "maas", False),
-                          ("provisioning.deploy", "maas", False)]
+    assert operations == [
+        ("provisioning.tags", "maas", False),
+        ("provisioning.deploy", "maas", False),
+    ]
     deploy = plan.actions[1]
     assert deploy.params["distroSeries"] == "noble"
     assert deploy.params["template"] == "cloud-init/node.yaml.j2"
     assert "hostname: maas-e2e" in deploy.params["userData"]
     assert "  - dcgm" in deploy.params["userData"]
     paths = {e.path for c in plan.changes for e in c.diff}
-    assert {"provisioning.state", "provisioning.distroSeries", "provisioning.userDataHash",
-            "provisioning.tags"} <= paths
+    assert {
+        "provisioning.state",
+        "provisioning.distroSeries",
+        "provisioning.userDataHash",
+        "provisioning.tags",
+    } <= paths
     assert maas_peer.api_key not in plan.to_json()
     text = render_text(plan)
     assert "hostname: maas-e2e" in text and "provisioning.deploy" in text
@@ -347,6 +382,8 @@ def test_engine_plans_deploy_applies_and_converges(
     (repo / "cloud-init" / "node.yaml.j2").write_text(TEMPLATE + "runcmd: [nvidia-smi]\n")
     drift = engine.plan(repo).plan
     assert [(a.operation, a.disruptive) for a in drift.actions] == [
-        ("provisioning.release", True), ("provisioning.deploy", True)]
+        ("provisioning.release", True),
+        ("provisioning.deploy", True),
+    ]
     assert drift.actions[1].depends_on == (drift.actions[0].id,)
     assert "runcmd: [nvidia-smi]" in drift.actions[1].params["userData"]

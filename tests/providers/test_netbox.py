@@ -49,21 +49,24 @@ def credential(name: str, type: CredentialType = CredentialType.TOKEN) -> Resour
     if type is CredentialType.TOKEN:
         spec = CredentialSpec(type=type, token=SecretRef(from_env="NETBOX_TOKEN"))
     else:
-        spec = CredentialSpec(type=type, username="admin",
-                              password=SecretRef(from_env="BMC_PASSWORD"))
+        spec = CredentialSpec(
+            type=type, username="admin", password=SecretRef(from_env="BMC_PASSWORD")
+        )
     return Resource(kind="Credential", metadata=Metadata(name=name), spec=spec)
 
 
 def git_server(name: str, address: str = "http://127.0.0.1:7") -> Resource:
-    spec = ServerSpec(bmc=Bmc(driver=BmcDriver.REDFISH, address=address, credential="bmc"),
-                      power=PowerState.OFF)
+    spec = ServerSpec(
+        bmc=Bmc(driver=BmcDriver.REDFISH, address=address, credential="bmc"), power=PowerState.OFF
+    )
     return Resource(kind="Server", metadata=Metadata(name=name), spec=spec)
 
 
 def desired_with(*resources: Resource) -> DesiredState:
     base = [credential(CREDENTIAL), credential("bmc", CredentialType.BASIC)]
-    return DesiredState(revision="worktree:test",
-                        resources={r.address: r for r in [*base, *resources]})
+    return DesiredState(
+        revision="worktree:test", resources={r.address: r for r in [*base, *resources]}
+    )
 
 
 # --- the simulator, through pynetbox ------------------------------------------------------------
@@ -88,14 +91,20 @@ def test_simulator_pagination_shape_and_filters(netbox_peer: NetboxPeer) -> None
     page = requests.get(url, params={"tag": "bulk"}, headers=headers, timeout=5).json()
     assert page["count"] == BULK and len(page["results"]) == PAGE_SIZE
     assert page["previous"] is None and "offset=50" in page["next"] and "tag=bulk" in page["next"]
-    last = requests.get(url, params={"tag": "bulk", "limit": "50", "offset": "100"},
-                        headers=headers, timeout=5).json()
+    last = requests.get(
+        url, params={"tag": "bulk", "limit": "50", "offset": "100"}, headers=headers, timeout=5
+    ).json()
     assert len(last["results"]) == 20 and last["next"] is None and last["previous"]
-    both = requests.get(url, params=[("tag", "metalform"), ("tag", "gpu")], headers=headers,
-                        timeout=5).json()
+    both = requests.get(
+        url, params=[("tag", "metalform"), ("tag", "gpu")], headers=headers, timeout=5
+    ).json()
     assert [d["name"] for d in both["results"]] == ["GPU-Host-101"]  # tags are conjoined
-    sites = requests.get(url, params=[("site", "yul1"), ("site", "yyz2"), ("tag", "metalform")],
-                         headers=headers, timeout=5).json()
+    sites = requests.get(
+        url,
+        params=[("site", "yul1"), ("site", "yyz2"), ("tag", "metalform")],
+        headers=headers,
+        timeout=5,
+    ).json()
     assert sites["count"] == 5  # other filters are alternatives
 
 
@@ -122,9 +131,15 @@ def test_fetch_devices_applies_the_filter(netbox_peer: NetboxPeer) -> None:
     provider = netbox_provider(netbox_peer.url + "/api/")  # a trailing /api is tolerated
     devices = fetch_devices(provider, Secret(netbox_peer.token))
     assert sorted(d["name"] for d in devices) == [
-        "GPU-Host-101", "bad_name host", "git-host", "gpu-host-102", "no-bmc-host"]
-    bulk = fetch_devices(netbox_provider(netbox_peer.url, filter={"tag": "bulk"}),
-                         Secret(netbox_peer.token))
+        "GPU-Host-101",
+        "bad_name host",
+        "git-host",
+        "gpu-host-102",
+        "no-bmc-host",
+    ]
+    bulk = fetch_devices(
+        netbox_provider(netbox_peer.url, filter={"tag": "bulk"}), Secret(netbox_peer.token)
+    )
     assert len(bulk) == BULK
 
 
@@ -160,14 +175,27 @@ def test_netbox_errors_and_hangs_are_clear(netbox_peer: NetboxPeer) -> None:
 
 
 def test_devices_become_servers_with_labels_bmc_and_template() -> None:
-    devices = [lab_device(1, "GPU-Host-101", site="yul1", role="gpu", tags=("metalform", "gpu"),
-                          bmc_address=BMC, bmc_system_id="sys-1")]
+    devices = [
+        lab_device(
+            1,
+            "GPU-Host-101",
+            site="yul1",
+            role="gpu",
+            tags=("metalform", "gpu"),
+            bmc_address=BMC,
+            bmc_system_id="sys-1",
+        )
+    ]
     result = servers_from_devices(devices, PROVIDER, TEMPLATE)
     assert result.diagnostics == []
     server = result.servers["Server/gpu-host-101"]
     assert server.source == SOURCE == "netbox"
-    assert server.metadata.labels == {"site": "yul1", "role": "gpu", "tag.metalform": "true",
-                                      "tag.gpu": "true"}
+    assert server.metadata.labels == {
+        "site": "yul1",
+        "role": "gpu",
+        "tag.metalform": "true",
+        "tag.gpu": "true",
+    }
     assert server.metadata.annotations["netbox.device-id"] == "1"
     bmc = server.spec.bmc
     assert (bmc.driver, bmc.address, bmc.system_id) == (BmcDriver.REDFISH, BMC, "sys-1")
@@ -185,9 +213,11 @@ def test_old_netbox_device_role_is_read() -> None:
 
 
 def test_invalid_device_name_is_a_diagnostic_naming_the_device() -> None:
-    devices = [lab_device(3, "bad_name host", bmc_address=BMC), lab_device(8, None,
-                                                                           bmc_address=BMC),
-               lab_device(9, "x" * 64, bmc_address=BMC)]
+    devices = [
+        lab_device(3, "bad_name host", bmc_address=BMC),
+        lab_device(8, None, bmc_address=BMC),
+        lab_device(9, "x" * 64, bmc_address=BMC),
+    ]
     result = servers_from_devices(devices, PROVIDER, TEMPLATE)
     assert result.servers == {}
     messages = [d.message for d in result.diagnostics]
@@ -199,16 +229,20 @@ def test_invalid_device_name_is_a_diagnostic_naming_the_device() -> None:
 
 
 def test_device_without_bmc_address_is_a_diagnostic() -> None:
-    result = servers_from_devices([lab_device(4, "no-bmc-host", bmc_address=None)], PROVIDER,
-                                  TEMPLATE)
+    result = servers_from_devices(
+        [lab_device(4, "no-bmc-host", bmc_address=None)], PROVIDER, TEMPLATE
+    )
     assert result.servers == {}
     [diag] = result.diagnostics
     assert "NetBox device 'no-bmc-host' (id 4) has no BMC address" in diag.message
 
 
 def test_template_that_does_not_validate_names_device_and_field() -> None:
-    result = servers_from_devices([lab_device(1, "h1", bmc_address=BMC)], PROVIDER,
-                                  {"bmc": {"credential": "bmc"}, "powr": "On"})
+    result = servers_from_devices(
+        [lab_device(1, "h1", bmc_address=BMC)],
+        PROVIDER,
+        {"bmc": {"credential": "bmc"}, "powr": "On"},
+    )
     [diag] = result.diagnostics
     assert diag.address == "Server/h1" and diag.field == "spec.powr"
     assert "NetBox device 'h1' (id 1)" in diag.message and "unknown field" in diag.message
@@ -217,8 +251,13 @@ def test_template_that_does_not_validate_names_device_and_field() -> None:
 def test_git_wins_on_conflict_with_a_diagnostic() -> None:
     desired = desired_with(git_server("git-host"))
     imported = servers_from_devices(
-        [lab_device(5, "Git-Host", bmc_address="http://127.0.0.1:8"),
-         lab_device(6, "nb-only", bmc_address=BMC)], PROVIDER, TEMPLATE)
+        [
+            lab_device(5, "Git-Host", bmc_address="http://127.0.0.1:8"),
+            lab_device(6, "nb-only", bmc_address=BMC),
+        ],
+        PROVIDER,
+        TEMPLATE,
+    )
     merged = merge_inventory(desired, {PROVIDER: imported})
     assert merged.resources["Server/git-host"].source == "git"
     assert merged.resources["Server/git-host"].spec.bmc.address == "http://127.0.0.1:7"
@@ -230,8 +269,9 @@ def test_git_wins_on_conflict_with_a_diagnostic() -> None:
 
 def test_undefined_credential_in_template_drops_the_server() -> None:
     desired = desired_with()
-    imported = servers_from_devices([lab_device(1, "h1", bmc_address=BMC)], PROVIDER,
-                                    {"bmc": {"credential": "nowhere"}})
+    imported = servers_from_devices(
+        [lab_device(1, "h1", bmc_address=BMC)], PROVIDER, {"bmc": {"credential": "nowhere"}}
+    )
     merged = merge_inventory(desired, {PROVIDER: imported})
     assert "Server/h1" not in merged.resources
     [diag] = merged.warnings
@@ -243,8 +283,9 @@ def test_undefined_credential_in_template_drops_the_server() -> None:
 
 
 def test_import_inventory_from_the_simulator(netbox_peer: NetboxPeer) -> None:
-    desired = desired_with(netbox_provider(netbox_peer.url, template=TEMPLATE),
-                           git_server("git-host"))
+    desired = desired_with(
+        netbox_provider(netbox_peer.url, template=TEMPLATE), git_server("git-host")
+    )
     merged = import_inventory(desired, resolver_for(netbox_peer.token))
     imported = {a for a, r in merged.resources.items() if r.source == "netbox"}
     assert imported == {"Server/gpu-host-101", "Server/gpu-host-102"}
@@ -289,7 +330,8 @@ def test_basic_credential_for_netbox_is_refused() -> None:
 
 def write_repo(root: Path, peer: NetboxPeer) -> Path:
     root.mkdir()
-    (root / "inventory.yaml").write_text(textwrap.dedent(f"""\
+    (root / "inventory.yaml").write_text(
+        textwrap.dedent(f"""\
         apiVersion: metalform/v1
         kind: Credential
         metadata: {{name: bmc}}
@@ -320,20 +362,25 @@ def write_repo(root: Path, peer: NetboxPeer) -> Path:
         spec:
           bmc: {{driver: redfish, address: "http://127.0.0.1:7", credential: bmc}}
           power: "On"
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     return root
 
 
-def test_plan_shows_imported_servers_from_netbox(netbox_peer: NetboxPeer, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_shows_imported_servers_from_netbox(
+    netbox_peer: NetboxPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BMC_PASSWORD", "bmc-secret-for-tests")
     repo = write_repo(tmp_path / "repo", netbox_peer)
 
-    fleet = MemoryFleet({
-        "Server/gpu-host-101": {"state": {"power": "Off"}},
-        "Server/gpu-host-102": {"state": {"power": "On"}},
-        "Server/git-host": {"state": {"power": "Off"}},
-    })
+    fleet = MemoryFleet(
+        {
+            "Server/gpu-host-101": {"state": {"power": "Off"}},
+            "Server/gpu-host-102": {"state": {"power": "On"}},
+            "Server/git-host": {"state": {"power": "Off"}},
+        }
+    )
     factory = memory_factory(fleet)
     engine = Engine(factories={"redfish": factory, "ipmi": factory})
     plan = engine.plan(repo).plan
@@ -341,7 +388,9 @@ def test_plan_shows_imported_servers_from_netbox(netbox_peer: NetboxPeer, tmp_pa
     assert "Server/gpu-host-101  (from netbox)" in text
     assert "Server/git-host  (from" not in text
     assert {(a.address, a.operation) for a in plan.actions} == {
-        ("Server/gpu-host-101", "power.on"), ("Server/git-host", "power.on")}
+        ("Server/gpu-host-101", "power.on"),
+        ("Server/git-host", "power.on"),
+    }
     assert not plan.has_errors
     messages = " | ".join(d.message for d in plan.diagnostics)
     assert "Git wins" in messages and "'bad_name host'" in messages

@@ -76,44 +76,64 @@ def desired(*documents: str) -> DesiredState:
 
 def channel(name: str, kind: str, url: str) -> str:
     url = url if url.startswith("{") else f"'{url}'"
-    return (f"kind: NotificationChannel\nmetadata: {{name: {name}}}\n"
-            f"spec: {{type: {kind}, url: {url}}}")
+    return (
+        f"kind: NotificationChannel\nmetadata: {{name: {name}}}\nspec: {{type: {kind}, url: {url}}}"
+    )
 
 
 def rule(name: str, events: str, channels: str, extra: str = "") -> str:
-    return (f"kind: NotificationRule\nmetadata: {{name: {name}}}\n"
-            f"spec:\n  events: {events}\n  channels: {channels}\n{extra}")
+    return (
+        f"kind: NotificationRule\nmetadata: {{name: {name}}}\n"
+        f"spec:\n  events: {events}\n  channels: {channels}\n{extra}"
+    )
 
 
 def smtp_provider(url: str, extra: str = "") -> str:
     return f"kind: Provider\nmetadata: {{name: mail}}\nspec: {{type: smtp, url: '{url}'{extra}}}"
 
 
-SMTP_CREDENTIAL = ("kind: Credential\nmetadata: {name: smtp}\nspec: {type: basic, "
-                   "username: notify, password: {fromEnv: NOTIFY_TEST_SMTP_PASSWORD}}")
-EMAIL_CHANNEL = ("kind: NotificationChannel\nmetadata: {name: ops-mail}\nspec:\n  type: email\n"
-                 "  email: {provider: mail, from: metalform@lab.example, "
-                 "to: [ops@lab.example, oncall@lab.example]}")
+SMTP_CREDENTIAL = (
+    "kind: Credential\nmetadata: {name: smtp}\nspec: {type: basic, "
+    "username: notify, password: {fromEnv: NOTIFY_TEST_SMTP_PASSWORD}}"
+)
+EMAIL_CHANNEL = (
+    "kind: NotificationChannel\nmetadata: {name: ops-mail}\nspec:\n  type: email\n"
+    "  email: {provider: mail, from: metalform@lab.example, "
+    "to: [ops@lab.example, oncall@lab.example]}"
+)
 
 
 def no_credentials(name: str) -> ResolvedCredential:
     raise AssertionError(f"no credential expected, asked for {name}")
 
 
-def notifier(state: DesiredState, credentials: Callable[[str], ResolvedCredential] = no_credentials,
-             **options: Any) -> Notifier:
+def notifier(
+    state: DesiredState,
+    credentials: Callable[[str], ResolvedCredential] = no_credentials,
+    **options: Any,
+) -> Notifier:
     options.setdefault("sleep", lambda seconds: None)
     return Notifier.from_desired(state, credentials, **options)
 
 
 def apply_failed(message: str = "2 action(s) failed", **fields: Any) -> Event:
     return Event(
-        EventType.APPLY_FAILED, repository="infra", revision="a" * 40, plan_id="p-7",
-        apply_id="a-3", message=message,
+        EventType.APPLY_FAILED,
+        repository="infra",
+        revision="a" * 40,
+        plan_id="p-7",
+        apply_id="a-3",
+        message=message,
         resources=(EventResource("Server/gpu-1", {"site": "yul1", "gpu": "l40"}),),
         summary={"succeeded": 3, "failed": 2, "skipped": 1},
-        results=[{"address": "Server/gpu-1", "operation": "bios.set", "status": "failed",
-                  "error": "HTTP 500 from BMC"}],
+        results=[
+            {
+                "address": "Server/gpu-1",
+                "operation": "bios.set",
+                "status": "failed",
+                "error": "HTTP 500 from BMC",
+            }
+        ],
         **fields,
     )
 
@@ -122,12 +142,21 @@ def apply_failed(message: str = "2 action(s) failed", **fields: Any) -> Event:
 
 
 def test_email_arrives_with_subject_and_body(smtp_sink: SmtpSink) -> None:
-    state = desired(smtp_provider(smtp_sink.url), EMAIL_CHANNEL,
-                    rule("mail-applies", "[apply.succeeded]", "[ops-mail]"))
+    state = desired(
+        smtp_provider(smtp_sink.url),
+        EMAIL_CHANNEL,
+        rule("mail-applies", "[apply.succeeded]", "[ops-mail]"),
+    )
     n = notifier(state)
-    event = Event(EventType.APPLY_SUCCEEDED, repository="infra", revision="b" * 40,
-                  plan_id="p-1", apply_id="a-1", summary={"succeeded": 4, "failed": 0},
-                  resources=(EventResource("Server/gpu-1"),))
+    event = Event(
+        EventType.APPLY_SUCCEEDED,
+        repository="infra",
+        revision="b" * 40,
+        plan_id="p-1",
+        apply_id="a-1",
+        summary={"succeeded": 4, "failed": 0},
+        resources=(EventResource("Server/gpu-1"),),
+    )
 
     assert n.notify(event) == 1
 
@@ -135,7 +164,8 @@ def test_email_arrives_with_subject_and_body(smtp_sink: SmtpSink) -> None:
     assert mail.sender == "metalform@lab.example"
     assert sorted(mail.recipients) == ["oncall@lab.example", "ops@lab.example"]
     assert mail.message["Subject"] == (
-        "[metalform] Apply a-1 of plan p-1 succeeded at bbbbbbbbbbbb")
+        "[metalform] Apply a-1 of plan p-1 succeeded at bbbbbbbbbbbb"
+    )
     body = mail.message.get_content()
     assert "Summary: failed 0, succeeded 4" in body
     assert "- Server/gpu-1" in body
@@ -144,13 +174,16 @@ def test_email_arrives_with_subject_and_body(smtp_sink: SmtpSink) -> None:
 
 
 def test_email_with_credential_uses_starttls_and_login(
-        smtp_tls_sink: SmtpSink, smtp_login: tuple[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    smtp_tls_sink: SmtpSink, smtp_login: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     user, password = smtp_login
     monkeypatch.setenv("NOTIFY_TEST_SMTP_PASSWORD", password)
-    state = desired(SMTP_CREDENTIAL.replace("notify", user),
-                    smtp_provider(smtp_tls_sink.url, ", credential: smtp, verifyTls: false"),
-                    EMAIL_CHANNEL, rule("mail-failures", "[apply.failed]", "[ops-mail]"))
+    state = desired(
+        SMTP_CREDENTIAL.replace("notify", user),
+        smtp_provider(smtp_tls_sink.url, ", credential: smtp, verifyTls: false"),
+        EMAIL_CHANNEL,
+        rule("mail-failures", "[apply.failed]", "[ops-mail]"),
+    )
 
     def credentials(name: str) -> ResolvedCredential:
         spec = state.resources[f"Credential/{name}"].spec
@@ -163,11 +196,15 @@ def test_email_with_credential_uses_starttls_and_login(
     assert password.encode() not in mail.raw
 
 
-def test_credential_is_never_sent_without_tls(smtp_sink: SmtpSink,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    state = desired(SMTP_CREDENTIAL, smtp_provider(smtp_sink.url, ", credential: smtp"),
-                    EMAIL_CHANNEL,
-                    rule("mail-failures", "[apply.failed]", "[ops-mail]"))
+def test_credential_is_never_sent_without_tls(
+    smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = desired(
+        SMTP_CREDENTIAL,
+        smtp_provider(smtp_sink.url, ", credential: smtp"),
+        EMAIL_CHANNEL,
+        rule("mail-failures", "[apply.failed]", "[ops-mail]"),
+    )
     password = "plain-Pa55word-must-stay-home"
 
     def credentials(name: str) -> ResolvedCredential:
@@ -185,10 +222,13 @@ def test_credential_is_never_sent_without_tls(smtp_sink: SmtpSink,
 
 
 def test_slack_payload_is_text_only_and_its_secret_url_is_resolved(
-        http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NOTIFY_TEST_SLACK_URL", http_receiver.url("/services/T0/B0/s3cr3t"))
-    state = desired(channel("chat", "slack", "{fromEnv: NOTIFY_TEST_SLACK_URL}"),
-                    rule("chat-failures", "[apply.failed]", "[chat]"))
+    state = desired(
+        channel("chat", "slack", "{fromEnv: NOTIFY_TEST_SLACK_URL}"),
+        rule("chat-failures", "[apply.failed]", "[chat]"),
+    )
     n = notifier(state)
 
     assert n.notify(apply_failed()) == 1
@@ -202,13 +242,23 @@ def test_slack_payload_is_text_only_and_its_secret_url_is_resolved(
 
 
 def test_webhook_posts_the_event_as_json(http_receiver: HttpReceiver) -> None:
-    state = desired(channel("hook", "webhook", http_receiver.url("/hook")),
-                    rule("everything", "[plan.created, drift.detected]", "[hook]"))
+    state = desired(
+        channel("hook", "webhook", http_receiver.url("/hook")),
+        rule("everything", "[plan.created, drift.detected]", "[hook]"),
+    )
     n = notifier(state)
-    plan = Plan(revision="c" * 40, created_at="2024-05-01T00:00:00Z",
-                summary=Summary(update=2, noop=3),
-                diagnostics=[Diagnostic(severity=Severity.WARNING, address="Server/cpu-1",
-                                        message="attribute X is read-only")])
+    plan = Plan(
+        revision="c" * 40,
+        created_at="2024-05-01T00:00:00Z",
+        summary=Summary(update=2, noop=3),
+        diagnostics=[
+            Diagnostic(
+                severity=Severity.WARNING,
+                address="Server/cpu-1",
+                message="attribute X is read-only",
+            )
+        ],
+    )
 
     n.notify(plan_event(EventType.PLAN_CREATED, plan, repository="infra", plan_id="p-9"))
 
@@ -227,11 +277,15 @@ def test_webhook_posts_the_event_as_json(http_receiver: HttpReceiver) -> None:
 
 
 def test_custom_template_sees_event_rule_and_channel(http_receiver: HttpReceiver) -> None:
-    template = ("  template: \"{{ rule.name }}@{{ channel.name }}/{{ channel.type }}: "
-                "{{ event.type }} {{ event.addresses | join(',') }} "
-                "failed={{ event.summary.failed }}\"\n")
-    state = desired(channel("hook", "webhook", http_receiver.url("/t")),
-                    rule("custom", "[apply.failed]", "[hook]", template))
+    template = (
+        '  template: "{{ rule.name }}@{{ channel.name }}/{{ channel.type }}: '
+        "{{ event.type }} {{ event.addresses | join(',') }} "
+        'failed={{ event.summary.failed }}"\n'
+    )
+    state = desired(
+        channel("hook", "webhook", http_receiver.url("/t")),
+        rule("custom", "[apply.failed]", "[hook]", template),
+    )
     notifier(state).notify(apply_failed())
     [post] = http_receiver.to("/t")
     assert post.json()["text"] == "custom@hook/webhook: apply.failed Server/gpu-1 failed=2"
@@ -251,50 +305,85 @@ SERVICE = EventResource("Service/exporter", {"site": "yul1", "gpu": "l40"})
         (None, EventType.APPLY_FAILED, (GPU,), None, False),  # type not listed
         ({"kinds": ["Server"]}, EventType.DRIFT_DETECTED, (CPU,), None, True),
         ({"kinds": ["Service"]}, EventType.DRIFT_DETECTED, (CPU,), None, False),
-        ({"kinds": ["Aggregate", "Service"]}, EventType.DRIFT_DETECTED, (CPU, SERVICE), None,
-         True),  # kinds: any of
+        (
+            {"kinds": ["Aggregate", "Service"]},
+            EventType.DRIFT_DETECTED,
+            (CPU, SERVICE),
+            None,
+            True,
+        ),  # kinds: any of
         ({"kinds": ["Server"]}, EventType.DRIFT_DETECTED, (), None, False),
         ({"labels": {"gpu": "l40"}}, EventType.DRIFT_DETECTED, (CPU, GPU), None, True),
-        ({"labels": {"gpu": "l40", "site": "yul1"}}, EventType.DRIFT_DETECTED, (CPU,), None,
-         False),  # labels: all of, on one resource
-        ({"labels": {"gpu": "l40", "site": "yyz2"}}, EventType.DRIFT_DETECTED, (GPU,), None,
-         False),
-        ({"kinds": ["Server"], "labels": {"gpu": "l40"}}, EventType.DRIFT_DETECTED,
-         (CPU, SERVICE), None, False),  # both on the same resource
+        (
+            {"labels": {"gpu": "l40", "site": "yul1"}},
+            EventType.DRIFT_DETECTED,
+            (CPU,),
+            None,
+            False,
+        ),  # labels: all of, on one resource
+        ({"labels": {"gpu": "l40", "site": "yyz2"}}, EventType.DRIFT_DETECTED, (GPU,), None, False),
+        (
+            {"kinds": ["Server"], "labels": {"gpu": "l40"}},
+            EventType.DRIFT_DETECTED,
+            (CPU, SERVICE),
+            None,
+            False,
+        ),  # both on the same resource
         ({"severity": "warning"}, EventType.DRIFT_DETECTED, (), None, True),  # default warning
         ({"severity": "error"}, EventType.DRIFT_DETECTED, (), None, False),
         ({"severity": "error"}, EventType.DRIFT_DETECTED, (), "error", True),
         ({"severity": "info"}, EventType.DRIFT_DETECTED, (), "info", True),
     ],
 )
-def test_rule_matching(match: dict[str, Any] | None, event_type: EventType,
-                       resources: tuple[EventResource, ...], severity: str | None,
-                       expected: bool) -> None:
+def test_rule_matching(
+    match: dict[str, Any] | None,
+    event_type: EventType,
+    resources: tuple[EventResource, ...],
+    severity: str | None,
+    expected: bool,
+) -> None:
     spec = NotificationRuleSpec.model_validate(
-        {"events": ["drift.detected"], "channels": ["c"], "match": match})
-    event = Event(event_type, resources=resources,
-                  severity=None if severity is None else NotifySeverity(severity))
+        {"events": ["drift.detected"], "channels": ["c"], "match": match}
+    )
+    event = Event(
+        event_type,
+        resources=resources,
+        severity=None if severity is None else NotifySeverity(severity),
+    )
     assert Rule("r", spec).matches(event) is expected
 
 
 def test_bus_events_match_by_the_labels_of_the_desired_state(http_receiver: HttpReceiver) -> None:
     match = "  match: {kinds: [Server], labels: {gpu: l40}}\n"
-    state = desired(channel("hook", "webhook", http_receiver.url("/gpu")),
-                    rule("gpu-drift", "[drift.detected]", "[hook]", match))
+    state = desired(
+        channel("hook", "webhook", http_receiver.url("/gpu")),
+        rule("gpu-drift", "[drift.detected]", "[hook]", match),
+    )
     bus = EventBus()
     bus.subscribe(notifier(state))
 
-    bus.emit("drift.detected", {"revision": "d" * 40, "resources": 1,
-                                "addresses": ["Server/cpu-1"]}, repository="infra")
+    bus.emit(
+        "drift.detected",
+        {"revision": "d" * 40, "resources": 1, "addresses": ["Server/cpu-1"]},
+        repository="infra",
+    )
     assert http_receiver.posts == []
-    bus.emit("drift.detected", {"revision": "d" * 40, "resources": 2,
-                                "addresses": ["Server/cpu-1", "Server/gpu-1"]},
-             repository="infra", plan_id="p-2")
+    bus.emit(
+        "drift.detected",
+        {"revision": "d" * 40, "resources": 2, "addresses": ["Server/cpu-1", "Server/gpu-1"]},
+        repository="infra",
+        plan_id="p-2",
+    )
     [post] = http_receiver.to("/gpu")
     assert post.json()["event"]["resources"][1] == {
-        "address": "Server/gpu-1", "kind": "Server", "labels": {"site": "yul1", "gpu": "l40"}}
-    assert post.json()["subject"] == "Drift detected: 2 resource(s) out of sync in infra at " \
+        "address": "Server/gpu-1",
+        "kind": "Server",
+        "labels": {"site": "yul1", "gpu": "l40"},
+    }
+    assert (
+        post.json()["subject"] == "Drift detected: 2 resource(s) out of sync in infra at "
         "dddddddddddd"
+    )
 
 
 # --- throttle -------------------------------------------------------------------------------
@@ -303,8 +392,10 @@ def test_bus_events_match_by_the_labels_of_the_desired_state(http_receiver: Http
 def test_throttle_burst_sends_max_messages_then_one_digest(http_receiver: HttpReceiver) -> None:
     clock = FakeClock()
     throttle = "  throttle: {window: 10m, max: 5}\n"
-    state = desired(channel("hook", "webhook", http_receiver.url("/burst")),
-                    rule("burst", "[drift.detected]", "[hook]", throttle))
+    state = desired(
+        channel("hook", "webhook", http_receiver.url("/burst")),
+        rule("burst", "[drift.detected]", "[hook]", throttle),
+    )
     n = notifier(state, clock=clock)
 
     for i in range(50):
@@ -323,8 +414,14 @@ def test_throttle_burst_sends_max_messages_then_one_digest(http_receiver: HttpRe
     assert digest["subject"] == "45 more notification(s) from rule burst"
     assert "45 more notification(s) of rule burst were held back" in digest["text"]
     assert "(drift number 5)" in digest["text"] and "(drift number 49)" in digest["text"]
-    assert n.stats.as_dict() == {"sent": 6, "failed": 0, "retried": 0, "suppressed": 45,
-                                 "digests": 1, "template_errors": 0}
+    assert n.stats.as_dict() == {
+        "sent": 6,
+        "failed": 0,
+        "retried": 0,
+        "suppressed": 45,
+        "digests": 1,
+        "template_errors": 0,
+    }
     assert n.flush() == 0  # nothing held any more
 
     # A new window opens with the next event.
@@ -332,11 +429,12 @@ def test_throttle_burst_sends_max_messages_then_one_digest(http_receiver: HttpRe
     assert len(http_receiver.to("/burst")) == 7
 
 
-def test_digest_goes_out_before_the_event_that_ends_the_window(
-        http_receiver: HttpReceiver) -> None:
+def test_digest_goes_out_before_the_event_that_ends_the_window(http_receiver: HttpReceiver) -> None:
     clock = FakeClock()
-    state = desired(channel("hook", "webhook", http_receiver.url("/w")),
-                    rule("w", "[drift.detected]", "[hook]", "  throttle: {window: 1m, max: 1}\n"))
+    state = desired(
+        channel("hook", "webhook", http_receiver.url("/w")),
+        rule("w", "[drift.detected]", "[hook]", "  throttle: {window: 1m, max: 1}\n"),
+    )
     n = notifier(state, clock=clock)
     for _ in range(3):
         n.notify(Event(EventType.DRIFT_DETECTED))
@@ -352,19 +450,23 @@ def test_digest_goes_out_before_the_event_that_ends_the_window(
 
 
 def test_a_secret_in_an_event_is_redacted_in_every_message(
-        http_receiver: HttpReceiver, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    http_receiver: HttpReceiver,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     secret = "bmc-Pa55word-from-env-42"
     monkeypatch.setenv("NOTIFY_TEST_BMC_PASSWORD", secret)
     resolve(SecretRef(from_env="NOTIFY_TEST_BMC_PASSWORD"))  # as a provider would, to connect
     monkeypatch.setenv("NOTIFY_TEST_SLACK_URL", http_receiver.url("/slack/hidden-path-token"))
     clock = FakeClock()
     throttle = "  throttle: {window: 10m, max: 1}\n"
-    template = "  template: \"{{ event.message }} {{ event.results[0].error }}\"\n"
+    template = '  template: "{{ event.message }} {{ event.results[0].error }}"\n'
     state = desired(
         channel("hook", "webhook", http_receiver.url("/hook")),
         channel("chat", "slack", "{fromEnv: NOTIFY_TEST_SLACK_URL}"),
-        smtp_provider(smtp_sink.url), EMAIL_CHANNEL,
+        smtp_provider(smtp_sink.url),
+        EMAIL_CHANNEL,
         rule("default-words", "[apply.failed]", "[hook, chat, ops-mail]", throttle),
         rule("own-words", "[apply.failed]", "[hook]", template),
     )
@@ -373,12 +475,25 @@ def test_a_secret_in_an_event_is_redacted_in_every_message(
     # level) go through the redacting filter too.
     caplog.handler.addFilter(RedactingFilter())
     leaky = apply_failed(
-        message=f"login with {secret} failed", diagnostics=[
-            {"severity": "error", "address": "Server/gpu-1", "message": f"password {secret}"}],
-        payload={"note": secret, secret: "as a key"})
-    leaky = Event(**{**leaky.__dict__, "results": [
-        {"address": "Server/gpu-1", "operation": "bios.set", "status": "failed",
-         "error": f"BMC said {secret}"}]})
+        message=f"login with {secret} failed",
+        diagnostics=[
+            {"severity": "error", "address": "Server/gpu-1", "message": f"password {secret}"}
+        ],
+        payload={"note": secret, secret: "as a key"},
+    )
+    leaky = Event(
+        **{
+            **leaky.__dict__,
+            "results": [
+                {
+                    "address": "Server/gpu-1",
+                    "operation": "bios.set",
+                    "status": "failed",
+                    "error": f"BMC said {secret}",
+                }
+            ],
+        }
+    )
 
     with caplog.at_level(logging.DEBUG):
         for _ in range(3):
@@ -401,8 +516,11 @@ def test_a_secret_in_an_event_is_redacted_in_every_message(
 
 
 def test_delivery_failures_are_counted_and_never_raised(
-        http_receiver: HttpReceiver, dead_port: int, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    http_receiver: HttpReceiver,
+    dead_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     dead = dead_port
     monkeypatch.setenv("NOTIFY_TEST_SLACK_URL", f"http://127.0.0.1:{dead}/hooks/TOKEN123")
     http_receiver.fail("/broken", 500)
@@ -414,7 +532,8 @@ def test_delivery_failures_are_counted_and_never_raised(
         channel("flaky", "webhook", http_receiver.url("/flaky")),
         channel("dead-chat", "slack", "{fromEnv: NOTIFY_TEST_SLACK_URL}"),
         channel("unset", "slack", "{fromEnv: NOTIFY_TEST_UNSET_URL}"),
-        smtp_provider(f"smtp://127.0.0.1:{dead}"), EMAIL_CHANNEL,
+        smtp_provider(f"smtp://127.0.0.1:{dead}"),
+        EMAIL_CHANNEL,
         rule("all", "[apply.failed]", "[broken, gone, flaky, dead-chat, unset, ops-mail]"),
     )
     monkeypatch.delenv("NOTIFY_TEST_UNSET_URL", raising=False)
@@ -437,10 +556,11 @@ def test_delivery_failures_are_counted_and_never_raised(
     assert "email channel ops-mail" in caplog.text
 
 
-def test_background_notifier_delivers_off_the_emitting_thread(
-        http_receiver: HttpReceiver) -> None:
-    state = desired(channel("hook", "webhook", http_receiver.url("/bg")),
-                    rule("bg", "[apply.succeeded]", "[hook]"))
+def test_background_notifier_delivers_off_the_emitting_thread(http_receiver: HttpReceiver) -> None:
+    state = desired(
+        channel("hook", "webhook", http_receiver.url("/bg")),
+        rule("bg", "[apply.succeeded]", "[hook]"),
+    )
     worker = BackgroundNotifier(notifier(state), tick_interval=0.05)
     bus = EventBus()
     bus.subscribe(worker)
@@ -465,8 +585,10 @@ def test_background_notifier_delivers_off_the_emitting_thread(
     ],
 )
 def test_bad_templates_fail_at_load_naming_the_rule(template: str, problem: str) -> None:
-    state = desired(channel("hook", "webhook", "http://127.0.0.1:9/x"),
-                    rule("risky", "[apply.failed]", "[hook]", f"  template: {template!r}\n"))
+    state = desired(
+        channel("hook", "webhook", "http://127.0.0.1:9/x"),
+        rule("risky", "[apply.failed]", "[hook]", f"  template: {template!r}\n"),
+    )
     with pytest.raises(NotificationConfigError) as caught:
         notifier(state)
     message = str(caught.value)
@@ -478,7 +600,8 @@ def test_every_problem_is_reported_together() -> None:
         channel("hook", "webhook", "http://127.0.0.1:9/x"),
         rule("one", "[apply.failed]", "[hook]", "  template: '{{ nope }}'\n"),
         rule("two", "[apply.failed]", "[hook]", "  template: '{{ ().__class__ }}'\n"),
-        smtp_provider("http://127.0.0.1:25"), EMAIL_CHANNEL,
+        smtp_provider("http://127.0.0.1:25"),
+        EMAIL_CHANNEL,
     )
     with pytest.raises(NotificationConfigError) as caught:
         notifier(state)
@@ -492,8 +615,9 @@ def test_every_problem_is_reported_together() -> None:
 def test_lab_mail_sink_stores_messages_as_files(tmp_path: Path) -> None:
     peer = SmtpPeer(tmp_path / "smtp", port=0).start()
     try:
-        state = desired(smtp_provider(peer.url), EMAIL_CHANNEL,
-                        rule("mail", "[apply.succeeded]", "[ops-mail]"))
+        state = desired(
+            smtp_provider(peer.url), EMAIL_CHANNEL, rule("mail", "[apply.succeeded]", "[ops-mail]")
+        )
         notifier(state).notify(Event(EventType.APPLY_SUCCEEDED, plan_id="p-1", apply_id="a-1"))
         attached = SmtpPeer.attach(tmp_path / "smtp")
         assert attached.is_running() and attached.port == peer.port
@@ -506,11 +630,15 @@ def test_lab_mail_sink_stores_messages_as_files(tmp_path: Path) -> None:
 
 
 def test_an_unverifiable_certificate_is_refused(
-        smtp_tls_sink: SmtpSink, smtp_login: tuple[str, str],
-        caplog: pytest.LogCaptureFixture) -> None:
+    smtp_tls_sink: SmtpSink, smtp_login: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     user, password = smtp_login
-    state = desired(SMTP_CREDENTIAL, smtp_provider(smtp_tls_sink.url, ", credential: smtp"),
-                    EMAIL_CHANNEL, rule("mail-failures", "[apply.failed]", "[ops-mail]"))
+    state = desired(
+        SMTP_CREDENTIAL,
+        smtp_provider(smtp_tls_sink.url, ", credential: smtp"),
+        EMAIL_CHANNEL,
+        rule("mail-failures", "[apply.failed]", "[ops-mail]"),
+    )
     n = notifier(state, lambda name: ResolvedCredential(name, user, Secret(password)))
     with caplog.at_level(logging.WARNING):
         assert n.notify(apply_failed()) == 0

@@ -47,32 +47,55 @@ def cloud(nova_peer: NovaPeer) -> Iterator[NovaPeer]:
 
 def doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> str:
     # JSON is YAML: no quoting surprises.
-    return json.dumps({"apiVersion": "metalform/v1", "kind": kind,
-                       "metadata": {"name": name, "labels": labels or {}}, "spec": spec})
+    return json.dumps(
+        {
+            "apiVersion": "metalform/v1",
+            "kind": kind,
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": spec,
+        }
+    )
 
 
 def server(name: str, pool: str, hostname: str | None = None) -> str:
     # Servers are not planned here (only Aggregates are targeted): any distinct BMC will do.
-    spec: dict[str, Any] = {"bmc": {"driver": "redfish", "address": "http://127.0.0.1:9",
-                                    "systemId": name, "credential": "bmc"}}
+    spec: dict[str, Any] = {
+        "bmc": {
+            "driver": "redfish",
+            "address": "http://127.0.0.1:9",
+            "systemId": name,
+            "credential": "bmc",
+        }
+    }
     if hostname:
         spec["hostname"] = hostname
     return doc("Server", name, spec, {"pool": pool})
 
 
 def aggregate(name: str, pool: str, **spec: Any) -> str:
-    return doc("Aggregate", name,
-               {"provider": "cloud", "selector": {"matchLabels": {"pool": pool}}, **spec})
+    return doc(
+        "Aggregate",
+        name,
+        {"provider": "cloud", "selector": {"matchLabels": {"pool": pool}}, **spec},
+    )
 
 
-def write_repo(path: Path, url: str, pools: dict[str, str], *aggregates: str,
-               extra: tuple[str, ...] = ()) -> Path:
+def write_repo(
+    path: Path, url: str, pools: dict[str, str], *aggregates: str, extra: tuple[str, ...] = ()
+) -> Path:
     """A repository with the four GPU servers in `pools` (name -> pool) and `aggregates`."""
     path.mkdir(parents=True, exist_ok=True)
     documents = [
         doc("Provider", "cloud", {"type": "openstack", "url": url, "timeout": 30}),
-        doc("Credential", "bmc", {"type": "basic", "username": "admin",
-                                  "password": {"fromEnv": "METALFORM_TEST_UNUSED"}}),
+        doc(
+            "Credential",
+            "bmc",
+            {
+                "type": "basic",
+                "username": "admin",
+                "password": {"fromEnv": "METALFORM_TEST_UNUSED"},
+            },
+        ),
         *(server(name, pool) for name, pool in sorted(pools.items())),
         *aggregates,
         *extra,
@@ -81,8 +104,12 @@ def write_repo(path: Path, url: str, pools: dict[str, str], *aggregates: str,
     return path
 
 
-POOLS = {"gpu-host-001": "spot", "gpu-host-002": "spot",
-         "gpu-host-003": "ondemand", "gpu-host-004": "ondemand"}
+POOLS = {
+    "gpu-host-001": "spot",
+    "gpu-host-002": "spot",
+    "gpu-host-003": "ondemand",
+    "gpu-host-004": "ondemand",
+}
 
 
 def engine() -> Engine:
@@ -98,8 +125,9 @@ def converge(repo: Path, targets: tuple[str, ...] = TARGETS) -> Plan:
     first = plan(repo, targets)
     assert not first.has_errors, first.diagnostics
     result = engine().apply(first)
-    assert result.ok, [(r.address, r.operation, r.status, r.error)
-                       for r in result.results.values() if r.error]
+    assert result.ok, [
+        (r.address, r.operation, r.status, r.error) for r in result.results.values() if r.error
+    ]
     again = plan(repo, targets)
     assert again.actions == [], [(a.address, a.operation) for a in again.actions]
     return first
@@ -116,8 +144,11 @@ def ops(p: Plan) -> list[tuple[str, str, Any]]:
 
 
 def by_op(p: Plan, address: str, operation: str, host: str) -> Action:
-    return next(a for a in p.actions if a.address == address and a.operation == operation
-                and a.params.get("host") == host)
+    return next(
+        a
+        for a in p.actions
+        if a.address == address and a.operation == operation and a.params.get("host") == host
+    )
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -125,9 +156,12 @@ def by_op(p: Plan, address: str, operation: str, host: str) -> Action:
 
 def test_create_with_zone_metadata_and_selected_hosts(cloud: NovaPeer, tmp_path: Path) -> None:
     repo = write_repo(
-        tmp_path / "repo", cloud.url, POOLS,
-        aggregate("gpu-spot", "spot", availabilityZone="az-gpu",
-                  metadata={"pool": "spot", "gpu": "l40"}),
+        tmp_path / "repo",
+        cloud.url,
+        POOLS,
+        aggregate(
+            "gpu-spot", "spot", availabilityZone="az-gpu", metadata={"pool": "spot", "gpu": "l40"}
+        ),
         aggregate("gpu-ondemand", "ondemand", metadata={"pool": "ondemand"}),
     )
     first = converge(repo)
@@ -148,23 +182,33 @@ def test_create_with_zone_metadata_and_selected_hosts(cloud: NovaPeer, tmp_path:
             assert create.id in action.depends_on
     found = nova_aggregates(cloud)
     assert found["gpu-spot"]["availability_zone"] == "az-gpu"
-    assert found["gpu-spot"]["metadata"] == {"availability_zone": "az-gpu", "pool": "spot",
-                                             "gpu": "l40", MANAGED_KEY: "true"}
+    assert found["gpu-spot"]["metadata"] == {
+        "availability_zone": "az-gpu",
+        "pool": "spot",
+        "gpu": "l40",
+        MANAGED_KEY: "true",
+    }
     assert sorted(found["gpu-spot"]["hosts"]) == ["gpu-host-001", "gpu-host-002"]
     assert found["gpu-ondemand"]["availability_zone"] is None
     assert sorted(found["gpu-ondemand"]["hosts"]) == ["gpu-host-003", "gpu-host-004"]
 
     # A metadata key Git drops is removed; a changed one is set.
     repo = write_repo(
-        tmp_path / "repo", cloud.url, POOLS,
+        tmp_path / "repo",
+        cloud.url,
+        POOLS,
         aggregate("gpu-spot", "spot", availabilityZone="az-gpu", metadata={"pool": "preempt"}),
         aggregate("gpu-ondemand", "ondemand", metadata={"pool": "ondemand"}),
     )
     second = converge(repo)
     assert [(a.operation, a.params) for a in second.actions] == [
-        ("aggregate.set_metadata", {"metadata": {"gpu": None, "pool": "preempt"}})]
+        ("aggregate.set_metadata", {"metadata": {"gpu": None, "pool": "preempt"}})
+    ]
     assert nova_aggregates(cloud)["gpu-spot"]["metadata"] == {
-        "availability_zone": "az-gpu", "pool": "preempt", MANAGED_KEY: "true"}
+        "availability_zone": "az-gpu",
+        "pool": "preempt",
+        MANAGED_KEY: "true",
+    }
 
 
 def test_moved_host_joins_its_new_aggregate_before_leaving_the_old(
@@ -175,27 +219,35 @@ def test_moved_host_joins_its_new_aggregate_before_leaving_the_old(
     moved = {**POOLS, "gpu-host-002": "ondemand"}
     repo = write_repo(tmp_path / "repo", cloud.url, moved, *aggregates)
     p = plan(repo)
-    assert ops(p) == [(ONDEMAND, "aggregate.add_host", "gpu-host-002"),
-                      (SPOT, "aggregate.remove_host", "gpu-host-002")]
+    assert ops(p) == [
+        (ONDEMAND, "aggregate.add_host", "gpu-host-002"),
+        (SPOT, "aggregate.remove_host", "gpu-host-002"),
+    ]
     add = by_op(p, ONDEMAND, "aggregate.add_host", "gpu-host-002")
     remove = by_op(p, SPOT, "aggregate.remove_host", "gpu-host-002")
     assert remove.depends_on == (add.id,)
     assert remove.disruptive and not add.disruptive
     converge(repo)
     found = nova_aggregates(cloud)
-    assert sorted(found["gpu-ondemand"]["hosts"]) == ["gpu-host-002", "gpu-host-003",
-                                                      "gpu-host-004"]
+    assert sorted(found["gpu-ondemand"]["hosts"]) == [
+        "gpu-host-002",
+        "gpu-host-003",
+        "gpu-host-004",
+    ]
     assert found["gpu-spot"]["hosts"] == ["gpu-host-001"]
 
 
 def test_moved_host_leaves_first_between_availability_zones(
     cloud: NovaPeer, tmp_path: Path
 ) -> None:
-    aggregates = (aggregate("gpu-spot", "spot", availabilityZone="az-spot"),
-                  aggregate("gpu-ondemand", "ondemand", availabilityZone="az-ondemand"))
+    aggregates = (
+        aggregate("gpu-spot", "spot", availabilityZone="az-spot"),
+        aggregate("gpu-ondemand", "ondemand", availabilityZone="az-ondemand"),
+    )
     converge(write_repo(tmp_path / "repo", cloud.url, POOLS, *aggregates))
-    repo = write_repo(tmp_path / "repo", cloud.url, {**POOLS, "gpu-host-001": "ondemand"},
-                      *aggregates)
+    repo = write_repo(
+        tmp_path / "repo", cloud.url, {**POOLS, "gpu-host-001": "ondemand"}, *aggregates
+    )
     p = plan(repo)
     add = by_op(p, ONDEMAND, "aggregate.add_host", "gpu-host-001")
     remove = by_op(p, SPOT, "aggregate.remove_host", "gpu-host-001")
@@ -226,8 +278,10 @@ def test_removal_of_a_host_with_instances_is_refused_then_allowed(
     # The join is safe on its own: it is applied, the host stays in both aggregates.
     result = engine().apply(p)
     statuses = {(r.address, r.operation): r.status for r in result.results.values()}
-    assert statuses == {(ONDEMAND, "aggregate.add_host"): ActionStatus.SUCCEEDED,
-                        (SPOT, "aggregate.remove_host"): ActionStatus.REFUSED}
+    assert statuses == {
+        (ONDEMAND, "aggregate.add_host"): ActionStatus.SUCCEEDED,
+        (SPOT, "aggregate.remove_host"): ActionStatus.REFUSED,
+    }
     assert "gpu-host-002" in nova_aggregates(cloud)["gpu-spot"]["hosts"]
     assert "gpu-host-002" in nova_aggregates(cloud)["gpu-ondemand"]["hosts"]
 
@@ -235,7 +289,8 @@ def test_removal_of_a_host_with_instances_is_refused_then_allowed(
     repo = write_repo(tmp_path / "repo", cloud.url, moved, *aggregates)
     allowed = converge(repo)
     assert [(a.operation, a.status) for a in allowed.actions] == [
-        ("aggregate.remove_host", ActionStatus.PLANNED)]
+        ("aggregate.remove_host", ActionStatus.PLANNED)
+    ]
     assert nova_aggregates(cloud)["gpu-spot"]["hosts"] == ["gpu-host-001"]
     assert cloud.instances() == {"gpu-host-002": 3}  # the instances keep running
 
@@ -258,15 +313,18 @@ def test_an_aggregate_git_drops_is_emptied_and_deleted_not_one_made_by_hand(
 ) -> None:
     spot, ondemand = aggregate("gpu-spot", "spot"), aggregate("gpu-ondemand", "ondemand")
     converge(write_repo(tmp_path / "repo", cloud.url, POOLS, spot, ondemand))
-    made = requests.post(f"{cloud.url}/os-aggregates", headers=cloud.headers(), timeout=10,
-                         json={"aggregate": {"name": "by-hand"}})
+    made = requests.post(
+        f"{cloud.url}/os-aggregates",
+        headers=cloud.headers(),
+        timeout=10,
+        json={"aggregate": {"name": "by-hand"}},
+    )
     made.raise_for_status()
 
     repo = write_repo(tmp_path / "repo", cloud.url, POOLS, ondemand)
     p = site_engine().plan(repo).plan
     assert not p.has_errors, [d.render() for d in p.diagnostics]
-    assert [(a.address, a.operation, a.params.get("host"), a.disruptive)
-            for a in p.actions] == [
+    assert [(a.address, a.operation, a.params.get("host"), a.disruptive) for a in p.actions] == [
         (SPOT, "aggregate.remove_host", "gpu-host-001", True),
         (SPOT, "aggregate.remove_host", "gpu-host-002", True),
         (SPOT, "aggregate.delete", None, True),
@@ -274,8 +332,11 @@ def test_an_aggregate_git_drops_is_emptied_and_deleted_not_one_made_by_hand(
     assert p.actions[2].depends_on == (p.actions[0].id, p.actions[1].id)
     change = next(c for c in p.changes if c.address == SPOT)
     assert change.action is ChangeKind.DELETE
-    assert {e.path for e in change.diff} == {"availabilityZone", "hosts.gpu-host-001",
-                                             "hosts.gpu-host-002"}
+    assert {e.path for e in change.diff} == {
+        "availabilityZone",
+        "hosts.gpu-host-001",
+        "hosts.gpu-host-002",
+    }
     assert p.summary.delete == 1
 
     result = site_engine().apply(p)
@@ -298,15 +359,15 @@ def test_deleting_an_aggregate_whose_hosts_run_instances_is_refused(
     assert remove.status is ActionStatus.REFUSED
     assert remove.reason == "host gpu-host-001 still runs 2 instances"
     warnings = [d.message for d in p.diagnostics if d.severity is Severity.WARNING]
-    assert ("deleting the aggregate is refused: host gpu-host-001 still runs 2 instances "
-            "(empty it through Git first: hosts: [] with onInstances: Allow, then drop it)"
-            in warnings)
+    assert (
+        "deleting the aggregate is refused: host gpu-host-001 still runs 2 instances "
+        "(empty it through Git first: hosts: [] with onInstances: Allow, then drop it)" in warnings
+    )
     # The plan shows the delete will not happen either; apply removes the other host only.
     delete = next(a for a in p.actions if a.operation == "aggregate.delete")
     assert delete.status is ActionStatus.REFUSED
     result = site_engine().apply(p)
-    statuses = [(a.operation, a.params.get("host"), result.results[a.id].status)
-                for a in p.actions]
+    statuses = [(a.operation, a.params.get("host"), result.results[a.id].status) for a in p.actions]
     assert statuses == [
         ("aggregate.remove_host", "gpu-host-001", ActionStatus.REFUSED),
         ("aggregate.remove_host", "gpu-host-002", ActionStatus.SUCCEEDED),
@@ -316,8 +377,12 @@ def test_deleting_an_aggregate_whose_hosts_run_instances_is_refused(
 
 
 def test_metalform_metadata_keys_are_reserved(tmp_path: Path) -> None:
-    repo = write_repo(tmp_path / "repo", "http://127.0.0.1:9/v2.1", POOLS,
-                      aggregate("gpu-spot", "spot", metadata={MANAGED_KEY: "false"}))
+    repo = write_repo(
+        tmp_path / "repo",
+        "http://127.0.0.1:9/v2.1",
+        POOLS,
+        aggregate("gpu-spot", "spot", metadata={MANAGED_KEY: "false"}),
+    )
     with pytest.raises(InputError) as caught:
         load(repo)
     (diagnostic,) = caught.value.diagnostics
@@ -327,29 +392,47 @@ def test_metalform_metadata_keys_are_reserved(tmp_path: Path) -> None:
 
 def test_unknown_host_is_a_clear_error(cloud: NovaPeer, tmp_path: Path) -> None:
     repo = write_repo(
-        tmp_path / "repo", cloud.url, POOLS,
+        tmp_path / "repo",
+        cloud.url,
+        POOLS,
         doc("Aggregate", "gpu-spot", {"provider": "cloud", "hosts": ["gpu-host-001", "ghost"]}),
         extra=(server("ghost", "none", hostname="ghost.example.net"),),
     )
     p = plan(repo, (SPOT,))
     assert p.has_errors
     errors = [d.message for d in p.diagnostics if d.severity is Severity.ERROR]
-    assert errors == ["host 'ghost.example.net' is not a compute host of the cloud of "
-                      "Provider/cloud; it is not added"]
-    assert ops(p) == [(SPOT, "aggregate.add_host", "gpu-host-001"),
-                      (SPOT, "aggregate.create", None)]
+    assert errors == [
+        "host 'ghost.example.net' is not a compute host of the cloud of "
+        "Provider/cloud; it is not added"
+    ]
+    assert ops(p) == [
+        (SPOT, "aggregate.add_host", "gpu-host-001"),
+        (SPOT, "aggregate.create", None),
+    ]
 
     # Executed anyway (a host deleted after the plan was made): Nova's 404, said plainly.
     desired = load(repo)
     provider = OpenStackProvider(context(desired.resources))
     try:
-        provider.execute(Action(id=1, address=SPOT, operation="aggregate.create",
-                                params={"name": "gpu-spot", "availabilityZone": None}),
-                         desired.resources[SPOT])
+        provider.execute(
+            Action(
+                id=1,
+                address=SPOT,
+                operation="aggregate.create",
+                params={"name": "gpu-spot", "availabilityZone": None},
+            ),
+            desired.resources[SPOT],
+        )
         with pytest.raises(HostNotFound, match="Nova knows no such compute host"):
-            provider.execute(Action(id=2, address=SPOT, operation="aggregate.add_host",
-                                    params={"host": "ghost.example.net"}),
-                             desired.resources[SPOT])
+            provider.execute(
+                Action(
+                    id=2,
+                    address=SPOT,
+                    operation="aggregate.add_host",
+                    params={"host": "ghost.example.net"},
+                ),
+                desired.resources[SPOT],
+            )
     finally:
         provider.close()
 
@@ -361,15 +444,25 @@ def context(resources: Any, retries: int = 2) -> ProviderContext:
     def no_credential(name: str) -> Any:
         raise AssertionError(f"no credential expected, asked for {name}")
 
-    return ProviderContext(limiter=Limiter(4, 2), credential=no_credential, timeout=30,
-                           retries=retries, resources=resources)
+    return ProviderContext(
+        limiter=Limiter(4, 2),
+        credential=no_credential,
+        timeout=30,
+        retries=retries,
+        resources=resources,
+    )
 
 
 def test_read_costs_three_listings_per_cloud(
     cloud: NovaPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = write_repo(tmp_path / "repo", cloud.url, POOLS,
-                      aggregate("gpu-spot", "spot"), aggregate("gpu-ondemand", "ondemand"))
+    repo = write_repo(
+        tmp_path / "repo",
+        cloud.url,
+        POOLS,
+        aggregate("gpu-spot", "spot"),
+        aggregate("gpu-ondemand", "ondemand"),
+    )
     converge(repo)
     cloud.set_instances("gpu-host-001", 2)
     calls: list[str] = []
@@ -392,16 +485,20 @@ def test_read_costs_three_listings_per_cloud(
     assert sorted(calls) == ["list aggregates", "list compute services", "list hypervisors"]
     assert sorted(managed) == [ONDEMAND, SPOT]
     spot = live[SPOT]
-    assert spot.state == {"availabilityZone": None, "hosts.gpu-host-001": True,
-                          "hosts.gpu-host-002": True}
+    assert spot.state == {
+        "availabilityZone": None,
+        "hosts.gpu-host-001": True,
+        "hosts.gpu-host-002": True,
+    }
     assert spot.facts["instances"] == {"gpu-host-001": 2, "gpu-host-002": 0}
     assert spot.facts["computeHosts"] == sorted(POOLS)
     assert live[ONDEMAND].facts["instances"] == {"gpu-host-003": 0, "gpu-host-004": 0}
 
 
 def test_unreachable_cloud_plans_nothing(tmp_path: Path) -> None:
-    repo = write_repo(tmp_path / "repo", "http://127.0.0.1:9/v2.1", POOLS,
-                      aggregate("gpu-spot", "spot"))
+    repo = write_repo(
+        tmp_path / "repo", "http://127.0.0.1:9/v2.1", POOLS, aggregate("gpu-spot", "spot")
+    )
     desired = load(repo)
     provider = OpenStackProvider(context(desired.resources, retries=0))
     try:
@@ -430,7 +527,9 @@ def test_example_inventory_aggregates_converge(cloud: NovaPeer, tmp_path: Path) 
             path.write_text(text.replace("http://127.0.0.1:8774/v2.1", cloud.url))
     first = converge(inventory, TARGETS)
     assert {(a.address, a.operation) for a in first.actions} >= {
-        (SPOT, "aggregate.create"), (ONDEMAND, "aggregate.create")}
+        (SPOT, "aggregate.create"),
+        (ONDEMAND, "aggregate.create"),
+    }
     found = nova_aggregates(cloud)
     assert sorted(found["gpu-spot"]["hosts"]) == ["gpu-host-001", "gpu-host-002"]
     assert sorted(found["gpu-ondemand"]["hosts"]) == ["gpu-host-003", "gpu-host-004"]

@@ -18,7 +18,8 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
 
 
 @pytest.fixture
-def forge_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                  fake_forge: FakeForge) -> Iterator[Harness]:
+def forge_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_forge: FakeForge
+) -> Iterator[Harness]:
     """The app on SQLite, reporting to the fake forge."""
     yield from make_harness(tmp_path, monkeypatch, forge=fake_forge)

@@ -29,10 +29,14 @@ from reconciler.engine import Engine
 from tests.fakes.forge import FakeForge
 from webhooks.github import sign
 
-CASE = Path(__file__).resolve().parents[1] / "unit" / "cases" / "ordering-across-servers" / \
-    "desired"
-TOKENS = {"viewer": "tok-viewer-0123456789", "planner": "tok-planner-0123456789",
-          "operator": "tok-operator-0123456789"}
+CASE = (
+    Path(__file__).resolve().parents[1] / "unit" / "cases" / "ordering-across-servers" / "desired"
+)
+TOKENS = {
+    "viewer": "tok-viewer-0123456789",
+    "planner": "tok-planner-0123456789",
+    "operator": "tok-operator-0123456789",
+}
 GITHUB_SECRET = "gh-webhook-secret-for-tests"
 GITLAB_SECRET = "gl-webhook-token-for-tests"
 GITHUB_REPO = "acme/infra"
@@ -43,27 +47,54 @@ GITLAB_PROJECT_ID = 77
 def fleet() -> MemoryFleet:
     """Two servers: a1 off with other BIOS values, b2 on with one value off."""
     facts = {"manufacturer": "Acme", "model": "G8"}
-    return MemoryFleet({
-        "Server/b2": {"state": {"power": "On", "bios.attributes.ProcVirtualization": "Disabled",
-                                "bios.attributes.SysProfile": "PerfOptimized"}, "facts": facts},
-        "Server/a1": {"state": {"power": "Off", "bios.attributes.ProcVirtualization": "Enabled",
-                                "bios.attributes.SysProfile": "PowerSaver"}, "facts": facts},
-    })
+    return MemoryFleet(
+        {
+            "Server/b2": {
+                "state": {
+                    "power": "On",
+                    "bios.attributes.ProcVirtualization": "Disabled",
+                    "bios.attributes.SysProfile": "PerfOptimized",
+                },
+                "facts": facts,
+            },
+            "Server/a1": {
+                "state": {
+                    "power": "Off",
+                    "bios.attributes.ProcVirtualization": "Enabled",
+                    "bios.attributes.SysProfile": "PowerSaver",
+                },
+                "facts": facts,
+            },
+        }
+    )
 
 
 def converged_fleet() -> MemoryFleet:
     """The fleet as the desired state wants it: a plan finds nothing to do."""
     facts = {"manufacturer": "Acme", "model": "G8"}
-    state = {"power": "On", "bios.attributes.ProcVirtualization": "Enabled",
-             "bios.attributes.SysProfile": "PerfOptimized"}
-    return MemoryFleet({"Server/b2": {"state": dict(state), "facts": facts},
-                        "Server/a1": {"state": dict(state), "facts": facts}})
+    state = {
+        "power": "On",
+        "bios.attributes.ProcVirtualization": "Enabled",
+        "bios.attributes.SysProfile": "PerfOptimized",
+    }
+    return MemoryFleet(
+        {
+            "Server/b2": {"state": dict(state), "facts": facts},
+            "Server/a1": {"state": dict(state), "facts": facts},
+        }
+    )
 
 
 def _git_env() -> dict[str, str]:
-    return {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-            "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    return {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
 
 
 class GitRemote:
@@ -81,8 +112,9 @@ class GitRemote:
 
     @staticmethod
     def _git(cwd: Path, *args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=cwd, env=_git_env(), check=True,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["git", *args], cwd=cwd, env=_git_env(), check=True, capture_output=True, text=True
+        )
         return result.stdout.strip()
 
     def git(self, *args: str) -> str:
@@ -116,8 +148,9 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def config_mapping(remote: GitRemote, data_dir: Path, forge: FakeForge | None,
-                   **overrides: Any) -> dict[str, Any]:
+def config_mapping(
+    remote: GitRemote, data_dir: Path, forge: FakeForge | None, **overrides: Any
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "listen": "127.0.0.1:0",
         "database": f"sqlite:///{data_dir / 'metalform.db'}",
@@ -125,12 +158,18 @@ def config_mapping(remote: GitRemote, data_dir: Path, forge: FakeForge | None,
         "repository": {"url": remote.url, "branch": "main", "path": "infra"},
         "driftInterval": "0",
         "pollInterval": "0",
-        "tokens": [{"name": role, "role": role, "sha256": digest(value)}
-                   for role, value in TOKENS.items()],
-        "github": {"webhookSecret": {"fromEnv": "TEST_GITHUB_SECRET"},
-                   "allowedApprovers": ["alice"], "repository": GITHUB_REPO},
-        "gitlab": {"webhookToken": {"fromEnv": "TEST_GITLAB_SECRET"},
-                   "allowedApprovers": ["alice"]},
+        "tokens": [
+            {"name": role, "role": role, "sha256": digest(value)} for role, value in TOKENS.items()
+        ],
+        "github": {
+            "webhookSecret": {"fromEnv": "TEST_GITHUB_SECRET"},
+            "allowedApprovers": ["alice"],
+            "repository": GITHUB_REPO,
+        },
+        "gitlab": {
+            "webhookToken": {"fromEnv": "TEST_GITLAB_SECRET"},
+            "allowedApprovers": ["alice"],
+        },
     }
     if forge is not None:
         data["github"].update(apiUrl=forge.github_url, token={"fromEnv": "TEST_GITHUB_TOKEN"})
@@ -160,12 +199,14 @@ class Harness:
         return {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
 
     def get(self, path: str, role: str | None = "viewer", **kw: Any) -> falcon.testing.Result:
-        return self.client.simulate_get(path, headers={**self.headers(role),
-                                                       **kw.pop("headers", {})}, **kw)
+        return self.client.simulate_get(
+            path, headers={**self.headers(role), **kw.pop("headers", {})}, **kw
+        )
 
     def post(self, path: str, role: str | None = "operator", **kw: Any) -> falcon.testing.Result:
-        return self.client.simulate_post(path, headers={**self.headers(role),
-                                                        **kw.pop("headers", {})}, **kw)
+        return self.client.simulate_post(
+            path, headers={**self.headers(role), **kw.pop("headers", {})}, **kw
+        )
 
     def idle(self, timeout: float = 20.0) -> None:
         assert self.service.workers.wait_idle(timeout), "jobs did not finish in time"
@@ -187,23 +228,41 @@ class Harness:
 
     # --- webhook deliveries ----------------------------------------------------------
 
-    def github(self, event: str, payload: Mapping[str, Any], *, delivery: str | None = None,
-               secret: str = GITHUB_SECRET) -> falcon.testing.Result:
+    def github(
+        self,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        delivery: str | None = None,
+        secret: str = GITHUB_SECRET,
+    ) -> falcon.testing.Result:
         body = json.dumps(payload).encode()
         self.deliveries += 1
-        headers = {"X-GitHub-Event": event,
-                   "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-                   "X-Hub-Signature-256": sign(secret, body),
-                   "Content-Type": "application/json"}
+        headers = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(secret, body),
+            "Content-Type": "application/json",
+        }
         return self.client.simulate_post("/webhooks/github", body=body, headers=headers)
 
-    def gitlab(self, event: str, payload: Mapping[str, Any], *, delivery: str | None = None,
-               token: str = GITLAB_SECRET) -> falcon.testing.Result:
-        headers = {"X-Gitlab-Event": event, "X-Gitlab-Token": token,
-                   "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4()),
-                   "Content-Type": "application/json"}
-        return self.client.simulate_post("/webhooks/gitlab", body=json.dumps(payload).encode(),
-                                         headers=headers)
+    def gitlab(
+        self,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        delivery: str | None = None,
+        token: str = GITLAB_SECRET,
+    ) -> falcon.testing.Result:
+        headers = {
+            "X-Gitlab-Event": event,
+            "X-Gitlab-Token": token,
+            "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4()),
+            "Content-Type": "application/json",
+        }
+        return self.client.simulate_post(
+            "/webhooks/gitlab", body=json.dumps(payload).encode(), headers=headers
+        )
 
     def events(self, type: str) -> list[Any]:
         return [e for e in self.store.list_events(0, limit=500) if e.type == type]
@@ -219,9 +278,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, forge: FakeForge | None,
-                 live: MemoryFleet | None = None, database: str | None = None,
-                 **overrides: Any) -> Iterator[Harness]:
+def make_harness(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    forge: FakeForge | None,
+    live: MemoryFleet | None = None,
+    database: str | None = None,
+    **overrides: Any,
+) -> Iterator[Harness]:
     """Build a harness; a generator so fixtures close the app and the store after the test."""
     monkeypatch.setenv("BMC_PASSWORD", "s3cret-for-tests")
     monkeypatch.setenv("TEST_GITHUB_SECRET", GITHUB_SECRET)
@@ -253,56 +318,111 @@ def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, forge: Fake
 
 
 def _gh_repo() -> dict[str, Any]:
-    return {"id": 4242, "full_name": GITHUB_REPO,
-            "clone_url": f"https://github.example/{GITHUB_REPO}.git"}
+    return {
+        "id": 4242,
+        "full_name": GITHUB_REPO,
+        "clone_url": f"https://github.example/{GITHUB_REPO}.git",
+    }
 
 
 def github_push(sha: str, branch: str = "main", before: str = "0" * 40) -> dict[str, Any]:
-    return {"ref": f"refs/heads/{branch}", "before": before, "after": sha, "created": False,
-            "deleted": False, "repository": _gh_repo(), "sender": {"login": "alice"}}
+    return {
+        "ref": f"refs/heads/{branch}",
+        "before": before,
+        "after": sha,
+        "created": False,
+        "deleted": False,
+        "repository": _gh_repo(),
+        "sender": {"login": "alice"},
+    }
 
 
-def github_pr(number: int, head_sha: str, action: str = "opened", head: str = "feature",
-              base: str = "main", fork: bool = False) -> dict[str, Any]:
+def github_pr(
+    number: int,
+    head_sha: str,
+    action: str = "opened",
+    head: str = "feature",
+    base: str = "main",
+    fork: bool = False,
+) -> dict[str, Any]:
     head_repo = {"full_name": "mallory/infra" if fork else GITHUB_REPO}
-    return {"action": action, "number": number, "repository": _gh_repo(),
-            "sender": {"login": "bob"},
-            "pull_request": {"number": number, "merged": False,
-                             "head": {"ref": head, "sha": head_sha, "repo": head_repo},
-                             "base": {"ref": base, "sha": "1" * 40,
-                                      "repo": {"full_name": GITHUB_REPO}}}}
+    return {
+        "action": action,
+        "number": number,
+        "repository": _gh_repo(),
+        "sender": {"login": "bob"},
+        "pull_request": {
+            "number": number,
+            "merged": False,
+            "head": {"ref": head, "sha": head_sha, "repo": head_repo},
+            "base": {"ref": base, "sha": "1" * 40, "repo": {"full_name": GITHUB_REPO}},
+        },
+    }
 
 
 def github_comment(number: int, body: str, author: str, comment_id: int = 9001) -> dict[str, Any]:
-    return {"action": "created", "repository": _gh_repo(), "sender": {"login": author},
-            "issue": {"number": number, "pull_request": {"url": "x"}},
-            "comment": {"id": comment_id, "body": body, "user": {"login": author}}}
+    return {
+        "action": "created",
+        "repository": _gh_repo(),
+        "sender": {"login": author},
+        "issue": {"number": number, "pull_request": {"url": "x"}},
+        "comment": {"id": comment_id, "body": body, "user": {"login": author}},
+    }
 
 
 def _gl_project() -> dict[str, Any]:
-    return {"id": GITLAB_PROJECT_ID, "path_with_namespace": GITLAB_REPO,
-            "git_http_url": f"https://gitlab.example/{GITLAB_REPO}.git"}
+    return {
+        "id": GITLAB_PROJECT_ID,
+        "path_with_namespace": GITLAB_REPO,
+        "git_http_url": f"https://gitlab.example/{GITLAB_REPO}.git",
+    }
 
 
 def gitlab_push(sha: str, branch: str = "main") -> dict[str, Any]:
-    return {"object_kind": "push", "ref": f"refs/heads/{branch}", "before": "0" * 40,
-            "after": sha, "user_username": "alice", "project": _gl_project()}
+    return {
+        "object_kind": "push",
+        "ref": f"refs/heads/{branch}",
+        "before": "0" * 40,
+        "after": sha,
+        "user_username": "alice",
+        "project": _gl_project(),
+    }
 
 
 def gitlab_mr(iid: int, head_sha: str, action: str = "open") -> dict[str, Any]:
-    return {"object_kind": "merge_request", "user": {"username": "bob"},
-            "project": _gl_project(),
-            "object_attributes": {"iid": iid, "action": action, "source_branch": "feature",
-                                  "target_branch": "main", "source_project_id": GITLAB_PROJECT_ID,
-                                  "target_project_id": GITLAB_PROJECT_ID,
-                                  "last_commit": {"id": head_sha}}}
+    return {
+        "object_kind": "merge_request",
+        "user": {"username": "bob"},
+        "project": _gl_project(),
+        "object_attributes": {
+            "iid": iid,
+            "action": action,
+            "source_branch": "feature",
+            "target_branch": "main",
+            "source_project_id": GITLAB_PROJECT_ID,
+            "target_project_id": GITLAB_PROJECT_ID,
+            "last_commit": {"id": head_sha},
+        },
+    }
 
 
 def gitlab_note(iid: int, body: str, author: str, head_sha: str) -> dict[str, Any]:
-    return {"object_kind": "note", "user": {"username": author}, "project": _gl_project(),
-            "object_attributes": {"id": 5001, "note": body, "noteable_type": "MergeRequest",
-                                  "action": "create"},
-            "merge_request": {"iid": iid, "source_branch": "feature", "target_branch": "main",
-                              "source_project_id": GITLAB_PROJECT_ID,
-                              "target_project_id": GITLAB_PROJECT_ID,
-                              "last_commit": {"id": head_sha}}}
+    return {
+        "object_kind": "note",
+        "user": {"username": author},
+        "project": _gl_project(),
+        "object_attributes": {
+            "id": 5001,
+            "note": body,
+            "noteable_type": "MergeRequest",
+            "action": "create",
+        },
+        "merge_request": {
+            "iid": iid,
+            "source_branch": "feature",
+            "target_branch": "main",
+            "source_project_id": GITLAB_PROJECT_ID,
+            "target_project_id": GITLAB_PROJECT_ID,
+            "last_commit": {"id": head_sha},
+        },
+    }

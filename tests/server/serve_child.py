@@ -56,7 +56,8 @@ class BlockingProvider(MemoryProvider):
         BlockingProvider.executed += 1
         if BlockingProvider.executed == self.block_at:
             self.kept.path.with_suffix(".blocked").write_text(
-                f"{action.address} {action.operation}", encoding="utf-8")
+                f"{action.address} {action.operation}", encoding="utf-8"
+            )
             release = self.kept.path.with_suffix(".release")
             while not release.exists():  # or until the test kills this process
                 time.sleep(0.05)

@@ -39,8 +39,10 @@ tokens:
 
 
 def write_config(path: Path, remote_url: str, extra: str = "") -> Path:
-    tokens = "\n".join(f"  - {{name: {role}, role: {role}, sha256: \"{digest(value)}\"}}"
-                       for role, value in TOKENS.items())
+    tokens = "\n".join(
+        f'  - {{name: {role}, role: {role}, sha256: "{digest(value)}"}}'
+        for role, value in TOKENS.items()
+    )
     path.write_text(CONFIG.format(url=remote_url, tokens=tokens, extra=extra), encoding="utf-8")
     return path
 
@@ -56,8 +58,14 @@ class ServeProcess:
         full_env = {**os.environ, "BMC_PASSWORD": "s3cret-for-tests", **(env or {})}
         full_env.pop("METALFORM_LISTEN", None)
         full_env.pop("METALFORM_DATABASE", None)
-        self.process = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self._lines: queue.Queue[str] = queue.Queue()
         self._seen: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -67,15 +75,25 @@ class ServeProcess:
     @classmethod
     def metalform(cls, config: Path) -> ServeProcess:
         """`metalform serve --config CONFIG`, as users run it."""
-        return cls([sys.executable, "-m", "metalform.cli", "serve", "--config", str(config)],
-                   config.parent)
+        return cls(
+            [sys.executable, "-m", "metalform.cli", "serve", "--config", str(config)], config.parent
+        )
 
     @classmethod
     def memory(cls, config: Path, fleet_file: Path, block_at: int = 0) -> ServeProcess:
         """The server with the in-memory fleet of `serve_child` (see there)."""
-        return cls([sys.executable, "-m", "tests.server.serve_child", str(config),
-                    str(fleet_file), str(block_at)], config.parent,
-                   {"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        return cls(
+            [
+                sys.executable,
+                "-m",
+                "tests.server.serve_child",
+                str(config),
+                str(fleet_file),
+                str(block_at),
+            ],
+            config.parent,
+            {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -140,12 +158,20 @@ class ServeProcess:
         self.kill()  # also closes the pipe of a process that died on its own
 
     def get(self, path: str, role: str = "viewer", **kw: Any) -> requests.Response:
-        return requests.get(self.base + path, headers={**auth(role), **kw.pop("headers", {})},
-                            timeout=kw.pop("timeout", 10), **kw)
+        return requests.get(
+            self.base + path,
+            headers={**auth(role), **kw.pop("headers", {})},
+            timeout=kw.pop("timeout", 10),
+            **kw,
+        )
 
     def post(self, path: str, role: str = "operator", **kw: Any) -> requests.Response:
-        return requests.post(self.base + path, headers={**auth(role), **kw.pop("headers", {})},
-                             timeout=kw.pop("timeout", 10), **kw)
+        return requests.post(
+            self.base + path,
+            headers={**auth(role), **kw.pop("headers", {})},
+            timeout=kw.pop("timeout", 10),
+            **kw,
+        )
 
     def wait_status(self, path: str, statuses: set[str], timeout: float = 30.0) -> Any:
         """GET `path` until its `status` is one of `statuses`; the JSON."""
@@ -161,8 +187,9 @@ class ServeProcess:
     def plan(self) -> Any:
         created = self.post("/api/v1/plans", role="planner", json={"revision": "main"})
         assert created.status_code == 202, created.text
-        return self.wait_status(f"/api/v1/plans/{created.json()['id']}",
-                                {"succeeded", "failed", "interrupted"})
+        return self.wait_status(
+            f"/api/v1/plans/{created.json()['id']}", {"succeeded", "failed", "interrupted"}
+        )
 
 
 class Followers:
@@ -171,8 +198,10 @@ class Followers:
     def __init__(self, base: str, path: str, token: str) -> None:
         host, port = base.removeprefix("http://").split(":")
         self.address = (host, int(port))
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
-                        f"Authorization: Bearer {token}\r\n\r\n").encode()
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
         self.selector = selectors.DefaultSelector()
         self.received: dict[socket.socket, bytearray] = {}
         self._stop = threading.Event()
@@ -213,8 +242,11 @@ class Followers:
     def streaming(self) -> int:
         """Followers whose response began with 200 and an event-stream."""
         with self._lock:
-            return sum(1 for data in self.received.values()
-                       if data.startswith(b"HTTP/1.1 200") and b"text/event-stream" in data)
+            return sum(
+                1
+                for data in self.received.values()
+                if data.startswith(b"HTTP/1.1 200") and b"text/event-stream" in data
+            )
 
     def texts(self) -> list[str]:
         with self._lock:

@@ -27,8 +27,13 @@ gitlab: {webhookToken: {fromEnv: GITLAB_WEBHOOK_TOKEN}, apiUrl: "https://gitlab.
          token: {fromEnv: GITLAB_TOKEN}, allowedApprovers: [alice]}
 """.replace("DIGEST", hashlib.sha256(b"dash-token").hexdigest())
 
-ENV = {"METALFORM_TOKEN_CI": "ci-token-value", "GITHUB_WEBHOOK_SECRET": "ghs",
-       "GITHUB_TOKEN": "ght", "GITLAB_WEBHOOK_TOKEN": "glw", "GITLAB_TOKEN": "glt"}
+ENV = {
+    "METALFORM_TOKEN_CI": "ci-token-value",
+    "GITHUB_WEBHOOK_SECRET": "ghs",
+    "GITHUB_TOKEN": "ght",
+    "GITLAB_WEBHOOK_TOKEN": "glw",
+    "GITLAB_TOKEN": "glt",
+}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -68,39 +73,62 @@ def test_the_spec_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "listen: 127.0.0.1:9000\n"),
-                         environ={"METALFORM_LISTEN": "127.0.0.1:9100",
-                                  "METALFORM_DATABASE": "postgresql://u@db/metalform"})
+    config = load_config(
+        write(tmp_path, "listen: 127.0.0.1:9000\n"),
+        environ={
+            "METALFORM_LISTEN": "127.0.0.1:9100",
+            "METALFORM_DATABASE": "postgresql://u@db/metalform",
+        },
+    )
     assert config.listen_port == 9100
     assert config.database == "postgresql://u@db/metalform"
     with pytest.raises(MetalformError, match="METALFORM_LISTEN"):
         load_config(None, environ={"METALFORM_LISTEN": "nowhere"})
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("listen: localhost\n", "server.yaml:1:1: error: listen: must be HOST:PORT"),
-    ("autoApply: maybe\n", "server.yaml:1:1: error: autoApply: Input should be a valid boolean"),
-    ("repository:\n  url: x\n  brnach: main\n",
-     "server.yaml:3:3: error: repository.brnach: unknown field"),
-    ("driftInterval: soon\n", "server.yaml:1:1: error: driftInterval: 'soon' is not a duration"),
-    ("tokens:\n  - {name: a, role: admin, sha256: x}\n",
-     "server.yaml:2:15: error: tokens.0.role: Input should be 'viewer', 'planner' or 'operator'"),
-    ("tokens:\n  - {name: a, token: {fromEnv: A}, sha256: \"00\"}\n",
-     "server.yaml:2:5: error: tokens.0: give exactly one of token"),
-    ("github:\n  webhookSecret: literal\n",
-     "server.yaml:2:3: error: github.webhookSecret: Input should be a valid dictionary"),
-    ("database: mysql://x\n", "server.yaml:1:1: error: database: must be sqlite:///PATH"),
-    ("listen: [unclosed\n", "server.yaml:2:1: error: invalid YAML"),
-    ("a: 1\na: 2\n", "server.yaml:2:1: error: duplicate key 'a'"),
-    ("- 1\n", "server.yaml:1:1: error: the configuration must be a mapping"),
-])
-def test_errors_name_file_line_column_and_field(tmp_path: Path, text: str,
-                                               expected: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("listen: localhost\n", "server.yaml:1:1: error: listen: must be HOST:PORT"),
+        (
+            "autoApply: maybe\n",
+            "server.yaml:1:1: error: autoApply: Input should be a valid boolean",
+        ),
+        (
+            "repository:\n  url: x\n  brnach: main\n",
+            "server.yaml:3:3: error: repository.brnach: unknown field",
+        ),
+        (
+            "driftInterval: soon\n",
+            "server.yaml:1:1: error: driftInterval: 'soon' is not a duration",
+        ),
+        (
+            "tokens:\n  - {name: a, role: admin, sha256: x}\n",
+            "server.yaml:2:15: error: tokens.0.role: "
+            "Input should be 'viewer', 'planner' or 'operator'",
+        ),
+        (
+            'tokens:\n  - {name: a, token: {fromEnv: A}, sha256: "00"}\n',
+            "server.yaml:2:5: error: tokens.0: give exactly one of token",
+        ),
+        (
+            "github:\n  webhookSecret: literal\n",
+            "server.yaml:2:3: error: github.webhookSecret: Input should be a valid dictionary",
+        ),
+        ("database: mysql://x\n", "server.yaml:1:1: error: database: must be sqlite:///PATH"),
+        ("listen: [unclosed\n", "server.yaml:2:1: error: invalid YAML"),
+        ("a: 1\na: 2\n", "server.yaml:2:1: error: duplicate key 'a'"),
+        ("- 1\n", "server.yaml:1:1: error: the configuration must be a mapping"),
+    ],
+)
+def test_errors_name_file_line_column_and_field(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(InputError) as caught:
         load_config(write(tmp_path, text), environ={})
     rendered = [d.render() for d in caught.value.diagnostics]
-    assert any(line.endswith(expected.split("server.yaml", 1)[1]) or expected in line
-               for line in [r.replace(str(tmp_path) + "/", "") for r in rendered]), rendered
+    assert any(
+        line.endswith(expected.split("server.yaml", 1)[1]) or expected in line
+        for line in [r.replace(str(tmp_path) + "/", "") for r in rendered]
+    ), rendered
 
 
 def test_all_errors_are_reported_together() -> None:
@@ -112,20 +140,23 @@ def test_all_errors_are_reported_together() -> None:
 
 def test_secret_values_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
-        load_config(write(tmp_path, "tokens:\n  - {name: a, token: sup3r-secret-value}\n"),
-                    environ={})
+        load_config(
+            write(tmp_path, "tokens:\n  - {name: a, token: sup3r-secret-value}\n"), environ={}
+        )
     assert "sup3r-secret-value" not in str([d.render() for d in caught.value.diagnostics])
 
 
 def test_missing_secret_fails_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOPE_TOKEN", raising=False)
     with pytest.raises(MetalformError, match="token a is not set"):
-        load_config(write(tmp_path, "tokens:\n  - {name: a, token: {fromEnv: NOPE_TOKEN}}\n"),
-                    environ={})
+        load_config(
+            write(tmp_path, "tokens:\n  - {name: a, token: {fromEnv: NOPE_TOKEN}}\n"), environ={}
+        )
 
 
 def test_serve_with_an_invalid_config_exits_1_with_positions(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, "listen: 127.0.0.1:0\nrepository: {url: x, brnch: main}\n")
     assert main(["serve", "--config", str(path)]) == 1
     err = capsys.readouterr().err
@@ -133,8 +164,10 @@ def test_serve_with_an_invalid_config_exits_1_with_positions(
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400),
-                                               ("0", 0), ("250ms", 0.25), (45, 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("10m", 600), ("1h30m", 5400), ("0", 0), ("250ms", 0.25), (45, 45)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

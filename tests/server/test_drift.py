@@ -48,8 +48,13 @@ def test_poll_plans_new_commits_once(harness: Harness) -> None:
         wait_for(lambda: harness.get("/api/v1/history").json["items"], what="the first plan")
         sha = harness.remote.commit("polled")
         harness.remote.push("main")
-        wait_for(lambda: harness.get("/api/v1/status").json["lastPlannedRevision"] == sha
-                 and harness.service.workers.in_flight == 0, what="the poll plan")
+        wait_for(
+            lambda: (
+                harness.get("/api/v1/status").json["lastPlannedRevision"] == sha
+                and harness.service.workers.in_flight == 0
+            ),
+            what="the poll plan",
+        )
         time.sleep(0.3)  # a few more polls: the same head is not planned again
     finally:
         scheduler.stop()
@@ -62,8 +67,9 @@ def test_poll_plans_new_commits_once(harness: Harness) -> None:
 
 
 def test_stop_returns_promptly_with_long_intervals(harness: Harness) -> None:
-    scheduler = Scheduler(harness.service, poll_interval=3600, drift_interval=3600,
-                          first_delay=3600).start()
+    scheduler = Scheduler(
+        harness.service, poll_interval=3600, drift_interval=3600, first_delay=3600
+    ).start()
     started = time.monotonic()
     scheduler.stop()
     assert time.monotonic() - started < 1

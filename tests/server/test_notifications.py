@@ -51,23 +51,27 @@ def test_drift_and_apply_are_notified(harness: Harness, http_receiver: HttpRecei
 
     applied = harness.apply(record.id)
     assert applied["status"] == "succeeded"
-    bodies = wait_for(lambda: len(_bodies(http_receiver)) >= 2 and _bodies(http_receiver),
-                      what="the apply notification")
+    bodies = wait_for(
+        lambda: len(_bodies(http_receiver)) >= 2 and _bodies(http_receiver),
+        what="the apply notification",
+    )
     done = bodies[1]
     assert done["event"]["type"] == "apply.succeeded"
     assert done["event"]["apply_id"] == applied["id"]
     assert sorted(done["event"]["addresses"]) == ["Server/a1", "Server/b2"]
     results = done["event"]["results"]
     assert {(r["address"], r["operation"], r["status"]) for r in results} == {
-        ("Server/b2", "bios.set", "succeeded"), ("Server/a1", "bios.set", "succeeded"),
-        ("Server/a1", "power.on", "succeeded"), ("Server/b2", "power.reset", "succeeded")}
+        ("Server/b2", "bios.set", "succeeded"),
+        ("Server/a1", "bios.set", "succeeded"),
+        ("Server/a1", "power.on", "succeeded"),
+        ("Server/b2", "power.reset", "succeeded"),
+    }
     assert done["event"]["summary"] == {"succeeded": 4}
     # plan.created and apply.started went by too, but the rule does not name them
     assert len(_bodies(http_receiver)) == 2
 
 
-def test_a_burst_is_throttled_into_a_digest(harness: Harness,
-                                            http_receiver: HttpReceiver) -> None:
+def test_a_burst_is_throttled_into_a_digest(harness: Harness, http_receiver: HttpReceiver) -> None:
     _track_rules(harness, http_receiver, THROTTLED)
     for _ in range(5):
         harness.service.check_drift()

@@ -11,8 +11,9 @@ from tests.server.harness import Harness, github_push, make_harness
 
 
 @pytest.fixture
-def pg_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-               postgres_database: str) -> Iterator[Harness]:
+def pg_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_database: str
+) -> Iterator[Harness]:
     yield from make_harness(tmp_path, monkeypatch, forge=None, database=postgres_database)
 
 
@@ -20,8 +21,9 @@ def test_plan_apply_and_lock_on_postgresql(pg_harness: Harness) -> None:
     h = pg_harness
     assert h.store.dialect == "postgresql"
     assert h.github("push", github_push(h.remote.main), delivery="pg-1").status_code == 202
-    assert h.github("push", github_push(h.remote.main), delivery="pg-1").json["status"] == \
-        "duplicate"
+    assert (
+        h.github("push", github_push(h.remote.main), delivery="pg-1").json["status"] == "duplicate"
+    )
     h.idle()
     plan = h.get("/api/v1/history").json["items"][0]
     assert plan["status"] == "succeeded"

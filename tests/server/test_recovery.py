@@ -18,8 +18,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _planned(plan: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(a["address"], a["operation"]) for a in plan["plan"]["actions"]
-            if a["status"] == "planned"]
+    return [
+        (a["address"], a["operation"]) for a in plan["plan"]["actions"] if a["status"] == "planned"
+    ]
 
 
 def _events(text: str) -> list[tuple[int, str]]:
@@ -44,8 +45,9 @@ def test_sigkill_during_an_apply_then_restart(tmp_path: Path) -> None:
         assert started.status_code == 202, started.text
         apply_id = started.json()["applyId"]
         events_path = f"/api/v1/applies/{apply_id}/events"
-        follower = requests.get(first.base + events_path, headers=auth("viewer"), stream=True,
-                                timeout=10)
+        follower = requests.get(
+            first.base + events_path, headers=auth("viewer"), stream=True, timeout=10
+        )
         wait_for(fleet.with_suffix(".blocked").exists, 30, "the second action to start")
         seen = ""
         lines = follower.iter_lines(decode_unicode=True)
@@ -82,8 +84,9 @@ def test_sigkill_during_an_apply_then_restart(tmp_path: Path) -> None:
         # the killed process's lock is gone: a new apply starts at once
         new = second.post(f"/api/v1/plans/{again['id']}/apply")
         assert new.status_code == 202, new.text
-        finished = second.wait_status(f"/api/v1/applies/{new.json()['applyId']}",
-                                      {"succeeded", "failed", "interrupted"})
+        finished = second.wait_status(
+            f"/api/v1/applies/{new.json()['applyId']}", {"succeeded", "failed", "interrupted"}
+        )
         assert finished["status"] == "succeeded", finished
         assert second.terminate() == 0
     log = second.log()
@@ -92,8 +95,7 @@ def test_sigkill_during_an_apply_then_restart(tmp_path: Path) -> None:
     assert all(token not in first.log() + log for token in TOKENS.values())
 
 
-def test_a_dying_plan_job_fails_its_plan(harness: Harness,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dying_plan_job_fails_its_plan(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kw: Any) -> Any:
         raise RuntimeError("the database went away")
 
@@ -108,7 +110,8 @@ def test_a_dying_plan_job_fails_its_plan(harness: Harness,
 
 
 def test_a_dying_apply_job_interrupts_its_apply_and_frees_the_lock(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plan = harness.plan()
     real = harness.store.finish_apply
     calls: list[str] = []
@@ -131,8 +134,9 @@ def test_a_dying_apply_job_interrupts_its_apply_and_frees_the_lock(
 
 def test_shutdown_interrupts_what_it_queued_but_will_not_run(harness: Harness) -> None:
     harness.service.workers.shutdown(0)  # as at shutdown: queued jobs are dropped
-    record = harness.service.store.create_plan(harness.service.repository,
-                                               owner=harness.service.owner)
+    record = harness.service.store.create_plan(
+        harness.service.repository, owner=harness.service.owner
+    )
     harness.service.close(0)
     plan = harness.store.get_plan(record.id)
     assert plan.status is RunStatus.INTERRUPTED
@@ -141,8 +145,7 @@ def test_shutdown_interrupts_what_it_queued_but_will_not_run(harness: Harness) -
 
 def test_a_running_server_interrupts_the_work_of_a_dead_replica(harness: Harness) -> None:
     """The periodic pass: another process (gone now) left a plan running."""
-    record = harness.store.create_plan(harness.service.repository,
-                                       owner="gone-host:1:2:3:4")
+    record = harness.store.create_plan(harness.service.repository, owner="gone-host:1:2:3:4")
     mine = harness.store.create_plan(harness.service.repository, owner=harness.service.owner)
     found = harness.service.recover()
     assert [p.id for p in found.plans] == [record.id]
@@ -160,13 +163,16 @@ def test_notification_rules_cannot_name_interrupted_events() -> None:
 
 
 def _nesting_bomb(levels: int) -> str:
-    return "apiVersion: metalform/v1\nkind: BiosTemplate\nmetadata: {name: bomb}\n" \
+    return (
+        "apiVersion: metalform/v1\nkind: BiosTemplate\nmetadata: {name: bomb}\n"
         f"spec: {{attributes: {{A: {'[' * levels}{']' * levels}}}}}\n"
+    )
 
 
 @pytest.mark.parametrize("levels", [5_000, 30_000])
 def test_a_pushed_nesting_bomb_is_a_failed_plan_and_the_server_stays_up(
-        tmp_path: Path, levels: int) -> None:
+    tmp_path: Path, levels: int
+) -> None:
     remote = GitRemote(tmp_path)
     config = write_config(tmp_path / "server.yaml", remote.url)
     with ServeProcess.metalform(config) as server:

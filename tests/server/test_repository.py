@@ -38,8 +38,9 @@ def test_unreachable_remote_hides_credentials(tmp_path: Path) -> None:
     assert "glpat-very-secret-token" not in str(caught.value)
     assert "https://***@127.0.0.1:1/infra.git" in str(caught.value)
     # git's own reason, not the closing quote of GitPython's stderr wrapper
-    assert re.search(r"failed: fatal: unable to access '[^']*': \S", str(caught.value)), \
-        str(caught.value)
+    assert re.search(r"failed: fatal: unable to access '[^']*': \S", str(caught.value)), str(
+        caught.value
+    )
     assert tracker.reachable()[0] is False
     assert "glpat" not in repository_key(url, "main", ".")
 

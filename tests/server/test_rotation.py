@@ -11,8 +11,9 @@ from reconciler.model import ChangeKind, Plan
 from tests.server.harness import Harness
 
 
-def test_rotated_secret_shows_as_a_changed_fingerprint(harness: Harness,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rotated_secret_shows_as_a_changed_fingerprint(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = harness.plan()
     assert first["status"] == "succeeded"
     applied = harness.apply(first["id"])
@@ -24,8 +25,7 @@ def test_rotated_secret_shows_as_a_changed_fingerprint(harness: Harness,
     assert "~ Credential/bmc" in text
     assert "secret (fingerprint)  hmac-sha256:" in text
     assert "rotated-s3cret-for-tests" not in text and "s3cret-for-tests" not in text
-    markdown = harness.get(f"/api/v1/plans/{second['id']}",
-                           params={"format": "markdown"}).text
+    markdown = harness.get(f"/api/v1/plans/{second['id']}", params={"format": "markdown"}).text
     assert "Credential/bmc" in markdown
 
     third = harness.plan()  # nothing applied since: the same rotation is still shown
@@ -34,8 +34,11 @@ def test_rotated_secret_shows_as_a_changed_fingerprint(harness: Harness,
 
 
 def test_with_rotations_is_pure_and_only_adds_changed_fingerprints() -> None:
-    plan = Plan(revision="r", created_at="2026-01-01T00:00:00+00:00",
-                credential_fingerprints={"a": "hmac-sha256:1", "b": "hmac-sha256:2"})
+    plan = Plan(
+        revision="r",
+        created_at="2026-01-01T00:00:00+00:00",
+        credential_fingerprints={"a": "hmac-sha256:1", "b": "hmac-sha256:2"},
+    )
     same = with_rotations(plan, {"a": "hmac-sha256:1", "c": "hmac-sha256:3"})
     assert same is plan
     rotated = with_rotations(plan, {"a": "hmac-sha256:0", "b": "hmac-sha256:2"})

@@ -57,7 +57,12 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
     env.pop("METALFORM_DATABASE", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "metalform.cli", "serve", "--config", str(config)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True)
     reader.start()
@@ -82,14 +87,16 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
             history: list[dict[str, object]] = []
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                history = http.get(f"{base}/api/v1/history", headers=auth, timeout=5) \
-                    .json()["items"]
+                history = http.get(f"{base}/api/v1/history", headers=auth, timeout=5).json()[
+                    "items"
+                ]
                 if history and history[0]["status"] == "succeeded":
                     break
                 time.sleep(0.1)
             assert history and history[0]["revision"] == sha, history
-            created = http.post(f"{base}/api/v1/plans", json={"revision": "main"},
-                                headers=auth, timeout=5)
+            created = http.post(
+                f"{base}/api/v1/plans", json={"revision": "main"}, headers=auth, timeout=5
+            )
             assert created.status_code == 202
             plan_id = created.json()["id"]
             plan: dict[str, object] = {}
@@ -99,8 +106,12 @@ def test_serve_end_to_end(tmp_path: Path) -> None:
             assert plan["status"] == "succeeded", plan
             applied = http.post(f"{base}/api/v1/plans/{plan_id}/apply", headers=auth, timeout=5)
             assert applied.status_code == 202, applied.text
-            with http.get(f"{base}/api/v1/applies/{applied.json()['applyId']}/events",
-                          headers=auth, stream=True, timeout=10) as events:
+            with http.get(
+                f"{base}/api/v1/applies/{applied.json()['applyId']}/events",
+                headers=auth,
+                stream=True,
+                timeout=10,
+            ) as events:
                 assert events.headers["Content-Type"].startswith("text/event-stream")
                 text = events.text
             assert "event: apply.succeeded" in text

@@ -41,25 +41,27 @@ def status(server: ServeProcess, path: str) -> int:
         return response.status_code
 
 
-def test_200_followers_leave_healthz_fast_and_sigterm_ends_them_cleanly(
-        tmp_path: Path) -> None:
+def test_200_followers_leave_healthz_fast_and_sigterm_ends_them_cleanly(tmp_path: Path) -> None:
     remote = GitRemote(tmp_path)
     config = write_config(tmp_path / "server.yaml", remote.url, MANY)
     fleet = tmp_path / "fleet.json"
     with ServeProcess.memory(config, fleet, block_at=1) as server:
         apply_id = running_apply(server, fleet)
-        followers = Followers(server.base, f"/api/v1/applies/{apply_id}/events",
-                              TOKENS["viewer"])
+        followers = Followers(server.base, f"/api/v1/applies/{apply_id}/events", TOKENS["viewer"])
         try:
             followers.open(200)
             wait_for(lambda: followers.streaming() == 200, 60, "200 streams")
             # events keep coming while /healthz is measured: every follower gets each one
             with Store.open(f"sqlite:///{tmp_path / 'state' / 'metalform.db'}") as store:
-                marker = store.append_event("action.updated", apply_id=apply_id,
-                                            payload={"note": "from the test"})
+                marker = store.append_event(
+                    "action.updated", apply_id=apply_id, payload={"note": "from the test"}
+                )
                 latencies = healthz_latencies(server.base, 200)
-            wait_for(lambda: all(f"id: {marker.id}\n" in text for text in followers.texts()),
-                     10, "the event to reach every follower")
+            wait_for(
+                lambda: all(f"id: {marker.id}\n" in text for text in followers.texts()),
+                10,
+                "the event to reach every follower",
+            )
             p95 = percentile(latencies, 95)
             assert p95 < 0.100, f"/healthz p95 {p95 * 1000:.1f} ms with 200 followers"
             fleet.with_suffix(".release").touch()  # the apply may finish in the grace period
@@ -67,8 +69,11 @@ def test_200_followers_leave_healthz_fast_and_sigterm_ends_them_cleanly(
             assert server.terminate(30) == 0
             assert time.monotonic() - started < 15
             # each stream was ended properly (the last chunk of a chunked body)
-            wait_for(lambda: all(t.endswith("0\r\n\r\n") for t in followers.texts()), 10,
-                     "every stream to end")
+            wait_for(
+                lambda: all(t.endswith("0\r\n\r\n") for t in followers.texts()),
+                10,
+                "every stream to end",
+            )
         finally:
             followers.close()
     log = server.log()
@@ -103,8 +108,9 @@ def test_past_the_server_cap_a_follower_gets_503(tmp_path: Path) -> None:
 
 @pytest.fixture
 def capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    yield from make_harness(tmp_path, monkeypatch, forge=None,
-                            eventStreams={"max": 3, "perClient": 2})
+    yield from make_harness(
+        tmp_path, monkeypatch, forge=None, eventStreams={"max": 3, "perClient": 2}
+    )
 
 
 def test_caps_per_token_and_per_server(capped: Harness) -> None:
@@ -173,8 +179,11 @@ def test_followers_joining_while_events_are_written_miss_none(harness: Harness) 
     def follow() -> None:
         sub = hub.subscribe(applied.id, "test")
         stream = EventStream(store, hub, sub, 0, threading.Event())
-        ids = [int(chunk.split(b"\n", 1)[0].removeprefix(b"id: "))
-               for chunk in stream if chunk.startswith(b"id: ")]
+        ids = [
+            int(chunk.split(b"\n", 1)[0].removeprefix(b"id: "))
+            for chunk in stream
+            if chunk.startswith(b"id: ")
+        ]
         received.append(ids)
 
     followers = []

@@ -34,21 +34,29 @@ def test_refused_deliveries_start_nothing(harness: Harness) -> None:
     assert bad_signature.status_code == 401
     assert bad_signature.json["error"]["code"] == "UNAUTHORIZED"
     unsigned = harness.client.simulate_post(
-        "/webhooks/github", body=json.dumps(github_push(sha)),
-        headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"})
+        "/webhooks/github",
+        body=json.dumps(github_push(sha)),
+        headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"},
+    )
     assert unsigned.status_code == 401
     oversized = harness.client.simulate_post(
-        "/webhooks/github", body=b"x" * (5 * 1024 * 1024 + 1),
-        headers={"X-GitHub-Event": "push", "Content-Type": "application/json"})
+        "/webhooks/github",
+        body=b"x" * (5 * 1024 * 1024 + 1),
+        headers={"X-GitHub-Event": "push", "Content-Type": "application/json"},
+    )
     assert oversized.status_code == 413
     assert oversized.json["error"]["code"] == "PAYLOAD_TOO_LARGE"
     from webhooks.github import sign
 
     body = b"{not json"
     malformed = harness.client.simulate_post(
-        "/webhooks/github", body=body,
-        headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": sign("gh-webhook-secret-"
-                                                                        "for-tests", body)})
+        "/webhooks/github",
+        body=body,
+        headers={
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": sign("gh-webhook-secret-for-tests", body),
+        },
+    )
     assert malformed.status_code == 400
     assert malformed.json["error"]["code"] == "INVALID_PAYLOAD"
     missing_field = harness.github("push", {"ref": "refs/heads/main"})
@@ -67,8 +75,7 @@ def test_refused_deliveries_start_nothing(harness: Harness) -> None:
     assert len(rejected) == 6
     assert "gh-webhook-secret" not in json.dumps([e.payload for e in rejected])
     metrics = harness.get("/metrics", role=None).text
-    assert 'metalform_webhook_deliveries_total{forge="github",result="unauthorized"} 2.0' \
-        in metrics
+    assert 'metalform_webhook_deliveries_total{forge="github",result="unauthorized"} 2.0' in metrics
 
 
 def test_push_to_the_tracked_branch_plans_its_head_once(harness: Harness) -> None:
@@ -110,8 +117,10 @@ def test_auto_apply_on_push(auto_harness: Harness) -> None:
     sha = h.remote.main
     assert h.github("push", github_push(sha)).status_code == 202
     h.idle()
-    wait_for(lambda: h.get("/api/v1/status").json["lastAppliedRevision"] == sha,
-             what="the automatic apply")
+    wait_for(
+        lambda: h.get("/api/v1/status").json["lastAppliedRevision"] == sha,
+        what="the automatic apply",
+    )
     assert [i["type"] for i in _history(h)] == ["apply", "plan"]
     assert h.fleet.systems["Server/a1"]["state"]["power"] == "On"
 
@@ -119,8 +128,11 @@ def test_auto_apply_on_push(auto_harness: Harness) -> None:
 def _open_pr(h: Harness, number: int = 7) -> str:
     remote = h.remote
     remote.checkout("feature", new=True)
-    remote.write("extra.yaml", "apiVersion: metalform/v1\nkind: BiosTemplate\n"
-                               "metadata: {name: extra}\nspec: {attributes: {A: B}}\n")
+    remote.write(
+        "extra.yaml",
+        "apiVersion: metalform/v1\nkind: BiosTemplate\n"
+        "metadata: {name: extra}\nspec: {attributes: {A: B}}\n",
+    )
     sha = remote.commit("a change under review")
     remote.push("feature")
     assert h.github("pull_request", github_pr(number, sha)).status_code == 202
@@ -142,12 +154,16 @@ def test_pull_request_gets_one_comment_updated_in_place(forge_harness: Harness) 
     assert states == ["pending", "success"]
     assert {s.context for s in forge.statuses("github")} == {"metalform/plan"}
     # a second push to the PR: the same comment, edited
-    h.remote.write("extra.yaml", "apiVersion: metalform/v1\nkind: BiosTemplate\n"
-                                 "metadata: {name: extra}\nspec: {attributes: {A: C}}\n")
+    h.remote.write(
+        "extra.yaml",
+        "apiVersion: metalform/v1\nkind: BiosTemplate\n"
+        "metadata: {name: extra}\nspec: {attributes: {A: C}}\n",
+    )
     second_sha = h.remote.commit("review feedback")
     h.remote.push("feature")
-    assert h.github("pull_request", github_pr(7, second_sha, action="synchronize")) \
-        .status_code == 202
+    assert (
+        h.github("pull_request", github_pr(7, second_sha, action="synchronize")).status_code == 202
+    )
     h.idle()
     comments = forge.comments("github", GITHUB_REPO, 7)
     assert len(comments) == 1
@@ -211,8 +227,10 @@ def test_apply_comment_from_anyone_else_is_refused(forge_harness: Harness) -> No
     assert result.json["status"] == "refused"
     h.idle()
     assert [i["type"] for i in _history(h)] == ["plan"]
-    assert any(e.payload.get("reason") == "mallory may not run /metalform apply"
-               for e in h.events("webhook.rejected"))
+    assert any(
+        e.payload.get("reason") == "mallory may not run /metalform apply"
+        for e in h.events("webhook.rejected")
+    )
     bodies = [c.body for c in h.forge.comments("github", GITHUB_REPO, 7)]
     assert any("@mallory is not allowed" in b for b in bodies)
     assert h.fleet.calls == []
@@ -242,8 +260,10 @@ def test_gitlab_push_and_merge_request(forge_harness: Harness) -> None:
     (note,) = h.forge.comments("gitlab", str(GITLAB_PROJECT_ID), 3)
     assert f"Metalform plan for `{mr_sha}`" in note.body
     assert [s.state for s in h.forge.statuses("gitlab", mr_sha)][-1] == "success"
-    assert h.gitlab("Note Hook", gitlab_note(3, "/metalform apply", "alice", mr_sha)) \
-        .status_code == 202
+    assert (
+        h.gitlab("Note Hook", gitlab_note(3, "/metalform apply", "alice", mr_sha)).status_code
+        == 202
+    )
     h.idle()
     kinds = [(i["type"], i["status"]) for i in _history(h)]
     assert kinds[0] == ("apply", "succeeded")
@@ -252,8 +272,11 @@ def test_gitlab_push_and_merge_request(forge_harness: Harness) -> None:
 
 def _open_pr_commit(h: Harness) -> str:
     h.remote.checkout("feature", new=True)
-    h.remote.write("extra.yaml", "apiVersion: metalform/v1\nkind: BiosTemplate\n"
-                                 "metadata: {name: extra}\nspec: {attributes: {A: B}}\n")
+    h.remote.write(
+        "extra.yaml",
+        "apiVersion: metalform/v1\nkind: BiosTemplate\n"
+        "metadata: {name: extra}\nspec: {attributes: {A: B}}\n",
+    )
     sha = h.remote.commit("mr change")
     h.remote.push("feature")
     return sha

@@ -27,8 +27,9 @@ SPAWN = multiprocessing.get_context("spawn")
 def worker(url: str) -> Iterator[tuple[Any, Any, tuple[str, str]]]:
     """A child process with a running plan and a running apply; (process, release, ids)."""
     report, release = SPAWN.Queue(), SPAWN.Queue()
-    process = SPAWN.Process(target=lockholder.run_work, args=(url, REPO, report, release),
-                            daemon=True)
+    process = SPAWN.Process(
+        target=lockholder.run_work, args=(url, REPO, report, release), daemon=True
+    )
     process.start()
     try:
         yield process, release, report.get(timeout=60)
@@ -45,7 +46,8 @@ def worker(url: str) -> Iterator[tuple[Any, Any, tuple[str, str]]]:
 
 
 def test_a_live_replicas_work_is_left_alone_and_a_dead_ones_interrupted_at_once(
-        store: Store) -> None:
+    store: Store,
+) -> None:
     url = store.url.render_as_string(hide_password=False)
     with worker(url) as (process, _release, (plan_id, apply_id)):
         # another replica starting: the owner of both is alive, nothing is touched

@@ -17,12 +17,26 @@ CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"
 
 def fleet() -> MemoryFleet:
     facts = {"manufacturer": "Acme", "model": "G8"}
-    return MemoryFleet({
-        "Server/b2": {"state": {"power": "On", "bios.attributes.ProcVirtualization": "Disabled",
-                                "bios.attributes.SysProfile": "PerfOptimized"}, "facts": facts},
-        "Server/a1": {"state": {"power": "Off", "bios.attributes.ProcVirtualization": "Enabled",
-                                "bios.attributes.SysProfile": "PowerSaver"}, "facts": facts},
-    })
+    return MemoryFleet(
+        {
+            "Server/b2": {
+                "state": {
+                    "power": "On",
+                    "bios.attributes.ProcVirtualization": "Disabled",
+                    "bios.attributes.SysProfile": "PerfOptimized",
+                },
+                "facts": facts,
+            },
+            "Server/a1": {
+                "state": {
+                    "power": "Off",
+                    "bios.attributes.ProcVirtualization": "Enabled",
+                    "bios.attributes.SysProfile": "PowerSaver",
+                },
+                "facts": facts,
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -41,8 +55,12 @@ def test_apply_converges_and_second_plan_is_empty(repo: Path) -> None:
     f = fleet()
     engine = engine_for(f)
     plan = engine.plan(repo).plan
-    assert [a.operation for a in plan.actions] == ["bios.set", "bios.set", "power.on",
-                                                   "power.reset"]
+    assert [a.operation for a in plan.actions] == [
+        "bios.set",
+        "bios.set",
+        "power.on",
+        "power.reset",
+    ]
     result = engine.apply(plan)
     assert result.count(ActionStatus.SUCCEEDED) == 4
     assert f.systems["Server/a1"]["state"]["power"] == "On"
@@ -68,7 +86,9 @@ def test_failed_action_skips_dependants_not_the_rest(repo: Path) -> None:
     del f.fail_operations[("Server/b2", "bios.set")]
     left = engine.plan(repo).plan
     assert {(a.address, a.operation) for a in left.actions} == {
-        ("Server/b2", "bios.set"), ("Server/b2", "power.reset")}
+        ("Server/b2", "bios.set"),
+        ("Server/b2", "power.reset"),
+    }
 
 
 def test_readback_mismatch_fails_the_action(repo: Path) -> None:
@@ -85,9 +105,14 @@ def test_readback_mismatch_fails_the_action(repo: Path) -> None:
         return live
 
     f.snapshot = lying_snapshot  # type: ignore[method-assign]
-    plan = plan.model_copy(update={"actions": [
-        a.model_copy(update={"expect": a.expect.model_copy(update={"settle_seconds": 0})})
-        for a in plan.actions]})
+    plan = plan.model_copy(
+        update={
+            "actions": [
+                a.model_copy(update={"expect": a.expect.model_copy(update={"settle_seconds": 0})})
+                for a in plan.actions
+            ]
+        }
+    )
     result = engine.apply(plan, check=False)
     a1 = {r.operation: r for r in result.results.values() if r.address == "Server/a1"}
     assert a1["bios.set"].status is ActionStatus.FAILED

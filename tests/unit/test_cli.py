@@ -17,23 +17,37 @@ CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    fleet = MemoryFleet({
-        "Server/b2": {"state": {"power": "On", "bios.attributes.ProcVirtualization": "Disabled",
-                                "bios.attributes.SysProfile": "PerfOptimized"}},
-        "Server/a1": {"state": {"power": "Off", "bios.attributes.ProcVirtualization": "Enabled",
-                                "bios.attributes.SysProfile": "PowerSaver"}},
-    })
+    fleet = MemoryFleet(
+        {
+            "Server/b2": {
+                "state": {
+                    "power": "On",
+                    "bios.attributes.ProcVirtualization": "Disabled",
+                    "bios.attributes.SysProfile": "PerfOptimized",
+                }
+            },
+            "Server/a1": {
+                "state": {
+                    "power": "Off",
+                    "bios.attributes.ProcVirtualization": "Enabled",
+                    "bios.attributes.SysProfile": "PowerSaver",
+                }
+            },
+        }
+    )
     factory = memory_factory(fleet)
-    monkeypatch.setattr(engine, "installed_providers",
-                        lambda: {"redfish": factory, "ipmi": factory})
+    monkeypatch.setattr(
+        engine, "installed_providers", lambda: {"redfish": factory, "ipmi": factory}
+    )
     monkeypatch.setenv("BMC_PASSWORD", "cli-test-password")
     monkeypatch.setenv("NO_COLOR", "1")
     shutil.copytree(CASE, tmp_path / "repo")
     return tmp_path / "repo"
 
 
-def test_plan_save_show_apply_converge(repo: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_save_show_apply_converge(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     planfile = tmp_path / "p.json"
     assert cli.main(["plan", "-C", str(repo), "-o", str(planfile), "--detailed-exitcode"]) == 2
     text = capsys.readouterr().out
@@ -42,8 +56,12 @@ def test_plan_save_show_apply_converge(repo: Path, tmp_path: Path,
 
     saved = json.loads(planfile.read_text())
     assert saved["formatVersion"] == 1 and saved["revision"].startswith("worktree:")
-    assert [a["operation"] for a in saved["actions"]] == ["bios.set", "bios.set", "power.on",
-                                                          "power.reset"]
+    assert [a["operation"] for a in saved["actions"]] == [
+        "bios.set",
+        "bios.set",
+        "power.on",
+        "power.reset",
+    ]
     assert set(saved["liveFingerprints"]) == {"Server/a1", "Server/b2"}
 
     assert cli.main(["show", str(planfile), "--format", "markdown"]) == 0
@@ -64,24 +82,29 @@ def test_plan_save_show_apply_converge(repo: Path, tmp_path: Path,
 
 
 def test_target_and_unknown_target(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan", "-C", str(repo), "--target", "Server/a1", "--format",
-                     "json"]) == 0
+    assert cli.main(["plan", "-C", str(repo), "--target", "Server/a1", "--format", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert {a["address"] for a in plan["actions"]} == {"Server/a1"}
     assert cli.main(["plan", "-C", str(repo), "--target", "Server/zz"]) == 1
     assert "Server/zz: --target names no resource" in capsys.readouterr().out
 
 
-def test_refresh_only_shows_drift_without_actions(repo: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan", "-C", str(repo), "--refresh-only", "--detailed-exitcode",
-                     "--format", "json"]) == 2
+def test_refresh_only_shows_drift_without_actions(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(
+            ["plan", "-C", str(repo), "--refresh-only", "--detailed-exitcode", "--format", "json"]
+        )
+        == 2
+    )
     plan = json.loads(capsys.readouterr().out)
     assert plan["actions"] == [] and plan["summary"]["update"] == 2
 
 
-def test_expected_failures_have_no_traceback(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_expected_failures_have_no_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["apply", str(tmp_path / "missing.json")]) == 1
     assert cli.main(["apply", "-C", str(tmp_path)]) == 1
     (tmp_path / "bad.json").write_text('{"formatVersion": 1}')

@@ -33,31 +33,48 @@ spec:
 
 def fleet() -> MemoryFleet:
     facts = {"manufacturer": "Acme", "model": "G8"}
-    return MemoryFleet({
-        "Server/b2": {"state": {"power": "On", "bios.attributes.ProcVirtualization": "Disabled",
-                                "bios.attributes.SysProfile": "PerfOptimized"}, "facts": facts},
-        "Server/a1": {"state": {"power": "Off", "bios.attributes.ProcVirtualization": "Enabled",
-                                "bios.attributes.SysProfile": "PowerSaver"}, "facts": facts},
-    })
+    return MemoryFleet(
+        {
+            "Server/b2": {
+                "state": {
+                    "power": "On",
+                    "bios.attributes.ProcVirtualization": "Disabled",
+                    "bios.attributes.SysProfile": "PerfOptimized",
+                },
+                "facts": facts,
+            },
+            "Server/a1": {
+                "state": {
+                    "power": "Off",
+                    "bios.attributes.ProcVirtualization": "Enabled",
+                    "bios.attributes.SysProfile": "PowerSaver",
+                },
+                "facts": facts,
+            },
+        }
+    )
 
 
 @pytest.fixture
 def memory(monkeypatch: pytest.MonkeyPatch) -> MemoryFleet:
     f = fleet()
     factory = memory_factory(f)
-    monkeypatch.setattr(engine, "installed_providers",
-                        lambda: {"redfish": factory, "ipmi": factory})
+    monkeypatch.setattr(
+        engine, "installed_providers", lambda: {"redfish": factory, "ipmi": factory}
+    )
     monkeypatch.setenv("BMC_PASSWORD", "s3cret-for-tests")
     monkeypatch.setenv("NO_COLOR", "1")
     return f
 
 
-def make_repo(tmp_path: Path, receiver: HttpReceiver, events: str = ALL_EVENTS,
-              extra: str = "") -> Path:
+def make_repo(
+    tmp_path: Path, receiver: HttpReceiver, events: str = ALL_EVENTS, extra: str = ""
+) -> Path:
     repo = tmp_path / "repo"
     shutil.copytree(CASE, repo)
     (repo / "notify.yaml").write_text(
-        NOTIFY.format(url=receiver.url("/hook"), events=events, extra=extra), encoding="utf-8")
+        NOTIFY.format(url=receiver.url("/hook"), events=events, extra=extra), encoding="utf-8"
+    )
     return repo
 
 
@@ -66,12 +83,12 @@ def received(receiver: HttpReceiver) -> list[dict[str, Any]]:
 
 
 def types(receiver: HttpReceiver) -> list[str]:
-    return [body["event"]["type"] if "event" in body else "digest"
-            for body in received(receiver)]
+    return [body["event"]["type"] if "event" in body else "digest" for body in received(receiver)]
 
 
-def test_plan_notifies_only_with_the_flag(tmp_path: Path, memory: MemoryFleet,
-                                          http_receiver: HttpReceiver) -> None:
+def test_plan_notifies_only_with_the_flag(
+    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+) -> None:
     repo = make_repo(tmp_path, http_receiver)
     assert cli.main(["plan", "-C", str(repo)]) == 0
     assert received(http_receiver) == []
@@ -86,16 +103,18 @@ def test_plan_notifies_only_with_the_flag(tmp_path: Path, memory: MemoryFleet,
     assert memory.calls == []
 
 
-def test_a_plan_without_changes_is_not_news(tmp_path: Path, memory: MemoryFleet,
-                                            http_receiver: HttpReceiver) -> None:
+def test_a_plan_without_changes_is_not_news(
+    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+) -> None:
     repo = make_repo(tmp_path, http_receiver)
     assert cli.main(["apply", "--auto-approve", "-C", str(repo)]) == 0
     assert cli.main(["plan", "-C", str(repo), "--notify"]) == 0
     assert received(http_receiver) == []
 
 
-def test_apply_auto_approve_notifies_each_step(tmp_path: Path, memory: MemoryFleet,
-                                               http_receiver: HttpReceiver) -> None:
+def test_apply_auto_approve_notifies_each_step(
+    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+) -> None:
     repo = make_repo(tmp_path, http_receiver)
     assert cli.main(["apply", "--auto-approve", "-C", str(repo), "--notify"]) == 0
     assert types(http_receiver) == ["plan.created", "apply.started", "apply.succeeded"]
@@ -103,13 +122,17 @@ def test_apply_auto_approve_notifies_each_step(tmp_path: Path, memory: MemoryFle
     assert {r["status"] for r in started["event"]["results"]} == {"planned"}
     assert done["event"]["summary"] == {"succeeded": 4}
     assert [(r["address"], r["operation"], r["status"]) for r in done["event"]["results"]] == [
-        ("Server/a1", "bios.set", "succeeded"), ("Server/b2", "bios.set", "succeeded"),
-        ("Server/a1", "power.on", "succeeded"), ("Server/b2", "power.reset", "succeeded")]
+        ("Server/a1", "bios.set", "succeeded"),
+        ("Server/b2", "bios.set", "succeeded"),
+        ("Server/a1", "power.on", "succeeded"),
+        ("Server/b2", "power.reset", "succeeded"),
+    ]
     assert "apply.succeeded" in done["subject"] or "succeeded" in done["text"]
 
 
-def test_saved_plan_apply_failure_is_notified(tmp_path: Path, memory: MemoryFleet,
-                                              http_receiver: HttpReceiver) -> None:
+def test_saved_plan_apply_failure_is_notified(
+    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+) -> None:
     repo = make_repo(tmp_path, http_receiver, "[apply.failed]")
     planfile = tmp_path / "plan.json"
     assert cli.main(["plan", "-C", str(repo), "-o", str(planfile), "--notify"]) == 0
@@ -120,13 +143,20 @@ def test_saved_plan_apply_failure_is_notified(tmp_path: Path, memory: MemoryFlee
     assert event["type"] == "apply.failed"
     assert event["severity"] == "error"
     failed = [r for r in event["results"] if r["status"] == "failed"]
-    assert failed == [{"address": "Server/b2", "operation": "bios.set", "status": "failed",
-                       "error": "Server/b2: HTTP 500 from the BMC"}]
+    assert failed == [
+        {
+            "address": "Server/b2",
+            "operation": "bios.set",
+            "status": "failed",
+            "error": "Server/b2: HTTP 500 from the BMC",
+        }
+    ]
     assert event["summary"] == {"succeeded": 2, "failed": 1, "skipped": 1}
 
 
-def test_stale_plan_apply_is_notified_as_failed(tmp_path: Path, memory: MemoryFleet,
-                                                http_receiver: HttpReceiver) -> None:
+def test_stale_plan_apply_is_notified_as_failed(
+    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+) -> None:
     repo = make_repo(tmp_path, http_receiver, "[apply.failed]")
     planfile = tmp_path / "plan.json"
     assert cli.main(["plan", "-C", str(repo), "-o", str(planfile)]) == 0
@@ -137,10 +167,13 @@ def test_stale_plan_apply_is_notified_as_failed(tmp_path: Path, memory: MemoryFl
     assert "plan is stale" in body["event"]["message"]
 
 
-def test_planning_failure_is_notified(tmp_path: Path, memory: MemoryFleet,
-                                      http_receiver: HttpReceiver,
-                                      monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_planning_failure_is_notified(
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     repo = make_repo(tmp_path, http_receiver)
     monkeypatch.setattr(engine, "installed_providers", dict)
     assert cli.main(["plan", "-C", str(repo), "--notify"]) == 1
@@ -151,7 +184,8 @@ def test_planning_failure_is_notified(tmp_path: Path, memory: MemoryFleet,
 
 
 def test_throttled_events_are_flushed_as_a_digest_before_exit(
-        tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver) -> None:
+    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+) -> None:
     repo = make_repo(tmp_path, http_receiver, extra="  throttle: {window: 1h, max: 1}\n")
     assert cli.main(["apply", "--auto-approve", "-C", str(repo), "--notify"]) == 0
     assert types(http_receiver) == ["plan.created", "digest"]
@@ -160,37 +194,52 @@ def test_throttled_events_are_flushed_as_a_digest_before_exit(
     assert [e["type"] for e in digest["events"]] == ["apply.started", "apply.succeeded"]
 
 
-def test_delivery_failures_are_only_logged(tmp_path: Path, memory: MemoryFleet,
-                                           http_receiver: HttpReceiver,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_delivery_failures_are_only_logged(
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     repo = make_repo(tmp_path, http_receiver)
     http_receiver.fail("/hook", 404)
     assert cli.main(["apply", "--auto-approve", "-C", str(repo), "--notify"]) == 0
     assert memory.systems["Server/a1"]["state"]["power"] == "On"
     assert len(http_receiver.to("/hook")) == 3
     err = capsys.readouterr().err
-    assert err.count("WARNING metalform.notify: notification of rule everything to channel "
-                     "hook failed") == 3
+    assert (
+        err.count(
+            "WARNING metalform.notify: notification of rule everything to channel hook failed"
+        )
+        == 3
+    )
     assert "HTTP 404" in err
     assert "Traceback" not in err
 
 
 def test_broken_notification_config_does_not_stop_a_plan(
-        tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    repo = make_repo(tmp_path, http_receiver,
-                     extra="  template: \"{{ event.type }} {{ secrets }}\"\n")
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = make_repo(
+        tmp_path, http_receiver, extra='  template: "{{ event.type }} {{ secrets }}"\n'
+    )
     assert cli.main(["plan", "-C", str(repo), "--notify"]) == 0
     assert received(http_receiver) == []
     assert "notifications are off for this run" in capsys.readouterr().err
 
 
-def test_validate_reports_notification_problems(tmp_path: Path, memory: MemoryFleet,
-                                                http_receiver: HttpReceiver,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    repo = make_repo(tmp_path, http_receiver,
-                     extra="  template: \"{{ event.type }} {{ secrets }}\"\n")
+def test_validate_reports_notification_problems(
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = make_repo(
+        tmp_path, http_receiver, extra='  template: "{{ event.type }} {{ secrets }}"\n'
+    )
     assert cli.main(["validate", "-C", str(repo)]) == 1
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -203,8 +252,12 @@ def test_validate_reports_notification_problems(tmp_path: Path, memory: MemoryFl
 
 
 def test_validate_does_not_resolve_notification_secrets(
-        tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     repo = make_repo(tmp_path, http_receiver)
     text = (repo / "notify.yaml").read_text(encoding="utf-8")
     text = text.replace(f'url: "{http_receiver.url("/hook")}"', "url: {fromEnv: UNSET_HOOK_URL}")

@@ -36,14 +36,22 @@ def test_nesting_up_to_the_limit_loads(depth: int) -> None:
     assert list(load_documents(text))
 
 
-@pytest.mark.parametrize(("text", "line", "column"), [
-    ("a: " + "[" * 30000 + "]" * 30000 + "\n", 0, 3 + MAX_DEPTH - 1),
-    ("a: " + "{b: " * 20000 + "x" + "}" * 20000 + "\n", 0, 3 + 4 * (MAX_DEPTH - 1)),
-    ("x: 1\na:\n  " + "- " * 30000 + "x\n", 2, 2 + 2 * (MAX_DEPTH - 1)),
-    ("".join(" " * i + f"k{i}:\n" for i in range(150)) + " " * 150 + "x\n", MAX_DEPTH, MAX_DEPTH),
-])
-def test_deeper_nesting_is_refused_where_the_limit_is_passed(text: str, line: int,
-                                                             column: int) -> None:
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [
+        ("a: " + "[" * 30000 + "]" * 30000 + "\n", 0, 3 + MAX_DEPTH - 1),
+        ("a: " + "{b: " * 20000 + "x" + "}" * 20000 + "\n", 0, 3 + 4 * (MAX_DEPTH - 1)),
+        ("x: 1\na:\n  " + "- " * 30000 + "x\n", 2, 2 + 2 * (MAX_DEPTH - 1)),
+        (
+            "".join(" " * i + f"k{i}:\n" for i in range(150)) + " " * 150 + "x\n",
+            MAX_DEPTH,
+            MAX_DEPTH,
+        ),
+    ],
+)
+def test_deeper_nesting_is_refused_where_the_limit_is_passed(
+    text: str, line: int, column: int
+) -> None:
     problem = _problem(text)
     assert problem.message == f"YAML nested deeper than {MAX_DEPTH} levels"
     assert (problem.line, problem.column) == (line, column)
@@ -67,22 +75,31 @@ def test_the_server_configuration_is_bounded_too() -> None:
     assert "nested deeper than" in rendered
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('a: "x\\0y"\n', "a NUL character"),
-    ("a: b\nc: d\0e\n", "control character #x0000"),
-    ("a: .nan\n", "finite"),
-    ("a: [1, -.inf]\n", "finite"),
-    ("a: 1e999\n", "finite"),
-])
-def test_nul_control_characters_and_non_finite_numbers_are_located(text: str,
-                                                                    message: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('a: "x\\0y"\n', "a NUL character"),
+        ("a: b\nc: d\0e\n", "control character #x0000"),
+        ("a: .nan\n", "finite"),
+        ("a: [1, -.inf]\n", "finite"),
+        ("a: 1e999\n", "finite"),
+    ],
+)
+def test_nul_control_characters_and_non_finite_numbers_are_located(text: str, message: str) -> None:
     problem = _problem(text)
     assert message in problem.message
     assert problem.line is not None and problem.column is not None
 
 
-@pytest.mark.parametrize("value", ["!!int hunter2-literal", "!!timestamp hunter2-literal",
-                                   "!vault hunter2-literal", "!!float hunter2-literal"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!int hunter2-literal",
+        "!!timestamp hunter2-literal",
+        "!vault hunter2-literal",
+        "!!float hunter2-literal",
+    ],
+)
 def test_unreadable_tagged_values_are_never_quoted(value: str) -> None:
     problem = _problem(f"password: {value}\n")
     assert "hunter2" not in problem.message
@@ -107,8 +124,9 @@ def test_names_are_matched_whole() -> None:
     assert not NAME_PATTERN.fullmatch("n1\n")
 
 
-@pytest.mark.parametrize("cron", ["0 2 * * SAT", "0 2 31 12 *", "0 2 29 2 MON", "*/5 * * * *",
-                                  "0 2 28 2 *"])
+@pytest.mark.parametrize(
+    "cron", ["0 2 * * SAT", "0 2 31 12 *", "0 2 29 2 MON", "*/5 * * * *", "0 2 28 2 *"]
+)
 def test_crons_that_fire_every_year_are_accepted(cron: str) -> None:
     check_fires_yearly(cron)
 

@@ -29,20 +29,27 @@ class RackSpec(SpecModel):
 
 
 # ... its planner ...
-def plan_rack(desired: Resource | None, live: LiveResource | None,
-              ctx: PlanContext) -> ResourcePlan:
+def plan_rack(
+    desired: Resource | None, live: LiveResource | None, ctx: PlanContext
+) -> ResourcePlan:
     assert desired is not None and live is not None
     address = desired.address
     if live.state.get("label") == desired.spec.label:
         return ResourcePlan(address, Change(address=address, action=ChangeKind.NOOP))
     result = ResourcePlan(address, Change(address=address, action=ChangeKind.UPDATE))
-    result.drafts.append(Draft(key="label", operation="rack.label",
-                               params={"label": desired.spec.label}))
+    result.drafts.append(
+        Draft(key="label", operation="rack.label", params={"label": desired.spec.label})
+    )
     return result
 
 
-RACK = Kind("Rack", RackSpec, planner=f"{__name__}:plan_rack", phases={"rack": 5},
-            drivers=lambda resource, provider_type: ["racks"])
+RACK = Kind(
+    "Rack",
+    RackSpec,
+    planner=f"{__name__}:plan_rack",
+    phases={"rack": 5},
+    drivers=lambda resource, provider_type: ["racks"],
+)
 
 
 # ... and its provider.
@@ -80,7 +87,8 @@ def rack_kind() -> Iterator[Kind]:
 
 
 def repo(tmp_path: Path, credential: str = "bmc") -> Path:
-    (tmp_path / "site.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "site.yaml").write_text(
+        textwrap.dedent(f"""\
         apiVersion: metalform/v1
         kind: Credential
         metadata: {{name: bmc}}
@@ -90,7 +98,8 @@ def repo(tmp_path: Path, credential: str = "bmc") -> Path:
         kind: Rack
         metadata: {{name: r1}}
         spec: {{credential: {credential}, label: row-a}}
-        """))
+        """)
+    )
     return tmp_path
 
 
@@ -103,12 +112,14 @@ def test_the_loader_checks_a_registered_kind(rack_kind: Kind, tmp_path: Path) ->
     with pytest.raises(InputError) as failed:
         load(repo(tmp_path, credential="nope"))
     messages = [d.render() for d in failed.value.diagnostics]
-    assert messages == ["site.yaml:9:8: error: Rack/r1 spec.credential: "
-                        "Credential 'nope' is not defined"], messages
+    assert messages == [
+        "site.yaml:9:8: error: Rack/r1 spec.credential: Credential 'nope' is not defined"
+    ], messages
 
 
 def test_engine_plans_and_applies_a_registered_kind(
-        rack_kind: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rack_kind: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RACK_TOKEN", "t0ken")
     engine = Engine(factories={"racks": RackProvider})
     plan = engine.plan(repo(tmp_path)).plan
@@ -120,4 +131,3 @@ def test_engine_plans_and_applies_a_registered_kind(
 
 def test_an_unregistered_kind_is_unknown_again(tmp_path: Path) -> None:
     assert "Rack" not in kinds()
-

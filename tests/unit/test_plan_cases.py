@@ -37,13 +37,17 @@ def run_case(case: Path) -> dict[str, Any]:
     }
     options_file = case / "options.json"
     options = json.loads(options_file.read_text()) if options_file.exists() else {}
-    plan = make_plan(desired, live, PlanOptions(
-        now=NOW,
-        targets=frozenset(options.get("targets", [])),
-        refresh_only=options.get("refreshOnly", False),
-        operations=OPERATIONS,
-        files=repository_files(case / "desired"),
-    ))
+    plan = make_plan(
+        desired,
+        live,
+        PlanOptions(
+            now=NOW,
+            targets=frozenset(options.get("targets", [])),
+            refresh_only=options.get("refreshOnly", False),
+            operations=OPERATIONS,
+            files=repository_files(case / "desired"),
+        ),
+    )
     data = json.loads(plan.to_json())
     for action in data["actions"]:
         for volatile in ("expect", "endpoint", "description"):

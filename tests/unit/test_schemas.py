@@ -43,20 +43,30 @@ def test_example_inventory_validates_against_the_schema() -> None:
 
 def test_schema_rejects_what_the_loader_rejects() -> None:
     validator = _validator()
-    bad = {"apiVersion": "metalform/v1", "kind": "Server", "metadata": {"name": "n1"},
-           "spec": {"bmc": {"driver": "redfsh", "address": "x", "credential": "c"}, "colour": 1}}
+    bad = {
+        "apiVersion": "metalform/v1",
+        "kind": "Server",
+        "metadata": {"name": "n1"},
+        "spec": {"bmc": {"driver": "redfsh", "address": "x", "credential": "c"}, "colour": 1},
+    }
     messages = json.dumps([e.message for e in validator.iter_errors(bad)]) + json.dumps(
-        [c.message for e in validator.iter_errors(bad) for c in e.context or []])
+        [c.message for e in validator.iter_errors(bad) for c in e.context or []]
+    )
     assert "colour" in messages
     assert "redfsh" in messages
 
 
 def test_schema_rejects_metalform_metadata_keys_on_aggregates() -> None:
     validator = _validator()
-    aggregate = {"apiVersion": "metalform/v1", "kind": "Aggregate", "metadata": {"name": "a"},
-                 "spec": {"provider": "cloud", "metadata": {"metalform:managed": "true"}}}
-    messages = json.dumps([c.message for e in validator.iter_errors(aggregate)
-                           for c in [e, *(e.context or [])]])
+    aggregate = {
+        "apiVersion": "metalform/v1",
+        "kind": "Aggregate",
+        "metadata": {"name": "a"},
+        "spec": {"provider": "cloud", "metadata": {"metalform:managed": "true"}},
+    }
+    messages = json.dumps(
+        [c.message for e in validator.iter_errors(aggregate) for c in [e, *(e.context or [])]]
+    )
     assert "'metalform:managed' should not be valid" in messages
     aggregate["spec"]["metadata"] = {"pool": "spot"}  # type: ignore[index]
     assert list(validator.iter_errors(aggregate)) == []

@@ -42,8 +42,10 @@ class TooManyStreams(ApiError):
 def last_event_id(raw: str) -> int:
     """The id a client resumes after: ASCII digits only (`str.isdigit` also takes `²`)."""
     if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_EVENT_ID_DIGITS:
-        raise ApiError(f"Last-Event-ID must be an event id: 1 to {MAX_EVENT_ID_DIGITS} "
-                       "ASCII digits", {"field": "Last-Event-ID"})
+        raise ApiError(
+            f"Last-Event-ID must be an event id: 1 to {MAX_EVENT_ID_DIGITS} ASCII digits",
+            {"field": "Last-Event-ID"},
+        )
     return int(raw)
 
 
@@ -70,8 +72,15 @@ class EventStream:
     then as the hub delivers them, until the apply ends. A WSGI iterable: the server calls
     `close()` when the stream ends or its client goes, which frees the subscription."""
 
-    def __init__(self, store: Store, hub: EventHub, sub: Subscription, after: int,
-                 stop: threading.Event, limit: float = MAX_STREAM_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        sub: Subscription,
+        after: int,
+        stop: threading.Event,
+        limit: float = MAX_STREAM_SECONDS,
+    ) -> None:
         self.store = store
         self.hub = hub
         self.sub = sub

@@ -19,9 +19,11 @@ from reconciler.render import RENDERERS
 
 # fullmatch: `$` would accept a trailing newline; no control characters (C0, DEL, C1)
 _REF = re.compile(r"(?!-)(?!.*\.\.)(?!.*@\{)[^\x00-\x20\x7f-\x9f~^:?*\[\\]{1,255}")
-_CONTENT_TYPES = {"markdown": "text/markdown; charset=utf-8",
-                  "text": "text/plain; charset=utf-8",
-                  "json": "application/json"}
+_CONTENT_TYPES = {
+    "markdown": "text/markdown; charset=utf-8",
+    "text": "text/plain; charset=utf-8",
+    "json": "application/json",
+}
 
 
 class PlanRequest(BaseModel):
@@ -44,8 +46,7 @@ class Plans:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = PlanRequest.model_validate(json_object(req))
         if request.revision is not None and not _REF.fullmatch(request.revision):
-            raise InvalidRequest("revision is not a valid Git revision",
-                                 {"field": "revision"})
+            raise InvalidRequest("revision is not a valid Git revision", {"field": "revision"})
         record = self.service.request_plan(request.revision, trigger=Trigger.API, who=who(req))
         resp.status = falcon.HTTP_202
         resp.set_header("Location", f"/api/v1/plans/{record.id}")
@@ -67,16 +68,18 @@ class PlanItem:
             resp.media = serialize.plan(record, with_document=True)
             return
         if fmt not in RENDERERS:
-            raise InvalidRequest(f"format must be one of {', '.join(sorted(RENDERERS))}",
-                                 {"field": "format"})
+            raise InvalidRequest(
+                f"format must be one of {', '.join(sorted(RENDERERS))}", {"field": "format"}
+            )
         if record.status is RunStatus.FAILED:
             resp.content_type = _CONTENT_TYPES["text"]
             resp.text = f"Plan {record.id} failed:\n{record.error}\n"
             return
         plan = record.plan()
         if plan is None:
-            raise ConflictError(f"plan {record.id} is {record.status.value}; there is nothing "
-                                "to render yet")
+            raise ConflictError(
+                f"plan {record.id} is {record.status.value}; there is nothing to render yet"
+            )
         resp.content_type = _CONTENT_TYPES[fmt]
         resp.text = RENDERERS[fmt](Plan.model_validate(plan))
 

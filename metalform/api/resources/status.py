@@ -43,12 +43,19 @@ class Status:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         service = self.service
-        key = (service.version, service.tracker.last_fetch, service.workers.in_flight,
-               id(service.drift))
+        key = (
+            service.version,
+            service.tracker.last_fetch,
+            service.workers.in_flight,
+            id(service.drift),
+        )
         with self._lock:
             cached = self._cached
-        if cached is not None and cached[0] == key \
-                and time.monotonic() - cached[1] < self.CACHE_SECONDS:
+        if (
+            cached is not None
+            and cached[0] == key
+            and time.monotonic() - cached[1] < self.CACHE_SECONDS
+        ):
             resp.media = cached[2]
             return
         body = self._body()
@@ -63,10 +70,14 @@ class Status:
         fetch = service.tracker.last_fetch
         drift = service.drift
         body: dict[str, Any] = {
-            "repository": {"url": redact_url(config.repository_url), "branch": config.branch,
-                           "path": config.path, "head": fetch.head if fetch else None,
-                           "fetchedAt": _epoch(fetch.at) if fetch else None,
-                           "fetchError": fetch.error if fetch else None},
+            "repository": {
+                "url": redact_url(config.repository_url),
+                "branch": config.branch,
+                "path": config.path,
+                "head": fetch.head if fetch else None,
+                "fetchedAt": _epoch(fetch.at) if fetch else None,
+                "fetchError": fetch.error if fetch else None,
+            },
             **serialize.repository(repo),
             "drift": {
                 "resources": repo.drift if repo else 0,
@@ -107,11 +118,16 @@ class Resources:
                 health.append(_HEALTH[value])
             else:
                 known = ", ".join([*_SYNC, *_HEALTH])
-                raise InvalidRequest(f"unknown status {value!r} (known: {known})",
-                                     {"field": "status"})
+                raise InvalidRequest(
+                    f"unknown status {value!r} (known: {known})", {"field": "status"}
+                )
         items = self.service.store.list_resource_status(
-            self.service.repository, kind=req.get_param("kind"), labels=labels,
-            sync=sync or None, health=health or None)
+            self.service.repository,
+            kind=req.get_param("kind"),
+            labels=labels,
+            sync=sync or None,
+            health=health or None,
+        )
         resp.media = {"items": [serialize.resource(r) for r in items], "count": len(items)}
 
 
@@ -135,10 +151,10 @@ class ResourceItem:
             document = store.get_plan(repo.last_plan_id).document or {}
             body["lastPlan"] = {
                 "id": repo.last_plan_id,
-                "change": next((c for c in document.get("changes", [])
-                                if c.get("address") == address), None),
-                "actions": [a for a in document.get("actions", [])
-                            if a.get("address") == address],
+                "change": next(
+                    (c for c in document.get("changes", []) if c.get("address") == address), None
+                ),
+                "actions": [a for a in document.get("actions", []) if a.get("address") == address],
             }
         resp.media = body
 
@@ -153,10 +169,13 @@ class History:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = req.get_param_as_int("limit", min_value=1, max_value=500) or 20
-        page = self.service.store.list_history(repository=self.service.repository, limit=limit,
-                                               before=req.get_param("before"))
-        items = [serialize.plan(r) if isinstance(r, PlanRecord) else serialize.apply(r)
-                 for r in page.items]
+        page = self.service.store.list_history(
+            repository=self.service.repository, limit=limit, before=req.get_param("before")
+        )
+        items = [
+            serialize.plan(r) if isinstance(r, PlanRecord) else serialize.apply(r)
+            for r in page.items
+        ]
         resp.media = {"items": items, "nextBefore": page.next_before}
         if page.next_before:
             resp.append_link(f"/api/v1/history?limit={limit}&before={page.next_before}", "next")

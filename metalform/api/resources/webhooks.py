@@ -24,8 +24,13 @@ class Webhook:
     open = True  # authenticated by the forge's secret, not by a bearer token
     checks_own_body = True  # its size refusals are recorded as `webhook.rejected`
 
-    def __init__(self, service: ControlPlane, receiver: WebhookReceiver,
-                 settings: ForgeSettings | None, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        service: ControlPlane,
+        receiver: WebhookReceiver,
+        settings: ForgeSettings | None,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
         self.service = service
         self.receiver = receiver
         self.settings = settings
@@ -38,9 +43,11 @@ class Webhook:
 
     def _reject(self, req: falcon.Request, result: str, reason: str) -> None:
         self.service.metrics.webhooks.labels(self.forge, result).inc()
-        self.service.bus.emit(EventType.WEBHOOK_REJECTED, {"forge": self.forge, "reason": reason,
-                                                 "remote": req.remote_addr},
-                              repository=self.service.repository)
+        self.service.bus.emit(
+            EventType.WEBHOOK_REJECTED,
+            {"forge": self.forge, "reason": reason, "remote": req.remote_addr},
+            repository=self.service.repository,
+        )
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         settings = self.settings
@@ -48,8 +55,11 @@ class Webhook:
             self._reject(req, "not_configured", f"{self.forge} webhooks are not configured")
             raise NotConfigured(f"{self.forge} webhooks are not configured on this server")
         try:
-            body = read_body(req.bounded_stream, req.content_length,  # type: ignore[arg-type]
-                             self.max_body)
+            body = read_body(
+                req.bounded_stream,
+                req.content_length,  # type: ignore[arg-type]
+                self.max_body,
+            )
         except PayloadTooLarge:
             self._reject(req, "too_large", "body too large")
             raise
