@@ -8,6 +8,8 @@ starts anything; each is recorded as a `webhook.rejected` event.
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from metalform.api.errors import NotConfigured, Unauthorized
@@ -55,11 +57,8 @@ class Webhook:
             self._reject(req, "not_configured", f"{self.forge} webhooks are not configured")
             raise NotConfigured(f"{self.forge} webhooks are not configured on this server")
         try:
-            body = read_body(
-                req.bounded_stream,
-                req.content_length,  # type: ignore[arg-type]
-                self.max_body,
-            )
+            stream: Any = req.bounded_stream  # falcon's BoundedStream reads like IO[bytes]
+            body = read_body(stream, req.content_length, self.max_body)
         except PayloadTooLarge:
             self._reject(req, "too_large", "body too large")
             raise
