@@ -12,13 +12,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, overload
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import InputError, MetalformError
 from reconciler.model import API_VERSION, Diagnostic, Location, Resource, Severity, address_of
-from reconciler.model.base import Metadata
+from reconciler.model.base import Metadata, SpecM, find, typed
 from reconciler.model.kinds import KIND_SPECS
 from reconciler.references import check_references
 from reconciler.yamlio import Pos, YamlProblem, load_documents
@@ -51,11 +51,23 @@ class DesiredState:
         locator = self.locators.get(address)
         return locator.at(path) if locator else None
 
-    def of_kind(self, kind: str) -> list[Resource]:
-        return [r for r in self.resources.values() if r.kind == kind]
+    @overload
+    def of_kind(self, kind: str) -> list[Resource]: ...
+    @overload
+    def of_kind(self, kind: str, spec: type[SpecM]) -> list[Resource[SpecM]]: ...
+    def of_kind(self, kind: str, spec: type[BaseModel] = BaseModel) -> list[Resource[Any]]:
+        """The resources of `kind`, typed by `spec` (its spec model; TypeError if it is not)."""
+        return [typed(r, spec) for r in self.resources.values() if r.kind == kind]
 
-    def get(self, kind: str, name: str) -> Resource | None:
-        return self.resources.get(address_of(kind, name))
+    @overload
+    def get(self, kind: str, name: str) -> Resource | None: ...
+    @overload
+    def get(self, kind: str, name: str, spec: type[SpecM]) -> Resource[SpecM] | None: ...
+    def get(
+        self, kind: str, name: str, spec: type[BaseModel] = BaseModel
+    ) -> Resource[BaseModel] | None:
+        """The resource `kind/name` if declared, typed by `spec` (TypeError if it is not)."""
+        return find(self.resources, address_of(kind, name), spec)
 
 
 class RepositoryError(MetalformError):
@@ -192,8 +204,11 @@ def _documents(source: SourceFile, diags: list[Diagnostic]) -> Iterator[tuple[An
         for doc, pos in load_documents(text):
             yield doc, _Locator(file, pos)
     except YamlProblem as exc:
-        location = (Location(file=file, line=exc.line + 1, column=(exc.column or 0) + 1)
-                    if exc.line is not None else Location(file=file))
+        location = (
+            Location(file=file, line=exc.line + 1, column=(exc.column or 0) + 1)
+            if exc.line is not None
+            else Location(file=file)
+        )
         diags.append(_error(exc.message, location=location))
 
 
@@ -214,8 +229,12 @@ def _error(
 
 def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | None:
     if not isinstance(doc, dict):
-        diags.append(_error("a document must be a mapping with apiVersion, kind, metadata, spec",
-                            location=loc.at([])))
+        diags.append(
+            _error(
+                "a document must be a mapping with apiVersion, kind, metadata, spec",
+                location=loc.at([]),
+            )
+        )
         return None
     ok = True
     for key in doc:
@@ -229,15 +248,23 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
     if not ok:
         return None
     if doc["apiVersion"] != API_VERSION:
-        diags.append(_error(f"apiVersion must be {API_VERSION!r}", location=loc.at(["apiVersion"]),
-                            field="apiVersion"))
+        diags.append(
+            _error(
+                f"apiVersion must be {API_VERSION!r}",
+                location=loc.at(["apiVersion"]),
+                field="apiVersion",
+            )
+        )
         return None
     kind = doc["kind"]
     spec_model = KIND_SPECS.get(kind) if isinstance(kind, str) else None
     if spec_model is None:
         known = ", ".join(sorted(KIND_SPECS))
-        diags.append(_error(f"unknown kind {kind!r} (known: {known})", location=loc.at(["kind"]),
-                            field="kind"))
+        diags.append(
+            _error(
+                f"unknown kind {kind!r} (known: {known})", location=loc.at(["kind"]), field="kind"
+            )
+        )
         return None
     try:
         metadata = Metadata.model_validate(doc["metadata"])
@@ -269,8 +296,9 @@ def _resource(doc: Any, loc: _Locator, diags: list[Diagnostic]) -> Resource | No
         for err in _merge_unions(exc.errors()):
             path = ["spec", *err["loc"]]
             diags.append(
-                _error(_message(err), location=loc.at(path), address=address,
-                       field=_field_path(path))
+                _error(
+                    _message(err), location=loc.at(path), address=address, field=_field_path(path)
+                )
             )
         return None
     return Resource(kind=kind, metadata=metadata, spec=spec, location=loc.at([]))
@@ -290,16 +318,21 @@ def _merge_unions(errors: list[Any]) -> list[Any]:
             if key in seen:
                 seen[key]["_members"].append(_UNION_TAGS[str(loc[-1])])
                 continue
-            entry = {"loc": key, "type": "union", "msg": "",
-                     "_members": [_UNION_TAGS[str(loc[-1])]]}
+            entry = {
+                "loc": key,
+                "type": "union",
+                "msg": "",
+                "_members": [_UNION_TAGS[str(loc[-1])]],
+            }
             seen[key] = entry
             merged.append(entry)
         else:
             merged.append(err)
     for entry in seen.values():
         members = entry.pop("_members")
-        entry["msg"] = "must be " + (", ".join(members[:-1]) + " or " + members[-1]
-                                     if len(members) > 1 else members[0])
+        entry["msg"] = "must be " + (
+            ", ".join(members[:-1]) + " or " + members[-1] if len(members) > 1 else members[0]
+        )
     return merged
 
 
@@ -350,8 +383,11 @@ def load_files(files: Iterable[SourceFile], revision: str) -> DesiredState:
                 field=_field_path(problem.path),
             )
         )
-    diags.sort(key=lambda d: (d.location.file, d.location.line, d.location.column)
-               if d.location else ("", 0, 0))
+    diags.sort(
+        key=lambda d: (
+            (d.location.file, d.location.line, d.location.column) if d.location else ("", 0, 0)
+        )
+    )
     errors = [d for d in diags if d.severity is Severity.ERROR]
     if errors:
         raise InputError(diags)
