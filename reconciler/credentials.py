@@ -21,7 +21,9 @@ from reconciler.model import (
     Plan,
     Resource,
     Severity,
+    find,
 )
+from reconciler.model.credentials import CredentialSpec
 from reconciler.references import references
 from reconciler.secrets import SecretUnavailable, fingerprint, resolve
 
@@ -65,8 +67,11 @@ def users_of_credentials(
             if target.startswith("Credential/"):
                 names.append(target.removeprefix("Credential/"))
             elif target.startswith("Provider/") and target in resources:
-                names += [t.removeprefix("Credential/") for _, t in
-                          references(resources[target]) if t.startswith("Credential/")]
+                names += [
+                    t.removeprefix("Credential/")
+                    for _, t in references(resources[target])
+                    if t.startswith("Credential/")
+                ]
             for name in names:
                 users.setdefault(name, []).append(resource.address)
     return users
@@ -82,19 +87,25 @@ def check_credentials(
     fingerprints: dict[str, str] = {}
     diagnostics: list[Diagnostic] = []
     for name, users in sorted(users_of_credentials(chosen, resources).items()):
-        credential = resources.get(f"Credential/{name}")
+        credential = find(resources, f"Credential/{name}", CredentialSpec)
         if credential is None:
             continue  # a dangling reference: load already reported it
         try:
-            value = resolve(credential.spec.secret, base_dir=base_dir,
-                            what=f"the secret of Credential/{name}")
+            value = resolve(
+                credential.spec.secret, base_dir=base_dir, what=f"the secret of Credential/{name}"
+            )
         except SecretUnavailable as exc:
             shown = ", ".join(sorted(users)[:5]) + (
-                f" and {len(users) - 5} more" if len(users) > 5 else "")
-            diagnostics.append(Diagnostic(
-                severity=Severity.ERROR, address=credential.address,
-                location=credential.location,
-                message=f"{exc}; needed by {shown}"))
+                f" and {len(users) - 5} more" if len(users) > 5 else ""
+            )
+            diagnostics.append(
+                Diagnostic(
+                    severity=Severity.ERROR,
+                    address=credential.address,
+                    location=credential.location,
+                    message=f"{exc}; needed by {shown}",
+                )
+            )
             continue
         fingerprints[name] = fingerprint(value, key)
     return fingerprints, diagnostics
@@ -105,8 +116,11 @@ def with_rotations(plan: Plan, previous: Mapping[str, str]) -> Plan:
     (the fingerprints of the last applied plan): a rotated secret shows in the plan as a
     changed fingerprint, never as a value. Pure."""
     rotated = [
-        Change(address=f"Credential/{name}", action=ChangeKind.UPDATE,
-               diff=[DiffEntry(path="secret (fingerprint)", before=previous[name], after=now)])
+        Change(
+            address=f"Credential/{name}",
+            action=ChangeKind.UPDATE,
+            diff=[DiffEntry(path="secret (fingerprint)", before=previous[name], after=now)],
+        )
         for name, now in sorted(plan.credential_fingerprints.items())
         if name in previous and previous[name] != now
     ]

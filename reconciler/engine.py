@@ -27,8 +27,10 @@ from reconciler.load import (
     worktree_files,
     worktree_revision,
 )
-from reconciler.model import Address, Plan, Resource, address_of
+from reconciler.model import Address, Plan, Resource, address_of, find
+from reconciler.model.credentials import CredentialSpec
 from reconciler.model.plan import PlanSource
+from reconciler.model.providers import ProviderSpec
 from reconciler.plan import PlanOptions, make_plan, managed
 from reconciler.provider import Provider, ProviderContext, ProviderFactory, installed_providers
 from reconciler.secrets import ResolvedCredential, resolve
@@ -60,12 +62,13 @@ class CredentialResolver:
         with self._lock:
             if name in self._cache:
                 return self._cache[name]
-            resource = self._resources.get(address_of("Credential", name))
+            resource = find(self._resources, address_of("Credential", name), CredentialSpec)
             if resource is None:
                 raise MetalformError(f"Credential {name!r} is not defined")
             spec = resource.spec
-            secret = resolve(spec.secret, base_dir=self._base_dir,
-                             what=f"the secret of Credential/{name}")
+            secret = resolve(
+                spec.secret, base_dir=self._base_dir, what=f"the secret of Credential/{name}"
+            )
             resolved = ResolvedCredential(name=name, username=spec.username, secret=secret)
             self._cache[name] = resolved
             return resolved
@@ -157,12 +160,18 @@ class Engine:
             return
         users = [r for r in resources.values() if r.kind != "Credential"]
         now, _ = check_credentials(users, resources, base, fingerprint_key())
-        rotated = sorted(name for name, value in plan.credential_fingerprints.items()
-                         if now.get(name, value) != value)
+        rotated = sorted(
+            name
+            for name, value in plan.credential_fingerprints.items()
+            if now.get(name, value) != value
+        )
         if rotated:
-            raise StalePlanError(why="the secret of " + ", ".join(
-                f"Credential/{n}" for n in rotated) + " changed since the plan was made; "
-                "plan again")
+            raise StalePlanError(
+                why="the secret of "
+                + ", ".join(f"Credential/{n}" for n in rotated)
+                + " changed since the plan was made; "
+                "plan again"
+            )
 
     def __init__(
         self,
@@ -189,8 +198,9 @@ class Engine:
         on_gather: Callable[[int, int], None] | None = None,
     ) -> PlanRun:
         with bulk_allocation():
-            return self._plan(path, rev, targets=targets, refresh_only=refresh_only,
-                              on_gather=on_gather)
+            return self._plan(
+                path, rev, targets=targets, refresh_only=refresh_only, on_gather=on_gather
+            )
 
     def _plan(
         self,
@@ -206,13 +216,15 @@ class Engine:
         # imported Servers are planned (and their credentials checked) like Git's.
         desired = import_inventory(desired, CredentialResolver(desired.resources, path))
         chosen = managed(desired, targets)
-        credentials, missing = check_credentials(chosen, desired.resources, path,
-                                                 fingerprint_key())
+        credentials, missing = check_credentials(chosen, desired.resources, path, fingerprint_key())
         desired.warnings.extend(missing)
         groups = group_by_driver(chosen, desired.resources)
         # Providers that create things are asked what they manage, to plan deletions.
-        wanted = set(groups) | {r.spec.type.value for r in desired.of_kind("Provider")
-                                if r.spec.type.value in DISCOVERING_TYPES}
+        wanted = set(groups) | {
+            r.spec.type.value
+            for r in desired.of_kind("Provider", ProviderSpec)
+            if r.spec.type.value in DISCOVERING_TYPES
+        }
         factories = self._factories()
         wanted &= set(factories) | set(groups)
         with open_session(desired.resources, wanted, self.settings, path, factories) as session:
@@ -247,16 +259,18 @@ class Engine:
     ) -> ApplyResult:
         """Execute exactly `plan`; refuse it when stale. `path` overrides the planned source."""
         if plan.has_errors:
-            raise MetalformError("the plan has errors (see its diagnostics); fix them and plan "
-                                 "again")
+            raise MetalformError(
+                "the plan has errors (see its diagnostics); fix them and plan again"
+            )
         source_path = path or (Path(plan.source.path) if plan.source else Path("."))
         rev = plan.source.rev if plan.source else None
         resources = resources_from_documents(plan.resources)
         touched = [resources[a] for a in plan.live_fingerprints if a in resources]
         needed = set(group_by_driver(list(resources.values()), resources))
         needed |= {a.provider for a in plan.actions if a.provider}
-        with open_session(resources, needed, self.settings, source_path,
-                          self._factories()) as session:
+        with open_session(
+            resources, needed, self.settings, source_path, self._factories()
+        ) as session:
             if check:
                 revision = plan.revision
                 if plan.source is not None:
@@ -264,6 +278,11 @@ class Engine:
                 live = gather(touched, session.providers, resources).live
                 check_fresh(plan, revision, live)
                 self._check_secrets(plan, resources, source_path)
-            applier = Applier(plan, resources, session.providers,
-                              parallelism=self.settings.parallelism, listener=listener)
+            applier = Applier(
+                plan,
+                resources,
+                session.providers,
+                parallelism=self.settings.parallelism,
+                listener=listener,
+            )
             return applier.run()

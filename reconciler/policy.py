@@ -18,6 +18,7 @@ from reconciler.model import (
     Resource,
     Severity,
 )
+from reconciler.model.policy import PolicySpec
 from reconciler.windows import CronError, is_open, next_opening
 
 
@@ -29,10 +30,16 @@ class WindowState:
     why: str
 
 
-def window_state(resource: Resource, policies: Sequence[Resource], now: datetime) -> WindowState:
+def window_state(
+    resource: Resource, policies: Sequence[Resource[PolicySpec]], now: datetime
+) -> WindowState:
     """Whether disruptive actions on `resource` may run now, per the maintenance windows."""
-    covering = [(p, w) for p in policies for w in p.spec.maintenance_windows
-                if w.match is None or w.match.matches(resource.kind, resource.metadata.labels)]
+    covering = [
+        (p, w)
+        for p in policies
+        for w in p.spec.maintenance_windows
+        if w.match is None or w.match.matches(resource.kind, resource.metadata.labels)
+    ]
     if not covering:
         return WindowState(False, True, "no maintenance window covers it")
     openings = []
@@ -54,7 +61,7 @@ def _defer(action: Action, reason: str) -> Action:
 
 
 def enforce(
-    policies: Sequence[Resource],
+    policies: Sequence[Resource[PolicySpec]],
     resources: Mapping[Address, Resource],
     changes: Sequence[Change],
     actions: list[Action],
@@ -84,29 +91,44 @@ def enforce(
                 continue
             reason = f"{action.address} is protected by Policy/{policy.name}"
             out[i] = action.model_copy(update={"status": ActionStatus.REFUSED, "reason": reason})
-            diags.append(Diagnostic(
-                severity=Severity.ERROR, address=action.address, location=policy.location,
-                message=f"{action.operation} refused: protected by Policy/{policy.name}",
-            ))
+            diags.append(
+                Diagnostic(
+                    severity=Severity.ERROR,
+                    address=action.address,
+                    location=policy.location,
+                    message=f"{action.operation} refused: protected by Policy/{policy.name}",
+                )
+            )
     changed = [c.address for c in changes if c.action is not ChangeKind.NOOP]
     for policy in policies:
         limit = policy.spec.max_changes_per_apply
         if limit is None or len(changed) <= limit:
             continue
-        reason = (f"{len(changed)} resources change; Policy/{policy.name} allows at most "
-                  f"{limit} per apply (use --target to split the change)")
+        reason = (
+            f"{len(changed)} resources change; Policy/{policy.name} allows at most "
+            f"{limit} per apply (use --target to split the change)"
+        )
         out = [
             a.model_copy(update={"status": ActionStatus.REFUSED, "reason": reason})
-            if a.status is ActionStatus.PLANNED else a
+            if a.status is ActionStatus.PLANNED
+            else a
             for a in out
         ]
-        diags.append(Diagnostic(severity=Severity.ERROR, message=reason,
-                                address=policy.address, location=policy.location))
+        diags.append(
+            Diagnostic(
+                severity=Severity.ERROR,
+                message=reason,
+                address=policy.address,
+                location=policy.location,
+            )
+        )
     return out, _propagate(out, diags)
 
 
 def _blast_radius(
-    policies: Sequence[Resource], resources: Mapping[Address, Resource], actions: list[Action]
+    policies: Sequence[Resource[PolicySpec]],
+    resources: Mapping[Address, Resource],
+    actions: list[Action],
 ) -> list[Action]:
     """At most N (or N%) resources of one group disrupted in one apply; the rest deferred."""
     out = list(actions)
@@ -122,8 +144,12 @@ def _blast_radius(
         chosen: dict[str, set[Address]] = defaultdict(set)
         for i, action in enumerate(out):
             target = resources.get(action.address)
-            if (not action.disruptive or action.status is not ActionStatus.PLANNED
-                    or target is None or label not in target.metadata.labels):
+            if (
+                not action.disruptive
+                or action.status is not ActionStatus.PLANNED
+                or target is None
+                or label not in target.metadata.labels
+            ):
                 continue
             group = target.metadata.labels[label]
             if isinstance(budget.max, int):
@@ -133,9 +159,12 @@ def _blast_radius(
             if action.address in chosen[group] or len(chosen[group]) < limit:
                 chosen[group].add(action.address)
                 continue
-            out[i] = _defer(action, f"Policy/{policy.name} allows {budget.max} of "
-                                    f"{label}={group} disrupted at once; "
-                                    f"{len(chosen[group])} already are in this apply")
+            out[i] = _defer(
+                action,
+                f"Policy/{policy.name} allows {budget.max} of "
+                f"{label}={group} disrupted at once; "
+                f"{len(chosen[group])} already are in this apply",
+            )
     return out
 
 
@@ -145,13 +174,17 @@ def _propagate(actions: list[Action], diags: list[Diagnostic]) -> list[Diagnosti
     for i, action in enumerate(actions):
         if action.status is not ActionStatus.PLANNED:
             continue
-        blocked = [by_id[d] for d in action.depends_on
-                   if by_id[d].status is not ActionStatus.PLANNED]
+        blocked = [
+            by_id[d] for d in action.depends_on if by_id[d].status is not ActionStatus.PLANNED
+        ]
         if blocked:
             first = blocked[0]
-            actions[i] = action.model_copy(update={
-                "status": first.status,
-                "reason": f"depends on action {first.id} ({first.operation}), {first.status.value}",
-            })
+            actions[i] = action.model_copy(
+                update={
+                    "status": first.status,
+                    "reason": f"depends on action {first.id} ({first.operation}), "
+                    f"{first.status.value}",
+                }
+            )
             by_id[action.id] = actions[i]
     return diags

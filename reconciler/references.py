@@ -7,7 +7,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import Address, Resource, address_of
+from reconciler.model import Address, Resource, address_of, find, is_of
+from reconciler.model.hardware import ServerSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.model.registry import kind, references_of
 
 
@@ -16,8 +18,6 @@ class Problem:
     address: Address
     path: tuple[str | int, ...]
     message: str
-
-
 
 
 def _attribute(spec: Any, path: tuple[str, ...]) -> Any:
@@ -72,10 +72,14 @@ def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
                 continue
             edges.add(target)
             want = _provider_type_wanted(resource, path)
-            got = resources[target].spec.type.value if target.startswith("Provider/") else None
+            provider = (
+                find(resources, target, ProviderSpec) if target.startswith("Provider/") else None
+            )
+            got = provider.spec.type.value if provider is not None else None
             if want is not None and got != want:
-                problems.append(Problem(address, path,
-                                        f"{target} is of type {got}, expected {want}"))
+                problems.append(
+                    Problem(address, path, f"{target} is of type {got}, expected {want}")
+                )
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
@@ -99,13 +103,14 @@ def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
     seen_bmc: dict[tuple[str, str], Address] = {}
     seen_host: dict[str, Address] = {}
     for address, resource in resources.items():
-        if resource.kind != "Server":
+        if resource.kind != "Server" or not is_of(resource, ServerSpec):
             continue
         bmc = resource.spec.bmc
         key = (bmc.address.rstrip("/").lower(), bmc.system_id or "")
         if key in seen_bmc:
             yield Problem(
-                address, ("spec", "bmc", "address"),
+                address,
+                ("spec", "bmc", "address"),
                 f"same BMC system as {seen_bmc[key]}",
             )
         else:
@@ -113,7 +118,8 @@ def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
         hostname = resource.spec.hostname or resource.name
         if hostname in seen_host:
             yield Problem(
-                address, ("spec", "hostname"),
+                address,
+                ("spec", "hostname"),
                 f"hostname {hostname!r} is also {seen_host[hostname]}",
             )
         else:

@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from reconciler.model import Resource
+from reconciler.model.hardware import ServerSpec
 from reconciler.sandbox import MAX_SIZE, BoundedSandbox, TemplateLimit
 from reconciler.secrets import REDACTOR
 from reconciler.yamlio import YamlProblem, load_documents
@@ -51,8 +52,9 @@ def safe_relative(path: str) -> PurePosixPath:
     """A repository-relative path, refusing absolute paths and `..` (the plan is of Git)."""
     pure = PurePosixPath(path)
     if pure.is_absolute() or not pure.parts or ".." in pure.parts:
-        raise UserDataError(f"template path {path!r} must be relative to the repository root "
-                            "and stay inside it")
+        raise UserDataError(
+            f"template path {path!r} must be relative to the repository root and stay inside it"
+        )
     return pure
 
 
@@ -60,27 +62,32 @@ def repository_files(root: Path, rev: str | None = None) -> FileReader:
     """A FileReader over the working tree at `root`, or over Git revision `rev` of it."""
     base = root.resolve()
     if rev is None:
+
         def read_worktree(path: str) -> str:
             target = (base / safe_relative(path)).resolve()
             if not target.is_relative_to(base):
                 raise UserDataError(f"template {path} points outside the repository")
             try:
                 if target.stat().st_size > MAX_TEMPLATE_BYTES:
-                    raise UserDataError(f"template {path} is larger than "
-                                        f"{MAX_TEMPLATE_BYTES // 1024} KiB")
+                    raise UserDataError(
+                        f"template {path} is larger than {MAX_TEMPLATE_BYTES // 1024} KiB"
+                    )
                 return target.read_text(encoding="utf-8")
             except FileNotFoundError:
                 raise UserDataError(f"template {path} does not exist") from None
             except (OSError, UnicodeDecodeError) as exc:
-                raise UserDataError(f"cannot read template {path}: "
-                                    f"{exc.__class__.__name__}") from None
+                raise UserDataError(
+                    f"cannot read template {path}: {exc.__class__.__name__}"
+                ) from None
+
         return read_worktree
 
     import git  # gitpython, only needed to plan a revision
 
     repo = git.Repo(base, search_parent_directories=True)
-    prefix = PurePosixPath(base.relative_to(Path(repo.working_tree_dir or base).resolve())
-                           .as_posix())
+    prefix = PurePosixPath(
+        base.relative_to(Path(repo.working_tree_dir or base).resolve()).as_posix()
+    )
     tree = repo.commit(rev).tree
 
     def read_revision(path: str) -> str:
@@ -91,21 +98,22 @@ def repository_files(root: Path, rev: str | None = None) -> FileReader:
             raise UserDataError(f"template {path} does not exist in {rev}") from None
         data: bytes = blob.data_stream.read()
         if len(data) > MAX_TEMPLATE_BYTES:
-            raise UserDataError(f"template {path} is larger than "
-                                f"{MAX_TEMPLATE_BYTES // 1024} KiB")
+            raise UserDataError(f"template {path} is larger than {MAX_TEMPLATE_BYTES // 1024} KiB")
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
             raise UserDataError(f"template {path} is not UTF-8 text") from None
+
     return read_revision
 
 
 def _environment() -> BoundedSandbox:
     return BoundedSandbox(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
 
 
-def template_context(server: Resource) -> dict[str, Any]:
+def template_context(server: Resource[ServerSpec]) -> dict[str, Any]:
     """What a template sees: the Server as written in Git, and the template's `vars`."""
     document = server.document()
     spec = document["spec"]
@@ -123,7 +131,7 @@ def template_context(server: Resource) -> dict[str, Any]:
     }
 
 
-def render_user_data(server: Resource, read: FileReader) -> RenderedUserData:
+def render_user_data(server: Resource[ServerSpec], read: FileReader) -> RenderedUserData:
     """Render the Server's userData template; UserDataError says what is wrong and where."""
     provisioning = server.spec.provisioning
     if provisioning is None or provisioning.user_data is None:
@@ -150,8 +158,10 @@ def render_user_data(server: Resource, read: FileReader) -> RenderedUserData:
     check_cloud_config(path, text)
     if REDACTOR(text) != text:
         # Values of resolved Credentials must never reach MAAS, the plan or a PR comment.
-        raise UserDataError(f"template {path} renders a secret value; user data is shown in "
-                            "the plan and stored in MAAS in clear, so it may hold no secret")
+        raise UserDataError(
+            f"template {path} renders a secret value; user data is shown in "
+            "the plan and stored in MAAS in clear, so it may hold no secret"
+        )
     return RenderedUserData(template=path, text=text, digest=digest_of(text))
 
 
@@ -159,18 +169,22 @@ def check_cloud_config(path: str, text: str) -> None:
     """The rendered text must be `#cloud-config` YAML holding a mapping."""
     first = text.lstrip("\ufeff").split("\n", 1)[0].rstrip()
     if first != CLOUD_CONFIG_HEADER:
-        raise UserDataError(f"template {path} must render cloud-config: the first line must be "
-                            f"{CLOUD_CONFIG_HEADER!r}, not {first[:40]!r}")
+        raise UserDataError(
+            f"template {path} must render cloud-config: the first line must be "
+            f"{CLOUD_CONFIG_HEADER!r}, not {first[:40]!r}"
+        )
     try:
         documents = list(load_documents(text))
     except YamlProblem as exc:
         where = f":{exc.line + 1}" if exc.line is not None else ""
-        raise UserDataError(f"template {path} renders invalid YAML (rendered line{where}): "
-                            f"{exc.message.removeprefix('invalid YAML: ')}") from None
+        raise UserDataError(
+            f"template {path} renders invalid YAML (rendered line{where}): "
+            f"{exc.message.removeprefix('invalid YAML: ')}"
+        ) from None
     if len(documents) > 1:
-        raise UserDataError(f"template {path} must render one YAML document, "
-                            f"not {len(documents)}")
+        raise UserDataError(f"template {path} must render one YAML document, not {len(documents)}")
     data = documents[0][0] if documents else None
     if data is not None and not isinstance(data, dict):
-        raise UserDataError(f"template {path} must render a YAML mapping, "
-                            f"not {type(data).__name__}")
+        raise UserDataError(
+            f"template {path} must render a YAML mapping, not {type(data).__name__}"
+        )
