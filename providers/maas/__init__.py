@@ -28,8 +28,10 @@ from providers.base import with_retries
 from providers.maas import mapping
 from providers.maas.client import ApiKey, MaasClient, endpoint_of
 from reconciler.errors import MetalformError, PermanentError, ProviderError, TemporaryError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, find, typed
+from reconciler.model.hardware import Provisioning, ServerSpec
 from reconciler.model.live import unreachable
+from reconciler.model.providers import ProviderSpec
 from reconciler.provider import ProviderContext
 
 log = logging.getLogger("metalform.providers.maas")
@@ -48,7 +50,15 @@ _TARGETS = {
 
 def hostname_of(resource: Resource) -> str:
     """The name MAAS knows a Server by."""
-    return str(resource.spec.hostname or resource.name)
+    return typed(resource, ServerSpec).spec.hostname or resource.name
+
+
+def provisioning_of(resource: Resource) -> Provisioning:
+    """The Server's provisioning block: MAAS reads and drives only Servers that declare one."""
+    provisioning = typed(resource, ServerSpec).spec.provisioning
+    if provisioning is None:
+        raise PermanentError(f"{resource.address} has no provisioning block")
+    return provisioning
 
 
 class MaasProvider:
@@ -57,8 +67,13 @@ class MaasProvider:
     name: ClassVar[str] = "maas"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"provisioning.commission", "provisioning.deploy", "provisioning.release",
-         "provisioning.tags"})
+        {
+            "provisioning.commission",
+            "provisioning.deploy",
+            "provisioning.release",
+            "provisioning.tags",
+        }
+    )
 
     def __init__(self, context: ProviderContext) -> None:
         self._context = context
@@ -75,7 +90,7 @@ class MaasProvider:
         """Read every Server's machine: one `machines/` request per MAAS region."""
         groups: dict[str, list[Resource]] = defaultdict(list)
         for resource in resources:
-            groups[resource.spec.provisioning.provider].append(resource)
+            groups[provisioning_of(resource).provider].append(resource)
         out: dict[Address, LiveResource] = {}
         for provider_name, batch in sorted(groups.items()):
             try:
@@ -87,8 +102,9 @@ class MaasProvider:
                 continue
             by_hostname = {str(m.get("hostname")): m for m in machines}
             for resource in batch:
-                out[resource.address] = self._live(resource, by_hostname.get(
-                    hostname_of(resource)), client.url)
+                out[resource.address] = self._live(
+                    resource, by_hostname.get(hostname_of(resource)), client.url
+                )
         return out
 
     def execute(self, action: Action, resource: Resource) -> LiveResource:
@@ -96,7 +112,7 @@ class MaasProvider:
         operation = action.operation
         if operation not in self.operations:
             raise PermanentError(f"the maas provider cannot perform {operation!r}")
-        client = self._client(resource.spec.provisioning.provider)
+        client = self._client(provisioning_of(resource).provider)
         system_id = self._system_id(client, resource)
         params = action.params
         if operation == "provisioning.tags":
@@ -107,13 +123,19 @@ class MaasProvider:
                 machine = self._retry(lambda: client.machine(system_id), what="read machine")
                 # Recorded before deploying: MAAS never gives user data back.
                 description = mapping.description_with_hash(
-                    str(machine.get("description") or ""), digest)
-                self._retry(lambda: client.set_description(system_id, description),
-                            what="record user data digest")
+                    str(machine.get("description") or ""), digest
+                )
+                self._retry(
+                    lambda: client.set_description(system_id, description),
+                    what="record user data digest",
+                )
                 # A POST that starts a transition is not retried: a lost answer after MAAS
                 # accepted it would make the retry fail on the machine's new state.
-                client.deploy(system_id, user_data=params.get("userData"),
-                              distro_series=params.get("distroSeries"))
+                client.deploy(
+                    system_id,
+                    user_data=params.get("userData"),
+                    distro_series=params.get("distroSeries"),
+                )
             else:
                 client.machine_op(system_id, operation.split(".", 1)[1])
             self._wait(client, resource, system_id, operation)
@@ -128,20 +150,26 @@ class MaasProvider:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _live(self, resource: Resource, machine: Mapping[str, Any] | None,
-              url: str) -> LiveResource:
+    def _live(
+        self, resource: Resource, machine: Mapping[str, Any] | None, url: str
+    ) -> LiveResource:
         if machine is None:
-            return LiveResource(address=resource.address,
-                                facts={mapping.MISSING: f"{url} has no machine with hostname "
-                                                        f"{hostname_of(resource)!r}"})
+            return LiveResource(
+                address=resource.address,
+                facts={
+                    mapping.MISSING: f"{url} has no machine with hostname {hostname_of(resource)!r}"
+                },
+            )
         state, facts, health = mapping.machine_state(machine)
         return LiveResource(address=resource.address, state=state, facts=facts, health=health)
 
     def _read_one(self, client: MaasClient, resource: Resource) -> LiveResource:
         """One Server's machine, found by MAAS's hostname filter (not a listing of all)."""
         hostname = hostname_of(resource)
-        machines = self._retry(functools.partial(client.machines, [hostname]),
-                               what=f"read machine {hostname} of {client.url}")
+        machines = self._retry(
+            functools.partial(client.machines, [hostname]),
+            what=f"read machine {hostname} of {client.url}",
+        )
         found = {str(m.get("hostname")): m for m in machines}
         return self._live(resource, found.get(hostname), client.url)
 
@@ -159,22 +187,23 @@ class MaasProvider:
         for tag in add:
             if tag not in existing:
                 try:
-                    self._retry(functools.partial(client.create_tag, tag),
-                                what=f"create tag {tag}")
+                    self._retry(functools.partial(client.create_tag, tag), what=f"create tag {tag}")
                 except ProviderError:
                     # Several machines tagged at once race to create the same tag: if it
                     # exists now, someone else created it, which is all this needed.
                     if tag not in self._retry(client.tags, what="list tags"):
                         raise
-            self._retry(functools.partial(client.update_tag_nodes, tag, add=[system_id]),
-                        what=f"tag {tag}")
+            self._retry(
+                functools.partial(client.update_tag_nodes, tag, add=[system_id]), what=f"tag {tag}"
+            )
         for tag in remove:
             if tag in existing:
-                self._retry(functools.partial(client.update_tag_nodes, tag, remove=[system_id]),
-                            what=f"untag {tag}")
+                self._retry(
+                    functools.partial(client.update_tag_nodes, tag, remove=[system_id]),
+                    what=f"untag {tag}",
+                )
 
-    def _wait(self, client: MaasClient, resource: Resource, system_id: str,
-              operation: str) -> None:
+    def _wait(self, client: MaasClient, resource: Resource, system_id: str, operation: str) -> None:
         target, word = _TARGETS[operation]
         timeout = self._context.operation_timeout
         deadline = time.monotonic() + timeout
@@ -192,19 +221,17 @@ class MaasProvider:
                 # A region busy with the transition may miss a poll; only the deadline counts.
                 log.info("%s: polling MAAS: %s", resource.address, exc)
             if time.monotonic() + interval > deadline:
-                raise PermanentError(f"{resource.address}: {word} did not finish within "
-                                     f"{timeout:.0f}s")
+                raise PermanentError(
+                    f"{resource.address}: {word} did not finish within {timeout:.0f}s"
+                )
             time.sleep(interval)
             interval = min(interval * 1.5, POLL_MAX)
 
-    def _provider_spec(self, resource: Resource) -> Any:
-        provisioning = getattr(resource.spec, "provisioning", None)
-        if provisioning is None:
-            raise PermanentError(f"{resource.address} has no provisioning block")
-        return self._provider_resource(provisioning.provider).spec
+    def _provider_spec(self, resource: Resource) -> ProviderSpec:
+        return self._provider_resource(provisioning_of(resource).provider).spec
 
-    def _provider_resource(self, name: str) -> Resource:
-        provider = self._context.resources.get(f"Provider/{name}")
+    def _provider_resource(self, name: str) -> Resource[ProviderSpec]:
+        provider = find(self._context.resources, f"Provider/{name}", ProviderSpec)
         if provider is None or provider.spec.type.value != "maas":
             raise PermanentError(f"Provider/{name} is not a Provider of type maas")
         return provider
@@ -216,14 +243,20 @@ class MaasProvider:
                 return client
             spec = self._provider_resource(provider_name).spec
             if not spec.credential:
-                raise PermanentError(f"Provider/{provider_name} needs a credential "
-                                     "(a token Credential holding the MAAS API key)")
+                raise PermanentError(
+                    f"Provider/{provider_name} needs a credential "
+                    "(a token Credential holding the MAAS API key)"
+                )
             resolved = self._context.credential(spec.credential)
             key = ApiKey.parse(resolved.secret.reveal())
-            client = MaasClient(spec.url, key, credential=spec.credential,
-                                limiter=self._context.limiter,
-                                timeout=min(spec.timeout, self._context.timeout),
-                                verify_tls=spec.verify_tls)
+            client = MaasClient(
+                spec.url,
+                key,
+                credential=spec.credential,
+                limiter=self._context.limiter,
+                timeout=min(spec.timeout, self._context.timeout),
+                verify_tls=spec.verify_tls,
+            )
             self._clients[provider_name] = client
             return client
 

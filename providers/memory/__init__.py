@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from reconciler.errors import PermanentError, UnreachableError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, typed
+from reconciler.model.hardware import ServerSpec
 from reconciler.model.live import unreachable
 from reconciler.provider import ProviderContext
 
@@ -25,8 +26,11 @@ class MemoryFleet:
     def __init__(self, systems: Mapping[Address, Mapping[str, Any]] | None = None) -> None:
         self.lock = threading.Lock()
         self.systems: dict[Address, dict[str, Any]] = {
-            a: {"state": dict(s.get("state", {})), "pending": dict(s.get("pending", {})),
-                "facts": dict(s.get("facts", {}))}
+            a: {
+                "state": dict(s.get("state", {})),
+                "pending": dict(s.get("pending", {})),
+                "facts": dict(s.get("facts", {})),
+            }
             for a, s in (systems or {}).items()
         }
         self.down: set[Address] = set()
@@ -39,22 +43,24 @@ class MemoryFleet:
                 return unreachable(address, f"{address}: connection refused")
             system = self.systems[address]
             state, pending = dict(system["state"]), dict(system["pending"])
-        return LiveResource.model_construct(address=address, state=state, pending=pending,
-                                            facts=system["facts"])
+        return LiveResource.model_construct(
+            address=address, state=state, pending=pending, facts=system["facts"]
+        )
 
 
 class MemoryProvider:
     name: ClassVar[str] = "memory"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"})
+        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
+    )
 
     def __init__(self, context: ProviderContext, fleet: MemoryFleet) -> None:
         self.context = context
         self.fleet = fleet
 
     def endpoint(self, resource: Resource) -> str:
-        return f"memory:{resource.spec.bmc.address}"
+        return f"memory:{typed(resource, ServerSpec).spec.bmc.address}"
 
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
         return {r.address: self.fleet.snapshot(r.address) for r in resources}

@@ -16,6 +16,7 @@ import requests
 
 from reconciler.errors import AuthenticationError, PermanentError, UnreachableError
 from reconciler.model import Resource
+from reconciler.model.providers import ProviderSpec
 from reconciler.secrets import REDACTOR, Secret
 
 API_SUFFIX = "/api"
@@ -41,7 +42,7 @@ def base_url(url: str) -> str:
     return url[: -len(API_SUFFIX)] if url.endswith(API_SUFFIX) else url
 
 
-def connect(provider: Resource, token: Secret | None) -> Any:
+def connect(provider: Resource[ProviderSpec], token: Secret | None) -> Any:
     """A pynetbox API object for the Provider resource (no request is made yet)."""
     spec = provider.spec
     api = pynetbox.api(base_url(spec.url), token=token.reveal() if token else None)
@@ -55,7 +56,7 @@ def _cause(exc: BaseException) -> str:
     return REDACTOR(text[:300])
 
 
-def fetch_devices(provider: Resource, token: Secret | None) -> list[dict[str, Any]]:
+def fetch_devices(provider: Resource[ProviderSpec], token: Secret | None) -> list[dict[str, Any]]:
     """Every device of `provider`'s inventory filter, as NetBox's JSON (all pages)."""
     spec = provider.spec
     filters = dict(spec.inventory.filter) if spec.inventory is not None else {}
@@ -69,18 +70,21 @@ def fetch_devices(provider: Resource, token: Secret | None) -> list[dict[str, An
         status = exc.req.status_code
         if status in (401, 403):
             raise AuthenticationError(
-                f"{endpoint} refused the token of Credential/{spec.credential} "
-                f"(HTTP {status})" if spec.credential else
-                f"{endpoint} requires a token (HTTP {status}): set the Provider's credential"
+                f"{endpoint} refused the token of Credential/{spec.credential} (HTTP {status})"
+                if spec.credential
+                else f"{endpoint} requires a token (HTTP {status}): set the Provider's credential"
             ) from None
-        raise PermanentError(f"{endpoint} answered HTTP {status} listing devices: "
-                             f"{_cause(exc)}") from None
+        raise PermanentError(
+            f"{endpoint} answered HTTP {status} listing devices: {_cause(exc)}"
+        ) from None
     except requests.Timeout:
-        raise UnreachableError(endpoint=endpoint,
-                               cause=f"no answer within {spec.timeout:g}s") from None
+        raise UnreachableError(
+            endpoint=endpoint, cause=f"no answer within {spec.timeout:g}s"
+        ) from None
     except requests.ConnectionError as exc:
-        raise UnreachableError(endpoint=endpoint,
-                               cause=f"cannot connect ({_connection_cause(exc)})") from None
+        raise UnreachableError(
+            endpoint=endpoint, cause=f"cannot connect ({_connection_cause(exc)})"
+        ) from None
     except (requests.RequestException, pynetbox.ContentError, ValueError) as exc:
         raise PermanentError(f"{endpoint}: cannot read devices: {_cause(exc)}") from None
     finally:
@@ -90,11 +94,13 @@ def fetch_devices(provider: Resource, token: Secret | None) -> list[dict[str, An
 def _connection_cause(exc: requests.ConnectionError) -> str:
     """`connection refused`, `name not resolved`, ... rather than urllib3's nested repr."""
     text = str(exc).lower()
-    for marker, short in (("refused", "connection refused"),
-                          ("name or service not known", "host name not resolved"),
-                          ("temporary failure in name resolution", "host name not resolved"),
-                          ("certificate", "TLS certificate not trusted"),
-                          ("reset by peer", "connection reset")):
+    for marker, short in (
+        ("refused", "connection refused"),
+        ("name or service not known", "host name not resolved"),
+        ("temporary failure in name resolution", "host name not resolved"),
+        ("certificate", "TLS certificate not trusted"),
+        ("reset by peer", "connection reset"),
+    ):
         if marker in text:
             return short
     return exc.__class__.__name__

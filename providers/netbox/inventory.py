@@ -35,7 +35,8 @@ from reconciler.inventory import Imported, field_path, warning
 from reconciler.load import DesiredState
 from reconciler.model import API_VERSION, Location, Resource, address_of
 from reconciler.model.base import NAME_MAX, NAME_PATTERN, Metadata
-from reconciler.model.kinds import KIND_SPECS
+from reconciler.model.hardware import ServerSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.secrets import Secret
 
 SOURCE = "netbox"
@@ -48,7 +49,7 @@ DEVICE_ANNOTATION = "netbox.device-id"
 CUSTOM_FIELDS = {"bmc_address": "address", "bmc_driver": "driver", "bmc_system_id": "systemId"}
 """NetBox custom field -> field of the Server's `spec.bmc`."""
 
-DeviceFetcher = Callable[[Resource, Secret | None], list[dict[str, Any]]]
+DeviceFetcher = Callable[[Resource[ProviderSpec], Secret | None], list[dict[str, Any]]]
 """Fetch the devices of one netbox Provider resource (its filter applied), given its token."""
 
 
@@ -96,18 +97,20 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-
 def _name_problem(name: str) -> str | None:
     if len(name) > NAME_MAX:
         return f"is {len(name)} characters long; at most {NAME_MAX} allowed"
     if not NAME_PATTERN.fullmatch(name):
-        return ("must be lowercase letters, digits, '.' and '-', starting and ending with a "
-                "letter or digit")
+        return (
+            "must be lowercase letters, digits, '.' and '-', starting and ending with a "
+            "letter or digit"
+        )
     return None
 
 
-def server_document(device: Mapping[str, Any], provider: str,
-                    template: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def server_document(
+    device: Mapping[str, Any], provider: str, template: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
     """The Server document for one device, or (None, why it cannot be one)."""
     raw_name = device.get("name")
     if not isinstance(raw_name, str) or not raw_name.strip():
@@ -130,19 +133,19 @@ def server_document(device: Mapping[str, Any], provider: str,
     metadata = {
         "name": name,
         "labels": device_labels(device),
-        "annotations": {PROVIDER_ANNOTATION: provider,
-                        **({DEVICE_ANNOTATION: str(device["id"])}
-                           if device.get("id") is not None else {})},
+        "annotations": {
+            PROVIDER_ANNOTATION: provider,
+            **({DEVICE_ANNOTATION: str(device["id"])} if device.get("id") is not None else {}),
+        },
     }
-    return {"apiVersion": API_VERSION, "kind": "Server", "metadata": metadata,
-            "spec": spec}, None
+    return {"apiVersion": API_VERSION, "kind": "Server", "metadata": metadata, "spec": spec}, None
 
 
-def servers_from_devices(devices: Iterable[Mapping[str, Any]], provider: str,
-                         template: Mapping[str, Any]) -> Imported:
+def servers_from_devices(
+    devices: Iterable[Mapping[str, Any]], provider: str, template: Mapping[str, Any]
+) -> Imported:
     """Validate every device as a Server; the ones that are not valid become warnings."""
     result = Imported()
-    spec_model = KIND_SPECS["Server"]
     seen: dict[str, str] = {}
     for device in devices:
         who = _describe(device)
@@ -152,31 +155,40 @@ def servers_from_devices(devices: Iterable[Mapping[str, Any]], provider: str,
             continue
         address = address_of("Server", doc["metadata"]["name"])
         if address in seen:
-            result.diagnostics.append(warning(
-                f"{who} has the same name as {seen[address]}; only the first is imported",
-                address, provider=provider))
+            result.diagnostics.append(
+                warning(
+                    f"{who} has the same name as {seen[address]}; only the first is imported",
+                    address,
+                    provider=provider,
+                )
+            )
             continue
         try:
             metadata = Metadata.model_validate(doc["metadata"])
-            spec = spec_model.model_validate(doc["spec"])
+            spec = ServerSpec.model_validate(doc["spec"])
         except ValidationError as exc:
             for err in exc.errors():
                 # The message only, never the input: a template could hold anything.
                 msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-                result.diagnostics.append(warning(
-                    f"{who} cannot become a Server: {msg.removeprefix('Value error, ')}; "
-                    "not imported",
-                    address, provider=provider,
-                    field_path=field_path(["spec", *err["loc"]])))
+                result.diagnostics.append(
+                    warning(
+                        f"{who} cannot become a Server: {msg.removeprefix('Value error, ')}; "
+                        "not imported",
+                        address,
+                        provider=provider,
+                        field_path=field_path(["spec", *err["loc"]]),
+                    )
+                )
             continue
         seen[address] = who
         location = Location(file=f"{address_of('Provider', provider)} ({who})")
-        result.servers[address] = Resource(kind="Server", metadata=metadata, spec=spec,
-                                           location=location, source=SOURCE)
+        result.servers[address] = Resource(
+            kind="Server", metadata=metadata, spec=spec, location=location, source=SOURCE
+        )
     return result
 
 
-def device_origin(server: Resource) -> str:
+def device_origin(server: Resource[ServerSpec]) -> str:
     """How warnings name the device a Server came from: `NetBox (device 12)`."""
     return f"NetBox (device {server.metadata.annotations.get(DEVICE_ANNOTATION, '?')})"
 
@@ -192,17 +204,22 @@ class NetboxInventory:
     def __init__(self, fetch: DeviceFetcher = fetch_devices) -> None:
         self.fetch = fetch
 
-    def import_servers(self, provider: Resource, token: Secret | None) -> Imported:
+    def import_servers(self, provider: Resource[ProviderSpec], token: Secret | None) -> Imported:
+        declared = provider.spec.inventory
+        if declared is None:
+            return Imported()  # not an inventory Provider: it declares no Servers
         devices = self.fetch(provider, token)
-        return servers_from_devices(devices, provider.name, provider.spec.inventory.template)
+        return servers_from_devices(devices, provider.name, declared.template)
 
-    def origin(self, server: Resource) -> str:
+    def origin(self, server: Resource[ServerSpec]) -> str:
         return device_origin(server)
 
 
-def import_inventory(desired: DesiredState,
-                     credential_resolver: inventory.CredentialResolverFn,
-                     fetch: DeviceFetcher | None = None) -> DesiredState:
+def import_inventory(
+    desired: DesiredState,
+    credential_resolver: inventory.CredentialResolverFn,
+    fetch: DeviceFetcher | None = None,
+) -> DesiredState:
     """Add the Servers of every netbox inventory Provider to `desired`."""
     source = NetboxInventory(fetch) if fetch is not None else NetboxInventory()
     return inventory.import_inventory(desired, credential_resolver, {"netbox": source})

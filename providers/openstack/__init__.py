@@ -22,20 +22,24 @@ from providers.base import with_retries
 from providers.openstack.client import Cloud, HostNotFound
 from providers.openstack.mapping import is_managed, live_resource
 from reconciler.errors import PermanentError, ProviderError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, find, typed
 from reconciler.model.live import unreachable
+from reconciler.model.openstack import AggregateSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.planners.aggregate import AZ, MANAGED_KEY, desired_hosts
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
 
-OPERATIONS = frozenset({
-    "aggregate.create",
-    "aggregate.delete",
-    "aggregate.set_availability_zone",
-    "aggregate.set_metadata",
-    "aggregate.add_host",
-    "aggregate.remove_host",
-})
+OPERATIONS = frozenset(
+    {
+        "aggregate.create",
+        "aggregate.delete",
+        "aggregate.set_availability_zone",
+        "aggregate.set_metadata",
+        "aggregate.add_host",
+        "aggregate.remove_host",
+    }
+)
 
 __all__ = ["OPERATIONS", "OpenStackProvider"]
 
@@ -65,33 +69,38 @@ class OpenStackProvider:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _provider_resource(self, aggregate: Resource) -> Resource:
-        provider = self.context.resources.get(f"Provider/{aggregate.spec.provider}")
+    def _provider_resource(self, aggregate: Resource) -> Resource[ProviderSpec]:
+        name = typed(aggregate, AggregateSpec).spec.provider
+        provider = find(self.context.resources, f"Provider/{name}", ProviderSpec)
         if provider is None:
-            raise PermanentError(
-                f"Provider/{aggregate.spec.provider} of {aggregate.address} is not defined"
-            )
+            raise PermanentError(f"Provider/{name} of {aggregate.address} is not defined")
         return provider
 
-    def cloud(self, provider: Resource) -> Cloud:
+    def cloud(self, provider: Resource[ProviderSpec]) -> Cloud:
         """The connection of one Provider resource (one for the provider's lifetime)."""
         with self._lock:
             cloud = self._clouds.get(provider.name)
             if cloud is None:
                 spec = provider.spec
-                credential = (self.context.credential(spec.credential)
-                              if spec.credential else None)
+                credential = self.context.credential(spec.credential) if spec.credential else None
                 timeout = spec.timeout if "timeout" in spec.model_fields_set else None
-                cloud = Cloud(spec.url, self.context.limiter, timeout or self.context.timeout,
-                              project=spec.project, region=spec.region,
-                              verify=spec.verify_tls, credential=credential)
+                cloud = Cloud(
+                    spec.url,
+                    self.context.limiter,
+                    timeout or self.context.timeout,
+                    project=spec.project,
+                    region=spec.region,
+                    verify=spec.verify_tls,
+                    credential=credential,
+                )
                 self._clouds[provider.name] = cloud
             return cloud
 
     def endpoint(self, resource: Resource) -> str:
         if resource.kind == "Provider":
-            return f"openstack:{resource.spec.url.rstrip('/')}"
-        provider = self.context.resources.get(f"Provider/{resource.spec.provider}")
+            return f"openstack:{typed(resource, ProviderSpec).spec.url.rstrip('/')}"
+        name = typed(resource, AggregateSpec).spec.provider
+        provider = find(self.context.resources, f"Provider/{name}", ProviderSpec)
         if provider is None:
             return "openstack:"
         return f"openstack:{provider.spec.url.rstrip('/')}"
@@ -104,8 +113,8 @@ class OpenStackProvider:
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
         """Every Aggregate, grouped by cloud: three listings per cloud."""
         out: dict[Address, LiveResource] = {}
-        by_cloud: dict[str, tuple[Cloud, list[Resource]]] = {}
-        for aggregate in resources:
+        by_cloud: dict[str, tuple[Cloud, list[Resource[AggregateSpec]]]] = {}
+        for aggregate in (typed(r, AggregateSpec) for r in resources):
             try:
                 cloud = self.cloud(self._provider_resource(aggregate))
             except ProviderError as exc:
@@ -117,13 +126,14 @@ class OpenStackProvider:
         return out
 
     def _read_on(
-        self, cloud: Cloud, aggregates: Sequence[Resource], *, hosts: bool = True
+        self, cloud: Cloud, aggregates: Sequence[Resource[AggregateSpec]], *, hosts: bool = True
     ) -> dict[Address, LiveResource]:
         try:
             listing = self._retried(f"{cloud.url}: list aggregates", cloud.aggregates)
             counts: dict[str, int | None] | None = (
                 self._retried(f"{cloud.url}: list hypervisors", cloud.compute_hosts)
-                if hosts else None
+                if hosts
+                else None
             )
         except ProviderError as exc:
             message = REDACTOR(str(exc))
@@ -152,7 +162,7 @@ class OpenStackProvider:
         """
         found: dict[Address, LiveResource] = {}
         for provider in scope:
-            cloud = self.cloud(provider)
+            cloud = self.cloud(typed(provider, ProviderSpec))
             try:
                 listing, counts = self._listings_of(cloud)
             except ProviderError:
@@ -161,13 +171,16 @@ class OpenStackProvider:
                 if is_managed(aggregate):
                     address = f"Aggregate/{aggregate['name']}"
                     found[address] = live_resource(
-                        address, aggregate, cloud=cloud.url, aggregates=listing,
-                        instances=counts, provider=provider.name)
+                        address,
+                        aggregate,
+                        cloud=cloud.url,
+                        aggregates=listing,
+                        instances=counts,
+                        provider=provider.name,
+                    )
         return found
 
-    def _listings_of(
-        self, cloud: Cloud
-    ) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
+    def _listings_of(self, cloud: Cloud) -> tuple[list[dict[str, Any]], dict[str, int | None]]:
         with self._lock:
             taken = self._listings.pop(cloud.url, None)
         if taken is not None and time.monotonic() - taken[0] <= LISTING_REUSE_SECONDS:
@@ -193,8 +206,9 @@ class OpenStackProvider:
             # Not retried: a create that timed out may have happened; the next plan tells.
             created = cloud.create(resource.name, params.get(AZ))
             # The mark that lets a later plan delete it when Git drops it.
-            self._retried("mark as managed",
-                          lambda: cloud.set_metadata(created["id"], {MANAGED_KEY: "true"}))
+            self._retried(
+                "mark as managed", lambda: cloud.set_metadata(created["id"], {MANAGED_KEY: "true"})
+            )
         else:
             aggregate_id = self._find(cloud, resource)
             if operation == "aggregate.set_availability_zone":
@@ -202,8 +216,10 @@ class OpenStackProvider:
             elif operation == "aggregate.delete":
                 cloud.delete(aggregate_id)
             elif operation == "aggregate.set_metadata":
-                self._retried("set metadata",
-                              lambda: cloud.set_metadata(aggregate_id, dict(params["metadata"])))
+                self._retried(
+                    "set metadata",
+                    lambda: cloud.set_metadata(aggregate_id, dict(params["metadata"])),
+                )
             else:
                 host = str(params["host"])
                 try:
@@ -219,15 +235,16 @@ class OpenStackProvider:
                         f"compute host, or the aggregate is gone ({exc})"
                     ) from None
         # The read-back needs the aggregate only: no hypervisor listing per action.
-        return self._read_on(cloud, [resource], hosts=False)[resource.address]
+        return self._read_on(cloud, [typed(resource, AggregateSpec)], hosts=False)[resource.address]
 
     def _await_compute(self, cloud: Cloud, aggregate: Resource, host: str) -> None:
         """Wait for a freshly deployed host's nova-compute to register with the cloud."""
         timeout = self.context.operation_timeout
         deadline = time.monotonic() + timeout
         interval = AWAIT_FIRST
-        while not self._retried(f"{cloud.url}: find compute host {host}",
-                                lambda: cloud.has_compute_host(host)):
+        while not self._retried(
+            f"{cloud.url}: find compute host {host}", lambda: cloud.has_compute_host(host)
+        ):
             if time.monotonic() + interval > deadline:
                 raise PermanentError(
                     f"{aggregate.address}: host {host} did not register as a nova-compute "
