@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Generic
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 from pydantic.alias_generators import to_camel
 from typing_extensions import TypeIs, TypeVar
 
@@ -131,7 +131,8 @@ class Resource(BaseModel, Generic[SpecT]):
 
     kind: str
     metadata: Metadata
-    spec: Any
+    spec: SerializeAsAny[SpecT]
+    """Serialized as its own model, not as the bound (which has no fields)."""
     location: Location | None = None
     source: str = "git"
     """Where the resource was declared: `git`, or an inventory provider such as `netbox`."""
