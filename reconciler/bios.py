@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import Address, Resource, address_of
+from reconciler.model import Address, Resource, address_of, typed
+from reconciler.model.hardware import BiosTemplateSpec, ServerSpec
 
 ATTRIBUTE_PREFIX = "bios.attributes."
 
@@ -18,12 +19,14 @@ class EffectiveAttribute:
     """The resource whose YAML sets this value (a BiosTemplate or the Server itself)."""
 
 
-def template_chain(name: str, resources: Mapping[Address, Resource]) -> list[Resource]:
+def template_chain(
+    name: str, resources: Mapping[Address, Resource]
+) -> list[Resource[BiosTemplateSpec]]:
     """The templates from the root of the `extends` chain down to `name` (load rejects cycles)."""
-    chain: list[Resource] = []
+    chain: list[Resource[BiosTemplateSpec]] = []
     current: str | None = name
     while current is not None:
-        template = resources[address_of("BiosTemplate", current)]
+        template = typed(resources[address_of("BiosTemplate", current)], BiosTemplateSpec)
         chain.append(template)
         current = template.spec.extends
     chain.reverse()
@@ -31,7 +34,7 @@ def template_chain(name: str, resources: Mapping[Address, Resource]) -> list[Res
 
 
 def effective_attributes(
-    server: Resource, resources: Mapping[Address, Resource]
+    server: Resource[ServerSpec], resources: Mapping[Address, Resource]
 ) -> dict[str, EffectiveAttribute]:
     """Template chain first, then the Server's own overrides."""
     bios = server.spec.bios

@@ -21,7 +21,9 @@ from reconciler.model import (
     Plan,
     Resource,
     Severity,
+    find,
 )
+from reconciler.model.credentials import CredentialSpec
 from reconciler.references import references
 from reconciler.secrets import SecretUnavailable, fingerprint, resolve
 
@@ -85,7 +87,7 @@ def check_credentials(
     fingerprints: dict[str, str] = {}
     diagnostics: list[Diagnostic] = []
     for name, users in sorted(users_of_credentials(chosen, resources).items()):
-        credential = resources.get(f"Credential/{name}")
+        credential = find(resources, f"Credential/{name}", CredentialSpec)
         if credential is None:
             continue  # a dangling reference: load already reported it
         try:

@@ -27,8 +27,10 @@ from reconciler.load import (
     worktree_files,
     worktree_revision,
 )
-from reconciler.model import Address, Plan, Resource, address_of
+from reconciler.model import Address, Plan, Resource, address_of, find
+from reconciler.model.credentials import CredentialSpec
 from reconciler.model.plan import PlanSource
+from reconciler.model.providers import ProviderSpec
 from reconciler.plan import PlanOptions, make_plan, managed
 from reconciler.provider import Provider, ProviderContext, ProviderFactory, installed_providers
 from reconciler.secrets import ResolvedCredential, resolve
@@ -60,7 +62,7 @@ class CredentialResolver:
         with self._lock:
             if name in self._cache:
                 return self._cache[name]
-            resource = self._resources.get(address_of("Credential", name))
+            resource = find(self._resources, address_of("Credential", name), CredentialSpec)
             if resource is None:
                 raise MetalformError(f"Credential {name!r} is not defined")
             spec = resource.spec
@@ -220,7 +222,7 @@ class Engine:
         # Providers that create things are asked what they manage, to plan deletions.
         wanted = set(groups) | {
             r.spec.type.value
-            for r in desired.of_kind("Provider")
+            for r in desired.of_kind("Provider", ProviderSpec)
             if r.spec.type.value in DISCOVERING_TYPES
         }
         factories = self._factories()

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reconciler.errors import MetalformError
-from reconciler.model import Address, Health, LiveResource, Resource
+from reconciler.model import Address, Health, LiveResource, Resource, is_of
 from reconciler.model.live import unreachable
+from reconciler.model.providers import ProviderSpec
 from reconciler.provider import Discovering, Provider, drivers
 from reconciler.secrets import REDACTOR
 
@@ -92,9 +93,9 @@ def gather(
     scopes: dict[str, list[Resource]] = defaultdict(list)
     if discover:
         for resource in everything.values():
-            if resource.kind == "Provider" and isinstance(
-                providers.get(resource.spec.type.value), Discovering
-            ):
+            if resource.kind != "Provider" or not is_of(resource, ProviderSpec):
+                continue
+            if isinstance(providers.get(resource.spec.type.value), Discovering):
                 scopes[resource.spec.type.value].append(resource)
 
     def read(key: str) -> tuple[Mapping[Address, LiveResource], Mapping[Address, LiveResource]]:

@@ -17,7 +17,9 @@ from typing import Protocol
 from reconciler.errors import MetalformError
 from reconciler.load import DesiredState
 from reconciler.model import Diagnostic, Location, Resource, Severity, address_of
-from reconciler.model.credentials import CredentialType
+from reconciler.model.credentials import CredentialSpec, CredentialType
+from reconciler.model.hardware import ServerSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.references import check_references
 from reconciler.secrets import ResolvedCredential, Secret
 
@@ -29,18 +31,18 @@ CredentialResolverFn = Callable[[str], ResolvedCredential]
 class Imported:
     """What one Provider's records became: Servers by address, and warnings on the rest."""
 
-    servers: dict[str, Resource] = field(default_factory=dict)
+    servers: dict[str, Resource[ServerSpec]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
 class InventorySource(Protocol):
     """Reads one inventory Provider and maps its records to Server resources."""
 
-    def import_servers(self, provider: Resource, token: Secret | None) -> Imported:
+    def import_servers(self, provider: Resource[ProviderSpec], token: Secret | None) -> Imported:
         """The Servers of `provider`; raises MetalformError when the source cannot be read."""
         ...
 
-    def origin(self, server: Resource) -> str:
+    def origin(self, server: Resource[ServerSpec]) -> str:
         """How a warning names where an imported Server came from (`NetBox device 12`)."""
         ...
 
@@ -74,7 +76,7 @@ def field_path(loc: Sequence[str | int]) -> str:
 def merge_inventory(
     desired: DesiredState,
     imported: Mapping[str, Imported],
-    origin: Callable[[Resource], str] = lambda r: r.source or "?",
+    origin: Callable[[Resource[ServerSpec]], str] = lambda r: r.source or "?",
 ) -> DesiredState:
     """The desired state with the imported Servers added; Git wins on a conflict.
 
@@ -133,21 +135,23 @@ def installed_sources() -> dict[str, InventorySource]:
     return {ep.name: ep.load()() for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def inventory_providers(desired: DesiredState) -> list[Resource]:
+def inventory_providers(desired: DesiredState) -> list[Resource[ProviderSpec]]:
     """The Providers with an `inventory` block, by name (a stable order for the merge)."""
     return sorted(
-        (r for r in desired.of_kind("Provider") if r.spec.inventory is not None),
+        (r for r in desired.of_kind("Provider", ProviderSpec) if r.spec.inventory is not None),
         key=lambda r: r.name,
     )
 
 
 def _token(
-    provider: Resource, desired: DesiredState, credential_resolver: CredentialResolverFn
+    provider: Resource[ProviderSpec],
+    desired: DesiredState,
+    credential_resolver: CredentialResolverFn,
 ) -> Secret | None:
     name = provider.spec.credential
     if name is None:
         return None  # the source may allow anonymous reads
-    credential = desired.get("Credential", name)
+    credential = desired.get("Credential", name, CredentialSpec)
     if credential is not None and credential.spec.type is not CredentialType.TOKEN:
         raise MetalformError(
             f"{provider.address} needs a Credential of type token; "

@@ -12,13 +12,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, overload
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import InputError, MetalformError
 from reconciler.model import API_VERSION, Diagnostic, Location, Resource, Severity, address_of
-from reconciler.model.base import Metadata
+from reconciler.model.base import Metadata, SpecM, find, typed
 from reconciler.model.kinds import KIND_SPECS
 from reconciler.references import check_references
 from reconciler.yamlio import Pos, YamlProblem, load_documents
@@ -51,11 +51,23 @@ class DesiredState:
         locator = self.locators.get(address)
         return locator.at(path) if locator else None
 
-    def of_kind(self, kind: str) -> list[Resource]:
-        return [r for r in self.resources.values() if r.kind == kind]
+    @overload
+    def of_kind(self, kind: str) -> list[Resource]: ...
+    @overload
+    def of_kind(self, kind: str, spec: type[SpecM]) -> list[Resource[SpecM]]: ...
+    def of_kind(self, kind: str, spec: type[BaseModel] = BaseModel) -> list[Resource[Any]]:
+        """The resources of `kind`, typed by `spec` (its spec model; TypeError if it is not)."""
+        return [typed(r, spec) for r in self.resources.values() if r.kind == kind]
 
-    def get(self, kind: str, name: str) -> Resource | None:
-        return self.resources.get(address_of(kind, name))
+    @overload
+    def get(self, kind: str, name: str) -> Resource | None: ...
+    @overload
+    def get(self, kind: str, name: str, spec: type[SpecM]) -> Resource[SpecM] | None: ...
+    def get(
+        self, kind: str, name: str, spec: type[BaseModel] = BaseModel
+    ) -> Resource[BaseModel] | None:
+        """The resource `kind/name` if declared, typed by `spec` (TypeError if it is not)."""
+        return find(self.resources, address_of(kind, name), spec)
 
 
 class RepositoryError(MetalformError):

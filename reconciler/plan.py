@@ -22,6 +22,7 @@ from reconciler.model import (
     Severity,
 )
 from reconciler.model.plan import PlanSource, Summary
+from reconciler.model.policy import PolicySpec
 from reconciler.planners import PLANNERS, Draft, PlanContext, ResourcePlan
 from reconciler.policy import enforce
 from reconciler.references import references
@@ -88,7 +89,7 @@ def make_plan(
     for p in planned:
         diagnostics.extend(p.diagnostics)
     actions = [] if options.refresh_only else _number(planned, options.endpoints)
-    policies = desired.of_kind("Policy")
+    policies = desired.of_kind("Policy", PolicySpec)
     actions, policy_diags = enforce(policies, resources, changes, actions, options.now)
     diagnostics.extend(policy_diags)
     touched = {a.address for a in actions}

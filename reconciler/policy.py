@@ -18,6 +18,7 @@ from reconciler.model import (
     Resource,
     Severity,
 )
+from reconciler.model.policy import PolicySpec
 from reconciler.windows import CronError, is_open, next_opening
 
 
@@ -29,7 +30,9 @@ class WindowState:
     why: str
 
 
-def window_state(resource: Resource, policies: Sequence[Resource], now: datetime) -> WindowState:
+def window_state(
+    resource: Resource, policies: Sequence[Resource[PolicySpec]], now: datetime
+) -> WindowState:
     """Whether disruptive actions on `resource` may run now, per the maintenance windows."""
     covering = [
         (p, w)
@@ -58,7 +61,7 @@ def _defer(action: Action, reason: str) -> Action:
 
 
 def enforce(
-    policies: Sequence[Resource],
+    policies: Sequence[Resource[PolicySpec]],
     resources: Mapping[Address, Resource],
     changes: Sequence[Change],
     actions: list[Action],
@@ -123,7 +126,9 @@ def enforce(
 
 
 def _blast_radius(
-    policies: Sequence[Resource], resources: Mapping[Address, Resource], actions: list[Action]
+    policies: Sequence[Resource[PolicySpec]],
+    resources: Mapping[Address, Resource],
+    actions: list[Action],
 ) -> list[Action]:
     """At most N (or N%) resources of one group disrupted in one apply; the rest deferred."""
     out = list(actions)

@@ -14,7 +14,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from reconciler.concurrency import Limiter
 from reconciler.errors import MetalformError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, find
+from reconciler.model.providers import ProviderSpec
 from reconciler.model.registry import kind
 from reconciler.secrets import ResolvedCredential
 
@@ -105,7 +106,7 @@ def drivers(resource: Resource, resources: Mapping[Address, Resource]) -> list[s
 
 
 def _provider_type(name: str, resources: Mapping[Address, Resource]) -> str | None:
-    provider = resources.get(f"Provider/{name}")
+    provider = find(resources, f"Provider/{name}", ProviderSpec)
     return str(provider.spec.type.value) if provider is not None else None
 
 

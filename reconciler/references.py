@@ -7,7 +7,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import Address, Resource, address_of
+from reconciler.model import Address, Resource, address_of, find, is_of
+from reconciler.model.hardware import ServerSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.model.registry import kind, references_of
 
 
@@ -70,7 +72,10 @@ def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:
                 continue
             edges.add(target)
             want = _provider_type_wanted(resource, path)
-            got = resources[target].spec.type.value if target.startswith("Provider/") else None
+            provider = (
+                find(resources, target, ProviderSpec) if target.startswith("Provider/") else None
+            )
+            got = provider.spec.type.value if provider is not None else None
             if want is not None and got != want:
                 problems.append(
                     Problem(address, path, f"{target} is of type {got}, expected {want}")
@@ -98,7 +103,7 @@ def _shared_targets(resources: Mapping[Address, Resource]) -> Iterator[Problem]:
     seen_bmc: dict[tuple[str, str], Address] = {}
     seen_host: dict[str, Address] = {}
     for address, resource in resources.items():
-        if resource.kind != "Server":
+        if resource.kind != "Server" or not is_of(resource, ServerSpec):
             continue
         bmc = resource.spec.bmc
         key = (bmc.address.rstrip("/").lower(), bmc.system_id or "")

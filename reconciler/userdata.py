@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from reconciler.model import Resource
+from reconciler.model.hardware import ServerSpec
 from reconciler.sandbox import MAX_SIZE, BoundedSandbox, TemplateLimit
 from reconciler.secrets import REDACTOR
 from reconciler.yamlio import YamlProblem, load_documents
@@ -112,7 +113,7 @@ def _environment() -> BoundedSandbox:
     )
 
 
-def template_context(server: Resource) -> dict[str, Any]:
+def template_context(server: Resource[ServerSpec]) -> dict[str, Any]:
     """What a template sees: the Server as written in Git, and the template's `vars`."""
     document = server.document()
     spec = document["spec"]
@@ -130,7 +131,7 @@ def template_context(server: Resource) -> dict[str, Any]:
     }
 
 
-def render_user_data(server: Resource, read: FileReader) -> RenderedUserData:
+def render_user_data(server: Resource[ServerSpec], read: FileReader) -> RenderedUserData:
     """Render the Server's userData template; UserDataError says what is wrong and where."""
     provisioning = server.spec.provisioning
     if provisioning is None or provisioning.user_data is None:

@@ -5,7 +5,6 @@ lists every problem of the notification resources at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import requests
 
@@ -18,8 +17,9 @@ from metalform.notify.channels import (
     SmtpEndpoint,
 )
 from reconciler.errors import MetalformError
+from reconciler.load import DesiredState
 from reconciler.model.notifications import ChannelType, NotificationChannelSpec
-from reconciler.model.providers import ProviderType
+from reconciler.model.providers import ProviderSpec, ProviderType
 
 
 class NotificationConfigError(MetalformError):
@@ -33,7 +33,7 @@ class NotificationConfigError(MetalformError):
 def build_channel(
     name: str,
     spec: NotificationChannelSpec,
-    desired: Any,
+    desired: DesiredState,
     credential_resolver: CredentialResolver,
     secret_resolver: SecretResolver,
     *,
@@ -53,7 +53,7 @@ def build_channel(
         )
     assert spec.email is not None
     where = f"NotificationChannel/{name}"
-    provider = desired.get("Provider", spec.email.provider)
+    provider = desired.get("Provider", spec.email.provider, ProviderSpec)
     if provider is None:
         raise NotificationConfigError([f"{where}: Provider {spec.email.provider} is not defined"])
     if provider.spec.type is not ProviderType.SMTP:

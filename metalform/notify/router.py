@@ -31,8 +31,9 @@ from metalform.notify.event import SEVERITY_ORDER, BusEventLike, Event
 from metalform.notify.templates import Redact, TemplateError, Templates, redact_data
 from providers.base import with_retries
 from reconciler.errors import ProviderError
+from reconciler.load import DesiredState
 from reconciler.model.credentials import SecretRef
-from reconciler.model.notifications import NotificationRuleSpec
+from reconciler.model.notifications import NotificationChannelSpec, NotificationRuleSpec
 from reconciler.secrets import REDACTOR, Secret, resolve
 
 log = logging.getLogger("metalform.notify")
@@ -149,7 +150,7 @@ class Notifier:
     @classmethod
     def from_desired(
         cls,
-        desired: Any,
+        desired: DesiredState,
         credential_resolver: CredentialResolver,
         *,
         base_dir: Path | None = None,
@@ -158,7 +159,7 @@ class Notifier:
         timeout: float = 10.0,
         **options: Any,
     ) -> Notifier:
-        """Channels and rules of a `DesiredState` (its `of_kind` and `get`).
+        """Channels and rules of a `DesiredState`.
 
         Secret channel URLs and SMTP credentials are resolved only when a message is sent.
         Raises NotificationConfigError listing every problem (a template that fails its
@@ -173,7 +174,7 @@ class Notifier:
         secrets = secret_resolver or default_secret
         problems: list[str] = []
         channels: dict[str, Channel] = {}
-        for resource in desired.of_kind("NotificationChannel"):
+        for resource in desired.of_kind("NotificationChannel", NotificationChannelSpec):
             try:
                 channels[resource.name] = build_channel(
                     resource.name,
@@ -187,20 +188,20 @@ class Notifier:
             except NotificationConfigError as exc:
                 problems.extend(exc.problems)
         rules: list[Rule] = []
-        for resource in desired.of_kind("NotificationRule"):
-            spec: NotificationRuleSpec = resource.spec
+        for rule in desired.of_kind("NotificationRule", NotificationRuleSpec):
+            spec = rule.spec
             unknown = [c for c in spec.channels if desired.get("NotificationChannel", c) is None]
             if unknown:
                 problems.append(
-                    f"NotificationRule/{resource.name}: unknown channel(s) {', '.join(unknown)}"
+                    f"NotificationRule/{rule.name}: unknown channel(s) {', '.join(unknown)}"
                 )
             template = None
             if spec.template is not None:
                 try:
-                    template = templates.compile(resource.name, spec.template, spec.events)
+                    template = templates.compile(rule.name, spec.template, spec.events)
                 except TemplateError as exc:
                     problems.append(str(exc))
-            rules.append(Rule(resource.name, spec, template))
+            rules.append(Rule(rule.name, spec, template))
         if problems:
             raise NotificationConfigError(problems)
         labels_of = {r.address: dict(r.metadata.labels) for r in desired.resources.values()}

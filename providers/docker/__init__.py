@@ -25,8 +25,10 @@ from providers.docker.mapping import (
     service_address,
 )
 from reconciler.errors import PermanentError, ProviderError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, find, typed
 from reconciler.model.live import unreachable
+from reconciler.model.providers import ProviderSpec
+from reconciler.model.services import ServiceSpec
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
 
@@ -65,8 +67,9 @@ class DockerProvider:
                 self._engines[url] = engine
             return engine
 
-    def _provider_resource(self, service: Resource) -> Resource | None:
-        return self.context.resources.get(f"Provider/{service.spec.provider}")
+    def _provider_resource(self, service: Resource) -> Resource[ProviderSpec] | None:
+        name = typed(service, ServiceSpec).spec.provider
+        return find(self.context.resources, f"Provider/{name}", ProviderSpec)
 
     def _engine_for(
         self, service: Resource, params: Mapping[str, Any] | None = None
@@ -80,13 +83,12 @@ class DockerProvider:
         if isinstance(engine_url, str) and engine_url:
             # A deleted Service's plan may not carry its Provider; the action names the engine.
             return self.engine(engine_url)
-        raise PermanentError(
-            f"Provider/{service.spec.provider} of {service.address} is not defined"
-        )
+        name = typed(service, ServiceSpec).spec.provider
+        raise PermanentError(f"Provider/{name} of {service.address} is not defined")
 
     def endpoint(self, resource: Resource) -> str:
         if resource.kind == "Provider":
-            return f"docker:{resource.spec.url}"
+            return f"docker:{typed(resource, ProviderSpec).spec.url}"
         provider = self._provider_resource(resource)
         return f"docker:{provider.spec.url}" if provider is not None else "docker:"
 
@@ -164,7 +166,7 @@ class DockerProvider:
         """
         found: dict[Address, LiveResource] = {}
         for provider in scope:
-            spec = provider.spec
+            spec = typed(provider, ProviderSpec).spec
             engine = self.engine(
                 spec.url, spec.timeout if "timeout" in spec.model_fields_set else None
             )

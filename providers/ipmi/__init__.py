@@ -22,8 +22,8 @@ from providers.base import read_each, with_retries
 from providers.ipmi import mapping
 from providers.ipmi.client import BmcTarget, IpmiClient
 from reconciler.errors import MetalformError, PermanentError, ProviderError
-from reconciler.model import Action, Address, LiveResource, Resource
-from reconciler.model.hardware import BmcDriver, BootSource, PowerState
+from reconciler.model import Action, Address, LiveResource, Resource, typed
+from reconciler.model.hardware import BmcDriver, BootSource, PowerState, ServerSpec
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
 
@@ -183,7 +183,7 @@ class IpmiProvider:
 
     @staticmethod
     def _address(resource: Resource) -> tuple[str, int]:
-        bmc = resource.spec.bmc
+        bmc = typed(resource, ServerSpec).spec.bmc
         if bmc.driver is not BmcDriver.IPMI:
             raise PermanentError(f"{resource.address} has bmc.driver {bmc.driver.value}, not ipmi")
         try:
@@ -193,7 +193,7 @@ class IpmiProvider:
 
     def _target(self, resource: Resource) -> BmcTarget:
         host, port = self._address(resource)
-        name = resource.spec.bmc.credential
+        name = typed(resource, ServerSpec).spec.bmc.credential
         try:
             credential = self.context.credential(name)
         except (MetalformError, LookupError) as exc:

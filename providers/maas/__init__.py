@@ -28,8 +28,10 @@ from providers.base import with_retries
 from providers.maas import mapping
 from providers.maas.client import ApiKey, MaasClient, endpoint_of
 from reconciler.errors import MetalformError, PermanentError, ProviderError, TemporaryError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, find, typed
+from reconciler.model.hardware import Provisioning, ServerSpec
 from reconciler.model.live import unreachable
+from reconciler.model.providers import ProviderSpec
 from reconciler.provider import ProviderContext
 
 log = logging.getLogger("metalform.providers.maas")
@@ -48,7 +50,15 @@ _TARGETS = {
 
 def hostname_of(resource: Resource) -> str:
     """The name MAAS knows a Server by."""
-    return str(resource.spec.hostname or resource.name)
+    return typed(resource, ServerSpec).spec.hostname or resource.name
+
+
+def provisioning_of(resource: Resource) -> Provisioning:
+    """The Server's provisioning block: MAAS reads and drives only Servers that declare one."""
+    provisioning = typed(resource, ServerSpec).spec.provisioning
+    if provisioning is None:
+        raise PermanentError(f"{resource.address} has no provisioning block")
+    return provisioning
 
 
 class MaasProvider:
@@ -80,7 +90,7 @@ class MaasProvider:
         """Read every Server's machine: one `machines/` request per MAAS region."""
         groups: dict[str, list[Resource]] = defaultdict(list)
         for resource in resources:
-            groups[resource.spec.provisioning.provider].append(resource)
+            groups[provisioning_of(resource).provider].append(resource)
         out: dict[Address, LiveResource] = {}
         for provider_name, batch in sorted(groups.items()):
             try:
@@ -102,7 +112,7 @@ class MaasProvider:
         operation = action.operation
         if operation not in self.operations:
             raise PermanentError(f"the maas provider cannot perform {operation!r}")
-        client = self._client(resource.spec.provisioning.provider)
+        client = self._client(provisioning_of(resource).provider)
         system_id = self._system_id(client, resource)
         params = action.params
         if operation == "provisioning.tags":
@@ -217,14 +227,11 @@ class MaasProvider:
             time.sleep(interval)
             interval = min(interval * 1.5, POLL_MAX)
 
-    def _provider_spec(self, resource: Resource) -> Any:
-        provisioning = getattr(resource.spec, "provisioning", None)
-        if provisioning is None:
-            raise PermanentError(f"{resource.address} has no provisioning block")
-        return self._provider_resource(provisioning.provider).spec
+    def _provider_spec(self, resource: Resource) -> ProviderSpec:
+        return self._provider_resource(provisioning_of(resource).provider).spec
 
-    def _provider_resource(self, name: str) -> Resource:
-        provider = self._context.resources.get(f"Provider/{name}")
+    def _provider_resource(self, name: str) -> Resource[ProviderSpec]:
+        provider = find(self._context.resources, f"Provider/{name}", ProviderSpec)
         if provider is None or provider.spec.type.value != "maas":
             raise PermanentError(f"Provider/{name} is not a Provider of type maas")
         return provider

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from reconciler.errors import PermanentError, UnreachableError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, typed
+from reconciler.model.hardware import ServerSpec
 from reconciler.model.live import unreachable
 from reconciler.provider import ProviderContext
 
@@ -59,7 +60,7 @@ class MemoryProvider:
         self.fleet = fleet
 
     def endpoint(self, resource: Resource) -> str:
-        return f"memory:{resource.spec.bmc.address}"
+        return f"memory:{typed(resource, ServerSpec).spec.bmc.address}"
 
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
         return {r.address: self.fleet.snapshot(r.address) for r in resources}

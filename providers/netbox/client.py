@@ -16,6 +16,7 @@ import requests
 
 from reconciler.errors import AuthenticationError, PermanentError, UnreachableError
 from reconciler.model import Resource
+from reconciler.model.providers import ProviderSpec
 from reconciler.secrets import REDACTOR, Secret
 
 API_SUFFIX = "/api"
@@ -41,7 +42,7 @@ def base_url(url: str) -> str:
     return url[: -len(API_SUFFIX)] if url.endswith(API_SUFFIX) else url
 
 
-def connect(provider: Resource, token: Secret | None) -> Any:
+def connect(provider: Resource[ProviderSpec], token: Secret | None) -> Any:
     """A pynetbox API object for the Provider resource (no request is made yet)."""
     spec = provider.spec
     api = pynetbox.api(base_url(spec.url), token=token.reveal() if token else None)
@@ -55,7 +56,7 @@ def _cause(exc: BaseException) -> str:
     return REDACTOR(text[:300])
 
 
-def fetch_devices(provider: Resource, token: Secret | None) -> list[dict[str, Any]]:
+def fetch_devices(provider: Resource[ProviderSpec], token: Secret | None) -> list[dict[str, Any]]:
     """Every device of `provider`'s inventory filter, as NetBox's JSON (all pages)."""
     spec = provider.spec
     filters = dict(spec.inventory.filter) if spec.inventory is not None else {}

@@ -35,7 +35,8 @@ from reconciler.inventory import Imported, field_path, warning
 from reconciler.load import DesiredState
 from reconciler.model import API_VERSION, Location, Resource, address_of
 from reconciler.model.base import NAME_MAX, NAME_PATTERN, Metadata
-from reconciler.model.kinds import KIND_SPECS
+from reconciler.model.hardware import ServerSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.secrets import Secret
 
 SOURCE = "netbox"
@@ -48,7 +49,7 @@ DEVICE_ANNOTATION = "netbox.device-id"
 CUSTOM_FIELDS = {"bmc_address": "address", "bmc_driver": "driver", "bmc_system_id": "systemId"}
 """NetBox custom field -> field of the Server's `spec.bmc`."""
 
-DeviceFetcher = Callable[[Resource, Secret | None], list[dict[str, Any]]]
+DeviceFetcher = Callable[[Resource[ProviderSpec], Secret | None], list[dict[str, Any]]]
 """Fetch the devices of one netbox Provider resource (its filter applied), given its token."""
 
 
@@ -145,7 +146,6 @@ def servers_from_devices(
 ) -> Imported:
     """Validate every device as a Server; the ones that are not valid become warnings."""
     result = Imported()
-    spec_model = KIND_SPECS["Server"]
     seen: dict[str, str] = {}
     for device in devices:
         who = _describe(device)
@@ -165,7 +165,7 @@ def servers_from_devices(
             continue
         try:
             metadata = Metadata.model_validate(doc["metadata"])
-            spec = spec_model.model_validate(doc["spec"])
+            spec = ServerSpec.model_validate(doc["spec"])
         except ValidationError as exc:
             for err in exc.errors():
                 # The message only, never the input: a template could hold anything.
@@ -188,7 +188,7 @@ def servers_from_devices(
     return result
 
 
-def device_origin(server: Resource) -> str:
+def device_origin(server: Resource[ServerSpec]) -> str:
     """How warnings name the device a Server came from: `NetBox (device 12)`."""
     return f"NetBox (device {server.metadata.annotations.get(DEVICE_ANNOTATION, '?')})"
 
@@ -204,11 +204,14 @@ class NetboxInventory:
     def __init__(self, fetch: DeviceFetcher = fetch_devices) -> None:
         self.fetch = fetch
 
-    def import_servers(self, provider: Resource, token: Secret | None) -> Imported:
+    def import_servers(self, provider: Resource[ProviderSpec], token: Secret | None) -> Imported:
+        declared = provider.spec.inventory
+        if declared is None:
+            return Imported()  # not an inventory Provider: it declares no Servers
         devices = self.fetch(provider, token)
-        return servers_from_devices(devices, provider.name, provider.spec.inventory.template)
+        return servers_from_devices(devices, provider.name, declared.template)
 
-    def origin(self, server: Resource) -> str:
+    def origin(self, server: Resource[ServerSpec]) -> str:
         return device_origin(server)
 
 

@@ -22,8 +22,10 @@ from providers.base import with_retries
 from providers.openstack.client import Cloud, HostNotFound
 from providers.openstack.mapping import is_managed, live_resource
 from reconciler.errors import PermanentError, ProviderError
-from reconciler.model import Action, Address, LiveResource, Resource
+from reconciler.model import Action, Address, LiveResource, Resource, find, typed
 from reconciler.model.live import unreachable
+from reconciler.model.openstack import AggregateSpec
+from reconciler.model.providers import ProviderSpec
 from reconciler.planners.aggregate import AZ, MANAGED_KEY, desired_hosts
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
@@ -67,15 +69,14 @@ class OpenStackProvider:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _provider_resource(self, aggregate: Resource) -> Resource:
-        provider = self.context.resources.get(f"Provider/{aggregate.spec.provider}")
+    def _provider_resource(self, aggregate: Resource) -> Resource[ProviderSpec]:
+        name = typed(aggregate, AggregateSpec).spec.provider
+        provider = find(self.context.resources, f"Provider/{name}", ProviderSpec)
         if provider is None:
-            raise PermanentError(
-                f"Provider/{aggregate.spec.provider} of {aggregate.address} is not defined"
-            )
+            raise PermanentError(f"Provider/{name} of {aggregate.address} is not defined")
         return provider
 
-    def cloud(self, provider: Resource) -> Cloud:
+    def cloud(self, provider: Resource[ProviderSpec]) -> Cloud:
         """The connection of one Provider resource (one for the provider's lifetime)."""
         with self._lock:
             cloud = self._clouds.get(provider.name)
@@ -97,8 +98,9 @@ class OpenStackProvider:
 
     def endpoint(self, resource: Resource) -> str:
         if resource.kind == "Provider":
-            return f"openstack:{resource.spec.url.rstrip('/')}"
-        provider = self.context.resources.get(f"Provider/{resource.spec.provider}")
+            return f"openstack:{typed(resource, ProviderSpec).spec.url.rstrip('/')}"
+        name = typed(resource, AggregateSpec).spec.provider
+        provider = find(self.context.resources, f"Provider/{name}", ProviderSpec)
         if provider is None:
             return "openstack:"
         return f"openstack:{provider.spec.url.rstrip('/')}"
@@ -111,8 +113,8 @@ class OpenStackProvider:
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
         """Every Aggregate, grouped by cloud: three listings per cloud."""
         out: dict[Address, LiveResource] = {}
-        by_cloud: dict[str, tuple[Cloud, list[Resource]]] = {}
-        for aggregate in resources:
+        by_cloud: dict[str, tuple[Cloud, list[Resource[AggregateSpec]]]] = {}
+        for aggregate in (typed(r, AggregateSpec) for r in resources):
             try:
                 cloud = self.cloud(self._provider_resource(aggregate))
             except ProviderError as exc:
@@ -124,7 +126,7 @@ class OpenStackProvider:
         return out
 
     def _read_on(
-        self, cloud: Cloud, aggregates: Sequence[Resource], *, hosts: bool = True
+        self, cloud: Cloud, aggregates: Sequence[Resource[AggregateSpec]], *, hosts: bool = True
     ) -> dict[Address, LiveResource]:
         try:
             listing = self._retried(f"{cloud.url}: list aggregates", cloud.aggregates)
@@ -160,7 +162,7 @@ class OpenStackProvider:
         """
         found: dict[Address, LiveResource] = {}
         for provider in scope:
-            cloud = self.cloud(provider)
+            cloud = self.cloud(typed(provider, ProviderSpec))
             try:
                 listing, counts = self._listings_of(cloud)
             except ProviderError:
@@ -233,7 +235,7 @@ class OpenStackProvider:
                         f"compute host, or the aggregate is gone ({exc})"
                     ) from None
         # The read-back needs the aggregate only: no hypervisor listing per action.
-        return self._read_on(cloud, [resource], hosts=False)[resource.address]
+        return self._read_on(cloud, [typed(resource, AggregateSpec)], hosts=False)[resource.address]
 
     def _await_compute(self, cloud: Cloud, aggregate: Resource, host: str) -> None:
         """Wait for a freshly deployed host's nova-compute to register with the cloud."""

@@ -27,8 +27,8 @@ from providers.base import read_each, with_retries
 from providers.redfish import mapping
 from providers.redfish.client import BmcConnection, RedfishClient, endpoint_of
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
-from reconciler.model import Action, Address, LiveResource, Resource
-from reconciler.model.hardware import Bmc, BmcDriver
+from reconciler.model import Action, Address, LiveResource, Resource, is_of
+from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
 from reconciler.provider import ProviderContext
 
 log = logging.getLogger("metalform.providers.redfish")
@@ -245,10 +245,9 @@ class RedfishProvider:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _bmc(self, resource: Resource) -> Bmc:
-        bmc = getattr(resource.spec, "bmc", None)
-        if not isinstance(bmc, Bmc) or bmc.driver is not BmcDriver.REDFISH:
+        if not is_of(resource, ServerSpec) or resource.spec.bmc.driver is not BmcDriver.REDFISH:
             raise PermanentError(f"{resource.address} is not a Server with a redfish BMC")
-        return bmc
+        return resource.spec.bmc
 
     def _attempt(self, resource: Resource, fn: Callable[[BmcConnection], T], *, what: str) -> T:
         """Run `fn` on the Server's BMC connection, retrying temporary failures."""

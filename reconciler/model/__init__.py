@@ -12,6 +12,9 @@ from reconciler.model.base import (
     Severity,
     SyncStatus,
     address_of,
+    find,
+    is_of,
+    typed,
 )
 from reconciler.model.kinds import KIND_SPECS, spec_model
 from reconciler.model.live import LiveResource
@@ -37,5 +40,8 @@ __all__ = [
     "Severity",
     "SyncStatus",
     "address_of",
+    "find",
+    "is_of",
     "spec_model",
+    "typed",
 ]

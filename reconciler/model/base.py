@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Generic
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypeIs, TypeVar
 
 API_VERSION = "metalform/v1"
 NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
@@ -116,14 +118,24 @@ class Metadata(SpecModel):
         return value
 
 
-class Resource(BaseModel):
-    """One document of the desired state, validated."""
+SpecT = TypeVar("SpecT", bound=BaseModel, default=BaseModel, covariant=True)
+"""The spec model of a resource; a bare `Resource` holds any spec model."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+class Resource(BaseModel, Generic[SpecT]):
+    """One document of the desired state, validated.
+
+    Generic in its spec so the type checker sees `resource.spec.x`: `Resource[ServerSpec]`.
+    Resources are built unparametrized (the loader picks the spec model by kind at run time);
+    `typed()` narrows one after a kind check.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     kind: str
     metadata: Metadata
-    spec: Any
+    spec: SerializeAsAny[SpecT]
+    """Serialized as its own model, not as the bound (which has no fields)."""
     location: Location | None = None
     source: str = "git"
     """Where the resource was declared: `git`, or an inventory provider such as `netbox`."""
@@ -147,3 +159,28 @@ class Resource(BaseModel):
         if self.source != "git":
             document["source"] = self.source
         return document
+
+
+SpecM = TypeVar("SpecM", bound=BaseModel)
+
+
+def is_of(resource: Resource, spec: type[SpecM]) -> TypeIs[Resource[SpecM]]:
+    """Whether `resource`'s spec is a `spec` model (narrows its type)."""
+    return isinstance(resource.spec, spec)
+
+
+def typed(resource: Resource, spec: type[SpecM]) -> Resource[SpecM]:
+    """`resource`, typed by its spec model; TypeError when its spec is of another model."""
+    if is_of(resource, spec):
+        return resource
+    raise TypeError(
+        f"{resource.address}: spec is a {type(resource.spec).__name__}, not a {spec.__name__}"
+    )
+
+
+def find(
+    resources: Mapping[Address, Resource], address: Address, spec: type[SpecM]
+) -> Resource[SpecM] | None:
+    """The resource at `address` if any, typed by `spec` (TypeError if it is of another)."""
+    found = resources.get(address)
+    return typed(found, spec) if found is not None else None

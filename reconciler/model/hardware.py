@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from reconciler.model.base import Resource, SpecModel
+from reconciler.model.base import Resource, SpecModel, typed
 from reconciler.model.registry import Kind, ProviderTypeOf, Ref
 
 BiosValue = str | int | bool | float
@@ -108,7 +108,7 @@ class ServerSpec(SpecModel):
 
 def _server_drivers(resource: Resource, provider_type: ProviderTypeOf) -> list[str]:
     """A Server is read by its BMC driver and, when it is provisioned, by MAAS too."""
-    spec: ServerSpec = resource.spec
+    spec = typed(resource, ServerSpec).spec
     keys = [spec.bmc.driver.value]
     if spec.provisioning is not None:
         keys.append(provider_type(spec.provisioning.provider) or "maas")

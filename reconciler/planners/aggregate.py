@@ -32,9 +32,11 @@ from reconciler.model import (
     LiveResource,
     Resource,
     Severity,
+    is_of,
+    typed,
 )
-from reconciler.model.hardware import ProvisioningState
-from reconciler.model.openstack import OnInstances
+from reconciler.model.hardware import ProvisioningState, ServerSpec
+from reconciler.model.openstack import AggregateSpec, OnInstances
 from reconciler.model.plan import ActionStatus
 from reconciler.planners.aggregate_state import (
     AZ,
@@ -73,11 +75,16 @@ def plan_aggregate(
     if aggregate is None:
         assert live is not None, "a deletion is planned only for a discovered aggregate"
         return _plan_delete(live)
+    aggregate = typed(aggregate, AggregateSpec)
     result = ResourcePlan.noop(aggregate.address, aggregate.source)
     read = readable(result, aggregate, live, ctx, "the aggregate")
     if read is None:
         return result
-    servers = {hostname(r): r for r in ctx.resources.values() if r.kind == "Server"}
+    servers = {
+        hostname(r): r
+        for r in ctx.resources.values()
+        if r.kind == "Server" and is_of(r, ServerSpec)
+    }
     want, awaiting = _addable(aggregate, read, servers, ctx, result.diagnostics)
     held = read.state if read.exists else {}
     diff = diff_declared(want, held, whole=_declared_whole(aggregate), by_path=True)
@@ -96,14 +103,14 @@ def plan_aggregate(
     return result
 
 
-def _hosts_field(aggregate: Resource) -> tuple[str, ...]:
+def _hosts_field(aggregate: Resource[AggregateSpec]) -> tuple[str, ...]:
     """Where the aggregate declares its hosts, for diagnostics about them."""
     return ("spec", "hosts" if aggregate.spec.hosts is not None else "selector")
 
 
 def _diagnostic(
     ctx: PlanContext,
-    aggregate: Resource,
+    aggregate: Resource[AggregateSpec],
     severity: Severity,
     message: str,
     path: tuple[str, ...],
@@ -112,9 +119,9 @@ def _diagnostic(
 
 
 def _addable(
-    aggregate: Resource,
+    aggregate: Resource[AggregateSpec],
     live: LiveResource,
-    servers: Mapping[str, Resource],
+    servers: Mapping[str, Resource[ServerSpec]],
     ctx: PlanContext,
     diags: list[Diagnostic],
 ) -> tuple[dict[str, Any], set[str]]:
@@ -145,9 +152,9 @@ def _addable(
     return want, awaiting
 
 
-def _being_deployed(server: Resource, ctx: PlanContext) -> bool:
+def _being_deployed(server: Resource[ServerSpec], ctx: PlanContext) -> bool:
     """The Server is to be Deployed by MAAS and is not yet (so Nova cannot know it yet)."""
-    provisioning = getattr(server.spec, "provisioning", None)
+    provisioning = server.spec.provisioning
     if provisioning is None or provisioning.state is not ProvisioningState.DEPLOYED:
         return False
     live = ctx.live.get(server.address)
@@ -158,7 +165,7 @@ def _being_deployed(server: Resource, ctx: PlanContext) -> bool:
     )
 
 
-def _declared_whole(aggregate: Resource) -> list[str]:
+def _declared_whole(aggregate: Resource[AggregateSpec]) -> list[str]:
     """Declared mappings are compared whole: a key or host Git dropped goes."""
     spec = aggregate.spec
     whole = []
@@ -170,7 +177,10 @@ def _declared_whole(aggregate: Resource) -> list[str]:
 
 
 def _settings_drafts(
-    aggregate: Resource, held: Mapping[str, Any], changed: Mapping[str, Any], creating: bool
+    aggregate: Resource[AggregateSpec],
+    held: Mapping[str, Any],
+    changed: Mapping[str, Any],
+    creating: bool,
 ) -> list[Draft]:
     """Create the aggregate or move its zone, then set its metadata."""
     zone: str | None = aggregate.spec.availability_zone
@@ -227,11 +237,11 @@ def _settings_drafts(
 class _Hosts:
     """What a host's add or removal is checked and ordered against."""
 
-    aggregate: Resource
+    aggregate: Resource[AggregateSpec]
     before: tuple[str, ...]
     """The aggregate's own drafts a host's add waits for (its creation, its zone move)."""
     live_zone: str | None
-    servers: Mapping[str, Resource]
+    servers: Mapping[str, Resource[ServerSpec]]
     awaiting: set[str]
     elsewhere: Mapping[str, Mapping[str, str | None]]
     """For each host, the other aggregates that hold it now, and their zones."""
@@ -243,10 +253,10 @@ class _Hosts:
 
 
 def _hosts(
-    aggregate: Resource,
+    aggregate: Resource[AggregateSpec],
     live: LiveResource,
     ctx: PlanContext,
-    servers: Mapping[str, Resource],
+    servers: Mapping[str, Resource[ServerSpec]],
     awaiting: set[str],
     drafts: list[Draft],
 ) -> _Hosts:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.model import Address, Resource
-from reconciler.model.openstack import RESERVED_METADATA_PREFIX
+from reconciler.model import Address, Resource, find, is_of
+from reconciler.model.hardware import ServerSpec
+from reconciler.model.openstack import RESERVED_METADATA_PREFIX, AggregateSpec
 
 DRIVER = "openstack"
 """Driver key of the provider that executes every Aggregate action."""
@@ -25,19 +26,20 @@ MANAGED_KEY = RESERVED_METADATA_PREFIX + "managed"
 lets it delete one Git no longer declares. Hidden from the compared state; reserved."""
 
 
-def hostname(server: Resource) -> str:
+def hostname(server: Resource[ServerSpec]) -> str:
     """The name Nova knows a Server by: `spec.hostname`, else its name."""
-    name = getattr(server.spec, "hostname", None)
-    return str(name) if name else server.name
+    return server.spec.hostname or server.name
 
 
-def desired_hosts(aggregate: Resource, resources: Mapping[Address, Resource]) -> list[str] | None:
+def desired_hosts(
+    aggregate: Resource[AggregateSpec], resources: Mapping[Address, Resource]
+) -> list[str] | None:
     """The hostnames an Aggregate declares, sorted; None when it does not manage its hosts."""
     spec = aggregate.spec
     if spec.hosts is not None:
         found = set()
         for name in spec.hosts:
-            server = resources.get(f"Server/{name}")
+            server = find(resources, f"Server/{name}", ServerSpec)
             # A dangling name is a load error already; the name itself is the best guess here.
             found.add(hostname(server) if server is not None else name)
         return sorted(found)
@@ -46,13 +48,17 @@ def desired_hosts(aggregate: Resource, resources: Mapping[Address, Resource]) ->
             {
                 hostname(r)
                 for r in resources.values()
-                if r.kind == "Server" and spec.selector.matches(r.metadata.labels)
+                if r.kind == "Server"
+                and is_of(r, ServerSpec)
+                and spec.selector.matches(r.metadata.labels)
             }
         )
     return None
 
 
-def desired_state(aggregate: Resource, resources: Mapping[Address, Resource]) -> dict[str, Any]:
+def desired_state(
+    aggregate: Resource[AggregateSpec], resources: Mapping[Address, Resource]
+) -> dict[str, Any]:
     """The declared fields of an Aggregate as flat paths; undeclared fields are not compared."""
     spec = aggregate.spec
     want: dict[str, Any] = {}
@@ -70,12 +76,15 @@ def zones_conflict(target: str | None, source: str | None) -> bool:
     return target is not None and source is not None and target != source
 
 
-def peers(aggregate: Resource, resources: Mapping[Address, Resource]) -> list[Resource]:
+def peers(
+    aggregate: Resource[AggregateSpec], resources: Mapping[Address, Resource]
+) -> list[Resource[AggregateSpec]]:
     """The other desired Aggregates on the same cloud (Provider)."""
     return [
         r
         for r in resources.values()
         if r.kind == "Aggregate"
+        and is_of(r, AggregateSpec)
         and r.name != aggregate.name
         and r.spec.provider == aggregate.spec.provider
     ]

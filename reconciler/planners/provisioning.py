@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import Diagnostic, DiffEntry, Expectation, LiveResource, Resource, Severity
-from reconciler.model.hardware import PowerState, ProvisioningState
+from reconciler.model.hardware import PowerState, Provisioning, ProvisioningState, ServerSpec
 from reconciler.planners.base import Draft, PlanContext
 from reconciler.planners.diff import diff_declared
 from reconciler.userdata import RenderedUserData, UserDataError, render_user_data
@@ -43,7 +43,7 @@ class ProvisioningPlan:
 
 
 def plan_provisioning(
-    server: Resource, live: LiveResource, ctx: PlanContext, after: tuple[str, ...] = ()
+    server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext, after: tuple[str, ...] = ()
 ) -> ProvisioningPlan:
     """What converges the Server's MAAS machine; `after`: the Server's drafts that go first."""
     result = ProvisioningPlan()
@@ -97,7 +97,7 @@ def plan_provisioning(
 
 
 def _diagnostic(
-    ctx: PlanContext, server: Resource, severity: Severity, message: str, *path: str
+    ctx: PlanContext, server: Resource[ServerSpec], severity: Severity, message: str, *path: str
 ) -> Diagnostic:
     """A diagnostic on the Server's `spec.provisioning` (or one of its fields)."""
     return ctx.diagnostic(
@@ -110,7 +110,7 @@ def _diagnostic(
 
 
 def _machine_state(
-    server: Resource, live: LiveResource, ctx: PlanContext, diags: list[Diagnostic]
+    server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext, diags: list[Diagnostic]
 ) -> str | None:
     """The machine's MAAS status, or None (and why) when there is no machine to plan for."""
     missing = live.facts.get(MISSING)
@@ -130,9 +130,17 @@ def _machine_state(
     return current
 
 
-def _user_data(server: Resource, ctx: PlanContext) -> RenderedUserData | None:
+def _declared(server: Resource[ServerSpec]) -> Provisioning:
+    """The Server's provisioning block: the steps below run only when it declares one."""
+    provisioning = server.spec.provisioning
+    if provisioning is None:
+        raise ValueError(f"{server.address} declares no provisioning")
+    return provisioning
+
+
+def _user_data(server: Resource[ServerSpec], ctx: PlanContext) -> RenderedUserData | None:
     """The user data to deploy with, rendered now so the plan shows it; None when none."""
-    user_data = server.spec.provisioning.user_data
+    user_data = _declared(server).user_data
     if user_data is None:
         return None
     if ctx.files is None:
@@ -144,14 +152,14 @@ def _user_data(server: Resource, ctx: PlanContext) -> RenderedUserData | None:
 
 
 def _diff(
-    server: Resource,
+    server: Resource[ServerSpec],
     live: LiveResource,
     current: str,
     target: str,
     rendered: RenderedUserData | None,
 ) -> list[DiffEntry]:
     """The status against its target (shown as declared), then the declared image and tags."""
-    provisioning = server.spec.provisioning
+    provisioning = _declared(server)
     entries = []
     if current != target:
         entries.append(DiffEntry(path=STATE, before=current, after=provisioning.state.value))
@@ -167,8 +175,8 @@ def _diff(
     return [*entries, *diff_declared(want, held).entries]
 
 
-def _tags_draft(server: Resource, live: LiveResource) -> Draft:
-    want_tags = sorted(set(server.spec.provisioning.tags))
+def _tags_draft(server: Resource[ServerSpec], live: LiveResource) -> Draft:
+    want_tags = sorted(set(_declared(server).tags))
     live_tags = sorted(live.state.get(TAGS) or [])
     return Draft(
         key="provisioning.tags",
@@ -184,7 +192,7 @@ def _tags_draft(server: Resource, live: LiveResource) -> Draft:
 
 
 def _lifecycle(
-    server: Resource,
+    server: Resource[ServerSpec],
     current: str,
     reimage: bool,
     rendered: RenderedUserData | None,
@@ -193,7 +201,7 @@ def _lifecycle(
     diags: list[Diagnostic],
 ) -> list[Draft]:
     """Commission, release and deploy as needed, each after the one before."""
-    deployed = server.spec.provisioning.state is ProvisioningState.DEPLOYED
+    deployed = _declared(server).state is ProvisioningState.DEPLOYED
     target = "Deployed" if deployed else "Ready"
     steps: list[Draft] = []
     if current in _NEEDS_COMMISSIONING:
@@ -242,9 +250,11 @@ def _release_draft(redeploy: bool, disruptive: bool) -> Draft:
     )
 
 
-def _deploy_draft(server: Resource, rendered: RenderedUserData | None, redeploy: bool) -> Draft:
+def _deploy_draft(
+    server: Resource[ServerSpec], rendered: RenderedUserData | None, redeploy: bool
+) -> Draft:
     """Deploy the declared series, with the user data rendered at plan time."""
-    distro = server.spec.provisioning.distro_series
+    distro = _declared(server).distro_series
     params: dict[str, Any] = {}
     expected: dict[str, Any] = {STATE: "Deployed"}
     if distro is not None:

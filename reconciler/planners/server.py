@@ -22,9 +22,12 @@ from reconciler.model import (
     LiveResource,
     Resource,
     Severity,
+    is_of,
+    typed,
 )
-from reconciler.model.hardware import RebootPolicy
+from reconciler.model.hardware import RebootPolicy, ServerSpec
 from reconciler.model.plan import ActionStatus
+from reconciler.model.policy import PolicySpec
 from reconciler.planners.base import Draft, PlanContext, ResourcePlan, readable
 from reconciler.planners.diff import Diff, diff_declared
 from reconciler.planners.provisioning import plan_provisioning
@@ -35,7 +38,9 @@ BIOS_SETTLE_SECONDS = 900.0
 POWER_SETTLE_SECONDS = 300.0
 
 
-def desired_state(server: Resource, resources: Mapping[Address, Resource]) -> dict[str, Any]:
+def desired_state(
+    server: Resource[ServerSpec], resources: Mapping[Address, Resource]
+) -> dict[str, Any]:
     """The declared fields of a Server as flat paths; only what Git declares is compared."""
     spec = server.spec
     want: dict[str, Any] = {}
@@ -57,6 +62,7 @@ def plan_server(
     if server is None:
         assert live is not None
         return ResourcePlan.noop(live.address)
+    server = typed(server, ServerSpec)
     result = ResourcePlan.noop(server.address, server.source)
     read = readable(result, server, live, ctx, "the server")
     if read is None:
@@ -72,7 +78,7 @@ def plan_server(
 
 
 def _manageable(
-    server: Resource, live: LiveResource, ctx: PlanContext, diags: list[Diagnostic]
+    server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext, diags: list[Diagnostic]
 ) -> dict[str, Any]:
     """The desired state less what this BMC cannot manage or does not report, each said why."""
     want = desired_state(server, ctx.resources)
@@ -97,7 +103,9 @@ def _manageable(
     return want
 
 
-def _bios_refusal(server: Resource, live: LiveResource, ctx: PlanContext) -> Diagnostic | None:
+def _bios_refusal(
+    server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext
+) -> Diagnostic | None:
     """Why none of the Server's BIOS settings can be planned: the driver, the template's match."""
     driver = server.spec.bmc.driver.value
     if "bios.set" not in ctx.operations.get(driver, frozenset()):
@@ -119,7 +127,7 @@ def _bios_refusal(server: Resource, live: LiveResource, ctx: PlanContext) -> Dia
 
 
 def _registry_problem(
-    server: Resource, path: str, value: Any, live: LiveResource, ctx: PlanContext
+    server: Resource[ServerSpec], path: str, value: Any, live: LiveResource, ctx: PlanContext
 ) -> Diagnostic | None:
     """A BIOS value the BMC's attribute registry rejects, reported where it is declared."""
     name = path.removeprefix(ATTRIBUTE_PREFIX)
@@ -143,7 +151,11 @@ def _registry_problem(
 
 
 def _drafts(
-    server: Resource, live: LiveResource, diff: Diff, ctx: PlanContext, diags: list[Diagnostic]
+    server: Resource[ServerSpec],
+    live: LiveResource,
+    diff: Diff,
+    ctx: PlanContext,
+    diags: list[Diagnostic],
 ) -> list[Draft]:
     """BIOS staging and the boot override first, then the power action that applies them."""
     bios = [e for e in diff.entries if e.path.startswith(ATTRIBUTE_PREFIX)]
@@ -186,7 +198,7 @@ def _drafts(
 
 
 def _power_draft(
-    server: Resource,
+    server: Resource[ServerSpec],
     live: LiveResource,
     want_power: str | None,
     needs_reboot: dict[str, Any],
@@ -242,7 +254,7 @@ def _power_draft(
 
 
 def _reboot_draft(
-    server: Resource,
+    server: Resource[ServerSpec],
     needs_reboot: dict[str, Any],
     after: tuple[str, ...],
     ctx: PlanContext,
@@ -270,7 +282,9 @@ def _reboot_draft(
         description=f"reboot to apply {count} BIOS setting(s)",
     )
     if policy is RebootPolicy.IN_MAINTENANCE_WINDOW:
-        policies = [r for r in ctx.resources.values() if r.kind == "Policy"]
+        policies = [
+            r for r in ctx.resources.values() if r.kind == "Policy" and is_of(r, PolicySpec)
+        ]
         window = window_state(server, policies, ctx.now)
         if not window.covered:
             reboot.status = ActionStatus.DEFERRED
@@ -282,7 +296,7 @@ def _reboot_draft(
 
 
 def _add_provisioning(
-    result: ResourcePlan, server: Resource, live: LiveResource, ctx: PlanContext
+    result: ResourcePlan, server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext
 ) -> None:
     """The MAAS lifecycle, after the BMC's planned work (MAAS power-cycles the machine)."""
     first = tuple(d.key for d in result.drafts if d.status is ActionStatus.PLANNED)

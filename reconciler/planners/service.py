@@ -20,7 +20,9 @@ from reconciler.model import (
     LiveResource,
     Resource,
     Severity,
+    typed,
 )
+from reconciler.model.services import ServiceSpec
 from reconciler.planners.base import Draft, PlanContext, ResourcePlan, readable
 from reconciler.planners.diff import Diff, creation, diff_declared, removal
 
@@ -51,7 +53,7 @@ def normalize_volume(volume: str) -> str:
     return volume.removesuffix(":rw")
 
 
-def desired_config(service: Resource) -> dict[str, Any]:
+def desired_config(service: Resource[ServiceSpec]) -> dict[str, Any]:
     """The container configuration a Service declares, normalized, in the spec's camelCase.
 
     Only declared fields are present: an undeclared field is neither set nor compared. This
@@ -89,7 +91,7 @@ def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def desired_state(service: Resource) -> dict[str, Any]:
+def desired_state(service: Resource[ServiceSpec]) -> dict[str, Any]:
     """The declared fields of a Service as flat paths, `state` included."""
     return {**flatten(desired_config(service)), "state": service.spec.state.value}
 
@@ -101,6 +103,7 @@ def plan_service(
     if service is None:
         assert live is not None, "a deletion is planned only for a discovered container"
         return _plan_delete(live)
+    service = typed(service, ServiceSpec)
     result = ResourcePlan.noop(service.address, service.source)
     reserved = _reserved_labels(service, ctx)
     if reserved is not None:
@@ -129,7 +132,7 @@ def plan_service(
     return result
 
 
-def _reserved_labels(service: Resource, ctx: PlanContext) -> Diagnostic | None:
+def _reserved_labels(service: Resource[ServiceSpec], ctx: PlanContext) -> Diagnostic | None:
     """Labels Metalform keeps for its own marks, if the Service declares any."""
     reserved = sorted(k for k in service.spec.labels if k.startswith(RESERVED_LABEL_PREFIX))
     if not reserved:
