@@ -1,4 +1,4 @@
-"""Run sushy-emulator with the lab driver: `python -m lab.redfish_emulator --config FILE`.
+"""Run sushy-emulator with the lab driver: `python -m metalform.lab.redfish_emulator --config FILE`.
 
 sushy-emulator selects its systems driver from the config, and with
 `SUSHY_EMULATOR_FAKE_DRIVER` it always instantiates `fakedriver.FakeDriver`; there is no
@@ -31,7 +31,6 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 HANG_LIMIT = 120.0
 """A hung request is answered (503) after this long even if its fault stays set."""
 SYSTEMS_PREFIX = "/redfish/v1/Systems/"
-LAB_BOOT_TARGETS = ["None", "Pxe", "Cd", "Hdd", "BiosSetup", "UefiHttp"]
 
 
 def _json_response(start_response: StartResponse, status: str, body: object) -> list[bytes]:
@@ -140,139 +139,6 @@ class LabMiddleware:
         return _json_response(start_response, "404 Not Found", {"error": {"message": path}})
 
 
-def _install_routes(app: Any, registry: list[BiosAttribute], registry_id: str) -> None:
-    """Serve BIOS settings and the attribute registry from the lab driver."""
-    import flask
-    from sushy_tools import error
-
-    def respond(body: object, status: int = 200) -> flask.Response:
-        return flask.Response(json.dumps(body), status=status, content_type="application/json")
-
-    def system_path(identity: str) -> str:
-        return f"{SYSTEMS_PREFIX}{identity}"
-
-    def bios(identity: str) -> flask.Response:
-        return respond(
-            {
-                "@odata.type": "#Bios.v1_1_0.Bios",
-                "@odata.id": f"{system_path(identity)}/BIOS",
-                "Id": "BIOS",
-                "Name": "BIOS Configuration Current Settings",
-                "AttributeRegistry": registry_id,
-                "Attributes": app.systems.get_bios(identity),
-                "@Redfish.Settings": {
-                    "@odata.type": "#Settings.v1_3_0.Settings",
-                    "SettingsObject": {"@odata.id": f"{system_path(identity)}/BIOS/Settings"},
-                },
-                "Actions": {
-                    "#Bios.ResetBios": {
-                        "target": f"{system_path(identity)}/BIOS/Actions/Bios.ResetBios"
-                    }
-                },
-            }
-        )
-
-    def bios_settings(identity: str) -> flask.Response:
-        if flask.request.method == "PATCH":
-            body = flask.request.get_json(silent=True)
-            if not isinstance(body, dict) or "Attributes" not in body:
-                raise error.BadRequest("PATCH of BIOS settings needs an Attributes object")
-            app.systems.set_bios(identity, body["Attributes"])
-            return flask.Response(status=204)
-        return respond(
-            {
-                "@odata.type": "#Bios.v1_1_0.Bios",
-                "@odata.id": f"{system_path(identity)}/BIOS/Settings",
-                "Id": "Settings",
-                "Name": "BIOS Configuration Pending Settings",
-                "AttributeRegistry": registry_id,
-                "Attributes": app.systems.get_pending_bios(identity),
-            }
-        )
-
-    file_path = f"/redfish/v1/Registries/{registry_id}"
-
-    def registry_files() -> flask.Response:
-        return respond(
-            {
-                "@odata.type": "#MessageRegistryFileCollection.MessageRegistryFileCollection",
-                "@odata.id": "/redfish/v1/Registries",
-                "Name": "Registry File Collection",
-                "Members": [
-                    {"@odata.id": "/redfish/v1/Registries/Messages"},
-                    {"@odata.id": file_path},
-                ],
-                "Members@odata.count": 2,
-            }
-        )
-
-    def registry_file() -> flask.Response:
-        return respond(
-            {
-                "@odata.type": "#MessageRegistryFile.v1_1_0.MessageRegistryFile",
-                "@odata.id": file_path,
-                "Id": registry_id,
-                "Name": "BIOS Attribute Registry File",
-                "Languages": ["en"],
-                "Registry": registry_id.rsplit(".", 1)[0] + ".1.0",
-                "Location": [{"Language": "en", "Uri": f"{file_path}/Registry"}],
-            }
-        )
-
-    entries = [a.registry_entry() for a in registry]
-
-    def registry_document() -> flask.Response:
-        return respond(
-            {
-                "@odata.type": "#AttributeRegistry.v1_3_0.AttributeRegistry",
-                "@odata.id": f"{file_path}/Registry",
-                "Id": registry_id,
-                "Name": "Metalform lab BIOS attribute registry",
-                "Language": "en",
-                "OwningEntity": "Metalform Lab",
-                "RegistryVersion": "1.0.0",
-                "RegistryEntries": {"Attributes": entries},
-            }
-        )
-
-    stock_system = app.view_functions["system_resource"]
-
-    def system_resource(identity: str) -> Any:
-        if flask.request.method == "PATCH":
-            return _patch_system(identity)
-        response = stock_system(identity=identity)
-        if not isinstance(response, flask.Response) or response.status_code != 200:
-            return response
-        doc = json.loads(response.get_data())
-        doc.update(app.systems.hardware(identity))
-        boot = doc.setdefault("Boot", {})
-        boot["BootSourceOverrideEnabled"] = app.systems.get_boot_enabled(identity)
-        boot["BootSourceOverrideTarget@Redfish.AllowableValues"] = LAB_BOOT_TARGETS
-        response.set_data(json.dumps(doc))
-        return response
-
-    def _patch_system(identity: str) -> Any:
-        body = flask.request.get_json(silent=True) or {}
-        boot = body.get("Boot") or {}
-        enabled = boot.get("BootSourceOverrideEnabled")
-        rest = {k for k in boot if k != "BootSourceOverrideEnabled"}
-        # The stock handler ignores the frequency and refuses a Boot with nothing else in it.
-        if enabled is not None and not rest and "IndicatorLED" not in body:
-            app.systems.set_boot_enabled(identity, enabled)
-            return flask.Response(status=204)
-        response = stock_system(identity=identity)
-        if enabled is not None and getattr(response, "status_code", 0) < 300:
-            app.systems.set_boot_enabled(identity, enabled)
-        return response
-
-    app.view_functions["bios"] = bios
-    app.view_functions["bios_settings"] = bios_settings
-    app.view_functions["registry_file_collection"] = registry_files
-    app.view_functions["system_resource"] = system_resource
-    app.add_url_rule(file_path, "lab_registry_file", registry_file)
-    app.add_url_rule(f"{file_path}/Registry", "lab_registry", registry_document)
-
-
 def _speed_up(emulator: Any) -> None:
     """Take two per-request costs out of the stock app, so 1,000 systems stay quick.
 
@@ -329,7 +195,9 @@ def build_app(config: dict[str, Any]) -> Any:
     app.configure(extra_config=config)
     lab = config["LAB"]
     registry = [BiosAttribute.from_json(a) for a in lab["biosRegistry"]]
-    _install_routes(app, registry, lab["registryId"])
+    from metalform.lab.redfish_routes import LabRoutes
+
+    LabRoutes(app, registry, lab["registryId"]).install()
     app.wsgi_app = LabMiddleware(app.wsgi_app, FaultBoard(Path(lab["faultsFile"])))
     app.systems  # noqa: B018 -- create the driver now, not on the first request
     return app
