@@ -9,6 +9,7 @@ keys, resolves `<<` merge keys and bounds alias expansion (billion-laughs docume
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,12 +270,35 @@ def _too_deep() -> str:
     return f"YAML nested deeper than {MAX_DEPTH} levels"
 
 
+_DOCUMENT_MARKER = re.compile(r"(?m)^(?:---|\.\.\.)(?=[ \t\r\n]|\Z)")
+"""A document marker; inside a flow collection the parser refuses one (an error, not a split)."""
+
+
+def shallow(text: str, limit: int = MAX_DEPTH) -> bool:
+    """True when `text` provably nests no deeper than `limit` (C-speed string scans only).
+
+    Flow collections nest by `[` and `{`, and one flow collection never spans a document
+    marker: counting the openers of each document over-counts (quotes, closed ones) but never
+    under-counts. Block collections nest by indentation or by indicators (`- `, `? `) at the
+    start of a line: every level takes at least one such character, twice that covers
+    indentless sequences. False means "maybe deep": walk the events to know.
+    """
+    flow = max(chunk.count("[") + chunk.count("{") for chunk in _DOCUMENT_MARKER.split(text))
+    room = (limit - 2 - flow) // 2  # block prefix characters that keep the sum within limit
+    if room < 0:
+        return False
+    return re.search(rf"(?m)^[ \t?:-]{{{room + 1}}}", text) is None
+
+
 def check_depth(text: str, *, pure: bool = False) -> None:
     """Refuse `text` when its collections nest deeper than MAX_DEPTH, at the first one past it.
 
     Walks the parser's events, which needs no recursion, so it is safe on any input; raises
-    YamlProblem (or the parser's MarkedYAMLError for invalid YAML).
+    YamlProblem (or the parser's MarkedYAMLError for invalid YAML). Most files are proven
+    shallow by `shallow` first, which costs a small fraction of the walk.
     """
+    if shallow(text):
+        return
     depth = 0
     for event in YAML(typ="safe", pure=pure).parse(text):
         if isinstance(event, CollectionStartEvent):
