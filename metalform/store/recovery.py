@@ -23,19 +23,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
-
 from metalform.store.locks import Holder
-from metalform.store.records import ApplyRecord, PlanRecord, RunStatus
-from metalform.store.store import Store, _plan
-from metalform.store.tables import ApplyActionRow, ApplyRow, PlanRow
-from reconciler.model.events import EventType
-from reconciler.model.plan import ActionStatus
+from metalform.store.records import ApplyRecord, PlanRecord
+from metalform.store.store import Store
 
 log = logging.getLogger(__name__)
-
-_UNFINISHED = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
-_UNFINISHED_ACTIONS = (ActionStatus.PLANNED.value, ActionStatus.RUNNING.value)
 
 
 def instance_lock_name(owner: str) -> str:
@@ -63,22 +55,7 @@ class Recovered:
 def interrupt_plan(store: Store, plan_id: str, reason: str) -> PlanRecord | None:
     """Mark a pending or running plan `interrupted` with `reason`; appends `plan.interrupted`.
     None when it ended meanwhile."""
-    with store._write() as session:
-        row = store._plan_row(session, plan_id, for_update=True)
-        if row.status not in _UNFINISHED:
-            return None
-        store._transition("plan", row, RunStatus.INTERRUPTED)
-        now = store._now()
-        row.error = reason
-        row.finished_at = now
-        store._append_event(
-            session,
-            EventType.PLAN_INTERRUPTED,
-            repository=row.repository,
-            plan_id=row.id,
-            payload={"error": reason},
-        )
-        return _plan(row, with_document=True)
+    return store.interrupt_plan(plan_id, reason)
 
 
 def interrupt_apply(store: Store, apply_id: str, reason: str) -> ApplyRecord | None:
@@ -86,64 +63,19 @@ def interrupt_apply(store: Store, apply_id: str, reason: str) -> ApplyRecord | N
     `apply.interrupted` (the last event of its stream). None when it ended meanwhile.
 
     The caller must hold the repository's apply lock, or know its runner is gone."""
-    with store._write() as session:
-        row = store._apply_row(session, apply_id, for_update=True)
-        if row.status not in _UNFINISHED:
-            return None
-        store._transition("apply", row, RunStatus.INTERRUPTED)
-        now = store._now()
-        row.error = reason
-        row.finished_at = now
-        for action, was in (
-            (ActionStatus.RUNNING.value, "while it ran"),
-            (ActionStatus.PLANNED.value, "before it started"),
-        ):
-            session.execute(
-                update(ApplyActionRow)
-                .where(ApplyActionRow.apply_id == row.id, ApplyActionRow.status == action)
-                .values(
-                    status=ActionStatus.INTERRUPTED.value,
-                    finished_at=now,
-                    error=f"the apply was interrupted {was}",
-                )
-            )
-        session.flush()
-        record = store._apply(session, row, with_actions=True)
-        store._append_event(
-            session,
-            EventType.APPLY_INTERRUPTED,
-            repository=row.repository,
-            plan_id=row.plan_id,
-            apply_id=row.id,
-            payload={"error": reason, "counts": record.counts},
-        )
-        return record
-
-
-def _unfinished_applies(store: Store, repository: str | None = None) -> list[tuple[str, str]]:
-    query = select(ApplyRow.id, ApplyRow.repository).where(ApplyRow.status.in_(_UNFINISHED))
-    if repository is not None:
-        query = query.where(ApplyRow.repository == repository)
-    with store._read() as session:
-        return [(i, r) for i, r in session.execute(query.order_by(ApplyRow.id))]
-
-
-def _unfinished_plans(store: Store) -> list[tuple[str, str | None]]:
-    query = select(PlanRow.id, PlanRow.owner).where(PlanRow.status.in_(_UNFINISHED))
-    with store._read() as session:
-        return [(i, o) for i, o in session.execute(query.order_by(PlanRow.id))]
+    return store.interrupt_apply(apply_id, reason)
 
 
 def recover_applies(store: Store) -> list[ApplyRecord]:
     """Interrupt the pending and running applies whose repository's apply lock is free."""
     done: list[ApplyRecord] = []
-    for repository in sorted({r for _, r in _unfinished_applies(store)}):
+    for repository in sorted({r for _, r in store.unfinished_applies()}):
         lock = store.try_apply_lock(repository)
         if lock is None:
             continue  # a live process holds it: its applies are its own business
         try:
             # listed again under the lock: only now is the set final
-            for apply_id, _ in _unfinished_applies(store, repository):
+            for apply_id, _ in store.unfinished_applies(repository):
                 owner = store.get_apply(apply_id).owner
                 reason = (
                     f"interrupted: {runner(owner)} stopped before the apply finished; "
@@ -161,7 +93,7 @@ def recover_applies(store: Store) -> list[ApplyRecord]:
 def recover_plans(store: Store) -> list[PlanRecord]:
     """Interrupt the pending and running plans whose owner no longer runs."""
     by_owner: dict[str | None, list[str]] = {}
-    for plan_id, owner in _unfinished_plans(store):
+    for plan_id, owner in store.unfinished_plans():
         by_owner.setdefault(owner, []).append(plan_id)
     done: list[PlanRecord] = []
     for owner, plan_ids in by_owner.items():
@@ -190,10 +122,10 @@ def _interrupt_plans(store: Store, plan_ids: Iterable[str], owner: str | None) -
 def interrupt_owned(store: Store, owner: str, reason: str) -> Recovered:
     """Interrupt every pending or running plan and apply of `owner` (a server stopping)."""
     found = Recovered()
-    for plan_id, plan_owner in _unfinished_plans(store):
+    for plan_id, plan_owner in store.unfinished_plans():
         if plan_owner == owner and (plan := interrupt_plan(store, plan_id, reason)):
             found.plans.append(plan)
-    for apply_id, _ in _unfinished_applies(store):
+    for apply_id, _ in store.unfinished_applies():
         if store.get_apply(apply_id).owner == owner and (
             applied := interrupt_apply(store, apply_id, reason)
         ):
