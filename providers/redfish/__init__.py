@@ -43,6 +43,16 @@ def _value(member: Any) -> Any:
     return getattr(member, "value", member)
 
 
+def _summary(system: Any) -> dict[str, Any]:
+    return {
+        "systemId": system.identity,
+        "hostName": system.json.get("HostName") or None,
+        "serial": system.json.get("SerialNumber") or None,
+        "manufacturer": system.manufacturer,
+        "model": system.model,
+    }
+
+
 class RedfishProvider:
     """Reads and changes Servers through their Redfish BMC."""
 
@@ -77,6 +87,23 @@ class RedfishProvider:
             resource,
             lambda conn: self._observe(resource, conn, conn.system(bmc.system_id)),
             what="read",
+        )
+
+    def list_systems(self, bmc: Bmc) -> list[dict[str, Any]]:
+        """What a BMC says about each of its Systems (a pure read, for `metalform import`):
+        `systemId`, `hostName`, `serial`, `manufacturer` and `model`."""
+
+        def once() -> list[dict[str, Any]]:
+            conn = self._client.connection(bmc)
+            try:
+                with conn.errors():
+                    return [_summary(s) for s in conn.root.get_system_collection().get_members()]
+            except ProviderError as exc:
+                self._client.note_failure(conn, exc)
+                raise
+
+        return with_retries(
+            once, retries=self._context.retries, what=f"list {endpoint_of(bmc.address)}"
         )
 
     def execute(self, action: Action, resource: Resource) -> LiveResource:
