@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from metalform.importer.documents import BIOS_PREFIX, Found
 from providers.ipmi import IpmiProvider
@@ -43,6 +43,9 @@ class Probe:
 
 
 Outcome = tuple[list[Found], Failure | None]
+Results = tuple[list[Found], list[Failure]]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _host(address: str) -> str:
@@ -99,41 +102,74 @@ class BmcProber:
         self.redfish.close()
         self.ipmi.close()
 
-    def redfish_one(self, address: str) -> Outcome:
-        url = redfish_url(address, self.probe)
-        bmc: dict[str, Any] = {
+    def redfish_bmc(self, address: str) -> dict[str, Any]:
+        return {
             "driver": "redfish",
-            "address": url,
+            "address": redfish_url(address, self.probe),
             "credential": self.probe.credential,
             "verifyTls": not self.probe.insecure,
         }
+
+    def redfish_systems(self, address: str) -> tuple[list[str], Failure | None]:
+        """The system ids at `address`; with --ipmi-fallback, IPMI is noted as the way."""
+        bmc = self.redfish_bmc(address)
         try:
-            systems = self.redfish.list_systems(_server(bmc).spec.bmc)  # type: ignore[attr-defined]
-            found = []
-            for system in systems:
-                live = self.redfish.read_one(_server({**bmc, "systemId": system["systemId"]}))
-                found.append(
-                    Found(
-                        driver="redfish",
-                        address=address,
-                        bmc_address=url,
-                        system_id=system["systemId"],
-                        hostname=system["hostName"],
-                        serial=system["serial"],
-                        manufacturer=system["manufacturer"],
-                        model=system["model"],
-                        power=live.state.get("power"),
-                        bios=writable_bios(live),
-                    )
-                )
-            return found, None
+            return self.redfish.system_ids(_server(bmc).spec.bmc), None  # type: ignore[attr-defined]
         except MetalformError as exc:
-            if self.probe.ipmi_fallback and not isinstance(exc, AuthenticationError):
-                found_ipmi, failure = self.ipmi_one(address, self.probe.ipmi_port)
-                if failure is None:
-                    return found_ipmi, None
-                return [], Failure(address, f"{why(exc)}; IPMI: {failure.reason}")
             return [], Failure(address, why(exc))
+
+    def redfish_read(self, address: str, system_id: str) -> Outcome:
+        bmc = self.redfish_bmc(address)
+        try:
+            live = self.redfish.read_one(_server({**bmc, "systemId": system_id}))
+        except MetalformError as exc:
+            return [], Failure(f"{address} (system {system_id})", why(exc))
+        facts = live.facts
+        found = Found(
+            driver="redfish",
+            address=address,
+            bmc_address=bmc["address"],
+            system_id=system_id,
+            hostname=facts.get("hostName"),
+            serial=facts.get("serialNumber"),
+            manufacturer=facts.get("manufacturer"),
+            model=facts.get("model"),
+            power=live.state.get("power"),
+            bios=writable_bios(live),
+        )
+        return [found], None
+
+    def redfish_all(self, addresses: Sequence[str], parallelism: int) -> Results:
+        """Two concurrent rounds: every address's systems, then every system (a BMC serving
+        hundreds of systems is read as fast as hundreds of BMCs)."""
+        found: list[Found] = []
+        failures: list[Failure] = []
+        pairs: list[tuple[str, str]] = []
+        fallback: list[str] = []
+        for address, (ids, failure) in zip(
+            addresses, _map(self.redfish_systems, addresses, parallelism), strict=True
+        ):
+            pairs.extend((address, system_id) for system_id in ids)
+            if failure is None:
+                continue
+            if self.probe.ipmi_fallback and not failure.reason.startswith("wrong credential"):
+                fallback.append(address)
+            else:
+                failures.append(failure)
+        for systems, failure in _map(lambda p: self.redfish_read(*p), pairs, parallelism):
+            found.extend(systems)
+            failures.extend([failure] if failure else [])
+        if fallback:
+            more, failed = probe_all(fallback, self.ipmi_fallback_one, parallelism)
+            found.extend(more)
+            failures.extend(failed)
+        return found, failures
+
+    def ipmi_fallback_one(self, address: str) -> Outcome:
+        systems, failure = self.ipmi_one(address, self.probe.ipmi_port)
+        if failure is not None:
+            failure = Failure(address, f"no Redfish answer; IPMI: {failure.reason}")
+        return systems, failure
 
     def ipmi_one(self, address: str, port: int | None = None) -> Outcome:
         bmc_address = f"{_host(address)}:{port or self.probe.port or 623}"
@@ -157,19 +193,20 @@ class BmcProber:
         return [found], None
 
 
-def probe_all(
-    addresses: Sequence[str], one: Callable[[str], Outcome], parallelism: int
-) -> tuple[list[Found], list[Failure]]:
+def _map(fn: Callable[[T], R], items: Sequence[T], parallelism: int) -> list[R]:
+    if not items:
+        return []
+    workers = max(1, min(parallelism, len(items)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
+        return list(pool.map(fn, items))
+
+
+def probe_all(addresses: Sequence[str], one: Callable[[str], Outcome], parallelism: int) -> Results:
     """Probe every address concurrently; results in the order of `addresses`."""
     found: list[Found] = []
     failures: list[Failure] = []
-    if not addresses:
-        return found, failures
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(parallelism, len(addresses))), thread_name_prefix="import"
-    ) as pool:
-        for systems, failure in pool.map(one, addresses):
-            found.extend(systems)
-            if failure is not None:
-                failures.append(failure)
+    for systems, failure in _map(one, addresses, parallelism):
+        found.extend(systems)
+        if failure is not None:
+            failures.append(failure)
     return found, failures

@@ -151,8 +151,10 @@ def run_import(options: ImportOptions) -> ImportResult:
     )
     prober = BmcProber(context, options.probe or Probe(credential=options.credential))
     try:
-        one = prober.redfish_one if options.source == "redfish" else prober.ipmi_one
-        found, failures = probe_all(addresses, one, options.parallelism)
+        if options.source == "redfish":
+            found, failures = prober.redfish_all(addresses, options.parallelism)
+        else:
+            found, failures = probe_all(addresses, prober.ipmi_one, options.parallelism)
     finally:
         prober.close()
     names = _names(found, options.name)

@@ -43,16 +43,6 @@ def _value(member: Any) -> Any:
     return getattr(member, "value", member)
 
 
-def _summary(system: Any) -> dict[str, Any]:
-    return {
-        "systemId": system.identity,
-        "hostName": system.json.get("HostName") or None,
-        "serial": system.json.get("SerialNumber") or None,
-        "manufacturer": system.manufacturer,
-        "model": system.model,
-    }
-
-
 class RedfishProvider:
     """Reads and changes Servers through their Redfish BMC."""
 
@@ -89,15 +79,15 @@ class RedfishProvider:
             what="read",
         )
 
-    def list_systems(self, bmc: Bmc) -> list[dict[str, Any]]:
-        """What a BMC says about each of its Systems (a pure read, for `metalform import`):
-        `systemId`, `hostName`, `serial`, `manufacturer` and `model`."""
+    def system_ids(self, bmc: Bmc) -> list[str]:
+        """The Ids of the Systems a BMC serves (a pure read, for `metalform import`)."""
 
-        def once() -> list[dict[str, Any]]:
+        def once() -> list[str]:
             conn = self._client.connection(bmc)
             try:
                 with conn.errors():
-                    return [_summary(s) for s in conn.root.get_system_collection().get_members()]
+                    members = conn.root.get_system_collection().members_identities
+                    return [str(m).rstrip("/").rsplit("/", 1)[-1] for m in members]
             except ProviderError as exc:
                 self._client.note_failure(conn, exc)
                 raise
@@ -166,6 +156,8 @@ class RedfishProvider:
             "manufacturer": system.manufacturer,
             "model": system.model,
             "systemId": system.identity,
+            "hostName": system.json.get("HostName") or None,
+            "serialNumber": system.json.get("SerialNumber") or None,
         }
         pending: dict[str, Any] = {}
         if "Bios" in system.json:
