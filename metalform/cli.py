@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="server configuration (YAML); default: every default"
     )
 
+    _add_import(sub)
+
     p = sub.add_parser("schema", help="write the JSON Schemas of every kind")
     p.add_argument(
         "--out", metavar="DIR", default="schemas", help="folder to write into (default: schemas)"
@@ -213,6 +215,82 @@ def build_parser() -> argparse.ArgumentParser:
         help="loopback port of the OpenStack compute API (default 8774)",
     )
     return parser
+
+
+def _add_import(sub: Any) -> None:
+    p = sub.add_parser(
+        "import",
+        help="adopt an existing fleet: write the Servers and BIOS templates BMCs report",
+        description="Probe every address of RANGE (a CIDR 10.1.0.0/24, a span "
+        "10.1.0.10-10.1.0.90 or @FILE, one address a line) and write a Server per system that "
+        "answers, with its BMC connection, power and BIOS (one BiosTemplate per model with the "
+        "values its servers share, the differences in each Server). Documents already in the "
+        "repository win: they are never overwritten. Ends with a report of what answered and "
+        "why every other address did not.",
+    )
+    p.add_argument("source", choices=["redfish", "ipmi"], help="how to talk to the BMCs")
+    p.add_argument("range", metavar="RANGE", help="CIDR, FIRST-LAST or @FILE")
+    p.add_argument(
+        "--credential", required=True, metavar="NAME", help="a Credential of the repository"
+    )
+    p.add_argument(
+        "-C",
+        dest="directory",
+        default=".",
+        metavar="DIR",
+        help="the desired-state repository (default: the current directory)",
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write (default: DIR of -C)")
+    p.add_argument(
+        "--name",
+        default="{hostname}",
+        metavar="PATTERN",
+        help="Server names from {hostname}, {serial}, {model}, {address} (default {hostname}; "
+        "a BMC without a host name gives its system id)",
+    )
+    p.add_argument(
+        "--label", action="append", default=[], metavar="K=V", help="add a label; repeatable"
+    )
+    p.add_argument(
+        "--split",
+        choices=["kind", "site"],
+        default="kind",
+        help="one file per kind (default) or per site label",
+    )
+    p.add_argument("--port", type=int, metavar="PORT", help="BMC port (443 for https, 623 ipmi)")
+    p.add_argument("--scheme", choices=["https", "http"], default="https", help="Redfish scheme")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="accept self-signed BMC certificates (and write verifyTls: false)",
+    )
+    p.add_argument(
+        "--ipmi-fallback", action="store_true", help="try IPMI where Redfish does not answer"
+    )
+    p.add_argument(
+        "--parallelism",
+        type=int,
+        default=64,
+        metavar="N",
+        help="addresses probed at once (default 64)",
+    )
+    p.add_argument(
+        "--per-endpoint",
+        type=int,
+        default=4,
+        metavar="N",
+        help="requests in flight to one BMC (default 4)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="per request, connecting included (default 3): dead addresses cost this once",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="accept a RANGE of more than 65,536 addresses"
+    )
 
 
 def _print_diagnostics(out: Output, diagnostics: Sequence[object]) -> None:
@@ -447,6 +525,44 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_import(args: argparse.Namespace, out: Output) -> int:
+    from metalform.importer.bmc import Probe
+    from metalform.importer.run import ImportOptions, report, run_import
+
+    labels: dict[str, str] = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MetalformError(f"--label {item!r} is not K=V")
+        labels[key] = value
+    if args.parallelism < 1 or args.per_endpoint < 1 or args.timeout <= 0:
+        raise MetalformError("--parallelism, --per-endpoint and --timeout must be positive")
+    probe = Probe(
+        credential=args.credential,
+        scheme=args.scheme,
+        port=args.port,
+        insecure=args.insecure,
+        ipmi_fallback=args.ipmi_fallback,
+    )
+    options = ImportOptions(
+        source=args.source,
+        range=args.range,
+        credential=args.credential,
+        directory=Path(args.directory),
+        out=Path(args.out) if args.out else None,
+        name=args.name,
+        labels=labels,
+        split=args.split,
+        parallelism=args.parallelism,
+        per_endpoint=args.per_endpoint,
+        timeout=args.timeout,
+        force=args.force,
+        probe=probe,
+    )
+    report(run_import(options), out.line)
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
     from reconciler.schema import write_schemas
 
@@ -487,6 +603,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "apply": cmd_apply,
     "show": cmd_show,
+    "import": cmd_import,
     "schema": cmd_schema,
     "status": cmd_status,
     "serve": cmd_serve,

@@ -85,8 +85,11 @@ class IpmiProvider:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read_one(self, resource: Resource) -> LiveResource:
+    def read_one(self, resource: Resource) -> LiveResource:
+        """Read one Server (raises a ProviderError when it cannot; `metalform import`)."""
         return self._read_target(resource, self._target(resource))
+
+    _read_one = read_one
 
     def _read_target(
         self, resource: Resource, target: BmcTarget, just_set: BootSource | None = None

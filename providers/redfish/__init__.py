@@ -79,6 +79,23 @@ class RedfishProvider:
             what="read",
         )
 
+    def system_ids(self, bmc: Bmc) -> list[str]:
+        """The Ids of the Systems a BMC serves (a pure read, for `metalform import`)."""
+
+        def once() -> list[str]:
+            conn = self._client.connection(bmc)
+            try:
+                with conn.errors():
+                    members = conn.root.get_system_collection().members_identities
+                    return [str(m).rstrip("/").rsplit("/", 1)[-1] for m in members]
+            except ProviderError as exc:
+                self._client.note_failure(conn, exc)
+                raise
+
+        return with_retries(
+            once, retries=self._context.retries, what=f"list {endpoint_of(bmc.address)}"
+        )
+
     def execute(self, action: Action, resource: Resource) -> LiveResource:
         """Perform one action and return the Server read back afterwards."""
         operation = action.operation
@@ -139,6 +156,8 @@ class RedfishProvider:
             "manufacturer": system.manufacturer,
             "model": system.model,
             "systemId": system.identity,
+            "hostName": system.json.get("HostName") or None,
+            "serialNumber": system.json.get("SerialNumber") or None,
         }
         pending: dict[str, Any] = {}
         if "Bios" in system.json:
