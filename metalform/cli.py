@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -307,9 +307,10 @@ def _plan(engine: Engine, args: argparse.Namespace, out: Output, notes: RunNotif
 class ApplyProgress:
     """One line per action as it starts and ends."""
 
-    def __init__(self, out: Output, total: int) -> None:
+    def __init__(self, out: Output, runnable: Collection[int]) -> None:
         self.out = out
-        self.total = total
+        self.runnable = frozenset(runnable)
+        self.total = len(self.runnable)
         self.done = 0
         self.started = time.monotonic()
 
@@ -320,8 +321,11 @@ class ApplyProgress:
             if self.out.tty:
                 self.out.line(f"  ... #{action.id} {action.address} {action.operation}", "dim")
             return
-        self.done += 1
-        counter = f"[{self.done:>{width}}/{self.total}]"
+        if action.id in self.runnable:
+            self.done += 1
+            counter = f"[{self.done:>{width}}/{self.total}]"
+        else:  # refused or deferred at plan time: reported, not counted among those run
+            counter = " " * (2 * width + 3)
         text = f"{counter} #{action.id} {action.address} {action.operation}: {status.value}"
         if result.seconds:
             text += f" ({result.seconds:.1f}s)"
@@ -344,7 +348,7 @@ def _run_apply(
     notes = notes or RunNotifications(None)
     runnable = len(plan.runnable)
     out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
-    progress = ApplyProgress(out, len(plan.actions))
+    progress = ApplyProgress(out, [a.id for a in plan.runnable])
     notes.emit(EventType.APPLY_STARTED, apply_started_payload(plan))
     try:
         result = engine.apply(plan, path=path, listener=progress)
