@@ -32,6 +32,13 @@ def _short(value: str | None, size: int = 12) -> str:
     return (value or "")[:size]
 
 
+def _ident(value: str | None) -> str:
+    """An id for people: ids are time-ordered UUIDs, so their head is the time; show the
+    tail too, which tells two of the same moment apart."""
+    text = value or ""
+    return f"{text[:8]}…{text[-4:]}" if len(text) > 12 else text
+
+
 def _query(params: dict[str, Any], **changes: Any) -> str:
     """The page's query string with `changes`, for pagination and filter links."""
     merged = {**params, **changes}
@@ -47,6 +54,7 @@ def environment() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["short"] = _short
+    env.filters["ident"] = _ident
     env.globals["query"] = _query
     return env
 
