@@ -22,6 +22,8 @@ from metalform.notify.payloads import (
     planned_event,
     result_entry,
 )
+from metalform.notify.throttle_state import FileThrottleState
+from metalform.notify.throttle_state import default_path as throttle_state_path
 from reconciler import __version__
 from reconciler.apply import ActionResult
 from reconciler.concurrency import DEFAULT_PARALLELISM
@@ -245,7 +247,10 @@ def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> Run
     being planned, read before planning so that a failing plan can still be reported."""
     if not getattr(args, "notify", False):
         return RunNotifications(None)
-    return RunNotifications.from_desired(load(path, rev), path, repository=path.resolve().name)
+    repository = path.resolve().name
+    # throttle windows hold across runs: kept in a state file, per repository
+    state = FileThrottleState(throttle_state_path(), scope=str(path.resolve()))
+    return RunNotifications.from_desired(load(path, rev), path, repository=repository, state=state)
 
 
 def _planned(

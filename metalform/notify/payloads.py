@@ -21,6 +21,7 @@ from typing import Any
 from metalform.events import BusEvent
 from metalform.notify import NotificationConfigError, Notifier
 from metalform.notify.templates import redact_data
+from metalform.notify.throttle_state import FileThrottleState
 from reconciler.engine import CredentialResolver
 from reconciler.errors import MetalformError
 from reconciler.load import DesiredState
@@ -203,7 +204,11 @@ class RunNotifications:
 
     @classmethod
     def from_desired(
-        cls, desired: DesiredState, base_dir: Path, repository: str | None = None
+        cls,
+        desired: DesiredState,
+        base_dir: Path,
+        repository: str | None = None,
+        state: FileThrottleState | None = None,
     ) -> RunNotifications:
         """Rules and channels of `desired`; a broken configuration only disables sending
         (and says why), it never stops the plan or apply it would report on."""
@@ -211,7 +216,10 @@ class RunNotifications:
             return cls(None, repository)
         try:
             notifier = Notifier.from_desired(
-                desired, CredentialResolver(desired.resources, base_dir), base_dir=base_dir
+                desired,
+                CredentialResolver(desired.resources, base_dir),
+                base_dir=base_dir,
+                state=state,
             )
         except NotificationConfigError as exc:
             log.warning("notifications are off for this run: %s", REDACTOR(str(exc)))

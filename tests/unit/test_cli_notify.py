@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from metalform import cli
+from metalform.notify.throttle_state import FileThrottleState
 from providers.memory import MemoryFleet, memory_factory
 from reconciler import engine
 from tests.fixtures.notify import HttpReceiver
@@ -183,15 +184,32 @@ def test_planning_failure_is_notified(
     assert "no provider is installed for driver 'redfish'" in body["event"]["message"]
 
 
-def test_throttled_events_are_flushed_as_a_digest_before_exit(
-    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+def test_a_throttle_holds_across_runs_and_the_next_run_after_the_window_sends_the_digest(
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(FileThrottleState, "clock", staticmethod(lambda: now[0]))
     repo = make_repo(tmp_path, http_receiver, extra="  throttle: {window: 1h, max: 1}\n")
     assert cli.main(["apply", "--auto-approve", "-C", str(repo), "--notify"]) == 0
-    assert types(http_receiver) == ["plan.created", "digest"]
+    # the window is open when the run ends: its digest waits for it to end
+    assert types(http_receiver) == ["plan.created"]
+    memory.systems["Server/a1"]["state"]["power"] = "Off"  # drift: the next plan is news
+    now[0] += 600
+    assert cli.main(["plan", "-C", str(repo), "--notify"]) == 0
+    assert types(http_receiver) == ["plan.created"]  # another process, the same window
+    now[0] += 3600
+    assert cli.main(["plan", "-C", str(repo), "--notify"]) == 0
+    assert types(http_receiver) == ["plan.created", "digest", "plan.created"]
     digest = received(http_receiver)[1]["digest"]
-    assert digest["suppressed"] == 2
-    assert [e["type"] for e in digest["events"]] == ["apply.started", "apply.succeeded"]
+    assert digest["suppressed"] == 3
+    assert [e["type"] for e in digest["events"]] == [
+        "apply.started",
+        "apply.succeeded",
+        "plan.created",
+    ]
 
 
 def test_delivery_failures_are_only_logged(
