@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 import falcon.testing
+import pytest
 
 from metalform.console.security import HEADERS
+from tests.console.browser import unavailable
 from tests.server.harness import TOKENS, Harness
 
 
@@ -172,3 +174,14 @@ def test_sign_out_ends_the_session(harness: Harness) -> None:
     assert after.status_code == 303
     api = harness.client.simulate_get("/api/v1/status", headers=cookies)
     assert api.status_code == 401
+
+
+def test_without_chromium_the_browser_tests_fail_in_ci_and_skip_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run in CI"):
+        unavailable("chromium did not start")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        unavailable("chromium did not start")

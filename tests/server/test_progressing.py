@@ -62,3 +62,16 @@ def test_an_interrupted_apply_leaves_no_resource_progressing(tmp_path: Path) -> 
         text = second.get(f"/api/v1/plans/{record['planId']}", params={"format": "text"})
         assert text.status_code == 200  # the plan itself succeeded: it renders
         assert second.terminate() == 0
+
+
+def test_the_start_up_plan_is_a_poll_not_a_drift_check(tmp_path: Path) -> None:
+    remote = GitRemote(tmp_path)
+    config = write_config(tmp_path / "server.yaml", remote.url)
+    with ServeProcess.memory(config, tmp_path / "fleet.json") as server:
+
+        def startup() -> list[tuple[str, str]]:
+            items = server.get("/api/v1/plans").json()["items"]
+            return [(p["trigger"], p["who"]) for p in items]
+
+        assert wait_for(startup, 30, "the start-up plan") == [("poll", "startup")]
+        assert server.terminate() == 0
