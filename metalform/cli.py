@@ -22,8 +22,10 @@ from metalform.notify.payloads import (
     planned_event,
     result_entry,
 )
-from metalform.notify.throttle_state import FileThrottleState
+from metalform.notify.throttle_state import FileThrottleState, StoreThrottleState
 from metalform.notify.throttle_state import default_path as throttle_state_path
+from metalform.server.config import ENV_DATABASE
+from metalform.store import Store
 from reconciler import __version__
 from reconciler.apply import ActionResult
 from reconciler.concurrency import DEFAULT_PARALLELISM
@@ -77,6 +79,13 @@ def _add_notify(p: argparse.ArgumentParser) -> None:
         "--notify",
         action="store_true",
         help="send this run's events through the desired state's NotificationRules",
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="with --notify: keep throttle windows in this state store (sqlite:///PATH or "
+        "postgresql://...; default: $METALFORM_DATABASE, else a file under "
+        "$XDG_STATE_HOME/metalform)",
     )
 
 
@@ -247,10 +256,26 @@ def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> Run
     being planned, read before planning so that a failing plan can still be reported."""
     if not getattr(args, "notify", False):
         return RunNotifications(None)
+    desired = load(path, rev)
     repository = path.resolve().name
-    # throttle windows hold across runs: kept in a state file, per repository
-    state = FileThrottleState(throttle_state_path(), scope=str(path.resolve()))
-    return RunNotifications.from_desired(load(path, rev), path, repository=repository, state=state)
+    # throttle windows hold across runs: kept in the state store or a state file
+    scope = str(path.resolve())
+    url = getattr(args, "database", None) or os.environ.get(ENV_DATABASE)
+    if not url:
+        state = FileThrottleState(throttle_state_path(), scope=scope)
+        return RunNotifications.from_desired(desired, path, repository=repository, state=state)
+    store = Store.open(url)
+    try:
+        return RunNotifications.from_desired(
+            desired,
+            path,
+            repository=repository,
+            state=StoreThrottleState(store, scope),
+            on_close=store.close,
+        )
+    except BaseException:
+        store.close()
+        raise
 
 
 def _planned(

@@ -30,7 +30,7 @@ from metalform.notify.channels import Channel, CredentialResolver, Message, Secr
 from metalform.notify.config import NotificationConfigError, build_channel
 from metalform.notify.event import SEVERITY_ORDER, BusEventLike, Event
 from metalform.notify.templates import Redact, TemplateError, Templates, redact_data
-from metalform.notify.throttle_state import FileThrottleState, Window
+from metalform.notify.throttle_state import ThrottleState, Window
 from providers.base import with_retries
 from reconciler.errors import ProviderError
 from reconciler.load import DesiredState
@@ -122,7 +122,7 @@ class Notifier:
         sleep: Callable[[float], None] = time.sleep,
         labels_of: Mapping[str, Mapping[str, str]] | None = None,
         redact: Redact = REDACTOR,
-        state: FileThrottleState | None = None,
+        state: ThrottleState | None = None,
     ) -> None:
         missing = sorted({c for r in rules for c in r.spec.channels if c not in channels})
         if missing:

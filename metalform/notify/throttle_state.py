@@ -2,10 +2,11 @@
 other share them, so a rule's `throttle` holds across runs, and the first run after a window
 ends sends its digest.
 
-The windows are kept as JSON in a small state file (`$XDG_STATE_HOME/metalform/throttle.json`,
-default `~/.local/state/metalform/`), read and written under an exclusive `flock`, so two
-runs at once neither lose nor double a count. Times are wall-clock seconds: a monotonic clock
-means nothing to the next process.
+The windows are kept in the state store when the run names one (`--database`,
+`METALFORM_DATABASE`), else as JSON in a small state file
+(`$XDG_STATE_HOME/metalform/throttle.json`, default `~/.local/state/metalform/`) read and
+written under an exclusive `flock`; either way two runs at once neither lose nor double a
+count. Times are wall-clock seconds: a monotonic clock means nothing to the next process.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from metalform.notify.event import Event, EventResource
+from metalform.store import Store, throttle
 from reconciler.model.events import EventType
 
 log = logging.getLogger("metalform.notify")
@@ -100,6 +102,32 @@ def load(data: dict[str, Any]) -> dict[str, Window]:
             held=[_event(e) for e in item.get("held", [])],
         )
     return windows
+
+
+class ThrottleState(Protocol):
+    """Where a Notifier keeps its windows between runs."""
+
+    def clock(self) -> float: ...
+
+    def windows(self) -> AbstractContextManager[dict[str, Window]]: ...
+
+
+class StoreThrottleState:
+    """Windows in the state store (`throttle_windows`), one scope per desired state."""
+
+    clock = staticmethod(time.time)
+
+    def __init__(self, store: Store, scope: str) -> None:
+        self.store = store
+        self.scope = scope
+
+    @contextmanager
+    def windows(self) -> Iterator[dict[str, Window]]:
+        with throttle.windows(self.store, self.scope) as stored:
+            found = load(stored)
+            yield found
+            stored.clear()
+            stored.update(dump(found))
 
 
 class FileThrottleState:
