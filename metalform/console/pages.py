@@ -13,6 +13,7 @@ from metalform.server.config import Role
 from metalform.store import NotFoundError, PlanRecord, RunStatus, Trigger, queries
 from reconciler.errors import MetalformError
 from reconciler.model import Health, SyncStatus
+from reconciler.model.events import EventType
 
 PAGE_SIZE = 50
 _SYNC = {s.value: s for s in SyncStatus}
@@ -313,15 +314,13 @@ class Deliveries(Page):
 
     def get(self, req: falcon.Request, resp: falcon.Response, session: Session, **kw: Any) -> None:
         store = self.console.service.store
-        rejected = store.list_events(
-            max(0, store.last_event_id() - 5000), types=["webhook.rejected"], limit=50
-        )
+        rejected = queries.recent_events(store, EventType.WEBHOOK_REJECTED.value, limit=50)
         self.console.render(
             resp,
             "deliveries.html",
             session,
             deliveries=queries.list_deliveries(store, limit=PAGE_SIZE),
-            rejected=list(reversed(rejected)),
+            rejected=rejected,
         )
 
 

@@ -138,3 +138,15 @@ def events_of(store: Store, repository: str, address: str, *, limit: int = 20) -
     )
     with store._read() as session:
         return [_event(row) for row in session.scalars(query)]
+
+
+def recent_events(store: Store, event_type: str, *, limit: int = 50) -> list[Event]:
+    """The newest events of one type (refused webhook deliveries, for the console)."""
+    query = (
+        select(EventRow)
+        .where(EventRow.type == event_type)
+        .order_by(EventRow.id.desc())
+        .limit(max(1, min(limit, MAX_PAGE)))
+    )
+    with store._read() as session:
+        return [_event(row) for row in session.scalars(query)]

@@ -9,7 +9,7 @@ import pytest
 
 from metalform.console.security import HEADERS
 from tests.console.browser import unavailable
-from tests.server.harness import TOKENS, Harness
+from tests.server.harness import TOKENS, Harness, github_push
 
 
 def sign_in(harness: Harness, role: str) -> falcon.testing.Result:
@@ -185,3 +185,23 @@ def test_without_chromium_the_browser_tests_fail_in_ci_and_skip_elsewhere(
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         unavailable("chromium did not start")
+
+
+def test_the_webhooks_page_shows_what_arrived_verified_or_not_and_what_it_started(
+    harness: Harness,
+) -> None:
+    sha = harness.remote.commit("new commit")
+    harness.remote.push("main")
+    assert harness.github("push", github_push(sha), delivery="d-verified").status_code == 202
+    forged = harness.github("push", github_push(sha), delivery="d-forged", secret="wrong")
+    assert forged.status_code == 401
+    harness.idle()
+    cookies = cookie_header(sign_in(harness, "viewer"))
+    page = harness.client.simulate_get("/deliveries", headers=cookies)
+    assert page.status_code == 200
+    verified = page.text[page.text.index('id="deliveries"') : page.text.index('id="rejected"')]
+    assert "d-verified" in verified and "planned" in verified
+    assert "d-forged" not in verified
+    rejected = page.text[page.text.index('id="rejected"') :]
+    assert "github" in rejected
+    assert "wrong" not in page.text
