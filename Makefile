@@ -25,7 +25,7 @@ help:
 # command that must exist -> Debian package that provides it
 SYSTEM_DEPS := ipmi_sim:openipmi ipmitool:ipmitool git:git npm:npm \
                dockerd:docker.io busybox:busybox-static \
-               /usr/lib/postgresql/*/bin/initdb:postgresql
+               /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
@@ -41,7 +41,7 @@ system-deps:
 $(BIN)/metalform: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
 $(WEBHOOK_EXAMPLES):

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +22,10 @@ from metalform.notify.payloads import (
     planned_event,
     result_entry,
 )
+from metalform.notify.throttle_state import FileThrottleState, StoreThrottleState
+from metalform.notify.throttle_state import default_path as throttle_state_path
+from metalform.server.config import ENV_DATABASE
+from metalform.store import Store
 from reconciler import __version__
 from reconciler.apply import ActionResult
 from reconciler.concurrency import DEFAULT_PARALLELISM
@@ -75,6 +79,13 @@ def _add_notify(p: argparse.ArgumentParser) -> None:
         "--notify",
         action="store_true",
         help="send this run's events through the desired state's NotificationRules",
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="with --notify: keep throttle windows in this state store (sqlite:///PATH or "
+        "postgresql://...; default: $METALFORM_DATABASE, else a file under "
+        "$XDG_STATE_HOME/metalform)",
     )
 
 
@@ -323,7 +334,26 @@ def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> Run
     being planned, read before planning so that a failing plan can still be reported."""
     if not getattr(args, "notify", False):
         return RunNotifications(None)
-    return RunNotifications.from_desired(load(path, rev), path, repository=path.resolve().name)
+    desired = load(path, rev)
+    repository = path.resolve().name
+    # throttle windows hold across runs: kept in the state store or a state file
+    scope = str(path.resolve())
+    url = getattr(args, "database", None) or os.environ.get(ENV_DATABASE)
+    if not url:
+        state = FileThrottleState(throttle_state_path(), scope=scope)
+        return RunNotifications.from_desired(desired, path, repository=repository, state=state)
+    store = Store.open(url)
+    try:
+        return RunNotifications.from_desired(
+            desired,
+            path,
+            repository=repository,
+            state=StoreThrottleState(store, scope),
+            on_close=store.close,
+        )
+    except BaseException:
+        store.close()
+        raise
 
 
 def _planned(
@@ -385,9 +415,10 @@ def _plan(engine: Engine, args: argparse.Namespace, out: Output, notes: RunNotif
 class ApplyProgress:
     """One line per action as it starts and ends."""
 
-    def __init__(self, out: Output, total: int) -> None:
+    def __init__(self, out: Output, runnable: Collection[int]) -> None:
         self.out = out
-        self.total = total
+        self.runnable = frozenset(runnable)
+        self.total = len(self.runnable)
         self.done = 0
         self.started = time.monotonic()
 
@@ -398,8 +429,11 @@ class ApplyProgress:
             if self.out.tty:
                 self.out.line(f"  ... #{action.id} {action.address} {action.operation}", "dim")
             return
-        self.done += 1
-        counter = f"[{self.done:>{width}}/{self.total}]"
+        if action.id in self.runnable:
+            self.done += 1
+            counter = f"[{self.done:>{width}}/{self.total}]"
+        else:  # refused or deferred at plan time: reported, not counted among those run
+            counter = " " * (2 * width + 3)
         text = f"{counter} #{action.id} {action.address} {action.operation}: {status.value}"
         if result.seconds:
             text += f" ({result.seconds:.1f}s)"
@@ -422,7 +456,7 @@ def _run_apply(
     notes = notes or RunNotifications(None)
     runnable = len(plan.runnable)
     out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
-    progress = ApplyProgress(out, len(plan.actions))
+    progress = ApplyProgress(out, [a.id for a in plan.runnable])
     notes.emit(EventType.APPLY_STARTED, apply_started_payload(plan))
     try:
         result = engine.apply(plan, path=path, listener=progress)

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # Fingerprints need a key; tests must not create one in the user's home.
 os.environ.setdefault("METALFORM_FINGERPRINT_KEY", "metalform-tests")
 
@@ -16,3 +18,12 @@ pytest_plugins = [
     "tests.fixtures.netbox",
     "tests.fixtures.nova",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _own_state_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own `$XDG_STATE_HOME`: the CLI keeps notification throttle windows
+    there, which must neither leak between tests nor land in the user's home."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))

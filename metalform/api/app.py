@@ -17,11 +17,13 @@ from metalform.api.auth import Authenticator, AuthMiddleware
 from metalform.api.body import BodyLimit, largest_limit
 from metalform.api.errors import handle_error
 from metalform.api.openapi import OpenApi, Operation, Route, build
-from metalform.api.resources.applies import ApplyEvents, ApplyItem
+from metalform.api.resources.applies import Applies, ApplyEvents, ApplyItem
 from metalform.api.resources.plans import PlanApply, PlanItem, Plans
 from metalform.api.resources.probes import Health, Metrics, Ready
 from metalform.api.resources.status import History, ResourceItem, Resources, Status
 from metalform.api.resources.webhooks import Webhook
+from metalform.console import Sessions, console_routes
+from metalform.console.security import SecurityHeaders
 from metalform.server.config import ServerConfig
 from metalform.server.control import ControlPlane
 from metalform.server.streams import EventHub
@@ -110,12 +112,22 @@ def _routes(
             "/api/v1/plans",
             Plans(service),
             {
+                "GET": Operation(
+                    "Plans, newest first, filtered by status and pull request",
+                    response=schemas.PLANS,
+                    query={
+                        "status": schemas.RUN_STATUS,
+                        "pullRequest": string,
+                        "limit": schemas.HISTORY_LIMIT,
+                        "before": schemas.CURSOR,
+                    },
+                ),
                 "POST": Operation(
                     "Plan a revision (default: the tracked branch)",
                     status=202,
                     body=schemas.PLAN_REQUEST,
                     response=schemas.PLAN_CREATED,
-                )
+                ),
             },
         ),
         Route(
@@ -138,6 +150,22 @@ def _routes(
                     "Apply a plan; 409 when stale or another apply runs",
                     status=202,
                     response=schemas.APPLY_CREATED,
+                )
+            },
+        ),
+        Route(
+            "/api/v1/applies",
+            Applies(service),
+            {
+                "GET": Operation(
+                    "Applies, newest first, filtered by status and plan",
+                    response=schemas.APPLIES,
+                    query={
+                        "status": schemas.RUN_STATUS,
+                        "planId": schemas.CURSOR,
+                        "limit": schemas.HISTORY_LIMIT,
+                        "before": schemas.CURSOR,
+                    },
                 )
             },
         ),
@@ -245,11 +273,14 @@ def create_app(
     if service is None:
         clients = forge_clients(config) if forge_clients_by_name is None else forge_clients_by_name
         service = ControlPlane(config, engine, store, forge_clients=clients)
+    authenticator = Authenticator(config.tokens)
+    sessions = Sessions(config.session_lifetime, secure=config.secure_cookie)
     # order matters: the token is checked before the body's size, and both before reading it
     app = MetalformApp(
         middleware=[
             RequestMetrics(service),
-            AuthMiddleware(Authenticator(config.tokens)),
+            SecurityHeaders(),
+            AuthMiddleware(authenticator, sessions.principal),
             BodyLimit(),
         ]
     )
@@ -270,6 +301,8 @@ def create_app(
     openapi.document = build(routes)
     for route in routes:
         app.add_route(route.path, route.resource)
+    for path, resource in console_routes(service, sessions, authenticator).items():
+        app.add_route(path, resource)
     app.service = service
     app.routes = routes
     app.stopping = stopping

@@ -84,6 +84,35 @@ RESOURCES = record(
 HISTORY = record(
     "items", "nextBefore", items={"type": "array", "items": OBJECT}, nextBefore=STRING_OR_NULL
 )
+RUN_STATUS: dict[str, Any] = {"enum": ["pending", "running", "succeeded", "failed", "interrupted"]}
+PLAN_ITEM = record(
+    "type",
+    "id",
+    "status",
+    "trigger",
+    type={"const": "plan"},
+    id={"type": "string"},
+    status=RUN_STATUS,
+    trigger={"type": "string"},
+)
+APPLY_ITEM = record(
+    "type",
+    "id",
+    "planId",
+    "status",
+    "counts",
+    type={"const": "apply"},
+    id={"type": "string"},
+    planId={"type": "string"},
+    status=RUN_STATUS,
+    counts=OBJECT,
+)
+PLANS = record(
+    "items", "nextBefore", items={"type": "array", "items": PLAN_ITEM}, nextBefore=STRING_OR_NULL
+)
+APPLIES = record(
+    "items", "nextBefore", items={"type": "array", "items": APPLY_ITEM}, nextBefore=STRING_OR_NULL
+)
 DELIVERY = record("status", "delivery", status={"type": "string"}, delivery={"type": "string"})
 
 PLAN_FORMAT: dict[str, Any] = {"enum": ["json", "markdown", "text"]}

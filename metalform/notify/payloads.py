@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from metalform.events import BusEvent
 from metalform.notify import NotificationConfigError, Notifier
 from metalform.notify.templates import redact_data
+from metalform.notify.throttle_state import ThrottleState
 from reconciler.engine import CredentialResolver
 from reconciler.errors import MetalformError
 from reconciler.load import DesiredState
@@ -197,26 +198,41 @@ def _diagnostic(desired: DesiredState, problem: str) -> Diagnostic:
 class RunNotifications:
     """Sends the events of one CLI run through the desired state's rules, synchronously."""
 
-    def __init__(self, notifier: Notifier | None, repository: str | None = None) -> None:
+    def __init__(
+        self,
+        notifier: Notifier | None,
+        repository: str | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.notifier = notifier
         self.repository = repository
+        self.on_close = on_close
+        """Called last by `close()` (the CLI closes the state store of the windows there)."""
 
     @classmethod
     def from_desired(
-        cls, desired: DesiredState, base_dir: Path, repository: str | None = None
+        cls,
+        desired: DesiredState,
+        base_dir: Path,
+        repository: str | None = None,
+        state: ThrottleState | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> RunNotifications:
         """Rules and channels of `desired`; a broken configuration only disables sending
         (and says why), it never stops the plan or apply it would report on."""
         if not desired.of_kind("NotificationRule"):
-            return cls(None, repository)
+            return cls(None, repository, on_close)
         try:
             notifier = Notifier.from_desired(
-                desired, CredentialResolver(desired.resources, base_dir), base_dir=base_dir
+                desired,
+                CredentialResolver(desired.resources, base_dir),
+                base_dir=base_dir,
+                state=state,
             )
         except NotificationConfigError as exc:
             log.warning("notifications are off for this run: %s", REDACTOR(str(exc)))
-            return cls(None, repository)
-        return cls(notifier, repository)
+            return cls(None, repository, on_close)
+        return cls(notifier, repository, on_close)
 
     def emit(self, type: str, payload: Mapping[str, Any]) -> int:
         """Route one event; returns the messages delivered (0 when notifications are off)."""
@@ -232,12 +248,14 @@ class RunNotifications:
 
     def close(self) -> None:
         """Send held digests and release connections (before the command exits)."""
-        if self.notifier is None:
-            return
         try:
-            self.notifier.close()
+            if self.notifier is not None:
+                self.notifier.close()
         except Exception as exc:
             log.warning("flushing notifications failed: %s", type_name(exc))
+        finally:
+            if self.on_close is not None:
+                self.on_close()
 
 
 def type_name(exc: BaseException) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from metalform.notify.channels import Channel, CredentialResolver, Message, Secr
 from metalform.notify.config import NotificationConfigError, build_channel
 from metalform.notify.event import SEVERITY_ORDER, BusEventLike, Event
 from metalform.notify.templates import Redact, TemplateError, Templates, redact_data
+from metalform.notify.throttle_state import ThrottleState, Window
 from providers.base import with_retries
 from reconciler.errors import ProviderError
 from reconciler.load import DesiredState
@@ -97,15 +99,7 @@ class DeliveryStats:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
 
 
-@dataclass
-class _Window:
-    """A rule's open throttle window."""
-
-    opened: float
-    opened_at: datetime
-    sent: int = 0
-    suppressed: int = 0
-    held: list[Event] = field(default_factory=list)
+_Window = Window
 
 
 @dataclass(frozen=True)
@@ -128,6 +122,7 @@ class Notifier:
         sleep: Callable[[float], None] = time.sleep,
         labels_of: Mapping[str, Mapping[str, str]] | None = None,
         redact: Redact = REDACTOR,
+        state: ThrottleState | None = None,
     ) -> None:
         missing = sorted({c for r in rules for c in r.spec.channels if c not in channels})
         if missing:
@@ -136,7 +131,9 @@ class Notifier:
         self.rules = list(rules)
         self.redact = redact
         self.templates = templates or Templates(redact)
-        self.clock = clock
+        self.state = state
+        """Where throttle windows outlive this process (CLI runs); None: in memory only."""
+        self.clock = state.clock if state is not None else clock
         self.retries = retries
         self.sleep = sleep
         self.labels_of = dict(labels_of or {})
@@ -218,7 +215,7 @@ class Notifier:
                 log.debug("no notifications for event type %s", event.type)
                 return 0
         now = self.clock()
-        with self._lock:
+        with self._lock, self._kept():
             outgoing = self._due_digests(now)
             to_render: list[Rule] = []
             for rule in self.rules:
@@ -236,19 +233,23 @@ class Notifier:
 
     def tick(self) -> int:
         """Send the digests of windows that have ended; call it now and then when idle."""
-        with self._lock:
+        with self._lock, self._kept():
             outgoing = self._due_digests(self.clock())
         return self._deliver(outgoing)
 
     def flush(self) -> int:
         """Send every held digest now and close all windows (at shutdown, in tests)."""
-        with self._lock:
+        with self._lock, self._kept():
             outgoing = self._due_digests(None)
         return self._deliver(outgoing)
 
     def close(self) -> None:
-        """Flush held digests and release connections."""
-        self.flush()
+        """Flush held digests and release connections. With a kept state, only the digests
+        of ended windows go: open windows carry over to the next run."""
+        if self.state is not None:
+            self.tick()
+        else:
+            self.flush()
         for channel in self.channels.values():
             channel.close()
 
@@ -262,6 +263,18 @@ class Notifier:
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     # --- throttle --------------------------------------------------------------------------
+
+    @contextmanager
+    def _kept(self) -> Iterator[None]:
+        """Load the kept windows before routing and save them after (no-op in memory)."""
+        if self.state is None:
+            yield
+            return
+        with self.state.windows() as kept:
+            self._windows = dict(kept)
+            yield
+            kept.clear()
+            kept.update(self._windows)
 
     def _admit(self, rule: Rule, event: Event, now: float) -> bool:
         """True when the event goes out now; False when a throttle holds it for a digest."""

@@ -49,23 +49,28 @@ class TemplateError(MetalformError):
 
 HEADLINES: dict[EventType, str] = {
     EventType.PLAN_CREATED: (
-        "Plan {{ event.plan_id }} created{% if event.repository %} for {{ event.repository }}"
+        "Plan{% if event.plan_id %} {{ event.plan_id }}{% endif %} created"
+        "{% if event.repository %} for {{ event.repository }}"
         "{% endif %}{% if event.revision %} at {{ event.revision[:12] }}{% endif %}"
     ),
     EventType.PLAN_FAILED: (
-        "Plan {{ event.plan_id }} failed{% if event.repository %} for {{ event.repository }}"
+        "Plan{% if event.plan_id %} {{ event.plan_id }}{% endif %} failed"
+        "{% if event.repository %} for {{ event.repository }}"
         "{% endif %}{% if event.revision %} at {{ event.revision[:12] }}{% endif %}"
     ),
     EventType.APPLY_STARTED: (
-        "Apply {{ event.apply_id }} of plan {{ event.plan_id }} started"
+        "Apply{% if event.apply_id %} {{ event.apply_id }}{% endif %}"
+        "{% if event.plan_id %} of plan {{ event.plan_id }}{% endif %} started"
         "{% if event.revision %} at {{ event.revision[:12] }}{% endif %}"
     ),
     EventType.APPLY_SUCCEEDED: (
-        "Apply {{ event.apply_id }} of plan {{ event.plan_id }} succeeded"
+        "Apply{% if event.apply_id %} {{ event.apply_id }}{% endif %}"
+        "{% if event.plan_id %} of plan {{ event.plan_id }}{% endif %} succeeded"
         "{% if event.revision %} at {{ event.revision[:12] }}{% endif %}"
     ),
     EventType.APPLY_FAILED: (
-        "Apply {{ event.apply_id }} of plan {{ event.plan_id }} failed"
+        "Apply{% if event.apply_id %} {{ event.apply_id }}{% endif %}"
+        "{% if event.plan_id %} of plan {{ event.plan_id }}{% endif %} failed"
         "{% if event.revision %} at {{ event.revision[:12] }}{% endif %}"
     ),
     EventType.DRIFT_DETECTED: (

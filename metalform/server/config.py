@@ -124,6 +124,36 @@ class EventStreamsConfig(_Config):
     """Streams open at once per API token."""
 
 
+class RetentionConfig(_Config):
+    max_age: str | float | None = "90d"
+    """Plans, applies, events and webhook deliveries older than this are pruned (null: kept)."""
+    keep_per_repository: int | None = Field(default=5000, ge=1)
+    """Plans and applies beyond the newest this many of a repository are pruned (null: all)."""
+    interval: str | float = "1h"
+    """How often the server prunes (0: never)."""
+
+    @field_validator("max_age", "interval")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+class ConsoleConfig(_Config):
+    session_lifetime: str | float = "8h"
+    """How long a web console sign-in lasts."""
+    secure_cookie: bool = False
+    """Mark the session cookie `Secure` (set it when the console is served over HTTPS)."""
+
+    @field_validator("session_lifetime")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be longer than 0")
+        return value
+
+
 class ServerConfigModel(_Config):
     listen: str = "127.0.0.1:8080"
     database: str = "sqlite:///metalform.db"
@@ -139,6 +169,8 @@ class ServerConfigModel(_Config):
     """Base URL people reach the server at; commit statuses link to the plan there."""
     tokens: list[TokenConfig] = Field(default_factory=list)
     event_streams: EventStreamsConfig = Field(default_factory=EventStreamsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     github: GitHubConfig | None = None
     gitlab: GitLabConfig | None = None
 
@@ -224,6 +256,11 @@ class ServerConfig:
     source: str = "(defaults)"
     max_event_streams: int = 1000
     max_event_streams_per_client: int = 100
+    retention_max_age: float | None = 90 * 86400.0
+    retention_keep: int | None = 5000
+    retention_interval: float = 3600.0
+    session_lifetime: float = 8 * 3600.0
+    secure_cookie: bool = False
 
     @property
     def listen(self) -> str:
@@ -382,6 +419,13 @@ def resolve_config(
         source=source,
         max_event_streams=model.event_streams.max,
         max_event_streams_per_client=model.event_streams.per_client,
+        retention_max_age=(
+            parse_duration(model.retention.max_age) if model.retention.max_age is not None else None
+        ),
+        retention_keep=model.retention.keep_per_repository,
+        retention_interval=parse_duration(model.retention.interval),
+        session_lifetime=parse_duration(model.console.session_lifetime),
+        secure_cookie=model.console.secure_cookie,
     )
 
 

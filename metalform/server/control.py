@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from metalform.events import EventBus
@@ -52,12 +53,13 @@ from metalform.store import (
     Trigger,
     locks,
     recovery,
+    retention,
 )
 from reconciler.apply import ActionResult as EngineActionResult
 from reconciler.credentials import with_rotations
 from reconciler.engine import Engine, PlanRun
 from reconciler.errors import InputError, MetalformError, StalePlanError
-from reconciler.model import Action, ActionStatus, Plan
+from reconciler.model import Action, ActionStatus, Health, Plan
 from reconciler.model.events import EventType
 from reconciler.secrets import REDACTOR
 from webhooks import CommitState, ForgeClient
@@ -480,8 +482,10 @@ class ControlPlane:
         """The apply job: holds the lock it was given until the apply is recorded finished."""
         started = time.monotonic()
         error: str | None = None
+        before: dict[str, Health] = {}
         try:
             self.store.start_apply(apply_id)
+            before = self._mark_progressing(record.repository, plan)
             self.bus.emit(
                 EventType.APPLY_STARTED,
                 apply_started_payload(plan, planId=record.id),
@@ -518,7 +522,7 @@ class ControlPlane:
         full = self.store.get_apply(apply_id)
         if full.actions:
             self.store.upsert_resource_statuses(
-                record.repository, resource_status.after_apply(full.actions)
+                record.repository, resource_status.after_apply(full.actions, before)
             )
         results = [result_entry(a.address, a.operation, a.status, a.error) for a in full.actions]
         self.bus.emit(
@@ -534,12 +538,26 @@ class ControlPlane:
             self.reporter.applied(pull_request, done)
         return done
 
+    def _mark_progressing(self, repository: str, plan: Plan) -> dict[str, Health]:
+        """Mark the resources the apply will act on `Progressing`; returns their health
+        before, which those whose actions do not run get back."""
+        addresses = {a.address for a in plan.actions if a.status is ActionStatus.PLANNED}
+        before: dict[str, Health] = {}
+        for address in addresses:
+            status = self.store.get_resource_status(repository, address)
+            if status is not None:
+                before[address] = status.health
+        self.store.upsert_resource_statuses(repository, resource_status.progressing(addresses))
+        self.changed()
+        return before
+
     # --- the tracked branch ------------------------------------------------------------
 
-    def poll(self) -> PlanRecord | None:
-        """Fetch; plan the tracked branch when its head moved since the last look."""
+    def poll(self, who: str = "poll") -> PlanRecord | None:
+        """Fetch; plan the tracked branch when its head moved since the last look (`who`:
+        `startup` for the first look of the process, else `poll`). Not a drift check."""
         head = self.tracker.fetch()
-        return self.plan_new_head(head, trigger=Trigger.DRIFT, who="poll")
+        return self.plan_new_head(head, trigger=Trigger.POLL, who=who)
 
     def plan_new_head(
         self, head: str, *, trigger: Trigger, who: str | None, auto_apply: bool | None = None
@@ -563,6 +581,34 @@ class ControlPlane:
             self.config.branch, trigger=Trigger.DRIFT, who="drift", detect_drift=True
         )
 
+    # --- retention ----------------------------------------------------------------------
+
+    def prune(self, now: datetime | None = None) -> retention.Pruned:
+        """Forget what the retention settings say is due; counts it in the metrics."""
+        config = self.config
+        pruned = retention.prune(
+            self.store,
+            now=now or datetime.now(UTC),
+            max_age=(
+                timedelta(seconds=config.retention_max_age)
+                if config.retention_max_age is not None
+                else None
+            ),
+            keep_per_repository=config.retention_keep,
+        )
+        for what in ("plans", "applies", "events", "deliveries"):
+            self.metrics.pruned.labels(what).inc(getattr(pruned, what))
+        if pruned:
+            log.info(
+                "retention pruned %d plan(s), %d apply(ies), %d event(s), %d delivery(ies)",
+                pruned.plans,
+                pruned.applies,
+                pruned.events,
+                pruned.deliveries,
+            )
+            self.changed()
+        return pruned
+
     # --- crash recovery ---------------------------------------------------------------
 
     def recover(self) -> recovery.Recovered:
@@ -585,6 +631,12 @@ class ControlPlane:
             )
         for applied in applies or []:
             self.metrics.applies.labels("interrupted").inc()
+            full = self.store.get_apply(applied.id)
+            if full.actions:
+                # what it was acting on is no longer Progressing: its health is unknown now
+                self.store.upsert_resource_statuses(
+                    applied.repository, resource_status.after_apply(full.actions)
+                )
             self.bus.emit(
                 EventType.APPLY_INTERRUPTED,
                 {"error": applied.error},

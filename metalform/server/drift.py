@@ -36,7 +36,9 @@ class Scheduler:
         drift_interval: float,
         first_delay: float = 0.0,
         recover_interval: float = RECOVER_SECONDS,
+        prune_interval: float = 0.0,
     ) -> None:
+        self.prune_interval = prune_interval
         self.service = service
         self.recover_interval = recover_interval
         self.poll_interval = poll_interval
@@ -45,6 +47,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending_drift: str | None = None
+        self._polled = False
 
     def start(self) -> Scheduler:
         self._stop.clear()
@@ -68,8 +71,11 @@ class Scheduler:
         next_poll = now + self.first_delay
         next_drift = now + (self.drift_interval or float("inf"))
         next_recover = now + (self.recover_interval or float("inf"))
+        # the first pass soon after start: a server restarted daily still prunes
+        next_prune = now + (min(60.0, self.prune_interval) if self.prune_interval else float("inf"))
         while not self._stop.is_set():
-            wait = max(0.0, min(next_poll, next_drift, next_recover) - time.monotonic())
+            soonest = min(next_poll, next_drift, next_recover, next_prune)
+            wait = max(0.0, soonest - time.monotonic())
             if wait == float("inf"):
                 self._stop.wait()
                 return
@@ -85,6 +91,9 @@ class Scheduler:
             if now >= next_recover:
                 next_recover = now + self.recover_interval
                 self._tick("recovery", self.service.recover)
+            if now >= next_prune:
+                next_prune = now + self.prune_interval
+                self._tick("retention", self.service.prune)
 
     def _tick(self, what: str, step: Callable[[], object]) -> None:
         try:
@@ -95,7 +104,8 @@ class Scheduler:
             log.exception("%s failed", what)
 
     def _poll(self) -> None:
-        self.service.poll()
+        self.service.poll(who="poll" if self._polled else "startup")
+        self._polled = True
 
     def _drift(self) -> None:
         if self._pending_drift is not None:

@@ -67,6 +67,12 @@ class Metrics:
         self.streams = Gauge(
             "metalform_event_streams", "Server-Sent Events streams open.", registry=r
         )
+        self.pruned = Counter(
+            "metalform_pruned_records",
+            "Records deleted by retention, by what they were (plans, applies, events, deliveries).",
+            ["what"],
+            registry=r,
+        )
         self.http = Counter(
             "metalform_http_requests",
             "HTTP requests, by route and status.",

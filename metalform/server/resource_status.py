@@ -9,7 +9,7 @@ or API did not answer: never mistaken for drift). Kinds without a live counterpa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from metalform.store import ActionResult as StoredAction
 from metalform.store import ResourceStatusUpdate
@@ -82,8 +82,21 @@ def drifted(run: PlanRun) -> list[str]:
     return sorted(c.address for c in run.plan.changes if c.action is not ChangeKind.NOOP)
 
 
-def after_apply(actions: Iterable[StoredAction]) -> list[ResourceStatusUpdate]:
-    """Resources whose actions all succeeded are in sync; any other outcome leaves drift."""
+def progressing(addresses: Iterable[str]) -> list[ResourceStatusUpdate]:
+    """Resources an apply is about to touch: `Progressing` until it is done with them."""
+    return [
+        ResourceStatusUpdate(address=a, health=Health.PROGRESSING, message="being applied")
+        for a in sorted(set(addresses))
+    ]
+
+
+def after_apply(
+    actions: Iterable[StoredAction], before: Mapping[str, Health] | None = None
+) -> list[ResourceStatusUpdate]:
+    """Resources whose actions all succeeded are in sync; any other outcome leaves drift.
+    A resource none of whose actions failed gets back the health it had `before` the apply
+    (it was `Progressing` while the apply ran); an interrupted one's health is unknown."""
+    before = before or {}
     by_address: dict[str, list[ActionStatus]] = defaultdict(list)
     for action in actions:
         by_address[action.address].append(action.status)
@@ -106,11 +119,15 @@ def after_apply(actions: Iterable[StoredAction]) -> list[ResourceStatusUpdate]:
             )
         else:
             left = sum(1 for s in statuses if s is not ActionStatus.SUCCEEDED)
+            interrupted = ActionStatus.INTERRUPTED in statuses
             updates.append(
                 ResourceStatusUpdate(
                     address=address,
                     sync=SyncStatus.OUT_OF_SYNC,
-                    message=f"{left} action(s) not run",
+                    health=Health.UNKNOWN if interrupted else before.get(address, Health.UNKNOWN),
+                    message="the apply was interrupted"
+                    if interrupted
+                    else f"{left} action(s) not run",
                 )
             )
     return updates

@@ -73,6 +73,7 @@ class Server:
             self.app.service,
             poll_interval=config.poll_interval,
             drift_interval=config.drift_interval,
+            prune_interval=config.retention_interval,
         )
         self._stop = threading.Event()
         self._waitress: Any = None

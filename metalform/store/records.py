@@ -39,6 +39,8 @@ class Trigger(str, enum.Enum):
     API = "api"
     WEBHOOK = "webhook"
     DRIFT = "drift"
+    POLL = "poll"
+    """The server found a new head of the tracked branch (at start-up or polling)."""
 
 
 @dataclass(frozen=True)

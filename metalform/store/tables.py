@@ -250,3 +250,15 @@ class LockRow(Base):
     owner: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class ThrottleWindowRow(Base):
+    """Notification throttle windows of CLI runs (`metalform plan --notify --database`):
+    one row per scope (the desired-state directory) and rule, its window as JSON."""
+
+    __tablename__ = "throttle_windows"
+
+    scope: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -366,7 +366,7 @@ def _removal_draft(host: str, after: tuple[str, ...] = ()) -> Draft:
 def _still_running(host: str, count: int | None) -> str:
     if count is None:
         return f"the instances of host {host} could not be counted"
-    return f"host {host} still runs {count} instances"
+    return f"host {host} still runs {count} instance{'' if count == 1 else 's'}"
 
 
 def _plan_delete(live: LiveResource) -> ResourcePlan:

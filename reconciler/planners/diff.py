@@ -68,5 +68,10 @@ def creation(want: Mapping[str, Any]) -> list[DiffEntry]:
 
 
 def removal(current: Mapping[str, Any]) -> list[DiffEntry]:
-    """The diff of a resource Git no longer declares: every path it holds goes, by path."""
-    return [DiffEntry(path=path, before=value) for path, value in sorted(current.items())]
+    """The diff of a resource Git no longer declares: every path it holds goes, by path. A
+    path the system holds no value for (an unset availability zone) does not change."""
+    return [
+        DiffEntry(path=path, before=value)
+        for path, value in sorted(current.items())
+        if value is not None
+    ]

@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from metalform import cli
+from metalform.notify.throttle_state import FileThrottleState, StoreThrottleState, default_path
+from metalform.store import Store
+from metalform.store.tables import ThrottleWindowRow
 from providers.memory import MemoryFleet, memory_factory
 from reconciler import engine
 from tests.fixtures.notify import HttpReceiver
@@ -183,15 +187,45 @@ def test_planning_failure_is_notified(
     assert "no provider is installed for driver 'redfish'" in body["event"]["message"]
 
 
-def test_throttled_events_are_flushed_as_a_digest_before_exit(
-    tmp_path: Path, memory: MemoryFleet, http_receiver: HttpReceiver
+@pytest.mark.parametrize("where", ["state file", "state store"])
+def test_a_throttle_holds_across_runs_and_the_next_run_after_the_window_sends_the_digest(
+    tmp_path: Path,
+    memory: MemoryFleet,
+    http_receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
 ) -> None:
+    now = [1_000_000.0]
+    for kept in (FileThrottleState, StoreThrottleState):
+        monkeypatch.setattr(kept, "clock", staticmethod(lambda: now[0]))
+    database = f"sqlite:///{tmp_path / 'state.db'}"
+    if where == "state store":
+        monkeypatch.setenv("METALFORM_DATABASE", database)
     repo = make_repo(tmp_path, http_receiver, extra="  throttle: {window: 1h, max: 1}\n")
     assert cli.main(["apply", "--auto-approve", "-C", str(repo), "--notify"]) == 0
-    assert types(http_receiver) == ["plan.created", "digest"]
+    state_file = default_path()
+    if where == "state store":
+        assert not state_file.exists()
+        with Store.open(database) as store, store._read() as session:
+            assert session.scalars(select(ThrottleWindowRow.rule)).all() == ["everything"]
+    else:
+        assert "everything" in state_file.read_text(encoding="utf-8")
+    # the window is open when the run ends: its digest waits for it to end
+    assert types(http_receiver) == ["plan.created"]
+    memory.systems["Server/a1"]["state"]["power"] = "Off"  # drift: the next plan is news
+    now[0] += 600
+    assert cli.main(["plan", "-C", str(repo), "--notify"]) == 0
+    assert types(http_receiver) == ["plan.created"]  # another process, the same window
+    now[0] += 3600
+    assert cli.main(["plan", "-C", str(repo), "--notify"]) == 0
+    assert types(http_receiver) == ["plan.created", "digest", "plan.created"]
     digest = received(http_receiver)[1]["digest"]
-    assert digest["suppressed"] == 2
-    assert [e["type"] for e in digest["events"]] == ["apply.started", "apply.succeeded"]
+    assert digest["suppressed"] == 3
+    assert [e["type"] for e in digest["events"]] == [
+        "apply.started",
+        "apply.succeeded",
+        "plan.created",
+    ]
 
 
 def test_delivery_failures_are_only_logged(

@@ -17,6 +17,7 @@ import falcon
 from metalform.api import serialize
 from metalform.api.auth import who
 from metalform.api.errors import ApiError
+from metalform.api.resources.plans import page_limit, run_status
 from metalform.server.config import Role
 from metalform.server.control import ControlPlane
 from metalform.server.streams import EventHub, StreamsExhausted, Subscription
@@ -47,6 +48,31 @@ def last_event_id(raw: str) -> int:
             {"field": "Last-Event-ID"},
         )
     return int(raw)
+
+
+class Applies:
+    """`GET /api/v1/applies[?status=&planId=&limit=&before=]`: applies, newest first."""
+
+    roles = {"GET": Role.VIEWER}
+
+    def __init__(self, service: ControlPlane) -> None:
+        self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = page_limit(req)
+        page = self.service.store.list_applies(
+            repository=self.service.repository,
+            plan_id=req.get_param("planId"),
+            status=run_status(req),
+            limit=limit,
+            before=req.get_param("before"),
+        )
+        resp.media = {
+            "items": [serialize.apply(r) for r in page.items],
+            "nextBefore": page.next_before,
+        }
+        if page.next_before:
+            resp.append_link(f"/api/v1/applies?limit={limit}&before={page.next_before}", "next")
 
 
 class ApplyItem:

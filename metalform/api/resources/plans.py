@@ -35,13 +35,47 @@ class PlanRequest(BaseModel):
     """A branch, tag or commit of the tracked repository; default: the tracked branch."""
 
 
-class Plans:
-    """`POST /api/v1/plans`."""
+_RUN_STATUS = {s.value: s for s in RunStatus}
+LIST_LIMIT_DEFAULT = 20
 
-    roles = {"POST": Role.PLANNER}
+
+def run_status(req: falcon.Request) -> RunStatus | None:
+    """The `status` filter of a listing."""
+    value = req.get_param("status")
+    if value is None:
+        return None
+    if value not in _RUN_STATUS:
+        raise InvalidRequest(f"status must be one of {', '.join(_RUN_STATUS)}", {"field": "status"})
+    return _RUN_STATUS[value]
+
+
+def page_limit(req: falcon.Request) -> int:
+    return req.get_param_as_int("limit", min_value=1, max_value=500) or LIST_LIMIT_DEFAULT
+
+
+class Plans:
+    """`GET /api/v1/plans[?status=&pullRequest=&limit=&before=]`, `POST /api/v1/plans`."""
+
+    roles = {"GET": Role.VIEWER, "POST": Role.PLANNER}
 
     def __init__(self, service: ControlPlane) -> None:
         self.service = service
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = page_limit(req)
+        page = self.service.store.list_plans(
+            repository=self.service.repository,
+            status=run_status(req),
+            pull_request=req.get_param("pullRequest"),
+            limit=limit,
+            before=req.get_param("before"),
+        )
+        resp.media = {
+            "items": [serialize.plan(r) for r in page.items],
+            "nextBefore": page.next_before,
+        }
+        if page.next_before:
+            resp.append_link(f"/api/v1/plans?limit={limit}&before={page.next_before}", "next")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         request = PlanRequest.model_validate(json_object(req))
@@ -71,9 +105,10 @@ class PlanItem:
             raise InvalidRequest(
                 f"format must be one of {', '.join(sorted(RENDERERS))}", {"field": "format"}
             )
-        if record.status is RunStatus.FAILED:
+        if record.status in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+            # it will never have a plan to render: say why, as text, whatever was asked
             resp.content_type = _CONTENT_TYPES["text"]
-            resp.text = f"Plan {record.id} failed:\n{record.error}\n"
+            resp.text = f"Plan {record.id} {record.status.value}:\n{record.error}\n"
             return
         plan = record.plan()
         if plan is None:
