@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, func, or_, select
 
+from metalform.store.events import event_record
 from metalform.store.records import Delivery, Event, ResourceStatus
-from metalform.store.store import Store, _event, _resource
+from metalform.store.resource_status import resource_record
+from metalform.store.store import Store
 from metalform.store.tables import (
     EventRow,
     ResourceLabelRow,
@@ -80,7 +82,7 @@ def resource_page(
     with store._read() as session:
         total = int(session.scalar(count) or 0)
         rows = session.scalars(query.offset(offset).limit(limit))
-        items = [_resource(row) for row in rows]
+        items = [resource_record(row) for row in rows]
     return ResourcePage(items, total, offset, limit)
 
 
@@ -137,7 +139,7 @@ def events_of(store: Store, repository: str, address: str, *, limit: int = 20) -
         .limit(max(1, min(limit, MAX_PAGE)))
     )
     with store._read() as session:
-        return [_event(row) for row in session.scalars(query)]
+        return [event_record(row) for row in session.scalars(query)]
 
 
 def recent_events(store: Store, event_type: str, *, limit: int = 50) -> list[Event]:
@@ -149,4 +151,4 @@ def recent_events(store: Store, event_type: str, *, limit: int = 50) -> list[Eve
         .limit(max(1, min(limit, MAX_PAGE)))
     )
     with store._read() as session:
-        return [_event(row) for row in session.scalars(query)]
+        return [event_record(row) for row in session.scalars(query)]

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from metalform.store.core import chunks, rowcount
 from metalform.store.records import RunStatus
-from metalform.store.store import Store, _chunks, _rowcount
+from metalform.store.store import Store
 from metalform.store.tables import (
     ApplyActionRow,
     ApplyRow,
@@ -69,8 +70,8 @@ def _due(
 
 def _delete_in(session: Session, column: object, ids: Sequence[str], statement: object) -> int:
     count = 0
-    for chunk in _chunks(ids, 500):
-        count += _rowcount(session, statement.where(column.in_(chunk)))  # type: ignore[attr-defined]
+    for chunk in chunks(ids, 500):
+        count += rowcount(session, statement.where(column.in_(chunk)))  # type: ignore[attr-defined]
     return count
 
 
@@ -107,8 +108,8 @@ def prune(
             plans += _delete_in(session, PlanRow.id, plan_ids, delete(PlanRow))
         deliveries = 0
         if cutoff is not None:
-            events += _rowcount(session, delete(EventRow).where(EventRow.at < cutoff))
-            deliveries = _rowcount(
+            events += rowcount(session, delete(EventRow).where(EventRow.at < cutoff))
+            deliveries = rowcount(
                 session, delete(WebhookDeliveryRow).where(WebhookDeliveryRow.received_at < cutoff)
             )
     return Pruned(plans=plans, applies=applies, events=events, deliveries=deliveries)
