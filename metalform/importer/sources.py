@@ -114,6 +114,11 @@ def run_source_import(options: SourceOptions) -> SourceResult:
     provider = provider_of(state, options.provider, options.source, options.directory)
     resolver = CredentialResolver(state.resources, options.directory)
     credential = options.credential
+    if options.source == "maas" and credential is None:
+        raise MetalformError(
+            "import maas needs --credential NAME: the Credential the BMCs of the Servers it "
+            "writes log in with (MAAS's own BMC passwords are never written)"
+        )
     if credential is not None and address_of("Credential", credential) not in state.resources:
         raise MetalformError(
             f"--credential {credential!r}: no Credential of that name in {options.directory}"
@@ -141,7 +146,7 @@ def report_source(result: SourceResult, say: Say) -> None:
     collected = result.collected
     say(
         f"Read {collected.found} {collected.what} in {result.seconds:.1f}s: "
-        f"{len(collected.documents)} document(s) to import."
+        f"{len(collected.documents)} document(s) found."
     )
     if collected.notes:
         say("Not imported (or only in part):")
