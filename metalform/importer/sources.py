@@ -149,7 +149,7 @@ def report_source(result: SourceResult, say: Say) -> None:
         f"{len(collected.documents)} document(s) found."
     )
     if collected.notes:
-        say("Not imported (or only in part):")
+        say("Left out, or to do before planning:")
         for note in collected.notes:
             say(f"  {note}")
     if result.skipped:
