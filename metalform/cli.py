@@ -220,13 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_import(sub: Any) -> None:
     p = sub.add_parser(
         "import",
-        help="adopt an existing fleet: write the Servers and BIOS templates BMCs report",
+        help="adopt an existing fleet: write what BMCs or a Provider (MAAS, Nova, Docker) hold",
         description="Probe every address of RANGE (a CIDR 10.1.0.0/24, a span "
         "10.1.0.10-10.1.0.90 or @FILE, one address a line) and write a Server per system that "
         "answers, with its BMC connection, power and BIOS (one BiosTemplate per model with the "
         "values its servers share, the differences in each Server). Documents already in the "
         "repository win: they are never overwritten. Ends with a report of what answered and "
-        "why every other address did not.",
+        "why every other address did not. With maas, openstack or docker, read the Provider "
+        "PROVIDER of the repository instead: MAAS machines as Servers with provisioning, Nova "
+        "aggregates as Aggregates, containers as Services that adopt them (a secret-looking "
+        "env value becomes a Credential to fill in, never written).",
     )
     p.add_argument(
         "source",
