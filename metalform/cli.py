@@ -231,18 +231,32 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_import(sub: Any) -> None:
     p = sub.add_parser(
         "import",
-        help="adopt an existing fleet: write the Servers and BIOS templates BMCs report",
+        help="adopt an existing fleet: write what BMCs or a Provider (MAAS, Nova, Docker) hold",
         description="Probe every address of RANGE (a CIDR 10.1.0.0/24, a span "
         "10.1.0.10-10.1.0.90 or @FILE, one address a line) and write a Server per system that "
         "answers, with its BMC connection, power and BIOS (one BiosTemplate per model with the "
         "values its servers share, the differences in each Server). Documents already in the "
         "repository win: they are never overwritten. Ends with a report of what answered and "
-        "why every other address did not.",
+        "why every other address did not. With maas, openstack or docker, read the Provider "
+        "PROVIDER of the repository instead: MAAS machines as Servers with provisioning, Nova "
+        "aggregates as Aggregates, containers as Services that adopt them (a secret-looking "
+        "env value becomes a Credential to fill in, never written).",
     )
-    p.add_argument("source", choices=["redfish", "ipmi"], help="how to talk to the BMCs")
-    p.add_argument("range", metavar="RANGE", help="CIDR, FIRST-LAST or @FILE")
     p.add_argument(
-        "--credential", required=True, metavar="NAME", help="a Credential of the repository"
+        "source",
+        choices=["redfish", "ipmi", "maas", "openstack", "docker"],
+        help="BMCs by address (redfish, ipmi) or what a Provider holds (maas, openstack, docker)",
+    )
+    p.add_argument(
+        "range",
+        metavar="RANGE|PROVIDER",
+        help="redfish/ipmi: CIDR, FIRST-LAST or @FILE; maas/openstack/docker: a Provider name",
+    )
+    p.add_argument(
+        "--credential",
+        metavar="NAME",
+        help="a Credential of the repository: the BMCs' (required for redfish and ipmi; for "
+        "maas, the one the Servers it writes log in to their BMC with)",
     )
     p.add_argument(
         "-C",
@@ -295,9 +309,9 @@ def _add_import(sub: Any) -> None:
     p.add_argument(
         "--timeout",
         type=float,
-        default=3.0,
         metavar="SECONDS",
-        help="per request, connecting included (default 3): dead addresses cost this once",
+        help="per request, connecting included (default 3 for BMCs: dead addresses cost this "
+        "once; 10 for a Provider without a timeout of its own)",
     )
     p.add_argument(
         "--force", action="store_true", help="accept a RANGE of more than 65,536 addresses"
@@ -559,18 +573,27 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def cmd_import(args: argparse.Namespace, out: Output) -> int:
-    from metalform.importer.bmc import Probe
-    from metalform.importer.run import ImportOptions, report, run_import
-
+def _labels(items: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
-    for item in args.label:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise MetalformError(f"--label {item!r} is not K=V")
         labels[key] = value
-    if args.parallelism < 1 or args.per_endpoint < 1 or args.timeout <= 0:
+    return labels
+
+
+def cmd_import(args: argparse.Namespace, out: Output) -> int:
+    labels = _labels(args.label)
+    if args.parallelism < 1 or args.per_endpoint < 1 or (args.timeout or 1) <= 0:
         raise MetalformError("--parallelism, --per-endpoint and --timeout must be positive")
+    if args.source in ("maas", "openstack", "docker"):
+        return _import_provider(args, labels, out)
+    from metalform.importer.bmc import Probe
+    from metalform.importer.run import ImportOptions, report, run_import
+
+    if args.credential is None:
+        raise MetalformError(f"import {args.source} needs --credential NAME (the BMCs' login)")
     probe = Probe(
         credential=args.credential,
         scheme=args.scheme,
@@ -589,11 +612,30 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
         split=args.split,
         parallelism=args.parallelism,
         per_endpoint=args.per_endpoint,
-        timeout=args.timeout,
+        timeout=args.timeout or 3.0,
         force=args.force,
         probe=probe,
     )
     report(run_import(options), out.line)
+    return EXIT_OK
+
+
+def _import_provider(args: argparse.Namespace, labels: dict[str, str], out: Output) -> int:
+    from metalform.importer.sources import SourceOptions, report_source, run_source_import
+
+    options = SourceOptions(
+        source=args.source,
+        provider=args.range,
+        directory=Path(args.directory),
+        out=Path(args.out) if args.out else None,
+        credential=args.credential,
+        labels=labels,
+        split=args.split,
+        parallelism=args.parallelism,
+        per_endpoint=args.per_endpoint,
+        timeout=args.timeout or 10.0,
+    )
+    report_source(run_source_import(options), out.line)
     return EXIT_OK
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from reconciler.model import Address, Resource, address_of, find, is_of
 from reconciler.model.hardware import ServerSpec
 from reconciler.model.providers import ProviderSpec
-from reconciler.model.registry import kind, references_of
+from reconciler.model.registry import MAP_KEY, kind, references_of
 
 
 @dataclass(frozen=True)
@@ -20,14 +20,23 @@ class Problem:
     message: str
 
 
-def _attribute(spec: Any, path: tuple[str, ...]) -> Any:
-    """Follow a camelCase document path (after `spec`) through the spec model's attributes."""
-    node = spec
-    for part in path[1:]:
-        node = getattr(node, _snake(part), None)
-        if node is None:
-            return None
-    return node
+def _attributes(
+    node: Any, path: tuple[str, ...], at: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Follow a camelCase document path through the spec model's attributes: (where, value)
+    for each value it reaches (`*` reaches every value of a mapping)."""
+    if not path:
+        yield at, node
+        return
+    part, rest = path[0], path[1:]
+    if part == MAP_KEY:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from _attributes(value, rest, (*at, key))
+        return
+    value = getattr(node, _snake(part), None)
+    if value is not None:
+        yield from _attributes(value, rest, (*at, part))
 
 
 def _provider_type_wanted(resource: Resource, path: tuple[str | int, ...]) -> str | None:
@@ -35,7 +44,9 @@ def _provider_type_wanted(resource: Resource, path: tuple[str | int, ...]) -> st
     declared = kind(resource.kind)
     fields = tuple(p for p in path if isinstance(p, str))
     for ref_path, ref in references_of(declared.spec) if declared else ():
-        if ref_path == fields:
+        if len(ref_path) == len(fields) and all(
+            r in (f, MAP_KEY) for r, f in zip(ref_path, fields, strict=True)
+        ):
             return ref.provider_type
     return None
 
@@ -50,14 +61,14 @@ def references(resource: Resource) -> Iterator[tuple[tuple[str | int, ...], Addr
     if declared is None:
         return
     for path, ref in references_of(declared.spec):
-        value = _attribute(resource.spec, path)
         kind_name = ref.kind
-        if isinstance(value, str):
-            yield path, address_of(kind_name, value)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                if isinstance(item, str):
-                    yield (*path, index), address_of(kind_name, item)
+        for where, value in _attributes(resource.spec, path[1:], ("spec",)):
+            if isinstance(value, str):
+                yield where, address_of(kind_name, value)
+            elif isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, str):
+                        yield (*where, index), address_of(kind_name, item)
 
 
 def check_references(resources: Mapping[Address, Resource]) -> list[Problem]:

@@ -4,5 +4,7 @@
 - `bmc`: probe BMCs by address (Redfish, IPMI) through the providers' own read paths;
 - `documents`: what was found -> Server and BiosTemplate documents (names, BIOS factoring);
 - `output`: write them with ruamel.yaml, never over a document that already exists;
-- `run`: the command itself, its options and its report.
+- `run`: the command itself, its options and its report;
+- `sources`: `import maas|openstack|docker PROVIDER`, with one module per source
+  (`from_maas`, `from_openstack`, `from_docker`) reading through its provider's client.
 """

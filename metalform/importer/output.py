@@ -73,6 +73,27 @@ def _dump(documents: Sequence[Mapping[str, Any]]) -> str:
     return stream.getvalue()
 
 
+def write_new(
+    documents: Sequence[Mapping[str, Any]],
+    existing: set[str],
+    out: Path,
+    repository: Path,
+    split: str,
+) -> tuple[list[str], list[str], dict[Path, int]]:
+    """Write the documents not in `existing`: (new addresses, skipped ones, files written)."""
+    new: list[str] = []
+    skipped: list[str] = []
+    fresh: list[Mapping[str, Any]] = []
+    for document in documents:
+        address = address_of(str(document["kind"]), str(document["metadata"]["name"]))
+        if address in existing:
+            skipped.append(address)
+        else:
+            new.append(address)
+            fresh.append(document)
+    return new, skipped, write(fresh, out, repository, split)
+
+
 def write(
     documents: Iterable[Mapping[str, Any]], out: Path, repository: Path, split: str
 ) -> dict[Path, int]:

@@ -12,7 +12,7 @@ from typing import Any
 from metalform.importer import documents as docs
 from metalform.importer.bmc import BmcProber, Failure, Probe, probe_all
 from metalform.importer.documents import Found
-from metalform.importer.output import addresses_in, check_writable, write
+from metalform.importer.output import addresses_in, check_writable, write_new
 from metalform.importer.ranges import expand
 from reconciler.bios import template_chain
 from reconciler.concurrency import Limiter
@@ -160,17 +160,7 @@ def run_import(options: ImportOptions) -> ImportResult:
     names = _names(found, options.name)
     existing = set(state.resources) | addresses_in(out)
     documents = build(found, names, options, state.resources)
-    new: list[str] = []
-    skipped: list[str] = []
-    for document in documents:
-        address = address_of(document["kind"], document["metadata"]["name"])
-        (skipped if address in existing else new).append(address)
-    written = write(
-        [d for d in documents if address_of(d["kind"], d["metadata"]["name"]) not in existing],
-        out,
-        options.directory,
-        options.split,
-    )
+    new, skipped, written = write_new(documents, existing, out, options.directory, options.split)
     return ImportResult(
         found=found,
         failures=failures,

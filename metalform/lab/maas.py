@@ -132,6 +132,9 @@ class MaasPeer(ModulePeer):
                     "status": m.status,
                     "tags": list(m.tags),
                     "distro_series": m.distro_series,
+                    "power_type": m.power_type,
+                    "power_address": m.power_address,
+                    "power_node": m.power_node,
                 }
                 for m in self.machines
             ],
@@ -214,6 +217,9 @@ def serve(state_dir: Path, host: str, port: int) -> None:
             status=m["status"],
             tags=tuple(m.get("tags", ())),
             distro_series=m.get("distro_series", ""),
+            power_type=m.get("power_type", "ipmi"),
+            power_address=m.get("power_address", ""),
+            power_node=m.get("power_node", ""),
         )
         for m in config.get("machines", [])
     )

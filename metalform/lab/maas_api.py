@@ -49,6 +49,7 @@ def describe(base: str) -> dict[str, Any]:
                 _action("power_on", "POST", "power_on"),
                 _action("power_off", "POST", "power_off"),
                 _action("query_power_state", "GET", "query_power_state"),
+                _action("power_parameters", "GET", "power_parameters"),
             ],
         ),
         ("TagsHandler", "tags/", [], [_action("read", "GET"), _action("create", "POST")]),
@@ -251,6 +252,8 @@ class App:
             return maas.read_machine(system_id, r.base)
         if r.method == "GET" and r.op == "query_power_state":
             return maas.power_state(system_id)
+        if r.method == "GET" and r.op == "power_parameters":
+            return maas.power_parameters(system_id)
         if r.method == "PUT":
             return maas.update_machine(system_id, r.form, r.base)
         if r.method == "POST" and r.op:

@@ -52,12 +52,36 @@ class LabMachine:
     """A MAAS status name: New, Ready, Deployed, ..."""
     tags: tuple[str, ...] = ()
     distro_series: str = ""
+    power_type: str = "ipmi"
+    """`ipmi` or `redfish`: how MAAS reaches the machine's BMC."""
+    power_address: str = ""
+    """The BMC's address as MAAS stores it (empty: MAAS does not know it)."""
+    power_node: str = ""
+    """redfish: the BMC's system id (MAAS's `node_id`)."""
 
     def __post_init__(self) -> None:
         if not _HOSTNAME.match(self.hostname):
             raise ValueError(f"hostname {self.hostname!r} must be lowercase letters, digits, -")
         if self.status not in STATE_BY_NAME:
             raise ValueError(f"status {self.status!r} is not one of {sorted(STATE_BY_NAME)}")
+
+
+LAB_BMC_PASSWORD = "maas-knows-this-bmc-pa55"
+"""The BMC password MAAS's power parameters carry (a secret import must never write)."""
+
+
+def _power_parameters(machine: LabMachine) -> dict[str, str]:
+    """MAAS's power parameters of a machine: its BMC address and login."""
+    params = {
+        "power_address": machine.power_address,
+        "power_user": "maas",
+        "power_pass": LAB_BMC_PASSWORD if machine.power_address else "",
+    }
+    if machine.power_type == "redfish":
+        params["node_id"] = machine.power_node
+    else:
+        params["power_driver"] = "LAN_2_0"
+    return params
 
 
 def system_id_of(hostname: str) -> str:
@@ -126,6 +150,8 @@ class Maas:
                     "description": "",
                     "until": None,
                     "faults": {},
+                    "power_type": m.power_type,
+                    "power_parameters": _power_parameters(m),
                 }
                 for tag in m.tags:
                     self.tags.setdefault(tag, {"name": tag, "comment": "", "definition": ""})
@@ -193,7 +219,7 @@ class Maas:
             "status_message": m["status_message"],
             "status_action": "",
             "power_state": m["power_state"],
-            "power_type": "ipmi",
+            "power_type": m.get("power_type", "ipmi"),
             "osystem": m["osystem"],
             "distro_series": m["distro_series"],
             "architecture": "amd64/generic",
@@ -283,6 +309,11 @@ class Maas:
                 raise HttpError("400 Bad Request", f"Unrecognised signature: method=POST op={op}")
             self._save()
             return self._machine_json(m, base)
+
+    def power_parameters(self, system_id: str) -> dict[str, Any]:
+        """What MAAS logs in to the machine's BMC with (the BMC password included)."""
+        with self.lock:
+            return dict(self._machine(system_id).get("power_parameters") or {})
 
     def power_state(self, system_id: str) -> dict[str, Any]:
         with self.lock:

@@ -4,8 +4,12 @@ One `DockerProvider` serves every Provider resource of type docker; each engine 
 `url`, e.g. `unix:///run/docker.sock`) gets one reused client. Metalform marks the containers
 it creates with the labels `metalform.managed=true` and `metalform.resource=Service/<name>`
 and never touches a container without them: a foreign container holding a Service's name is
-reported as a conflict, never adopted, replaced or deleted. The container name is the
-Service's `metadata.name`.
+reported as a conflict, never replaced or deleted, unless the Service declares `adopt: true`
+(see `adopt`). The container name is the Service's `metadata.name`.
+
+A secret env value (`{credential: NAME}`) is resolved here, when a container is created, and
+nowhere else: reading reports each such Credential's keyed fingerprint (fact `secrets`), plans
+and the container's `metalform.spec` label carry that fingerprint, never the value.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from providers.docker.adopt import adopted_live
 from providers.docker.client import ContainerConflict, DockerEngine
 from providers.docker.mapping import (
     absent,
@@ -24,13 +29,15 @@ from providers.docker.mapping import (
     resource_of,
     service_address,
 )
-from reconciler.errors import PermanentError, ProviderError
+from reconciler.credentials import fingerprint_key
+from reconciler.errors import MetalformError, PermanentError, ProviderError
 from reconciler.model import Action, Address, LiveResource, Resource, find, typed
 from reconciler.model.live import unreachable
 from reconciler.model.providers import ProviderSpec
-from reconciler.model.services import ServiceSpec
+from reconciler.model.services import SecretEnv, ServiceSpec
+from reconciler.planners.service import SECRET_ERRORS_FACT, SECRETS_FACT
 from reconciler.provider import ProviderContext
-from reconciler.secrets import REDACTOR
+from reconciler.secrets import REDACTOR, fingerprint
 
 OPERATIONS = frozenset(
     {"service.create", "service.recreate", "service.start", "service.stop", "service.delete"}
@@ -55,6 +62,42 @@ class DockerProvider:
         self._engines: dict[str, DockerEngine] = {}
         self._lock = threading.Lock()
         self._listings: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._key: bytes | None = None
+
+    # -- secrets -----------------------------------------------------------------------------
+
+    def key(self) -> bytes:
+        """The installation's fingerprint key, read once (the same as the plan's)."""
+        if self._key is None:
+            self._key = fingerprint_key()
+        return self._key
+
+    def secret_facts(self, service: Resource) -> dict[str, Any]:
+        """Fingerprints of the secrets the Service's env refers to, and why any is missing."""
+        names = {v.credential for v in _secret_env(service).values()}
+        found: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for name in sorted(names):
+            try:
+                found[name] = fingerprint(self.context.credential(name).secret, self.key())
+            except MetalformError as exc:  # a missing Credential, variable or file
+                errors[name] = REDACTOR(str(exc))
+        facts: dict[str, Any] = {}
+        if found:
+            facts[SECRETS_FACT] = found
+        if errors:
+            facts[SECRET_ERRORS_FACT] = errors
+        return facts
+
+    def _resolve_env(self, env: Mapping[str, Any]) -> dict[str, str]:
+        """The environment a container is created with: secret references resolved."""
+        out: dict[str, str] = {}
+        for name, value in env.items():
+            if isinstance(value, Mapping):
+                out[name] = self.context.credential(str(value["credential"])).secret.reveal()
+            else:
+                out[name] = str(value)
+        return out
 
     # -- connections -------------------------------------------------------------------------
 
@@ -126,7 +169,8 @@ class DockerProvider:
             if container is None:
                 missing.append(service)
             elif resource_of(container) == service.address:
-                out[service.address] = live_resource(service.address, container, engine=engine.url)
+                live = live_resource(service.address, container, engine=engine.url)
+                out[service.address] = _with_facts(live, self.secret_facts(service))
             else:
                 out[service.address] = absent(
                     service.address,
@@ -150,14 +194,41 @@ class DockerProvider:
                 missing = []
             for service in missing:
                 conflict = None
+                if service.name in foreign and _adopts(service):
+                    out[service.address] = self._adopted(engine, service)
+                    continue
                 if service.name in foreign:
                     conflict = (
                         f"a container named {service.name!r} on {engine.url} is not "
                         "managed by Metalform (no metalform.managed=true label); it is "
                         "left alone: remove or rename it, or rename the Service"
                     )
-                out[service.address] = absent(service.address, engine=engine.url, conflict=conflict)
+                live = absent(service.address, engine=engine.url, conflict=conflict)
+                out[service.address] = _with_facts(live, self.secret_facts(service))
         return out
+
+    def _adopted(self, engine: DockerEngine, service: Resource) -> LiveResource:
+        """The unmarked container a Service adopts, read with `docker inspect`."""
+        try:
+            container = engine.inspect(service.name)
+            image = engine.inspect_image(str((container.get("Config") or {}).get("Image")))
+        except ProviderError as exc:
+            return unreachable(service.address, REDACTOR(str(exc)))
+        facts = {"engine": engine.url, **self.secret_facts(service)}
+        secret_env = {name: v.credential for name, v in _secret_env(service).items()}
+        return adopted_live(
+            service.address, container, image, secret_env=secret_env, key=self.key(), facts=facts
+        )
+
+    def _container_of(
+        self, engine: DockerEngine, resource: Resource, address: Address
+    ) -> dict[str, Any] | None:
+        """The managed container of `address`, else the unmarked one a Service adopts."""
+        container = engine.find_managed(resource.name, address)
+        if container is None and resource.kind == "Service" and _adopts(resource):
+            named = engine.list_named([resource.name])
+            container = next((c for c in named if container_name(c) == resource.name), None)
+        return container
 
     def discover(self, scope: Sequence[Resource]) -> Mapping[Address, LiveResource]:
         """Every managed container on the engines of these Provider resources, by address.
@@ -202,7 +273,7 @@ class DockerProvider:
             raise PermanentError(f"operation {operation} is not supported by the docker provider")
         if operation == "service.create":
             config = {k: v for k, v in action.params.items() if k != "start"}
-            args = create_arguments(address, name, config)
+            args = create_arguments(address, name, config, self._resolve_env)
             try:
                 container_id = engine.create(args["container"], args["host"])
             except ContainerConflict:
@@ -213,7 +284,7 @@ class DockerProvider:
             if action.params.get("start"):
                 engine.start(container_id)
         else:
-            container = engine.find_managed(name, address)
+            container = self._container_of(engine, resource, address)
             if operation == "service.delete":
                 if container is not None:
                     self._remove(engine, container)
@@ -223,7 +294,7 @@ class DockerProvider:
                     "(removed since the plan was made? plan again)"
                 )
             elif operation == "service.recreate":
-                args = create_arguments(address, name, action.params)
+                args = create_arguments(address, name, action.params, self._resolve_env)
                 image = args["container"]["image"]
                 # Check before removing anything: a missing image would leave no container.
                 if not engine.has_image(image):
@@ -254,3 +325,20 @@ class DockerProvider:
             self._engines.clear()
         for engine in engines:
             engine.close()
+
+
+def _secret_env(service: Resource) -> dict[str, SecretEnv]:
+    if service.kind != "Service":
+        return {}
+    env = typed(service, ServiceSpec).spec.env
+    return {name: v for name, v in env.items() if isinstance(v, SecretEnv)}
+
+
+def _adopts(service: Resource) -> bool:
+    return service.kind == "Service" and typed(service, ServiceSpec).spec.adopt
+
+
+def _with_facts(live: LiveResource, facts: Mapping[str, Any]) -> LiveResource:
+    if not facts:
+        return live
+    return live.model_copy(update={"facts": {**live.facts, **facts}})

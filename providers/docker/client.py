@@ -140,6 +140,32 @@ class DockerEngine:
         )
         return found[0] if found else None
 
+    def list_all(self) -> list[dict[str, Any]]:
+        """Every container, managed or not, running or not: one request."""
+        found: list[dict[str, Any]] = self.call(
+            "list containers", lambda api: api.containers(all=True)
+        )
+        return found
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        """A container's full configuration (environment included: handle as secret)."""
+        found: dict[str, Any] = self.call(
+            "inspect the container", lambda api: api.inspect_container(container_id)
+        )
+        return found
+
+    def inspect_image(self, image: str) -> dict[str, Any] | None:
+        """An image's configuration (its own env, command and labels), or None if absent."""
+
+        def request(api: docker.APIClient) -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return None
+            return found
+
+        return self.call(f"inspect image {image}", request)
+
     def create(self, container: dict[str, Any], host: dict[str, Any]) -> str:
         def request(api: docker.APIClient) -> str:
             created = api.create_container(host_config=api.create_host_config(**host), **container)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.model import API_VERSION, Address, Health, LiveResource, address_of
@@ -58,9 +58,15 @@ def restart_policy(name: str) -> dict[str, Any]:
     return {"Name": name, "MaximumRetryCount": 0} if name == "on-failure" else {"Name": name}
 
 
-def create_arguments(address: Address, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+def create_arguments(
+    address: Address,
+    name: str,
+    config: Mapping[str, Any],
+    environment: Callable[[Mapping[str, Any]], dict[str, str]],
+) -> dict[str, Any]:
     """Keyword arguments of the low-level `create_container` (without `host_config`) and of
-    `create_host_config`, as two dicts under `container` and `host`."""
+    `create_host_config`, as two dicts under `container` and `host`. `environment` resolves
+    the env (secret references to their values); the labels record it unresolved."""
     ports = list(config.get("ports", []))
     bindings = port_bindings(ports)
     container: dict[str, Any] = {
@@ -73,7 +79,7 @@ def create_arguments(address: Address, name: str, config: Mapping[str, Any]) -> 
     if "command" in config:
         container["command"] = list(config["command"])
     if "env" in config:
-        container["environment"] = dict(config["env"])
+        container["environment"] = environment(config["env"])
     if bindings:
         container["ports"] = [(int(k.split("/")[0]), k.split("/")[1]) for k in bindings]
         host["port_bindings"] = {k: v for k, v in bindings.items()}

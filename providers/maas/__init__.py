@@ -236,6 +236,10 @@ class MaasProvider:
             raise PermanentError(f"Provider/{name} is not a Provider of type maas")
         return provider
 
+    def client(self, provider_name: str) -> MaasClient:
+        """The client of one Provider of type maas (shared; closed with the provider)."""
+        return self._client(provider_name)
+
     def _client(self, provider_name: str) -> MaasClient:
         with self._lock:
             client = self._clients.get(provider_name)

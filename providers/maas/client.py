@@ -227,6 +227,14 @@ class MaasClient:
         result: dict[str, Any] = self.call("Machine", "read", system_id=system_id)
         return result
 
+    def power_parameters(self, system_id: str) -> dict[str, Any]:
+        """How MAAS reaches the machine's BMC. The password in it is a secret: callers keep
+        the address and type only (admin rights are needed; others get HTTP 403)."""
+        result = self.call("Machine", "power_parameters", system_id=system_id)
+        if not isinstance(result, dict):
+            raise PermanentError(f"{self.url}: power_parameters did not answer an object")
+        return result
+
     def machine_op(self, system_id: str, op: str, **data: str) -> dict[str, Any]:
         """`commission`, `deploy`, `release`, ... of one machine."""
         result: dict[str, Any] = self.call("Machine", op, system_id=system_id, **data)

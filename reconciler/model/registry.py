@@ -132,7 +132,11 @@ def _resolve(target: str) -> Callable[..., Any]:
 
 RefPath = tuple[tuple[str, ...], Ref]
 """A document path below `spec` (camelCase) and what it refers to; a list field's path
-refers to each item."""
+refers to each item, `*` to each value of a mapping."""
+
+
+MAP_KEY = "*"
+"""In a reference path: any key of a mapping."""
 
 
 @cache
@@ -160,6 +164,9 @@ def _walk_type(annotation: Any, path: tuple[str, ...]) -> Iterator[RefPath]:
             yield path, ref
             return
         yield from _walk_type(base, path)
+    elif origin is dict:
+        # A mapping's values may hold references (a Service's secret env): `*` is any key.
+        yield from _walk_type(typing.get_args(annotation)[1], (*path, MAP_KEY))
     elif origin in (typing.Union, types.UnionType, list, tuple):
         for arg in typing.get_args(annotation):
             yield from _walk_type(arg, path)

@@ -49,6 +49,14 @@ class RestartPolicy(str, enum.Enum):
     ON_FAILURE = "on-failure"
 
 
+class SecretEnv(SpecModel):
+    """An environment value that is a secret: the secret of a Credential (its password, or
+    its token), resolved by the provider when it creates the container. Plans, logs and the
+    container's `metalform.spec` label carry only its keyed fingerprint."""
+
+    credential: Annotated[str, Ref("Credential")] = Field(description="Name of a Credential")
+
+
 class ServiceSpec(SpecModel):
     provider: Annotated[str, Ref("Provider", "docker")] = Field(
         description="Name of a Provider of type docker"
@@ -56,12 +64,20 @@ class ServiceSpec(SpecModel):
     image: str
     state: ServiceState = ServiceState.RUNNING
     command: list[str] | str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str | SecretEnv] = Field(
+        default_factory=dict,
+        description="NAME: value, or NAME: {credential: CRED} for a secret (never in Git)",
+    )
     ports: list[Port] = Field(default_factory=list, description='"8080:80/tcp"')
     volumes: list[Volume] = Field(default_factory=list, description='"/data:/var/lib/x:ro"')
     restart_policy: RestartPolicy = RestartPolicy.NO
     labels: dict[str, str] = Field(default_factory=dict)
     network_mode: str | None = Field(default=None, description="host, none, bridge, ...")
+    adopt: bool = Field(
+        default=False,
+        description="Take over a container of this name that Metalform did not create, as it "
+        "is, while its configuration matches (`metalform import docker` sets it)",
+    )
 
 
 SERVICE = Kind(

@@ -22,7 +22,7 @@ from reconciler.model import (
     Severity,
     typed,
 )
-from reconciler.model.services import ServiceSpec
+from reconciler.model.services import SecretEnv, ServiceSpec
 from reconciler.planners.base import Draft, PlanContext, ResourcePlan, readable
 from reconciler.planners.diff import Diff, creation, diff_declared, removal
 
@@ -36,6 +36,12 @@ ENV_PREFIX = "env."
 LABEL_PREFIX = "labels."
 MAPPED_PREFIXES = (ENV_PREFIX, LABEL_PREFIX)
 """Mapping fields are flat per key, so a diff names the one variable that changed."""
+
+SECRETS_FACT = "secrets"
+"""Live fact: {Credential name: keyed fingerprint of its secret now} for the Credentials a
+Service's env refers to (the provider resolves them; the planner never sees a value)."""
+SECRET_ERRORS_FACT = "secretErrors"
+"""Live fact: {Credential name: why its secret could not be resolved}."""
 
 
 def normalize_command(command: list[str] | str) -> list[str]:
@@ -53,11 +59,19 @@ def normalize_volume(volume: str) -> str:
     return volume.removesuffix(":rw")
 
 
-def desired_config(service: Resource[ServiceSpec]) -> dict[str, Any]:
+def secret_value(credential: str, fingerprint: str | None) -> dict[str, Any]:
+    """How a secret env value is compared, planned and recorded: by its fingerprint."""
+    return {"credential": credential, "fingerprint": fingerprint}
+
+
+def desired_config(
+    service: Resource[ServiceSpec], secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The container configuration a Service declares, normalized, in the spec's camelCase.
 
     Only declared fields are present: an undeclared field is neither set nor compared. This
-    is also what the provider creates the container from (the action's params).
+    is also what the provider creates the container from (the action's params). A secret
+    env value is its Credential and that secret's fingerprint in `secrets`, never the value.
     """
     spec = service.spec
     declared = spec.model_fields_set
@@ -65,7 +79,12 @@ def desired_config(service: Resource[ServiceSpec]) -> dict[str, Any]:
     if spec.command is not None:
         config["command"] = normalize_command(spec.command)
     if "env" in declared:
-        config["env"] = dict(spec.env)
+        config["env"] = {
+            name: secret_value(v.credential, (secrets or {}).get(v.credential))
+            if isinstance(v, SecretEnv)
+            else v
+            for name, v in spec.env.items()
+        }
     if "ports" in declared:
         config["ports"] = sorted(normalize_port(p) for p in spec.ports)
     if "volumes" in declared:
@@ -91,9 +110,11 @@ def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def desired_state(service: Resource[ServiceSpec]) -> dict[str, Any]:
+def desired_state(
+    service: Resource[ServiceSpec], secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The declared fields of a Service as flat paths, `state` included."""
-    return {**flatten(desired_config(service)), "state": service.spec.state.value}
+    return {**flatten(desired_config(service, secrets)), "state": service.spec.state.value}
 
 
 def plan_service(
@@ -112,8 +133,14 @@ def plan_service(
     read = readable(result, service, live, ctx, "the Docker engine")
     if read is None:
         return result
-    want = desired_state(service)
-    config = desired_config(service)
+    unresolved = _unresolved_secrets(service, read, ctx)
+    if unresolved is not None:
+        # Nothing is planned without every fingerprint: it would compare or create a guess.
+        result.diagnostics.extend(unresolved)
+        return result
+    secrets = read.facts.get(SECRETS_FACT) or {}
+    want = desired_state(service, secrets)
+    config = desired_config(service, secrets)
     conflict = read.facts.get("conflict")
     if conflict or not read.exists:
         result.record(ChangeKind.CREATE, creation(want))
@@ -130,6 +157,26 @@ def plan_service(
         result.record(ChangeKind.UPDATE, diff.entries)
         result.drafts.extend(_update_drafts(diff, config))
     return result
+
+
+def _unresolved_secrets(
+    service: Resource[ServiceSpec], live: LiveResource, ctx: PlanContext
+) -> list[Diagnostic] | None:
+    """None when every secret env value has a fingerprint; else the errors to add (none when
+    load or the plan's credential check already names the missing Credential or secret)."""
+    errors = live.facts.get(SECRET_ERRORS_FACT) or {}
+    found = live.facts.get(SECRETS_FACT) or {}
+    out: list[Diagnostic] = []
+    complete = True
+    for name, value in sorted(service.spec.env.items()):
+        if not isinstance(value, SecretEnv) or value.credential in found:
+            continue
+        complete = False
+        if f"Credential/{value.credential}" in ctx.resources and value.credential not in errors:
+            message = f"env {name}: the provider did not resolve Credential/{value.credential}"
+            path = ("spec", "env", name, "credential")
+            out.append(ctx.diagnostic(service, Severity.ERROR, message, path=path))
+    return None if complete else out
 
 
 def _reserved_labels(service: Resource[ServiceSpec], ctx: PlanContext) -> Diagnostic | None:
