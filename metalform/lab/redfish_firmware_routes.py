@@ -55,7 +55,7 @@ class FirmwareRoutes:
         if not isinstance(response, flask.Response) or response.status_code != 200:
             return response
         doc = json.loads(response.get_data())
-        doc["TaskService"] = {"@odata.id": "/redfish/v1/TaskService"}
+        doc["Tasks"] = {"@odata.id": "/redfish/v1/TaskService"}  # the ServiceRoot property
         doc["UpdateService"] = {"@odata.id": "/redfish/v1/UpdateService"}
         response.set_data(json.dumps(doc))
         return response

@@ -2,10 +2,11 @@
 
 Pure: the Server, its live state and the plan context in; diff entries, drafts and
 diagnostics out. The redfish provider reads, per Server:
-- `state["firmware.<Id>"]`: the version in effect of each FirmwareInventory member;
-- `facts["firmware"]`: `{Id: {name, version, updateable}}` (absent: no UpdateService);
+- `state["firmware.<key>"]`: the version in effect of each FirmwareInventory member;
+- `facts["firmware"]`: `{key: {id, name, version, updateable}}` (absent: no UpdateService);
+  the key is the member's Name when unique for the system, else its Id;
 - `facts["firmwareTasks"]`: the BMC's update tasks, `{id, target, imageUri, state, percent,
-  message, awaitingReset}`; `target` is the inventory Id the task's Payload names.
+  message, awaitingReset}`; `target` is the key of the member the task's Payload names.
 
 A component whose task is still running is waited for (`firmware.wait`), never flashed again;
 one whose image is staged until the next reset gets the reset alone. Task progress lives in
@@ -179,10 +180,14 @@ def _plan_component(
 
 
 def _member(inventory: dict[str, dict[str, Any]], name: str) -> str | None:
-    """The inventory Id a component names, by Id first, then by Name."""
+    """The inventory key a component names: the key itself, else a member's Name, else its Id."""
     if name in inventory:
         return name
-    return next((i for i, m in sorted(inventory.items()) if m.get("name") == name), None)
+    for field_name in ("name", "id"):
+        found = next((k for k, m in sorted(inventory.items()) if m.get(field_name) == name), None)
+        if found is not None:
+            return found
+    return None
 
 
 def _refusal(
