@@ -41,6 +41,9 @@ DEFAULT_FIRMWARE: tuple[dict[str, Any], ...] = (
     {"id": "CPLD", "version": "1.0", "activation": "Reset", "updateable": False},
 )
 
+LAB_IMAGES = (("BIOS", "1.2.0"), ("BMC", "2.1.0"))
+"""The images `metalform lab up` publishes (inventory-example/ pins their digests)."""
+
 StartResponse = Callable[..., Any]
 
 
