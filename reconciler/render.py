@@ -78,6 +78,8 @@ def _action_line(action: Action) -> str:
         line += "  [disruptive]"
     if action.status is not ActionStatus.PLANNED:
         line += f"  {action.status.value.upper()}: {action.reason}"
+    elif action.reason:  # a planned wait says what it waits for
+        line += f"  ({action.reason})"
     return line
 
 

@@ -21,6 +21,7 @@ from metalform.lab.ipmi import BmcSpec, IpmiPeer
 from metalform.lab.maas import LAB_HOSTNAMES, MaasPeer, lab_machines, new_api_key
 from metalform.lab.nova import NovaPeer
 from metalform.lab.redfish import LabSystem, RedfishPeer
+from metalform.lab.redfish_firmware import IMAGES_DIR, LAB_IMAGES, publish_image
 from metalform.lab.smtp import SmtpPeer
 
 REDFISH_PORT = 18000
@@ -122,6 +123,8 @@ def up(
     else:
         redfish.start()
         say(f"Redfish BMC (sushy-emulator) at {redfish.url}: {', '.join(REDFISH_SERVERS)}")
+    for component, version in LAB_IMAGES:  # the firmware images inventory-example/ names
+        publish_image(redfish.state_dir / IMAGES_DIR, component, version)
     ipmi = _ipmi(state_dir, passwords["METALFORM_IPMI_PASSWORD"], ipmi_base_port)
     if (state_dir / "ipmi").exists() and IpmiPeer.attach(state_dir / "ipmi").is_running():
         say("IPMI BMCs already running")

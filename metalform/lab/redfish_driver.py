@@ -22,6 +22,7 @@ from typing import Any
 from sushy_tools import error
 from sushy_tools.emulator.resources.systems.fakedriver import FakeDriver
 
+from metalform.lab import redfish_firmware as fw
 from metalform.lab.redfish import BiosAttribute, FaultBoard, FaultKind
 
 BOOT_OVERRIDE_ENABLED = ("Disabled", "Once", "Continuous")
@@ -82,6 +83,8 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
             a.name: a for a in (BiosAttribute.from_json(x) for x in lab["biosRegistry"])
         }
         self._faults = FaultBoard(Path(lab["faultsFile"]))
+        self.firmware_settings = fw.UpdateSettings(float(lab.get("updateSeconds", 2.0)))
+        self._firmware = lab.get("firmware", fw.DEFAULT_FIRMWARE)
         state_dir = Path(self._config["SUSHY_EMULATOR_STATE_DIR"])
         self._store = _Store(state_dir / "lab-systems.sqlite")
         self._systems = self._seed(self._config["SUSHY_EMULATOR_FAKE_SYSTEMS"])
@@ -105,6 +108,7 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
                 for key in ("name", "manufacturer", "model"):
                     doc[key] = entry.get(key, doc.get(key))
                 doc["bios"] = {**defaults, **doc.get("bios", {})}
+            fw.seed_firmware(doc, self._firmware)
             systems[entry["uuid"]] = doc
         self._store.save(systems.values())
         self._store.delete_except(systems)
@@ -135,6 +139,7 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
                 changes["bios_pending"] = {}
                 if system.get("boot_enabled") == "Once":
                     changes["boot_enabled"] = "Disabled"
+                fw.activate_staged(system)
             self._update(system, **changes)
         return system
 
@@ -227,3 +232,66 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
         defaults = {n: a.default for n, a in self._registry.items() if not a.read_only}
         with self._lock:
             self._update(identity, bios_pending=defaults)
+
+    # -- firmware (see metalform.lab.redfish_firmware) ---------------------------------------
+
+    def _settled(self) -> list[dict[str, Any]]:
+        """Every system, its finished update tasks ended (under the lock)."""
+        now = time.time()
+        out = []
+        for uuid in self._order:
+            system = self._systems[uuid]
+            if fw.settle_tasks(system, now):
+                self._update(system)
+            out.append(system)
+        return out
+
+    def _owner(self, member_id: str) -> tuple[dict[str, Any], str]:
+        for system in self._settled():
+            prefix = f"{system['name']}-"
+            if member_id.startswith(prefix) and member_id[len(prefix) :] in system["firmware"]:
+                return system, member_id[len(prefix) :]
+        raise error.NotFound(f"no firmware component {member_id}")
+
+    def firmware_inventory(self) -> list[dict[str, Any]]:
+        """Every system's firmware components, as SoftwareInventory resources."""
+        with self._lock:
+            return [fw.inventory_member(s, m) for s in self._settled() for m in s["firmware"]]
+
+    def firmware_member(self, member_id: str) -> dict[str, Any]:
+        with self._lock:
+            system, member = self._owner(member_id)
+            return fw.inventory_member(system, member)
+
+    def simple_update(self, image_uri: str, targets: list[str]) -> dict[str, Any]:
+        """Start updating one component from `image_uri`; the Task resource."""
+        if not isinstance(image_uri, str) or not image_uri.startswith(("http://", "https://")):
+            raise error.BadRequest("ImageURI must be an http(s) URL")
+        if not isinstance(targets, list) or len(targets) != 1 or not isinstance(targets[0], str):
+            raise error.BadRequest("Targets must name exactly one FirmwareInventory member")
+        with self._lock:
+            system, member = self._owner(targets[0].rstrip("/").rsplit("/", 1)[-1])
+            if not system["firmware"][member]["updateable"]:
+                raise error.BadRequest(f"{member} is not updateable")
+            if any(t["state"] == "Running" and t["component"] == member for t in system["tasks"]):
+                raise error.Conflict(f"an update of {member} is already running")
+        seconds, fail_with = self.firmware_settings.count()
+        # The download runs outside the lock: the image server may be this very process.
+        version, refusal = fw.fetch_image(image_uri, member)
+        with self._lock:
+            task = fw.new_task(system, member, image_uri, version, seconds, fail_with)
+            task["refusal"] = refusal
+            system["tasks"].append(task)
+            self._update(system)
+            return fw.task_document(task, time.time())
+
+    def tasks(self) -> list[dict[str, Any]]:
+        with self._lock:
+            now = time.time()
+            return [fw.task_document(t, now) for s in self._settled() for t in s["tasks"]]
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        found = next((t for t in self.tasks() if t["Id"] == task_id), None)
+        if found is None:
+            raise error.NotFound(f"no task {task_id}")
+        return found

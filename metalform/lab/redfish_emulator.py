@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from metalform.lab.redfish import BiosAttribute, FaultBoard, FaultKind
+from metalform.lab.redfish_firmware import IMAGES_DIR, LabImages
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -54,9 +55,10 @@ class LabMiddleware:
     flight at once, which is how tests check a client's per-BMC concurrency limit.
     """
 
-    def __init__(self, app: WsgiApp, faults: FaultBoard) -> None:
+    def __init__(self, app: WsgiApp, faults: FaultBoard, images: LabImages | None = None) -> None:
         self.app = app
         self.faults = faults
+        self.images = images
         self._lock = threading.Lock()
         self._in_flight = 0
         self._max_in_flight = 0
@@ -123,6 +125,9 @@ class LabMiddleware:
         self, environ: dict[str, Any], start_response: StartResponse, path: str
     ) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
+        served = self.images.handle(environ, start_response, path) if self.images else None
+        if served is not None:
+            return served
         if path == "/lab/v1/stats" and method == "GET":
             with self._lock:
                 stats = {
@@ -198,8 +203,10 @@ def build_app(config: dict[str, Any]) -> Any:
     from metalform.lab.redfish_routes import LabRoutes
 
     LabRoutes(app, registry, lab["registryId"]).install()
-    app.wsgi_app = LabMiddleware(app.wsgi_app, FaultBoard(Path(lab["faultsFile"])))
-    app.systems  # noqa: B018 -- create the driver now, not on the first request
+    faults_file = Path(lab["faultsFile"])
+    driver = app.systems  # create the driver now, not on the first request
+    images = LabImages(faults_file.parent / IMAGES_DIR, driver.firmware_settings)
+    app.wsgi_app = LabMiddleware(app.wsgi_app, FaultBoard(faults_file), images)
     return app
 
 

@@ -14,6 +14,7 @@ import flask
 from sushy_tools import error
 
 from metalform.lab.redfish import BiosAttribute
+from metalform.lab.redfish_firmware_routes import FirmwareRoutes
 
 SYSTEMS_PREFIX = "/redfish/v1/Systems/"
 LAB_BOOT_TARGETS = ["None", "Pxe", "Cd", "Hdd", "BiosSetup", "UefiHttp"]
@@ -45,6 +46,7 @@ class LabRoutes:
         app.view_functions["system_resource"] = self.system_resource
         app.add_url_rule(self.file_path, "lab_registry_file", self.registry_file)
         app.add_url_rule(f"{self.file_path}/Registry", "lab_registry", self.registry_document)
+        FirmwareRoutes(app).install()
 
     def bios(self, identity: str) -> flask.Response:
         path = system_path(identity)

@@ -45,6 +45,8 @@ _TARGETS = {
     "provisioning.commission": ("Ready", "commissioning"),
     "provisioning.deploy": ("Deployed", "deployment"),
     "provisioning.release": ("Ready", "release"),
+    "provisioning.wait:Deployed": ("Deployed", "deployment"),
+    "provisioning.wait:Ready": ("Ready", "the MAAS transition"),
 }
 
 
@@ -72,6 +74,7 @@ class MaasProvider:
             "provisioning.deploy",
             "provisioning.release",
             "provisioning.tags",
+            "provisioning.wait",
         }
     )
 
@@ -117,6 +120,12 @@ class MaasProvider:
         params = action.params
         if operation == "provisioning.tags":
             self._tags(client, system_id, params)
+        elif operation == "provisioning.wait":
+            # A transition an earlier apply started (it died): wait for it, start nothing.
+            key = f"{operation}:{params.get('until')}"
+            if key not in _TARGETS:
+                raise PermanentError("provisioning.wait needs params.until: Deployed or Ready")
+            self._wait(client, resource, system_id, key)
         else:
             if operation == "provisioning.deploy":
                 digest = params.get("userDataHash")

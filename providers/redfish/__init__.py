@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import sushy
 
 from providers.base import read_each, with_retries
-from providers.redfish import mapping
+from providers.redfish import firmware, mapping
 from providers.redfish.client import BmcConnection, RedfishClient, endpoint_of
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, Address, LiveResource, Resource, is_of
@@ -49,12 +49,14 @@ class RedfishProvider:
     name: ClassVar[str] = "redfish"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
+        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"} | firmware.OPERATIONS
     )
 
     def __init__(self, context: ProviderContext) -> None:
         self._context = context
+        self.context = context
         self._client = RedfishClient(context)
+        self._firmware = firmware.FirmwareOps(self)
         default_graceful = min(300.0, context.operation_timeout / 2)
         self._graceful_timeout = float(
             context.extra.get("redfish.gracefulTimeout", default_graceful)  # type: ignore[arg-type]
@@ -103,6 +105,8 @@ class RedfishProvider:
             raise PermanentError(f"the redfish provider cannot perform {operation!r}")
         bmc = self._bmc(resource)
         params = action.params
+        if operation in firmware.OPERATIONS:
+            return self._firmware.execute(action, resource)
         if operation == "bios.set":
             try:
                 attributes = mapping.bios_patch(params)
@@ -171,6 +175,8 @@ class RedfishProvider:
                 registry = self._client.attribute_registry(conn, registry_name)
                 if registry is not None:
                     facts["biosRegistry"] = registry
+        if firmware.wanted(resource):
+            firmware.observe(conn, system, state, facts)
         status = system.status
         return LiveResource(
             address=resource.address,
@@ -268,7 +274,29 @@ class RedfishProvider:
             raise PermanentError(f"{resource.address} is not a Server with a redfish BMC")
         return resource.spec.bmc
 
-    def _attempt(self, resource: Resource, fn: Callable[[BmcConnection], T], *, what: str) -> T:
+    def power(self, resource: Resource, operation: str) -> None:
+        """`power.on`, `power.off` or `power.reset` of a Server, waiting for its end."""
+        self._power(resource, self._bmc(resource), operation, force=False)
+
+    def attempt(
+        self,
+        resource: Resource,
+        fn: Callable[[BmcConnection], T],
+        *,
+        what: str,
+        retries: int | None = None,
+    ) -> T:
+        """Run `fn` on the Server's BMC connection, retrying temporary failures."""
+        return self._attempt(resource, fn, what=what, retries=retries)
+
+    def _attempt(
+        self,
+        resource: Resource,
+        fn: Callable[[BmcConnection], T],
+        *,
+        what: str,
+        retries: int | None = None,
+    ) -> T:
         """Run `fn` on the Server's BMC connection, retrying temporary failures."""
         bmc = self._bmc(resource)
 
@@ -281,7 +309,11 @@ class RedfishProvider:
                 self._client.note_failure(conn, exc)
                 raise
 
-        return with_retries(once, retries=self._context.retries, what=f"{what} {resource.address}")
+        return with_retries(
+            once,
+            retries=self._context.retries if retries is None else retries,
+            what=f"{what} {resource.address}",
+        )
 
 
 __all__ = ["RedfishProvider"]

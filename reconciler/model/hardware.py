@@ -70,6 +70,12 @@ class Bios(SpecModel):
     attributes: dict[str, BiosValue] = Field(default_factory=dict)
 
 
+class Firmware(SpecModel):
+    baseline: Annotated[str, Ref("FirmwareBaseline")] = Field(
+        description="Name of the FirmwareBaseline the server must run"
+    )
+
+
 class Boot(SpecModel):
     source: BootSource
     mode: BootMode = BootMode.CONTINUOUS
@@ -102,6 +108,7 @@ class ServerSpec(SpecModel):
     provisioning: Provisioning | None = None
     power: PowerState | None = None
     bios: Bios | None = None
+    firmware: Firmware | None = None
     boot: Boot | None = None
     reboot: RebootPolicy = RebootPolicy.ALLOWED
 
@@ -120,6 +127,14 @@ SERVER = Kind(
     "Server",
     ServerSpec,
     planner="reconciler.planners.server:plan_server",
-    phases={"credential": 0, "bmc": 0, "bios": 10, "boot": 15, "power": 20, "provisioning": 30},
+    phases={
+        "credential": 0,
+        "bmc": 0,
+        "firmware": 5,
+        "bios": 10,
+        "boot": 15,
+        "power": 20,
+        "provisioning": 30,
+    },
     drivers=_server_drivers,
 )

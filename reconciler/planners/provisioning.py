@@ -31,6 +31,15 @@ DEPLOY_KEY = "provisioning.deploy"
 SETTLE_SECONDS = 120.0
 
 _IN_PROGRESS = {"Commissioning", "Deploying", "Releasing", "DiskErasing", "Testing"}
+_HEADS_TO = {
+    "Deploying": "Deployed",
+    "Commissioning": "Ready",
+    "Testing": "Ready",
+    "Releasing": "Ready",
+    "DiskErasing": "Ready",
+}
+"""Where a machine in transition ends up when it succeeds."""
+WAIT = "provisioning.wait"
 _NEEDS_COMMISSIONING = {"New", "FailedCommissioning"}
 _HOLDS_IMAGE = {"Deployed", "Allocated", "FailedDeployment"}
 
@@ -80,6 +89,11 @@ def plan_provisioning(
         result.drafts.append(_tags_draft(server, live))
     reimage = DISTRO in drifted or USER_DATA_HASH in drifted
     if current in _IN_PROGRESS:
+        if _HEADS_TO[current] == target and not reimage:
+            # An apply that died while MAAS worked: wait for that transition, never start
+            # a second one (the deploy key lets Aggregates wait for it as for a deploy).
+            result.drafts.append(_wait_draft(current, target, after))
+            return result
         if current != target or reimage:
             result.diagnostics.append(
                 _diagnostic(
@@ -94,6 +108,19 @@ def plan_provisioning(
         _lifecycle(server, current, reimage, rendered, after, ctx, result.diagnostics)
     )
     return result
+
+
+def _wait_draft(current: str, target: str, after: tuple[str, ...]) -> Draft:
+    return Draft(
+        key=DEPLOY_KEY if target == "Deployed" else "provisioning.lifecycle",
+        operation=WAIT,
+        provider=PROVIDER,
+        params={"until": target},
+        after=after,
+        expect=Expectation(current={STATE: target}, settle_seconds=SETTLE_SECONDS),
+        reason=f"the machine is {current} in MAAS",
+        description=f"wait for MAAS: {current} -> {target}",
+    )
 
 
 def _diagnostic(

@@ -30,6 +30,7 @@ from reconciler.model.plan import ActionStatus
 from reconciler.model.policy import PolicySpec
 from reconciler.planners.base import Draft, PlanContext, ResourcePlan, readable
 from reconciler.planners.diff import Diff, diff_declared
+from reconciler.planners.firmware import plan_firmware
 from reconciler.planners.provisioning import plan_provisioning
 from reconciler.policy import window_state
 
@@ -72,6 +73,8 @@ def plan_server(
     if diff:
         result.record(ChangeKind.UPDATE, diff.entries)
     result.drafts.extend(_drafts(server, read, diff, ctx, result.diagnostics))
+    if server.spec.firmware is not None:
+        _add_firmware(result, server, read, ctx)
     if server.spec.provisioning is not None:
         _add_provisioning(result, server, read, ctx)
     return result
@@ -281,6 +284,23 @@ def _reboot_draft(
         ),
         description=f"reboot to apply {count} BIOS setting(s)",
     )
+    return _gate_reboot(reboot, server, ctx, diags, f"{count} BIOS setting(s)")
+
+
+def _gate_reboot(
+    reboot: Draft,
+    server: Resource[ServerSpec],
+    ctx: PlanContext,
+    diags: list[Diagnostic],
+    what: str,
+) -> Draft | None:
+    """A reboot as the Server's `reboot` policy allows: None (Never), deferred, or as is."""
+    policy = server.spec.reboot
+    if policy is RebootPolicy.NEVER:
+        diags.append(
+            ctx.diagnostic(server, Severity.WARNING, f"{what} stay pending: reboot: Never")
+        )
+        return None
     if policy is RebootPolicy.IN_MAINTENANCE_WINDOW:
         policies = [
             r for r in ctx.resources.values() if r.kind == "Policy" and is_of(r, PolicySpec)
@@ -293,6 +313,37 @@ def _reboot_draft(
             reboot.status = ActionStatus.DEFERRED
             reboot.reason = f"reboot: InMaintenanceWindow, {window.why}"
     return reboot
+
+
+def _add_firmware(
+    result: ResourcePlan, server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext
+) -> None:
+    """Firmware updates first; their reset is folded into a reboot the Server gets anyway."""
+    planned = plan_firmware(server, live, ctx)
+    if planned.diff:
+        result.record(ChangeKind.UPDATE, [*result.change.diff, *planned.diff])
+    result.diagnostics.extend(planned.diagnostics)
+    result.drafts[:0] = planned.drafts
+    reset = planned.reset
+    if reset is None:
+        return
+    count = len(reset.expect.current)
+    power = next((d for d in result.drafts if d.key == "power"), None)
+    if power is not None and power.operation in ("power.reset", "power.on"):
+        # One boot activates the firmware and the BIOS settings: never two reboots.
+        power.after = (*power.after, *reset.after)
+        power.expect = power.expect.model_copy(
+            update={"current": {**power.expect.current, **reset.expect.current}}
+        )
+        power.description += f" (activates {count} firmware component(s))"
+        return
+    if live.state.get("power") != "On" or (power is not None and power.operation == "power.off"):
+        message = f"{count} firmware component(s) take effect at the next power-on"
+        result.diagnostics.append(ctx.diagnostic(server, Severity.WARNING, message))
+        return
+    gated = _gate_reboot(reset, server, ctx, result.diagnostics, f"{count} firmware component(s)")
+    if gated is not None:
+        result.drafts.append(gated)
 
 
 def _add_provisioning(

@@ -142,6 +142,16 @@ def test_demo_plans_applies_and_converges(demo: Demo) -> None:
     assert sum(1 for _, op in operations if op == "power.on") == 8
     assert sum(1 for _, op in operations if op == "bios.set") == 6
     assert ("Server/compute-002", "boot.set") in operations
+    # the four GPU hosts get the mf-g8 baseline's BIOS and BMC firmware; the power-on that
+    # boots them activates the staged BIOS firmware (no reset of its own)
+    assert sum(1 for _, op in operations if op == "firmware.update") == 8
+    assert not any(op == "firmware.reset" for _, op in operations)
+    power_on = next(
+        a
+        for a in saved["actions"]
+        if a["address"] == "Server/gpu-host-003" and a["operation"] == "power.on"
+    )
+    assert power_on["expect"]["current"]["firmware.BIOS"] == "1.2.0"
     gpu1 = next(
         a
         for a in saved["actions"]

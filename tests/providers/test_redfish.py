@@ -264,8 +264,8 @@ def test_unsupported_operation_is_a_permanent_error(
     redfish_peer: RedfishPeer, provider: RedfishProvider
 ) -> None:
     resource = server("unsupported", redfish_peer.url, READ_ONLY_SYSTEM)
-    with pytest.raises(PermanentError, match=r"cannot perform 'firmware\.update'"):
-        provider.execute(act(resource, "firmware.update"), resource)
+    with pytest.raises(PermanentError, match=r"cannot perform 'virtualMedia\.insert'"):
+        provider.execute(act(resource, "virtualMedia.insert"), resource)
 
 
 # -- failures ------------------------------------------------------------------------------

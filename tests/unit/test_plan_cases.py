@@ -24,7 +24,10 @@ from reconciler.userdata import repository_files
 CASES = Path(__file__).parent / "cases"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 OPERATIONS = {
-    "redfish": frozenset({"power.on", "power.off", "power.reset", "bios.set", "boot.set"}),
+    "redfish": frozenset(
+        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
+        | {"firmware.update", "firmware.wait", "firmware.reset"}
+    ),
     "ipmi": frozenset({"power.on", "power.off", "power.reset", "boot.set"}),
 }
 

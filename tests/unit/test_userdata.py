@@ -153,9 +153,19 @@ def test_planner_without_repository_files_says_so() -> None:
     assert "without the repository's files" in diag.message
 
 
-def test_deploying_machine_is_left_alone(tmp_path: Path) -> None:
+def test_deploying_machine_is_waited_for_never_deployed_again(tmp_path: Path) -> None:
     server = maas_server("n1")
     live = LiveResource(address=server.address, state={"provisioning.state": "Deploying"})
     planned = plan_provisioning(server, live, context(tmp_path))
+    assert [(d.operation, d.params, d.reason) for d in planned.drafts] == [
+        ("provisioning.wait", {"until": "Deployed"}, "the machine is Deploying in MAAS")
+    ]
+    assert planned.diagnostics == []
+
+
+def test_a_transition_away_from_the_target_is_left_alone_until_it_ends(tmp_path: Path) -> None:
+    server = maas_server("n1")
+    live = LiveResource(address=server.address, state={"provisioning.state": "Releasing"})
+    planned = plan_provisioning(server, live, context(tmp_path))
     assert planned.drafts == []
-    assert "Deploying" in planned.diagnostics[0].message
+    assert "Releasing" in planned.diagnostics[0].message
