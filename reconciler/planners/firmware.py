@@ -65,6 +65,8 @@ class FirmwarePlan:
     drafts: list[Draft] = field(default_factory=list)
     reset: Draft | None = None
     """The reset that activates what is flashed or staged; the server planner gates it."""
+    staged: list[str] = field(default_factory=list)
+    """Components whose image the BMC holds, waiting for the next reset."""
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -106,6 +108,9 @@ def plan_firmware(
             after=keys,
             expect=Expectation(current=activates, settle_seconds=RESET_SETTLE_SECONDS),
             description=f"reset to activate {len(activates)} firmware component(s)",
+            reason=f"staged until the next reset: {', '.join(result.staged)}"
+            if result.staged
+            else "",
         )
     return result
 
@@ -153,6 +158,7 @@ def _plan_component(
         return True
     if staged is not None:
         result.diff.append(entry.model_copy(update={"pending": component.version}))
+        result.staged.append(f"{component.name} {component.version}")
         return True
     result.diff.append(entry)
     draft = Draft(
