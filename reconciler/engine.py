@@ -69,7 +69,18 @@ class CredentialResolver:
             secret = resolve(
                 spec.secret, base_dir=self._base_dir, what=f"the secret of Credential/{name}"
             )
-            resolved = ResolvedCredential(name=name, username=spec.username, secret=secret)
+            previous = (
+                resolve(
+                    spec.previous,
+                    base_dir=self._base_dir,
+                    what=f"the previous secret of Credential/{name}",
+                )
+                if spec.previous is not None
+                else None
+            )
+            resolved = ResolvedCredential(
+                name=name, username=spec.username, secret=secret, previous=previous
+            )
             self._cache[name] = resolved
             return resolved
 

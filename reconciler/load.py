@@ -27,7 +27,9 @@ MAX_FILE_BYTES = 1024 * 1024
 """A desired-state file larger than this is refused (1 MiB is thousands of resources)."""
 YAML_SUFFIXES = (".yaml", ".yml")
 ENVELOPE_KEYS = ("apiVersion", "kind", "metadata", "spec")
-SECRET_FIELDS = {"Credential": ("password", "token")}
+SECRET_FIELDS = {"Credential": ("password", "token", "previous")}
+SECRET_KEYS = frozenset({"password", "token", "previous", "secret"})
+"""Keys that hold a secret wherever they appear: a literal one elsewhere is named as such."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,8 @@ def _message(err: Any) -> str:
     """A pydantic error as one line, without the offending input (it may be a secret)."""
     kind = err["type"]
     if kind == "extra_forbidden":
+        if err["loc"] and err["loc"][-1] in SECRET_KEYS:
+            return "literal secret in Git: name a Credential (credential: NAME) instead"
         return "unknown field"
     if kind == "missing":
         return "field required"

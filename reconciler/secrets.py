@@ -162,8 +162,12 @@ class ResolvedCredential:
     name: str
     username: str | None
     secret: Secret
+    previous: Secret | None = None
+    """The secret before a rotation (`Credential.spec.previous`), for BMCs still on it."""
 
     def __post_init__(self) -> None:
         # Whoever builds one is about to log in with it: from here on the redactor knows the
         # pair in the forms a client sends it (an `Authorization: Basic` header echoed back).
         REDACTOR.add_login(self.username, self.secret.reveal())
+        if self.previous is not None:
+            REDACTOR.add_login(self.username, self.previous.reveal())

@@ -156,11 +156,14 @@ def _speed_up(emulator: Any) -> None:
     from sushy_tools.emulator import auth_basic
     from sushy_tools.emulator.resources import indicators
 
-    verified: set[tuple[str, str, bytes]] = set()
+    verified: set[tuple[str, int, str, bytes]] = set()
     check = auth_basic.authenticate
 
     def authenticate(auth_file: str, username: str, password: bytes) -> dict[str, str]:
-        key = (auth_file, username, hashlib.sha256(password).digest())
+        # The file's mtime is part of the key: a password changed through the lab's
+        # AccountService must stop the old one from working at once.
+        mtime = os.stat(auth_file).st_mtime_ns
+        key = (auth_file, mtime, username, hashlib.sha256(password).digest())
         if key not in verified:
             result: dict[str, str] = check(auth_file, username, password)
             verified.add(key)

@@ -47,6 +47,17 @@ class LabRoutes:
         app.add_url_rule(self.file_path, "lab_registry_file", self.registry_file)
         app.add_url_rule(f"{self.file_path}/Registry", "lab_registry", self.registry_document)
         FirmwareRoutes(app).install()
+        self.install_accounts()
+
+    def install_accounts(self) -> None:
+        """The AccountService over the emulator's htpasswd file (when it authenticates)."""
+        from pathlib import Path
+
+        from metalform.lab.redfish_accounts import LabAccounts
+
+        auth_file = self.app.config.get("SUSHY_EMULATOR_AUTH_FILE")
+        if auth_file:
+            LabAccounts(Path(auth_file)).install(self.app)
 
     def bios(self, identity: str) -> flask.Response:
         path = system_path(identity)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 import sushy
 
 from providers.base import read_each, with_retries
-from providers.redfish import firmware, mapping
+from providers.redfish import accounts, firmware, mapping
 from providers.redfish.client import BmcConnection, RedfishClient, endpoint_of
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, Address, LiveResource, Resource, is_of
@@ -49,7 +49,9 @@ class RedfishProvider:
     name: ClassVar[str] = "redfish"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"} | firmware.OPERATIONS
+        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
+        | firmware.OPERATIONS
+        | accounts.OPERATIONS
     )
 
     def __init__(self, context: ProviderContext) -> None:
@@ -118,6 +120,8 @@ class RedfishProvider:
                     lambda conn: conn.system(bmc.system_id).bios.set_attributes(attributes),
                     what=operation,
                 )
+        elif operation in accounts.OPERATIONS:
+            self._bmc_action(resource, action)
         elif operation == "boot.set":
             try:
                 target, enabled = mapping.boot_request(
@@ -177,6 +181,7 @@ class RedfishProvider:
                     facts["biosRegistry"] = registry
         if firmware.wanted(resource):
             firmware.observe(conn, system, state, facts)
+        state.update(accounts.read_bmc(resource, conn, system, self._context))
         status = system.status
         return LiveResource(
             address=resource.address,
@@ -185,6 +190,20 @@ class RedfishProvider:
             facts=facts,
             health=mapping.health(_value(status.health) if status else None, moving),
         )
+
+    def _bmc_action(self, resource: Resource, action: Action) -> None:
+        """An account or network action; after a password change, log in again."""
+        bmc = self._bmc(resource)
+        conn, relogin = self._attempt(
+            resource,
+            lambda c: (
+                c,
+                accounts.execute(action, c, c.system(bmc.system_id), self._context),
+            ),
+            what=action.operation,
+        )
+        if relogin:
+            self._client.evict(conn)
 
     # -- power -------------------------------------------------------------------------------
 

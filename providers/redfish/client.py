@@ -241,6 +241,9 @@ class BmcConnection:
         self.root = root
         self.connector = connector
         self._auth = auth
+        self.login = "current"
+        """Which secret of the Credential logged in: `current`, or `previous` (a rotation
+        to finish)."""
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         """Translate sushy exceptions raised in the block (see `translated`)."""
@@ -349,6 +352,39 @@ class RedfishClient:
             raise
         except MetalformError as exc:  # SecretUnavailable: says which variable, never a value
             raise PermanentError(f"{endpoint}: credential {key.credential}: {exc}") from None
+        if credential.previous is None:
+            return self._open(key, endpoint, credential.username, credential.secret.reveal())
+        # A rotation under way: the BMC may still be on the previous secret. The service root
+        # needs no login, so an authenticated GET tells which secret the BMC takes.
+        try:
+            return self._probed(key, endpoint, credential.username, credential.secret.reveal())
+        except AuthenticationError:
+            pass
+        try:
+            conn = self._probed(key, endpoint, credential.username, credential.previous.reveal())
+        except AuthenticationError:
+            raise AuthenticationError(
+                f"authentication failed: {endpoint} refused both the secret and the previous "
+                f"secret of Credential/{key.credential}"
+            ) from None
+        conn.login = "previous"
+        return conn
+
+    def _probed(
+        self, key: BmcKey, endpoint: str, username: str | None, secret: str
+    ) -> BmcConnection:
+        """A connection whose credential a BMC has accepted (the service root needs none)."""
+        conn = self._open(key, endpoint, username, secret)
+        try:
+            with conn.errors():
+                systems = conn.root.json.get("Systems", {}).get("@odata.id")
+                conn.get_json(systems or f"{ROOT_PREFIX}Systems")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open(self, key: BmcKey, endpoint: str, username: str | None, secret: str) -> BmcConnection:
         connector = sushy.connector.Connector(
             key.base_url,
             verify=_verify(key),
@@ -369,11 +405,10 @@ class RedfishClient:
             # few pooled connections (at most per_endpoint) saves a TCP and TLS handshake
             # per request. `redfish.keepAlive: false` restores sushy's behaviour.
             session.headers.pop("Connection", None)
-        secret = credential.secret.reveal()
         auth = (
             _TokenAuth(password=secret)
-            if credential.username is None
-            else _SessionOrBasicAuth(username=credential.username, password=secret)
+            if username is None
+            else _SessionOrBasicAuth(username=username, password=secret)
         )
         try:
             with translated(endpoint, key.credential):

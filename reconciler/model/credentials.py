@@ -36,6 +36,8 @@ class CredentialSpec(SpecModel):
     username: str | None = None
     password: SecretRef | None = None
     token: SecretRef | None = None
+    previous: SecretRef | None = None
+    """The secret before a rotation (basic only): BMCs still on it are moved to `password`."""
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> CredentialSpec:
@@ -49,6 +51,8 @@ class CredentialSpec(SpecModel):
                 raise ValueError("a token credential needs token")
             if self.password is not None:
                 raise ValueError("a token credential takes no password")
+            if self.previous is not None:
+                raise ValueError("a token credential takes no previous secret")
         return self
 
     @property

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from reconciler.model.base import Resource, SpecModel, typed
+from reconciler.model.bmc import BmcAccount, BmcNetwork
 from reconciler.model.registry import Kind, ProviderTypeOf, Ref
 
 BiosValue = str | int | bool | float
@@ -50,6 +51,16 @@ class Bmc(SpecModel):
         default=None, description="Redfish System identity; absent when the BMC has one system"
     )
     verify_tls: bool = True
+    profile: Annotated[str, Ref("BmcProfile")] | None = Field(
+        default=None, description="Name of a BmcProfile giving accounts and network"
+    )
+    accounts: list[BmcAccount] | None = None
+    prune_accounts: bool | None = Field(
+        default=None,
+        description="Disable accounts Git does not list (never the one Metalform uses); "
+        "default false: they are reported",
+    )
+    network: BmcNetwork | None = None
 
 
 class Match(SpecModel):
@@ -130,6 +141,8 @@ SERVER = Kind(
     phases={
         "credential": 0,
         "bmc": 0,
+        "account": 1,
+        "network": 2,
         "firmware": 5,
         "bios": 10,
         "boot": 15,

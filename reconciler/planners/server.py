@@ -28,6 +28,7 @@ from reconciler.model import (
 from reconciler.model.hardware import RebootPolicy, ServerSpec
 from reconciler.model.plan import ActionStatus
 from reconciler.model.policy import PolicySpec
+from reconciler.planners.accounts import plan_bmc
 from reconciler.planners.base import Draft, PlanContext, ResourcePlan, readable
 from reconciler.planners.diff import Diff, diff_declared
 from reconciler.planners.firmware import plan_firmware
@@ -75,6 +76,7 @@ def plan_server(
     result.drafts.extend(_drafts(server, read, diff, ctx, result.diagnostics))
     if server.spec.firmware is not None:
         _add_firmware(result, server, read, ctx)
+    _add_bmc(result, server, read, ctx)
     if server.spec.provisioning is not None:
         _add_provisioning(result, server, read, ctx)
     return result
@@ -344,6 +346,23 @@ def _add_firmware(
     gated = _gate_reboot(reset, server, ctx, result.diagnostics, f"{count} firmware component(s)")
     if gated is not None:
         result.drafts.append(gated)
+
+
+def _add_bmc(
+    result: ResourcePlan, server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext
+) -> None:
+    """Accounts, network services and a login rotation to finish; the rest waits for the
+    rotation, so that every later action logs in with the new secret."""
+    planned = plan_bmc(server, live, ctx)
+    result.diagnostics.extend(planned.diagnostics)
+    if not planned.entries and not planned.drafts:
+        return
+    if planned.entries:
+        result.record(ChangeKind.UPDATE, [*result.change.diff, *planned.entries])
+    if any(d.key == "rotate" for d in planned.drafts):
+        for draft in result.drafts:
+            draft.after = (*draft.after, "rotate")
+    result.drafts = [*planned.drafts, *result.drafts]
 
 
 def _add_provisioning(

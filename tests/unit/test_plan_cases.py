@@ -22,13 +22,17 @@ from reconciler.plan import PlanOptions, make_plan
 from reconciler.userdata import repository_files
 
 CASES = Path(__file__).parent / "cases"
+BMC_OPERATIONS = frozenset(
+    {"account.create", "account.set", "account.disable", "account.rotate", "network.set"}
+)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 OPERATIONS = {
     "redfish": frozenset(
         {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
         | {"firmware.update", "firmware.wait", "firmware.reset"}
+        | BMC_OPERATIONS
     ),
-    "ipmi": frozenset({"power.on", "power.off", "power.reset", "boot.set"}),
+    "ipmi": frozenset({"power.on", "power.off", "power.reset", "boot.set"} | BMC_OPERATIONS),
 }
 
 

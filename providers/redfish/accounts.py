@@ -1,0 +1,137 @@
+"""BMC accounts, network services and the login rotation, through Redfish.
+
+sushy has no resource for the AccountService, so these use sushy's connector with raw JSON:
+`AccountService/Accounts` (ManagerAccount: UserName, RoleId, Enabled, Password) and the
+Manager's `NetworkProtocol` (NTP, IPMI, SSH, HTTPS, HostName). Paths and operations: see
+`reconciler.planners.accounts`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.redfish.client import ROOT_PREFIX, BmcConnection
+from reconciler.errors import PermanentError
+from reconciler.model import Action, Resource, is_of
+from reconciler.model.hardware import ServerSpec
+from reconciler.planners.accounts import ACCOUNTS, LOGIN, NETWORK, effective_blocks
+from reconciler.provider import ProviderContext
+
+OPERATIONS = frozenset(
+    {"account.create", "account.set", "account.disable", "account.rotate", "network.set"}
+)
+PROTOCOL_KEYS = {"ipmi": "IPMI", "ssh": "SSH", "http": "HTTPS"}
+
+
+def _accounts_path(conn: BmcConnection) -> str:
+    service = conn.root.json.get("AccountService", {}).get("@odata.id")
+    service = service or f"{ROOT_PREFIX}AccountService"
+    found = conn.get_json(service).get("Accounts", {}).get("@odata.id")
+    return str(found or f"{service.rstrip('/')}/Accounts")
+
+
+def _members(conn: BmcConnection) -> dict[str, tuple[str, dict[str, Any]]]:
+    """UserName -> (path, ManagerAccount JSON); empty slots (no UserName) left out."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for member in conn.get_json(_accounts_path(conn)).get("Members", []):
+        path = member.get("@odata.id")
+        if not path:
+            continue
+        doc = conn.get_json(path)
+        if doc.get("UserName"):
+            found[str(doc["UserName"])] = (path, doc)
+    return found
+
+
+def _network_path(system: Any) -> str | None:
+    managers = system.json.get("Links", {}).get("ManagedBy", [])
+    if not managers or not managers[0].get("@odata.id"):
+        return None
+    return f"{managers[0]['@odata.id'].rstrip('/')}/NetworkProtocol"
+
+
+def read_bmc(
+    resource: Resource, conn: BmcConnection, system: Any, ctx: ProviderContext
+) -> dict[str, Any]:
+    """The login in use and, when Git declares them, the accounts and network services."""
+    state: dict[str, Any] = {LOGIN: conn.login}
+    if not is_of(resource, ServerSpec):
+        return state
+    blocks = effective_blocks(resource, ctx.resources)
+    if blocks.accounts is not None:
+        for username, (_, doc) in _members(conn).items():
+            state[f"{ACCOUNTS}{username}.role"] = doc.get("RoleId")
+            state[f"{ACCOUNTS}{username}.enabled"] = bool(doc.get("Enabled", True))
+    if blocks.network is not None:
+        path = _network_path(system)
+        if path is not None:
+            state.update(_network_state(conn.get_json(path)))
+    return state
+
+
+def _network_state(doc: dict[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    ntp = doc.get("NTP")
+    if isinstance(ntp, dict):
+        state[NETWORK + "ntpServers"] = [s for s in ntp.get("NTPServers", []) if s]
+    for name, key in PROTOCOL_KEYS.items():
+        block = doc.get(key)
+        if isinstance(block, dict) and "ProtocolEnabled" in block:
+            state[f"{NETWORK}protocols.{name}"] = bool(block["ProtocolEnabled"])
+    if "HostName" in doc:
+        state[NETWORK + "hostname"] = doc.get("HostName")
+    return state
+
+
+def execute(action: Action, conn: BmcConnection, system: Any, ctx: ProviderContext) -> bool:
+    """Perform an account or network action; True when the connection must be re-opened
+    (the login's password changed)."""
+    params = action.params
+    operation = action.operation
+    if operation == "network.set":
+        path = _network_path(system)
+        if path is None:
+            raise PermanentError(f"{conn.endpoint}: the system names no Manager (NetworkProtocol)")
+        conn.connector.patch(path, data=_network_patch(params))
+        return False
+    username = str(params.get("username", ""))
+    members = _members(conn)
+    if operation == "account.create":
+        secret = ctx.credential(str(params["credential"])).secret.reveal()
+        body = {
+            "UserName": username,
+            "Password": secret,
+            "RoleId": params["role"],
+            "Enabled": bool(params.get("enabled", True)),
+        }
+        conn.connector.post(_accounts_path(conn), data=body)
+        return False
+    if username not in members:
+        raise PermanentError(f"{conn.endpoint}: no BMC account {username!r}")
+    path = members[username][0]
+    if operation == "account.set":
+        patch = {"RoleId": params["role"]} if "role" in params else {}
+        if "enabled" in params:
+            patch["Enabled"] = bool(params["enabled"])
+        conn.connector.patch(path, data=patch)
+        return False
+    if operation == "account.disable":
+        conn.connector.patch(path, data={"Enabled": False})
+        return False
+    # account.rotate: a BMC already on the new secret (another action did it) is done.
+    if conn.login == "current":
+        return False
+    secret = ctx.credential(str(params["credential"])).secret.reveal()
+    conn.connector.patch(path, data={"Password": secret})
+    return True
+
+
+def _network_patch(params: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if "ntpServers" in params:
+        body["NTP"] = {"NTPServers": list(params["ntpServers"]), "ProtocolEnabled": True}
+    for name, enabled in (params.get("protocols") or {}).items():
+        body[PROTOCOL_KEYS[name]] = {"ProtocolEnabled": bool(enabled)}
+    if "hostname" in params:
+        body["HostName"] = params["hostname"]
+    return body

@@ -1,0 +1,375 @@
+"""Planning a Server's BMC accounts, network services and the rotation of its login secret.
+
+Pure. Live state paths (the providers' contract):
+- `bmc.accounts.<username>.role` (Administrator|Operator|ReadOnly|other) and `.enabled`;
+- `bmc.login`: `current` when Metalform logged in with its Credential's `password`,
+  `previous` when only the Credential's `previous` secret worked (a rotation to finish);
+- `bmc.network.ntpServers` (list), `bmc.network.protocols.<ipmi|ssh|http>` (bool) and
+  `bmc.network.hostname`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.model import (
+    Address,
+    Diagnostic,
+    DiffEntry,
+    Expectation,
+    LiveResource,
+    Resource,
+    Severity,
+    find,
+    is_of,
+)
+from reconciler.model.bmc import BmcAccount, BmcNetwork, BmcProfileSpec
+from reconciler.model.credentials import CredentialSpec
+from reconciler.model.hardware import BmcDriver, ServerSpec
+from reconciler.planners.base import Draft, PlanContext
+from reconciler.planners.diff import diff_declared
+
+ACCOUNTS = "bmc.accounts."
+NETWORK = "bmc.network."
+LOGIN = "bmc.login"
+PROTOCOL_IN_USE = {BmcDriver.REDFISH: "http", BmcDriver.IPMI: "ipmi"}
+"""The network service each driver reaches the BMC through: turning it off cuts us off."""
+
+
+@dataclass(frozen=True)
+class BmcBlocks:
+    """The accounts and network a Server gets, its own or its profile's."""
+
+    accounts: list[BmcAccount] | None
+    prune: bool
+    network: BmcNetwork | None
+    profile: Resource[BmcProfileSpec] | None
+
+
+@dataclass
+class BmcPlan:
+    entries: list[DiffEntry]
+    drafts: list[Draft]
+    diagnostics: list[Diagnostic]
+
+
+def effective_blocks(
+    server: Resource[ServerSpec], resources: Mapping[Address, Resource]
+) -> BmcBlocks:
+    bmc = server.spec.bmc
+    profile = find(resources, f"BmcProfile/{bmc.profile}", BmcProfileSpec) if bmc.profile else None
+    p = profile.spec if profile is not None else None
+    return BmcBlocks(
+        accounts=bmc.accounts if bmc.accounts is not None else (p.accounts if p else None),
+        prune=bool(
+            bmc.prune_accounts
+            if bmc.prune_accounts is not None
+            else (p.prune_accounts if p else False)
+        ),
+        network=bmc.network if bmc.network is not None else (p.network if p else None),
+        profile=profile,
+    )
+
+
+def login_username(
+    server: Resource[ServerSpec], resources: Mapping[Address, Resource]
+) -> str | None:
+    credential = find(resources, f"Credential/{server.spec.bmc.credential}", CredentialSpec)
+    return credential.spec.username if credential is not None else None
+
+
+def network_state(network: BmcNetwork) -> dict[str, Any]:
+    want: dict[str, Any] = {}
+    if network.ntp_servers is not None:
+        want[NETWORK + "ntpServers"] = list(network.ntp_servers)
+    if network.protocols is not None:
+        for name in ("ipmi", "ssh", "http"):
+            value = getattr(network.protocols, name)
+            if value is not None:
+                want[f"{NETWORK}protocols.{name}"] = value
+    if network.hostname is not None:
+        want[NETWORK + "hostname"] = network.hostname
+    return want
+
+
+def plan_bmc(server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext) -> BmcPlan:
+    """Rotation first (everything else logs in with the new secret), then accounts, network."""
+    result = BmcPlan([], [], [])
+    blocks = effective_blocks(server, ctx.resources)
+    if blocks.profile is not None:
+        problem = _match_problem(blocks.profile, live.facts)
+        if problem is not None:
+            result.diagnostics.append(
+                ctx.diagnostic(
+                    server,
+                    Severity.ERROR,
+                    problem,
+                    path=("spec", "bmc", "profile"),
+                    field_name="spec.bmc.profile",
+                )
+            )
+            return result
+    _plan_rotation(server, live, ctx, result)
+    first = tuple(d.key for d in result.drafts)
+    if blocks.accounts is not None:
+        _plan_accounts(server, live, ctx, blocks, result, first)
+    if blocks.network is not None:
+        _plan_network(server, live, ctx, blocks.network, result, first)
+    return result
+
+
+def _supported(server: Resource[ServerSpec], ctx: PlanContext, operation: str) -> bool:
+    return operation in ctx.operations.get(server.spec.bmc.driver.value, frozenset())
+
+
+def _plan_rotation(
+    server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext, result: BmcPlan
+) -> None:
+    name = server.spec.bmc.credential
+    login = live.state.get(LOGIN)
+    if login == "previous":
+        result.entries.append(
+            DiffEntry(path=LOGIN, before="previous secret", after="new secret", sensitive=True)
+        )
+        result.drafts.append(
+            Draft(
+                key="rotate",
+                operation="account.rotate",
+                params={"credential": name, "username": login_username(server, ctx.resources)},
+                expect=Expectation(current={LOGIN: "current"}),
+                description=f"set the BMC login to the new secret of Credential/{name}",
+            )
+        )
+    elif login == "current":
+        removable = _previous_removable(server, ctx)
+        if removable is not None:
+            result.diagnostics.append(removable)
+
+
+def _previous_removable(server: Resource[ServerSpec], ctx: PlanContext) -> Diagnostic | None:
+    """Said once per Credential (by its first Server): every BMC is on the new secret."""
+    name = server.spec.bmc.credential
+    credential = find(ctx.resources, f"Credential/{name}", CredentialSpec)
+    if credential is None or credential.spec.previous is None:
+        return None
+    users = sorted(
+        r.address
+        for r in ctx.resources.values()
+        if is_of(r, ServerSpec) and r.spec.bmc.credential == name
+    )
+    if not users or users[0] != server.address:
+        return None
+    for address in users:
+        seen = ctx.live.get(address)
+        if seen is None or not seen.reachable or seen.state.get(LOGIN) != "current":
+            return None
+    location = ctx.locate(credential.address, ("spec", "previous"))
+    return Diagnostic(
+        severity=Severity.WARNING,
+        address=credential.address,
+        field="spec.previous",
+        location=location or credential.location,
+        message=f"every BMC using Credential/{name} ({len(users)}) logs in with its new "
+        "secret: spec.previous can be removed",
+    )
+
+
+def _plan_accounts(
+    server: Resource[ServerSpec],
+    live: LiveResource,
+    ctx: PlanContext,
+    blocks: BmcBlocks,
+    result: BmcPlan,
+    after: tuple[str, ...],
+) -> None:
+    if not _supported(server, ctx, "account.create"):
+        result.diagnostics.append(
+            ctx.diagnostic(
+                server,
+                Severity.ERROR,
+                f"driver {server.spec.bmc.driver.value} cannot manage BMC accounts",
+                path=("spec", "bmc", "accounts"),
+                field_name="spec.bmc.accounts",
+            )
+        )
+        return
+    login = login_username(server, ctx.resources)
+    accounts = blocks.accounts or []
+    declared = {a.username for a in accounts}
+    for index, account in enumerate(accounts):
+        if account.username == login and (
+            not account.enabled or account.role.value != "Administrator"
+        ):
+            result.diagnostics.append(
+                ctx.diagnostic(
+                    server,
+                    Severity.ERROR,
+                    f"account {account.username!r} is the one Metalform logs in with; "
+                    "it must stay an enabled Administrator",
+                    path=("spec", "bmc", "accounts", index),
+                    field_name=f"spec.bmc.accounts[{index}]",
+                )
+            )
+            continue
+        _plan_account(account, live, result, after)
+    for username in _live_usernames(live):
+        if username in declared:
+            continue
+        enabled = live.state.get(f"{ACCOUNTS}{username}.enabled")
+        if not blocks.prune or username == login:
+            if username != login:
+                result.diagnostics.append(
+                    ctx.diagnostic(
+                        server,
+                        Severity.WARNING,
+                        f"BMC account {username!r} is not in Git (pruneAccounts: false)",
+                    )
+                )
+            continue
+        if enabled is False:
+            continue
+        path = f"{ACCOUNTS}{username}.enabled"
+        result.entries.append(DiffEntry(path=path, before=enabled, after=False))
+        result.drafts.append(
+            Draft(
+                key=f"account:{username}",
+                operation="account.disable",
+                params={"username": username},
+                after=after,
+                expect=Expectation(current={path: False}),
+                description=f"disable BMC account {username} (not in Git)",
+            )
+        )
+
+
+def _live_usernames(live: LiveResource) -> list[str]:
+    return sorted(
+        {
+            path[len(ACCOUNTS) :].rsplit(".", 1)[0]
+            for path in live.state
+            if path.startswith(ACCOUNTS) and path.endswith(".role")
+        }
+    )
+
+
+def _plan_account(
+    account: BmcAccount, live: LiveResource, result: BmcPlan, after: tuple[str, ...]
+) -> None:
+    prefix = f"{ACCOUNTS}{account.username}."
+    want = {prefix + "role": account.role.value, prefix + "enabled": account.enabled}
+    diff = diff_declared(want, live.state)
+    if not diff:
+        return
+    result.entries.extend(diff.entries)
+    exists = prefix + "role" in live.state
+    params: dict[str, Any] = {"username": account.username}
+    if exists:
+        params.update({p.removeprefix(prefix): v for p, v in diff.changed.items()})
+    else:
+        params.update(
+            role=account.role.value, enabled=account.enabled, credential=account.credential
+        )
+    result.drafts.append(
+        Draft(
+            key=f"account:{account.username}",
+            operation="account.set" if exists else "account.create",
+            params=params,
+            after=after,
+            expect=Expectation(current=want),
+            description=f"{'update' if exists else 'create'} BMC account {account.username}",
+        )
+    )
+
+
+def _plan_network(
+    server: Resource[ServerSpec],
+    live: LiveResource,
+    ctx: PlanContext,
+    network: BmcNetwork,
+    result: BmcPlan,
+    after: tuple[str, ...],
+) -> None:
+    want = network_state(network)
+    used = PROTOCOL_IN_USE[server.spec.bmc.driver]
+    if want.get(f"{NETWORK}protocols.{used}") is False:
+        result.diagnostics.append(
+            ctx.diagnostic(
+                server,
+                Severity.ERROR,
+                f"turning off {used} would cut Metalform off from this BMC "
+                f"(driver {server.spec.bmc.driver.value}); refused",
+                path=_network_path(server, ctx, ("protocols", used)),
+                field_name=f"spec.bmc.network.protocols.{used}",
+            )
+        )
+        want.pop(f"{NETWORK}protocols.{used}")
+    for path in list(want):
+        if path not in live.state:
+            result.diagnostics.append(
+                ctx.diagnostic(
+                    server, Severity.WARNING, f"the BMC does not report {path}; it is not managed"
+                )
+            )
+            want.pop(path)
+    diff = diff_declared(want, live.state)
+    if not diff:
+        return
+    if not _supported(server, ctx, "network.set"):
+        result.diagnostics.append(
+            ctx.diagnostic(
+                server,
+                Severity.ERROR,
+                f"driver {server.spec.bmc.driver.value} cannot manage BMC network services",
+                path=("spec", "bmc", "network"),
+                field_name="spec.bmc.network",
+            )
+        )
+        return
+    result.entries.extend(diff.entries)
+    result.drafts.append(
+        Draft(
+            key="network",
+            operation="network.set",
+            params=_network_params(diff.changed),
+            after=after,
+            expect=Expectation(current=diff.changed),
+            description="set BMC network services",
+        )
+    )
+
+
+def _network_path(
+    server: Resource[ServerSpec], ctx: PlanContext, rest: tuple[str, ...]
+) -> tuple[str | int, ...]:
+    """Where the network block is declared: the Server's own, else its profile's path."""
+    if server.spec.bmc.network is not None:
+        return ("spec", "bmc", "network", *rest)
+    return ("spec", "bmc", "profile")
+
+
+def _network_params(changed: Mapping[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for path, value in changed.items():
+        rest = path.removeprefix(NETWORK)
+        if rest.startswith("protocols."):
+            params.setdefault("protocols", {})[rest.removeprefix("protocols.")] = value
+        else:
+            params[rest] = value
+    return params
+
+
+def _match_problem(profile: Resource[BmcProfileSpec], facts: Mapping[str, Any]) -> str | None:
+    match = profile.spec.match
+    if match is None:
+        return None
+    for field_name in ("manufacturer", "model"):
+        want = getattr(match, field_name)
+        got = facts.get(field_name)
+        if want is not None and got != want:
+            return (
+                f"BmcProfile {profile.name!r} is for {field_name} {want!r}, "
+                f"but the BMC reports {got!r}"
+            )
+    return None
