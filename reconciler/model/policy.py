@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import re
+from datetime import UTC, date, datetime, time
 
 from pydantic import Field, field_validator
 
-from reconciler.model.base import SpecModel
+from reconciler.model.base import FieldGlob, SpecModel
 from reconciler.model.registry import Kind
 from reconciler.windows import check_fires_yearly, parse_duration, zone
 
@@ -64,11 +66,44 @@ class MaintenanceWindow(SpecModel):
         return value
 
 
+class AcceptedDrift(SpecModel):
+    """Drift a team cannot fix yet: listed as accepted, not planned, until `until`."""
+
+    match: Selector | None = None
+    fields: list[FieldGlob] = Field(min_length=1, description="Field paths ('*' allowed)")
+    until: datetime | date = Field(
+        description="When the acceptance ends: a date (midnight UTC) or an ISO 8601 time"
+    )
+    reason: str = Field(min_length=1, description="Why the drift is accepted (shown in the plan)")
+
+    @property
+    def expires(self) -> datetime:
+        """`until` as an aware time (a date means its midnight, UTC)."""
+        if isinstance(self.until, datetime):
+            return self.until if self.until.tzinfo else self.until.replace(tzinfo=UTC)
+        return datetime.combine(self.until, time(), tzinfo=UTC)
+
+
+class DriftResponse(str, enum.Enum):
+    REMEDIATE = "remediate"
+    REPORT = "report"
+
+
+class DriftAction(SpecModel):
+    """What the server's drift loop does with drift in `fields`: fix it or only report it."""
+
+    match: Selector | None = None
+    fields: list[FieldGlob] = Field(min_length=1, description="Field paths ('*' allowed)")
+    action: DriftResponse
+
+
 class PolicySpec(SpecModel):
     max_changes_per_apply: int | None = Field(default=None, ge=1)
     protect: Selector | None = None
     max_disrupted_per_group: DisruptionBudget | None = None
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    accepted_drift: list[AcceptedDrift] = Field(default_factory=list)
+    drift_actions: list[DriftAction] = Field(default_factory=list)
 
 
 POLICY = Kind("Policy", PolicySpec)
