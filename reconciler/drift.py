@@ -7,6 +7,7 @@ its drift is accepted. Time comes from the plan's `now`, never from a clock.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +22,20 @@ from reconciler.model.policy import AcceptedDrift, DriftResponse, PolicySpec
 from reconciler.planners.base import PlanContext, ResourcePlan
 
 Planner = Callable[[Resource | None, LiveResource | None, PlanContext], ResourcePlan]
+
+
+ADDRESS_GLOB = re.compile(r"[A-Za-z*?]+/[a-z0-9.*?-]+")
+"""An `--exclude` pattern: `Kind/name` with `*` and `?` (`Server/gpu-*`, `*/lab-?`)."""
+
+
+def bad_address_globs(patterns: Iterable[str]) -> list[str]:
+    """What is wrong with each `--exclude` pattern that is not an address glob."""
+    return [
+        f"--exclude {pattern!r} is not an address glob like Server/gpu-* "
+        "(Kind/name with '*' and '?')"
+        for pattern in patterns
+        if not ADDRESS_GLOB.fullmatch(pattern)
+    ]
 
 
 def excluded(address: Address, patterns: Collection[str]) -> bool:

@@ -91,6 +91,14 @@ def make_plan(
                 message="--target names no resource of the desired state",
             )
         )
+    for pattern in sorted(options.exclude):
+        if not any(excluded(address, (pattern,)) for address in resources):
+            diagnostics.append(
+                Diagnostic(
+                    severity=Severity.WARNING,
+                    message=f"--exclude {pattern} names no resource of the desired state",
+                )
+            )
     planned, deleted_documents = _plan_resources(desired, live, options, discovered or {})
     changes = [p.change for p in planned if p.reachable]
     unreachable = sum(1 for p in planned if not p.reachable)
