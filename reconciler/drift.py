@@ -100,6 +100,10 @@ def control(
         result.drafts = []
         result.change = _marked(result.change, ChangeStatus.SUSPENDED, f"paused: {reason}")
         return result
+    reported = reported_paths(policies, resource, result.change)
+    if reported:
+        why = f"report only: {', '.join(reported)} (never applied automatically)"
+        result.change = result.change.model_copy(update={"reason": why})
     rules = acceptances(policies, resource)
     drift = [entry.path for entry in result.change.diff]
     if not rules or not drift:
@@ -162,31 +166,40 @@ def expired_acceptances(
     return found
 
 
+def reported_paths(
+    policies: Sequence[Resource[PolicySpec]], resource: Resource, change: Change
+) -> list[str]:
+    """The drifted paths of `change` that a `driftActions` rule says to report, not fix.
+
+    A later rule wins over an earlier one for the same path (remediate can narrow a report).
+    """
+    rules = [
+        rule
+        for policy in policies
+        for rule in policy.spec.drift_actions
+        if rule.match is None or rule.match.matches(resource.kind, resource.metadata.labels)
+    ]
+    paths = []
+    for entry in change.diff:
+        decided = [r.action for r in rules if matches_any(entry.path, r.fields)]
+        if decided and decided[-1] is DriftResponse.REPORT:
+            paths.append(entry.path)
+    return paths
+
+
 def report_only(
     policies: Sequence[Resource[PolicySpec]],
     resources: Mapping[Address, Resource],
     changes: Iterable[Change],
 ) -> dict[Address, list[str]]:
-    """The drifted paths of each change that a `driftActions` rule says to report, not fix.
-
-    A later rule wins over an earlier one for the same path (remediate can narrow a report).
-    """
+    """Each drifted resource with report-only drift, and those paths: the server's drift loop
+    notifies about them and never applies them on its own."""
     found: dict[Address, list[str]] = {}
     for change in changes:
         resource = resources.get(change.address)
         if resource is None or not change.drifted:
             continue
-        rules = [
-            rule
-            for policy in policies
-            for rule in policy.spec.drift_actions
-            if rule.match is None or rule.match.matches(resource.kind, resource.metadata.labels)
-        ]
-        paths = []
-        for entry in change.diff:
-            decided = [r.action for r in rules if matches_any(entry.path, r.fields)]
-            if decided and decided[-1] is DriftResponse.REPORT:
-                paths.append(entry.path)
+        paths = reported_paths(policies, resource, change)
         if paths:
             found[change.address] = paths
     return found

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 import re
 from datetime import UTC, date, datetime, time
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema, field_validator
 
 from reconciler.model.base import FieldGlob, SpecModel
 from reconciler.model.registry import Kind
@@ -66,14 +67,29 @@ class MaintenanceWindow(SpecModel):
         return value
 
 
+def _until(value: object) -> date:
+    """A date or a time (YAML gives either; JSON a string): one clear error otherwise."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time")
+
+
 class AcceptedDrift(SpecModel):
     """Drift a team cannot fix yet: listed as accepted, not planned, until `until`."""
 
     match: Selector | None = None
     fields: list[FieldGlob] = Field(min_length=1, description="Field paths ('*' allowed)")
-    until: datetime | date = Field(
-        description="When the acceptance ends: a date (midnight UTC) or an ISO 8601 time"
-    )
+    until: Annotated[
+        date,
+        PlainValidator(_until),
+        PlainSerializer(lambda value: value.isoformat(), return_type=str),
+        WithJsonSchema({"type": "string", "examples": ["2026-06-01", "2026-06-01T08:00:00Z"]}),
+    ] = Field(description="When the acceptance ends: a date (midnight UTC) or an ISO 8601 time")
     reason: str = Field(min_length=1, description="Why the drift is accepted (shown in the plan)")
 
     @property

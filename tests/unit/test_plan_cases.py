@@ -1,9 +1,10 @@
 """Table-driven tests of the pure planner: desired YAML + live JSON -> expected plan JSON.
 
 Each folder of `cases/` holds `desired/` (a desired-state tree), `live.json` (address ->
-LiveResource fields), optional `options.json` (targets, refreshOnly) and `expected.json`: the
-plan's changes, actions (without read-back expectations) and diagnostics. To regenerate after a
-deliberate change, run with METALFORM_UPDATE_GOLDEN=1 and review the diff.
+LiveResource fields), optional `options.json` (targets, exclude, refreshOnly) and
+`expected.json`: the plan's changes, actions (without read-back expectations) and
+diagnostics. To regenerate after a deliberate change, run with METALFORM_UPDATE_GOLDEN=1
+and review the diff.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def run_case(case: Path) -> dict[str, Any]:
         PlanOptions(
             now=NOW,
             targets=frozenset(options.get("targets", [])),
+            exclude=frozenset(options.get("exclude", [])),
             refresh_only=options.get("refreshOnly", False),
             operations=OPERATIONS,
             files=repository_files(case / "desired"),
