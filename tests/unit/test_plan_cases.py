@@ -30,12 +30,17 @@ OPERATIONS = {
 }
 
 
-def run_case(case: Path) -> dict[str, Any]:
-    desired = load(case / "desired")
-    live = {
+def load_live(case: Path) -> dict[str, LiveResource]:
+    """A case's `live.json`, by address."""
+    return {
         address: LiveResource(address=address, **fields)
         for address, fields in json.loads((case / "live.json").read_text()).items()
     }
+
+
+def run_case(case: Path) -> dict[str, Any]:
+    desired = load(case / "desired")
+    live = load_live(case)
     options_file = case / "options.json"
     options = json.loads(options_file.read_text()) if options_file.exists() else {}
     plan = make_plan(
