@@ -154,9 +154,10 @@ class CheckRunner:
             why = self.attempt(check, resource, max(0.05, min(ATTEMPT_SECONDS, left)))
             if why is None:
                 return None
-            if self.clock() + POLL_SECONDS > deadline:
+            left = deadline - self.clock()
+            if left <= 0:
                 return REDACTOR(f"{describe(check)}: {why} (for {check.timeout})")
-            self.sleep(POLL_SECONDS)
+            self.sleep(min(POLL_SECONDS, left))  # one last try when the timeout runs out
 
     def failures(self, resource: Resource) -> list[str]:
         """Why each of the resource's checks failed, in declaration order; [] when all pass."""
