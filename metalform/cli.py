@@ -29,6 +29,7 @@ from metalform.store import Store
 from reconciler import __version__
 from reconciler.apply import ActionResult
 from reconciler.concurrency import DEFAULT_PARALLELISM
+from reconciler.drift import bad_address_globs
 from reconciler.engine import Engine, PlanRun, Settings
 from reconciler.errors import InputError, MetalformError
 from reconciler.load import load
@@ -100,6 +101,24 @@ def _add_parallelism(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_exclude(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="leave this resource out (Kind/name, globs such as Server/gpu-*); repeatable",
+    )
+
+
+def _excluded(args: argparse.Namespace) -> list[str]:
+    """The `--exclude` globs, refused (exit 1) when one is not an address glob."""
+    problems = bad_address_globs(args.exclude)
+    if problems:
+        raise MetalformError("; ".join(problems))
+    return list(args.exclude)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metalform",
@@ -131,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="plan only this resource (Kind/name); repeatable",
     )
+    _add_exclude(p)
     p.add_argument(
         "--refresh-only",
         action="store_true",
@@ -145,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--auto-approve", action="store_true", help="plan and apply at once, without a saved plan"
     )
+    _add_exclude(p)
     _add_parallelism(p)
     _add_notify(p)
 
@@ -407,6 +428,7 @@ def _plan(engine: Engine, args: argparse.Namespace, out: Output, notes: RunNotif
         args,
         notes,
         targets=args.target,
+        exclude=_excluded(args),
         refresh_only=args.refresh_only,
         on_gather=on_gather,
     )
@@ -528,6 +550,11 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     if args.planfile:
         if args.auto_approve:
             raise MetalformError("give either PLANFILE or --auto-approve, not both")
+        if args.exclude:
+            raise MetalformError(
+                "--exclude changes what is planned; apply PLANFILE runs exactly its plan "
+                "(plan again with --exclude, or apply -C DIR --auto-approve --exclude)"
+            )
         plan = read_plan_file(args.planfile)
         path = Path(args.directory) if args.directory != "." else None
         notes = _saved_plan_notifications(args, plan, path)
@@ -542,7 +569,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         )
     notes = _notifications(args, Path(args.directory), args.rev)
     try:
-        run = _planned(engine, args, notes)
+        run = _planned(engine, args, notes, exclude=_excluded(args))
         sys.stdout.write(RENDERERS["text"](run.plan))
         if run.plan.has_errors:
             return EXIT_ERROR

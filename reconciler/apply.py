@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from reconciler.checks import CheckRunner
 from reconciler.errors import MetalformError, StalePlanError, VerificationError
 from reconciler.model import Action, ActionStatus, Address, LiveResource, Plan, Resource
+from reconciler.model.base import is_of
+from reconciler.model.checks import ManagedSpec
 from reconciler.provider import Provider, driver_key
 from reconciler.secrets import REDACTOR
 
@@ -52,6 +55,22 @@ class ApplyResult:
 
 
 Listener = Callable[[Action, ActionResult], None]
+
+
+def wave_passed(result: ApplyResult, addresses: Collection[Address]) -> tuple[bool, list[str]]:
+    """Whether a rollout wave came through, and why not: every action on its resources
+    succeeded, their health checks included (a failed check fails the resource's last action).
+
+    The seam for the wave scheduler: the next wave starts only when this is true.
+    """
+    wanted = set(addresses)
+    failed = [
+        f"{r.address}: {r.operation} {r.status.value}" + (f": {r.error}" if r.error else "")
+        for r in sorted(result.results.values(), key=lambda r: r.id)
+        if r.address in wanted
+        and r.status not in (ActionStatus.SUCCEEDED, ActionStatus.DEFERRED, ActionStatus.REFUSED)
+    ]
+    return not failed, failed
 
 
 def _now() -> str:
@@ -103,6 +122,7 @@ class Applier:
         self.listener = listener or (lambda action, result: None)
         self.sleep = sleep
         self.result = ApplyResult()
+        self.checks = CheckRunner(providers, resources, sleep=sleep)
 
     def _provider(self, action: Action, resource: Resource) -> Provider:
         key = action.provider or driver_key(resource, self.resources)
@@ -155,6 +175,35 @@ class Applier:
             error=error,
         )
 
+    def _checked(self, action: Action, result: ActionResult) -> ActionResult:
+        """The resource's last action, after its health checks: failed if one of them fails
+        (the resource counts as failed and its dependants are skipped)."""
+        resource = self.resources.get(action.address)
+        failures = self.checks.failures(resource) if resource is not None else []
+        if not failures:
+            return result
+        log.info("health checks of %s failed: %s", action.address, "; ".join(failures))
+        return replace(
+            result,
+            status=ActionStatus.FAILED,
+            finished_at=_now(),
+            error=f"health check failed: {'; '.join(failures)}",
+        )
+
+    def _has_checks(self, action: Action) -> bool:
+        resource = self.resources.get(action.address)
+        return resource is not None and is_of(resource, ManagedSpec) and bool(resource.spec.checks)
+
+    def _last_of_resource(
+        self, action: Action, actions: Mapping[int, Action], state: Mapping[int, ActionStatus]
+    ) -> bool:
+        """Whether `action` just ended its resource's actions, all of them successfully."""
+        return all(
+            state[other.id] in (ActionStatus.SUCCEEDED, ActionStatus.DEFERRED, ActionStatus.REFUSED)
+            for other in actions.values()
+            if other.address == action.address and other.id != action.id
+        )
+
     def run(self) -> ApplyResult:
         actions = {a.id: a for a in self.plan.actions}
         state: dict[int, ActionStatus] = {a.id: a.status for a in actions.values()}
@@ -171,6 +220,7 @@ class Applier:
                     ),
                 )
         running: dict[Future[ActionResult], int] = {}
+        checking: set[int] = set()
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
             while True:
                 for action in actions.values():
@@ -218,6 +268,17 @@ class Applier:
                 for future in done:
                     action_id = running.pop(future)
                     result = future.result()
+                    action = actions[action_id]
+                    if (
+                        result.status is ActionStatus.SUCCEEDED
+                        and action_id not in checking
+                        and self._has_checks(action)
+                        and self._last_of_resource(action, actions, state)
+                    ):
+                        # Still running for its dependants until the checks have passed.
+                        checking.add(action_id)
+                        running[pool.submit(self._checked, action, result)] = action_id
+                        continue
                     state[action_id] = result.status
-                    self._record(actions[action_id], result)
+                    self._record(action, result)
         return self.result

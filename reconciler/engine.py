@@ -205,12 +205,19 @@ class Engine:
         rev: str | None = None,
         *,
         targets: Collection[Address] = (),
+        exclude: Collection[str] = (),
         refresh_only: bool = False,
         on_gather: Callable[[int, int], None] | None = None,
     ) -> PlanRun:
+        """Plan `path` (at `rev`): all its resources, or the `targets`, less `exclude` globs."""
         with bulk_allocation():
             return self._plan(
-                path, rev, targets=targets, refresh_only=refresh_only, on_gather=on_gather
+                path,
+                rev,
+                targets=targets,
+                exclude=exclude,
+                refresh_only=refresh_only,
+                on_gather=on_gather,
             )
 
     def _plan(
@@ -219,6 +226,7 @@ class Engine:
         rev: str | None,
         *,
         targets: Collection[Address],
+        exclude: Collection[str],
         refresh_only: bool,
         on_gather: Callable[[int, int], None] | None,
     ) -> PlanRun:
@@ -226,7 +234,7 @@ class Engine:
         # NetBox inventory Providers turn devices into Servers before anything is chosen, so
         # imported Servers are planned (and their credentials checked) like Git's.
         desired = import_inventory(desired, CredentialResolver(desired.resources, path))
-        chosen = managed(desired, targets)
+        chosen = managed(desired, targets, exclude)
         credentials, missing = check_credentials(chosen, desired.resources, path, fingerprint_key())
         desired.warnings.extend(missing)
         groups = group_by_driver(chosen, desired.resources)
@@ -250,6 +258,7 @@ class Engine:
         options = PlanOptions(
             now=self.clock(),
             targets=frozenset(targets),
+            exclude=frozenset(exclude),
             refresh_only=refresh_only,
             source=PlanSource(path=str(path.resolve()), rev=rev),
             operations=operations,

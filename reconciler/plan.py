@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reconciler.drift import control, excluded, expired_acceptances, ignore_map
 from reconciler.graph import phase
 from reconciler.load import DesiredState, resources_from_documents
 from reconciler.model import (
@@ -21,7 +22,7 @@ from reconciler.model import (
     Resource,
     Severity,
 )
-from reconciler.model.plan import PlanSource, Summary
+from reconciler.model.plan import ChangeStatus, PlanSource, Summary
 from reconciler.model.policy import PolicySpec
 from reconciler.planners import PLANNERS, Draft, PlanContext, ResourcePlan
 from reconciler.policy import enforce
@@ -32,6 +33,8 @@ from reconciler.references import references
 class PlanOptions:
     now: datetime
     targets: frozenset[Address] = frozenset()
+    exclude: frozenset[str] = frozenset()
+    """Address globs left out of the plan (`--exclude`), the inverse of `targets`."""
     refresh_only: bool = False
     source: PlanSource | None = None
     operations: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -41,11 +44,16 @@ class PlanOptions:
     """Reads a file of the planned revision (cloud-init templates), by repository path."""
 
 
-def managed(desired: DesiredState, targets: Collection[Address] = ()) -> list[Resource]:
-    """The resources with a live counterpart that this plan covers (all, or the targets)."""
+def managed(
+    desired: DesiredState, targets: Collection[Address] = (), exclude: Collection[str] = ()
+) -> list[Resource]:
+    """The resources with a live counterpart that this plan covers (all, or the targets),
+    less the excluded ones."""
     chosen = [r for r in desired.resources.values() if r.kind in PLANNERS]
     if targets:
         chosen = [r for r in chosen if r.address in targets]
+    if exclude:
+        chosen = [r for r in chosen if not excluded(r.address, exclude)]
     return chosen
 
 
@@ -83,6 +91,14 @@ def make_plan(
                 message="--target names no resource of the desired state",
             )
         )
+    for pattern in sorted(options.exclude):
+        if not any(excluded(address, (pattern,)) for address in resources):
+            diagnostics.append(
+                Diagnostic(
+                    severity=Severity.WARNING,
+                    message=f"--exclude {pattern} names no resource of the desired state",
+                )
+            )
     planned, deleted_documents = _plan_resources(desired, live, options, discovered or {})
     changes = [p.change for p in planned if p.reachable]
     unreachable = sum(1 for p in planned if not p.reachable)
@@ -90,6 +106,7 @@ def make_plan(
         diagnostics.extend(p.diagnostics)
     actions = [] if options.refresh_only else _number(planned, options.endpoints)
     policies = desired.of_kind("Policy", PolicySpec)
+    diagnostics.extend(expired_acceptances(policies, options.now, desired.locate))
     actions, policy_diags = enforce(policies, resources, changes, actions, options.now)
     diagnostics.extend(policy_diags)
     touched = {a.address for a in actions}
@@ -128,17 +145,22 @@ def _plan_resources(
         now=options.now,
         files=options.files,
         live=live,
+        ignore=ignore_map(resources, refresh_only=options.refresh_only),
     )
+    policies = desired.of_kind("Policy", PolicySpec)
     planned: list[ResourcePlan] = []
-    for resource in sorted(managed(desired, options.targets), key=lambda r: r.address):
+    chosen = managed(desired, options.targets, options.exclude)
+    for resource in sorted(chosen, key=lambda r: r.address):
         planner = PLANNERS[resource.kind]
-        planned.append(planner(resource, live.get(resource.address), ctx))
+        planned.append(control(planner, resource, live.get(resource.address), ctx, policies))
     deleted_documents: dict[Address, dict[str, Any]] = {}
     for address, gone in sorted(discovered.items()):
         kind = address.split("/", 1)[0]
         if address in resources or kind not in PLANNERS:
             continue
         if options.targets and address not in options.targets:
+            continue
+        if excluded(address, options.exclude):
             continue
         planned.append(PLANNERS[kind](None, gone, ctx))
         document = gone.facts.get("document")
@@ -224,8 +246,12 @@ def _dependencies(
 
 def _summary(changes: list[Change], actions: list[Action], unreachable: int) -> Summary:
     counts = {kind: 0 for kind in ChangeKind}
+    held = {status: 0 for status in ChangeStatus}
     for change in changes:
-        counts[change.action] += 1
+        if change.status is None:
+            counts[change.action] += 1
+        else:
+            held[change.status] += 1
     return Summary(
         create=counts[ChangeKind.CREATE],
         update=counts[ChangeKind.UPDATE],
@@ -234,4 +260,6 @@ def _summary(changes: list[Change], actions: list[Action], unreachable: int) -> 
         deferred=sum(1 for a in actions if a.status is ActionStatus.DEFERRED),
         refused=sum(1 for a in actions if a.status is ActionStatus.REFUSED),
         unreachable=unreachable,
+        accepted=held[ChangeStatus.ACCEPTED],
+        suspended=held[ChangeStatus.SUSPENDED],
     )

@@ -55,6 +55,10 @@ def summary_line(plan: Plan) -> str:
         extras.append(f"{s.refused} refused")
     if s.unreachable:
         extras.append(f"{s.unreachable} unreachable, not planned")
+    if s.accepted:
+        extras.append(f"{s.accepted} with accepted drift")
+    if s.suspended:
+        extras.append(f"{s.suspended} suspended")
     if extras:
         text += f" ({', '.join(extras)})"
     return text + "."
@@ -84,7 +88,15 @@ def _action_line(action: Action) -> str:
 
 
 def _changes(plan: Plan) -> list[Change]:
-    return [c for c in plan.changes if c.action is not ChangeKind.NOOP]
+    """Changes worth showing: drift, and accepted or suspended resources even without it."""
+    return [c for c in plan.changes if c.action is not ChangeKind.NOOP or c.status is not None]
+
+
+def _status_note(change: Change) -> str:
+    """`ACCEPTED: why`, `SUSPENDED: why`, or why an acceptance no longer holds."""
+    if change.status is not None:
+        return f"  {change.status.value.upper()}: {change.reason}"
+    return f"  ({change.reason})" if change.reason else ""
 
 
 def render_text(plan: Plan) -> str:
@@ -99,7 +111,7 @@ def render_text(plan: Plan) -> str:
         out.append("No changes. The live state matches the desired state.")
     for change in changes:
         source = f"  (from {change.source})" if change.source != "git" else ""
-        out.append(f"{SYMBOL[change.action]} {change.address}{source}")
+        out.append(f"{SYMBOL[change.action]} {change.address}{source}{_status_note(change)}")
         width = max((len(e.path) for e in change.diff), default=0)
         for entry in change.diff:
             before = _entry_value(entry, "before")
@@ -137,6 +149,8 @@ def render_markdown(plan: Plan) -> str:
         f"{s.noop} unchanged; **{len(plan.runnable)}** actions to run"
         + (f", {s.deferred} deferred" if s.deferred else "")
         + (f", {s.refused} refused" if s.refused else "")
+        + (f", {s.accepted} with accepted drift" if s.accepted else "")
+        + (f", {s.suspended} suspended" if s.suspended else "")
         + "."
     )
     out.append("")
@@ -148,7 +162,8 @@ def render_markdown(plan: Plan) -> str:
     for change in _changes(plan):
         out.append(
             f"<details open><summary><code>{SYMBOL[change.action]} {change.address}"
-            f"</code> ({change.action.value}, {len(change.diff)} field(s))</summary>"
+            f"</code> ({change.action.value}, {len(change.diff)} field(s))"
+            f"{_md_cell(_status_note(change))}</summary>"
         )
         out.append("")
         if change.diff:

@@ -16,6 +16,7 @@ from metalform.notify.payloads import (
 )
 from metalform.server import resource_status
 from metalform.server.control_base import ControlBase, DriftState
+from metalform.server.drift import reported_drift, why_not_auto_applied
 from metalform.server.jobs import ShuttingDown
 from metalform.server.reporting import PullRequest
 from metalform.server.repository import (
@@ -205,7 +206,10 @@ class Planning(ControlBase):
         if pull_request is not None:
             self.reporter.planned(pull_request, plan_id, run.plan)
         self.changed()
-        if auto_apply and tracked and run.plan.runnable and not run.plan.has_errors:
+        held = why_not_auto_applied(run) if auto_apply else None
+        if held is not None:
+            log.warning("auto-apply of plan %s not started: %s", plan_id, held)
+        elif auto_apply and tracked and run.plan.runnable and not run.plan.has_errors:
             try:
                 self.request_apply(plan_id, trigger=record.trigger, who="autoApply")
             except (ConflictError, MetalformError) as exc:
@@ -290,6 +294,10 @@ class Planning(ControlBase):
         if drifted:
             payload = plan_payload(run.plan)
             payload.update(resources=len(drifted), addresses=drifted[:MAX_ADDRESSES])
+            reported = reported_drift(run)
+            if reported:
+                # driftActions: report: told, never fixed on its own
+                payload.update(reportOnly=sorted(reported)[:MAX_ADDRESSES])
             self.bus.emit(
                 EventType.DRIFT_DETECTED, payload, repository=self.repository, plan_id=record.id
             )

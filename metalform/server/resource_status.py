@@ -65,11 +65,16 @@ def after_plan(run: PlanRun) -> list[ResourceStatusUpdate]:
         message = ""
         if drifted and change is not None:
             message = f"{change.action.value}: {len(change.diff)} field(s) differ"
+        if change is not None and change.status is not None:
+            message = f"{change.status.value}: {change.reason}"
+        sync = SyncStatus.OUT_OF_SYNC if drifted else SyncStatus.SYNCED
+        if resource.paused is not None:
+            sync = SyncStatus.SUSPENDED  # read and shown, never acted on
         updates.append(
             ResourceStatusUpdate(
                 address=address,
                 labels=labels,
-                sync=SyncStatus.OUT_OF_SYNC if drifted else SyncStatus.SYNCED,
+                sync=sync,
                 health=live.health,
                 message=message,
             )
@@ -79,7 +84,7 @@ def after_plan(run: PlanRun) -> list[ResourceStatusUpdate]:
 
 def drifted(run: PlanRun) -> list[str]:
     """Addresses whose live state differs from Git, by address."""
-    return sorted(c.address for c in run.plan.changes if c.action is not ChangeKind.NOOP)
+    return sorted(c.address for c in run.plan.changes if c.drifted)
 
 
 def progressing(addresses: Iterable[str]) -> list[ResourceStatusUpdate]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
-from typing import Any, Generic
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
+from typing import Annotated, Any, Generic
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 from pydantic.alias_generators import to_camel
 from typing_extensions import TypeIs, TypeVar
 
@@ -36,6 +37,43 @@ class SpecModel(BaseModel):
     )
 
 
+FIELD_GLOB = re.compile(r"[^\s.\[\]?]+(\.[^\s.\[\]?]+)*")
+"""A field path as the plan shows it (`bios.attributes.ProcTurboMode`), `*` for any part."""
+
+
+def _field_glob(value: str) -> str:
+    if not FIELD_GLOB.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a field path: dot-separated names such as "
+            "'bios.attributes.ProcTurboMode', with '*' for any characters (no spaces, "
+            "'?' or '[...]', no empty part)"
+        )
+    return value
+
+
+FieldGlob = Annotated[str, AfterValidator(_field_glob)]
+
+
+def matches_any(path: str, globs: Iterable[str]) -> bool:
+    """Whether a plan path matches one of the field globs."""
+    return any(fnmatchcase(path, glob) for glob in globs)
+
+
+class IgnorableSpec(SpecModel):
+    """Base of the spec of every resource whose fields are compared with the live state."""
+
+    ignore: list[FieldGlob] = Field(
+        default_factory=list,
+        description="Field paths (as in the plan, '*' for any characters) read and shown by "
+        "--refresh-only, never planned",
+    )
+
+
+PAUSED_ANNOTATION = "metalform.io/paused"
+"""`metadata.annotations` key: the resource is read and shown, never acted on (the value says
+why)."""
+
+
 class ChangeKind(str, enum.Enum):
     CREATE = "create"
     UPDATE = "update"
@@ -55,6 +93,8 @@ class SyncStatus(str, enum.Enum):
     SYNCED = "Synced"
     OUT_OF_SYNC = "OutOfSync"
     UNKNOWN = "Unknown"
+    SUSPENDED = "Suspended"
+    """Paused by the `metalform.io/paused` annotation: read, never acted on."""
 
 
 class Health(str, enum.Enum):
@@ -147,6 +187,11 @@ class Resource(BaseModel, Generic[SpecT]):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    @property
+    def paused(self) -> str | None:
+        """Why the resource is paused (`metalform.io/paused`), None when it is not."""
+        return self.metadata.annotations.get(PAUSED_ANNOTATION)
 
     def document(self) -> dict[str, Any]:
         """The resource as a JSON-able document, as written in Git (camelCase, no defaults)."""

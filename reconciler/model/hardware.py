@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from reconciler.model.base import Resource, SpecModel, typed
+from reconciler.model.base import IgnorableSpec, Resource, SpecModel, typed
 from reconciler.model.bmc import BmcAccount, BmcNetwork
+from reconciler.model.checks import ManagedSpec
 from reconciler.model.registry import Kind, ProviderTypeOf, Ref
 
 BiosValue = str | int | bool | float
@@ -68,7 +69,7 @@ class Match(SpecModel):
     model: str | None = None
 
 
-class BiosTemplateSpec(SpecModel):
+class BiosTemplateSpec(IgnorableSpec):
     extends: Annotated[str, Ref("BiosTemplate")] | None = Field(
         default=None, description="Name of the BiosTemplate to extend"
     )
@@ -113,7 +114,7 @@ class Provisioning(SpecModel):
     tags: list[str] = Field(default_factory=list)
 
 
-class ServerSpec(SpecModel):
+class ServerSpec(ManagedSpec):
     bmc: Bmc
     hostname: str | None = None
     provisioning: Provisioning | None = None

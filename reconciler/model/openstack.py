@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from reconciler.model.base import SpecModel
+from reconciler.model.checks import ManagedSpec
 from reconciler.model.registry import Kind, Ref
 
 RESERVED_METADATA_PREFIX = "metalform:"
@@ -26,7 +27,7 @@ class LabelSelector(SpecModel):
         return all(labels.get(k) == v for k, v in self.match_labels.items())
 
 
-class AggregateSpec(SpecModel):
+class AggregateSpec(ManagedSpec):
     provider: Annotated[str, Ref("Provider", "openstack")] = Field(
         description="Name of a Provider of type openstack"
     )

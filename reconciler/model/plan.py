@@ -45,11 +45,28 @@ class DiffEntry(_Wire):
     sensitive: bool = False
 
 
+class ChangeStatus(str, enum.Enum):
+    """Why a change with drift is not acted on."""
+
+    ACCEPTED = "accepted"
+    """Policy.spec.acceptedDrift covers all its drift until a date."""
+    SUSPENDED = "suspended"
+    """Paused by the `metalform.io/paused` annotation."""
+
+
 class Change(_Wire):
     address: Address
     action: ChangeKind
     diff: list[DiffEntry] = Field(default_factory=list)
     source: str = "git"
+    status: ChangeStatus | None = None
+    reason: str = ""
+    """Why it is accepted or suspended."""
+
+    @property
+    def drifted(self) -> bool:
+        """Its live state differs from Git and it is neither accepted nor suspended."""
+        return self.action is not ChangeKind.NOOP and self.status is None
 
 
 class Expectation(_Wire):
@@ -101,6 +118,10 @@ class Summary(_Wire):
     refused: int = 0
     unreachable: int = 0
     """Resources whose live state could not be read: unknown, never counted as drift."""
+    accepted: int = 0
+    """Resources all of whose drift is accepted (counted here, not as an update)."""
+    suspended: int = 0
+    """Paused resources (counted here, not by their change)."""
 
 
 class PlanSource(_Wire):
@@ -140,7 +161,7 @@ class Plan(_Wire):
     @property
     def has_changes(self) -> bool:
         """Anything to do or any drift (a refresh-only plan has drift but no actions)."""
-        return bool(self.actions) or any(c.action.value != "noop" for c in self.changes)
+        return bool(self.actions) or any(c.drifted for c in self.changes)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import re
+from datetime import UTC, date, datetime, time
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema, field_validator
 
-from reconciler.model.base import SpecModel
+from reconciler.model.base import FieldGlob, SpecModel
 from reconciler.model.registry import Kind
 from reconciler.windows import check_fires_yearly, parse_duration, zone
 
@@ -64,11 +67,59 @@ class MaintenanceWindow(SpecModel):
         return value
 
 
+def _until(value: object) -> date:
+    """A date or a time (YAML gives either; JSON a string): one clear error otherwise."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time")
+
+
+class AcceptedDrift(SpecModel):
+    """Drift a team cannot fix yet: listed as accepted, not planned, until `until`."""
+
+    match: Selector | None = None
+    fields: list[FieldGlob] = Field(min_length=1, description="Field paths ('*' allowed)")
+    until: Annotated[
+        date,
+        PlainValidator(_until),
+        PlainSerializer(lambda value: value.isoformat(), return_type=str),
+        WithJsonSchema({"type": "string", "examples": ["2026-06-01", "2026-06-01T08:00:00Z"]}),
+    ] = Field(description="When the acceptance ends: a date (midnight UTC) or an ISO 8601 time")
+    reason: str = Field(min_length=1, description="Why the drift is accepted (shown in the plan)")
+
+    @property
+    def expires(self) -> datetime:
+        """`until` as an aware time (a date means its midnight, UTC)."""
+        if isinstance(self.until, datetime):
+            return self.until if self.until.tzinfo else self.until.replace(tzinfo=UTC)
+        return datetime.combine(self.until, time(), tzinfo=UTC)
+
+
+class DriftResponse(str, enum.Enum):
+    REMEDIATE = "remediate"
+    REPORT = "report"
+
+
+class DriftAction(SpecModel):
+    """What the server's drift loop does with drift in `fields`: fix it or only report it."""
+
+    match: Selector | None = None
+    fields: list[FieldGlob] = Field(min_length=1, description="Field paths ('*' allowed)")
+    action: DriftResponse
+
+
 class PolicySpec(SpecModel):
     max_changes_per_apply: int | None = Field(default=None, ge=1)
     protect: Selector | None = None
     max_disrupted_per_group: DisruptionBudget | None = None
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    accepted_drift: list[AcceptedDrift] = Field(default_factory=list)
+    drift_actions: list[DriftAction] = Field(default_factory=list)
 
 
 POLICY = Kind("Policy", PolicySpec)

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from reconciler.model.base import SpecModel
+from reconciler.model.checks import ManagedSpec
 from reconciler.model.registry import Kind, Ref
 
 PORT = re.compile(r"(?:([0-9]{1,5}):)?([0-9]{1,5})(?:/(?:tcp|udp))?")
@@ -57,7 +58,7 @@ class SecretEnv(SpecModel):
     credential: Annotated[str, Ref("Credential")] = Field(description="Name of a Credential")
 
 
-class ServiceSpec(SpecModel):
+class ServiceSpec(ManagedSpec):
     provider: Annotated[str, Ref("Provider", "docker")] = Field(
         description="Name of a Provider of type docker"
     )

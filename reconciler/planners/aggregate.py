@@ -87,7 +87,13 @@ def plan_aggregate(
     }
     want, awaiting = _addable(aggregate, read, servers, ctx, result.diagnostics)
     held = read.state if read.exists else {}
-    diff = diff_declared(want, held, whole=_declared_whole(aggregate), by_path=True)
+    diff = diff_declared(
+        want,
+        held,
+        whole=_declared_whole(aggregate),
+        by_path=True,
+        ignore=ctx.ignored(aggregate),
+    )
     if not diff:
         return result
     creating = not read.exists

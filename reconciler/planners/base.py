@@ -83,6 +83,12 @@ class PlanContext:
     live: Mapping[Address, LiveResource] = field(default_factory=dict)
     """Every resource's live state, for planners whose actions depend on another resource's
     (an Aggregate waits for the MAAS deployment of a host it adds)."""
+    ignore: Mapping[Address, tuple[str, ...]] = field(default_factory=dict)
+    """Field globs each resource's diff leaves out (`spec.ignore`, accepted drift)."""
+
+    def ignored(self, resource: Resource) -> tuple[str, ...]:
+        """The field globs the diff of `resource` must not compare."""
+        return self.ignore.get(resource.address, ())
 
     def diagnostic(
         self,

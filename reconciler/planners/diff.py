@@ -10,11 +10,12 @@ dicts of plain values, and a plan of 10,000 servers calls it 10,000 times (see t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.model import DiffEntry
+from reconciler.model.base import matches_any
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,23 @@ def diff_declared(
     whole: Iterable[str] = (),
     staged: Mapping[str, Any] | None = None,
     by_path: bool = False,
+    ignore: Collection[str] = (),
 ) -> Diff:
     """Compare the declared paths `want` with `current`.
 
     `whole`: prefixes of the mappings Git declares whole. `staged`: values the system holds for
     its next reboot (BIOS settings); a path differs when its current value or its staged one
     differs from the desired one (a staged value still needs the reboot). `by_path`: entries
-    sorted by path rather than in declaration order.
+    sorted by path rather than in declaration order. `ignore`: field globs (`spec.ignore`,
+    accepted drift) never compared, so never planned.
     """
     compared = dict(want)
     for prefix in whole:
         for path in current:
             if path.startswith(prefix) and path not in compared:
                 compared[path] = None
+    if ignore:
+        compared = {p: v for p, v in compared.items() if not matches_any(p, ignore)}
     pending = staged or {}
     entries = [
         DiffEntry(path=path, before=current.get(path), after=after, pending=pending.get(path))

@@ -70,7 +70,7 @@ def plan_server(
     if read is None:
         return result
     want = _manageable(server, read, ctx, result.diagnostics)
-    diff = diff_declared(want, read.state, staged=read.pending)
+    diff = diff_declared(want, read.state, staged=read.pending, ignore=ctx.ignored(server))
     if diff:
         result.record(ChangeKind.UPDATE, diff.entries)
     result.drafts.extend(_drafts(server, read, diff, ctx, result.diagnostics))

@@ -152,7 +152,7 @@ def plan_service(
         return result
     # A declared mapping is compared whole: a key the container has but Git dropped differs.
     whole = [prefix for prefix in MAPPED_PREFIXES if prefix.rstrip(".") in config]
-    diff = diff_declared(want, read.state, whole=whole)
+    diff = diff_declared(want, read.state, whole=whole, ignore=ctx.ignored(service))
     if diff:
         result.record(ChangeKind.UPDATE, diff.entries)
         result.drafts.extend(_update_drafts(diff, config))

@@ -89,6 +89,33 @@ def test_target_and_unknown_target(repo: Path, capsys: pytest.CaptureFixture[str
     assert "Server/zz: --target names no resource" in capsys.readouterr().out
 
 
+def test_exclude_globs_on_plan_and_auto_approve(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["plan", "-C", str(repo), "--exclude", "Server/a*", "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert {a["address"] for a in plan["actions"]} == {"Server/b2"}
+    assert cli.main(["apply", "-C", str(repo), "--auto-approve", "--exclude", "Server/b?"]) == 0
+    assert "2 succeeded, 0 failed" in capsys.readouterr().out
+    assert cli.main(["plan", "-C", str(repo), "--format", "json"]) == 0
+    left = json.loads(capsys.readouterr().out)
+    assert {a["address"] for a in left["actions"]} == {"Server/b2"}
+
+
+def test_exclude_bad_glob_and_with_a_plan_file(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["plan", "-C", str(repo), "--exclude", "Server/a[1"]) == 1
+    err = capsys.readouterr().err
+    assert "--exclude 'Server/a[1' is not an address glob like Server/gpu-*" in err
+    assert "Traceback" not in err
+    planfile = tmp_path / "p.json"
+    assert cli.main(["plan", "-C", str(repo), "-o", str(planfile)]) == 0
+    capsys.readouterr()
+    assert cli.main(["apply", str(planfile), "--exclude", "Server/a1"]) == 1
+    assert "apply PLANFILE runs exactly its plan" in capsys.readouterr().err
+
+
 def test_refresh_only_shows_drift_without_actions(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,9 +1,10 @@
 """Table-driven tests of the pure planner: desired YAML + live JSON -> expected plan JSON.
 
 Each folder of `cases/` holds `desired/` (a desired-state tree), `live.json` (address ->
-LiveResource fields), optional `options.json` (targets, refreshOnly) and `expected.json`: the
-plan's changes, actions (without read-back expectations) and diagnostics. To regenerate after a
-deliberate change, run with METALFORM_UPDATE_GOLDEN=1 and review the diff.
+LiveResource fields), optional `options.json` (targets, exclude, refreshOnly) and
+`expected.json`: the plan's changes, actions (without read-back expectations) and
+diagnostics. To regenerate after a deliberate change, run with METALFORM_UPDATE_GOLDEN=1
+and review the diff.
 """
 
 from __future__ import annotations
@@ -36,12 +37,17 @@ OPERATIONS = {
 }
 
 
-def run_case(case: Path) -> dict[str, Any]:
-    desired = load(case / "desired")
-    live = {
+def load_live(case: Path) -> dict[str, LiveResource]:
+    """A case's `live.json`, by address."""
+    return {
         address: LiveResource(address=address, **fields)
         for address, fields in json.loads((case / "live.json").read_text()).items()
     }
+
+
+def run_case(case: Path) -> dict[str, Any]:
+    desired = load(case / "desired")
+    live = load_live(case)
     options_file = case / "options.json"
     options = json.loads(options_file.read_text()) if options_file.exists() else {}
     plan = make_plan(
@@ -50,6 +56,7 @@ def run_case(case: Path) -> dict[str, Any]:
         PlanOptions(
             now=NOW,
             targets=frozenset(options.get("targets", [])),
+            exclude=frozenset(options.get("exclude", [])),
             refresh_only=options.get("refreshOnly", False),
             operations=OPERATIONS,
             files=repository_files(case / "desired"),
