@@ -26,6 +26,7 @@ from reconciler.model.policy import PolicySpec
 from reconciler.planners import PLANNERS, Draft, PlanContext, ResourcePlan
 from reconciler.policy import enforce
 from reconciler.references import references
+from reconciler.rollout import failure_budget, wave_count
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def make_plan(
         resources=_documents(touched, resources, deleted_documents),
         targets=sorted(options.targets),
         refresh_only=options.refresh_only,
+        failure_budget=failure_budget(policies, actions),
     )
 
 
@@ -234,4 +236,5 @@ def _summary(changes: list[Change], actions: list[Action], unreachable: int) -> 
         deferred=sum(1 for a in actions if a.status is ActionStatus.DEFERRED),
         refused=sum(1 for a in actions if a.status is ActionStatus.REFUSED),
         unreachable=unreachable,
+        waves=wave_count(actions),
     )
