@@ -2,19 +2,23 @@
 
 Independent actions run in parallel (bounded by the pool size; providers bound requests per
 endpoint). A failed action fails its dependants (`skipped`), never the independent rest.
+Waves run one after the other; once more resources failed than the plan's failure budget
+allows, the resources not yet started are skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconciler.errors import MetalformError, StalePlanError, VerificationError
 from reconciler.model import Action, ActionStatus, Address, LiveResource, Plan, Resource
+from reconciler.model.plan import FailureBudget
 from reconciler.provider import Provider, driver_key
 from reconciler.secrets import REDACTOR
 
@@ -155,9 +159,16 @@ class Applier:
             error=error,
         )
 
+    def _skip(self, action: Action, why: str) -> None:
+        self._record(
+            action,
+            ActionResult(
+                action.id, action.address, action.operation, ActionStatus.SKIPPED, error=why
+            ),
+        )
+
     def run(self) -> ApplyResult:
         actions = {a.id: a for a in self.plan.actions}
-        state: dict[int, ActionStatus] = {a.id: a.status for a in actions.values()}
         for action in actions.values():
             if action.status is not ActionStatus.PLANNED:
                 self._record(
@@ -170,54 +181,109 @@ class Applier:
                         error=action.reason or None,
                     ),
                 )
-        running: dict[Future[ActionResult], int] = {}
+        schedule = _Schedule(actions, self.plan.failure_budget)
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
-            while True:
-                for action in actions.values():
-                    if state[action.id] is not ActionStatus.PLANNED:
-                        continue
-                    deps = [state[d] for d in action.depends_on if d in state]
-                    if any(
-                        s is not ActionStatus.SUCCEEDED
-                        and s is not ActionStatus.PLANNED
-                        and s is not ActionStatus.RUNNING
-                        for s in deps
-                    ):
-                        failed = next(
-                            d
-                            for d in action.depends_on
-                            if state.get(d)
-                            not in (
-                                ActionStatus.SUCCEEDED,
-                                ActionStatus.PLANNED,
-                                ActionStatus.RUNNING,
-                            )
-                        )
-                        state[action.id] = ActionStatus.SKIPPED
-                        self._record(
-                            action,
-                            ActionResult(
-                                action.id,
-                                action.address,
-                                action.operation,
-                                ActionStatus.SKIPPED,
-                                error=f"action {failed} ({actions[failed].operation}) "
-                                f"{state[failed].value}",
-                            ),
-                        )
-                        continue
-                    if all(s is ActionStatus.SUCCEEDED for s in deps):
-                        state[action.id] = ActionStatus.RUNNING
-                        running[pool.submit(self._run_one, action)] = action.id
-                if not running:
-                    # Skips can unlock more skips; loop until nothing is left to decide.
-                    if any(s is ActionStatus.PLANNED for s in state.values()):
-                        continue
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    action_id = running.pop(future)
-                    result = future.result()
-                    state[action_id] = result.status
-                    self._record(actions[action_id], result)
+            for wave in schedule.waves():
+                self._run_wave(pool, schedule, wave)
         return self.result
+
+    def _run_wave(self, pool: ThreadPoolExecutor, schedule: _Schedule, wave: list[int]) -> None:
+        """Run one wave to its end: each action once its dependencies succeeded."""
+        running: dict[Future[ActionResult], int] = {}
+        members = set(wave)
+
+        def consider(action_id: int) -> None:
+            if action_id not in members or schedule.state[action_id] is not ActionStatus.PLANNED:
+                return  # decided already, or waits for its own wave
+            action = schedule.actions[action_id]
+            verdict = schedule.verdict(action)
+            if verdict is None:
+                return  # a dependency of this wave is still to run
+            if verdict:
+                schedule.state[action_id] = ActionStatus.SKIPPED
+                self._skip(action, verdict)
+                for dependant in schedule.dependants[action_id]:
+                    consider(dependant)
+                return
+            schedule.start(action)
+            running[pool.submit(self._run_one, action)] = action_id
+
+        for action_id in wave:
+            consider(action_id)
+        while running:
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                action_id = running.pop(future)
+                result = future.result()
+                schedule.finish(schedule.actions[action_id], result.status)
+                self._record(schedule.actions[action_id], result)
+                for dependant in schedule.dependants[action_id]:
+                    consider(dependant)
+
+
+class _Schedule:
+    """Which action may start: its wave, its dependencies and the rollout's failure budget."""
+
+    def __init__(self, actions: Mapping[int, Action], budget: FailureBudget | None) -> None:
+        self.actions = actions
+        self.budget = budget
+        self.state: dict[int, ActionStatus] = {a.id: a.status for a in actions.values()}
+        self.dependants: dict[int, list[int]] = defaultdict(list)
+        for action in actions.values():
+            for dep in action.depends_on:
+                if dep in actions:
+                    self.dependants[dep].append(action.id)
+        self.started: set[Address] = set()
+        self.failed: set[Address] = set()
+
+    def waves(self) -> Iterator[list[int]]:
+        """The runnable actions by wave; a plan of older format has them all in wave 1."""
+        by_wave: dict[int, list[int]] = defaultdict(list)
+        for action in self.actions.values():
+            if action.status is ActionStatus.PLANNED:
+                by_wave[self._wave(action.id)].append(action.id)
+        for wave in sorted(by_wave):
+            yield sorted(by_wave[wave])
+
+    def _wave(self, action_id: int) -> int:
+        # An action never runs before what it depends on, even in a hand-edited plan.
+        action = self.actions[action_id]
+        deps = [d for d in action.depends_on if d in self.actions and d < action_id]
+        return max([action.wave, *(self._wave(d) for d in deps)])
+
+    def verdict(self, action: Action) -> str | None:
+        """'' to run now, None to wait, or why it is skipped."""
+        spent = self.spent()
+        if spent and action.address not in self.started:
+            return spent
+        waiting = False
+        for dep in action.depends_on:
+            status = self.state.get(dep)
+            if status is None or status is ActionStatus.SUCCEEDED:
+                continue
+            if status in (ActionStatus.PLANNED, ActionStatus.RUNNING):
+                waiting = True
+                continue
+            return f"action {dep} ({self.actions[dep].operation}) {status.value}"
+        return None if waiting else ""
+
+    def spent(self) -> str:
+        """Why the rest of the rollout is skipped, or '' while the budget holds."""
+        budget = self.budget
+        if budget is None or len(self.failed) <= budget.max_failures:
+            return ""
+        return (
+            f"failure budget spent: {len(self.failed)} of {budget.resources} resources failed, "
+            f"{budget.policy} allows {budget.max_failures} ({budget.limit}); "
+            "the rest of the rollout is skipped"
+        )
+
+    def start(self, action: Action) -> None:
+        self.state[action.id] = ActionStatus.RUNNING
+        # A resource already started finishes its chain: no server is left half-changed.
+        self.started.add(action.address)
+
+    def finish(self, action: Action, status: ActionStatus) -> None:
+        self.state[action.id] = status
+        if status is ActionStatus.FAILED:
+            self.failed.add(action.address)
