@@ -6,68 +6,10 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
-from providers.memory import MemoryFleet, memory_factory
 from reconciler.apply import ActionResult
-from reconciler.engine import Engine
 from reconciler.model import Action, ActionStatus, Plan
 from reconciler.render import render_markdown, render_text
-
-RACKS, PER_RACK = 2, 10
-HEAD = """apiVersion: metalform/v1
-kind: Credential
-metadata: {name: bmc}
-spec: {username: admin, password: {fromEnv: BMC_PASSWORD}}
----
-apiVersion: metalform/v1
-kind: BiosTemplate
-metadata: {name: tuned}
-spec:
-  attributes: {ProcTurboMode: Disabled}
----
-apiVersion: metalform/v1
-kind: Policy
-metadata: {name: rollout}
-spec:
-  maxDisruptedPerGroup: {groupBy: rack, max: 20%}
-  rollout: {maxFailures: 1}
-"""
-SERVER = """---
-apiVersion: metalform/v1
-kind: Server
-metadata: {{name: {name}, labels: {{rack: {rack}}}}}
-spec:
-  bmc: {{driver: redfish, address: "http://10.0.0.{i}", credential: bmc}}
-  power: On
-  bios: {{template: tuned}}
-"""
-
-
-def name(i: int) -> str:
-    return f"n{i:02d}"
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("BMC_PASSWORD", "s3cret-for-tests")
-    servers = "".join(
-        SERVER.format(name=name(i), rack=f"r{i // PER_RACK}", i=i + 1)
-        for i in range(RACKS * PER_RACK)
-    )
-    (tmp_path / "inventory.yaml").write_text(HEAD + servers)
-    return tmp_path
-
-
-def fleet() -> MemoryFleet:
-    state = {"power": "On", "bios.attributes.ProcTurboMode": "Enabled"}
-    f = MemoryFleet({f"Server/{name(i)}": {"state": state} for i in range(RACKS * PER_RACK)})
-    f.latency = {"bios.set": 0.01, "power.reset": 0.03}
-    return f
-
-
-def engine_for(f: MemoryFleet) -> Engine:
-    return Engine(factories={"redfish": memory_factory(f)})
+from tests.unit.rollout_fleet import PER_RACK, engine_for, fleet
 
 
 def waves_of(plan: Plan) -> dict[int, set[str]]:
@@ -77,8 +19,8 @@ def waves_of(plan: Plan) -> dict[int, set[str]]:
     return out
 
 
-def test_plan_splits_each_rack_into_waves(repo: Path) -> None:
-    plan = engine_for(fleet()).plan(repo).plan
+def test_plan_splits_each_rack_into_waves(rollout_repo: Path) -> None:
+    plan = engine_for(fleet()).plan(rollout_repo).plan
     # 20% of a rack of 10: two servers of each rack per wave, five waves.
     assert plan.summary.waves == 5
     assert all(a.status is ActionStatus.PLANNED for a in plan.actions)
@@ -96,10 +38,10 @@ def test_plan_splits_each_rack_into_waves(repo: Path) -> None:
     assert "#21 power.reset  (after #1)  [disruptive]  [wave 1/5]" in text
 
 
-def test_apply_runs_wave_after_wave_within_the_group_limit(repo: Path) -> None:
+def test_apply_runs_wave_after_wave_within_the_group_limit(rollout_repo: Path) -> None:
     f = fleet()
     engine = engine_for(f)
-    plan = engine.plan(repo).plan
+    plan = engine.plan(rollout_repo).plan
     lock = threading.Lock()
     events: list[tuple[int, bool]] = []  # (wave, started) in the order they happened
     down: dict[str, int] = defaultdict(int)
@@ -121,13 +63,13 @@ def test_apply_runs_wave_after_wave_within_the_group_limit(repo: Path) -> None:
         last_end = max(i for i, (w, s) in enumerate(events) if w == wave - 1 and not s)
         assert last_end < first_start, f"wave {wave} started before wave {wave - 1} ended"
     assert peak == {"r0": 2, "r1": 2}
-    assert engine.plan(repo).plan.actions == []
+    assert engine.plan(rollout_repo).plan.actions == []
 
 
-def test_spent_failure_budget_skips_the_rest_of_the_rollout(repo: Path) -> None:
+def test_spent_failure_budget_skips_the_rest_of_the_rollout(rollout_repo: Path) -> None:
     f = fleet()
     engine = engine_for(f)
-    plan = engine.plan(repo).plan
+    plan = engine.plan(rollout_repo).plan
     second = sorted(waves_of(plan)[2])
     for address in second[:2]:  # two failures in wave 2: one more than the budget of 1
         f.fail_operations[(address, "bios.set")] = "HTTP 500 from the BMC"
