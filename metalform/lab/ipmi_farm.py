@@ -26,6 +26,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,6 +53,11 @@ class FarmSession(serversession.ServerSession):  # type: ignore[misc]
             return bytearray([request[0], RMCP_INVALID_AUTH_ALGORITHM, 0, 0]) + request[4:8]
         response: bytearray = super().create_open_session_response(request)
         return response
+
+    def sessionless_data(self, data: bytes, sockaddr: Any) -> None:
+        """A stray packet queued for this session (a retransmission after a loss): dropped,
+        as the client retransmits. pyghmi's server session lacks this method."""
+        del data, sockaddr
 
 
 class FarmBmc(ipmi_bmc.Bmc):  # type: ignore[misc]
@@ -120,6 +126,25 @@ class Wire:
             self.send(sock, packet, sockaddr)
 
 
+def free_port_range(address: str, count: int, tries: int = 50) -> int:
+    """The first of `count` consecutive UDP ports free on `address` (probed, then released)."""
+    for _ in range(tries):
+        base = random.randrange(20000, 60000 - count)
+        probes: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                probes.append(sock)
+                sock.bind((address, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in probes:
+                sock.close()
+    raise SystemExit(f"no {count} consecutive free UDP ports on {address}")
+
+
 def _exit_at_eof(stop: Any) -> None:
     """Stop when the parent closes our stdin (or dies): never outlive the benchmark."""
     sys.stdin.read()
@@ -130,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--address", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=17000, help="port of the first BMC")
+    parser.add_argument(
+        "--port", type=int, default=17000, help="port of the first BMC (0: any free range)"
+    )
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password-env", default="IPMI_FARM_PASSWORD")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per packet")
@@ -146,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     password = os.environ.get(args.password_env)
     if not password:
         parser.error(f"set the BMC password in ${args.password_env}")
+    if args.port == 0:
+        args.port = free_port_range(args.address, args.count)
     serversession.ServerSession = FarmSession
     wire = Wire(args.latency, args.jitter, args.loss, args.seed)
     if args.latency or args.jitter or args.loss:
@@ -163,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(args.count):
         FarmBmc(users, port=args.port + i, address=args.address)
 
+    stopping = threading.Lock()
+
     def stop(signum: int, frame: Any) -> None:
+        if not stopping.acquire(blocking=False):
+            return  # a signal and the end of stdin at once: the first one reports
         stats = {"sent": wire.sent, "dropped": wire.dropped, "sessionless": received[0]}
         with contextlib.suppress(OSError):  # the parent may be gone, and our stdout with it
             print(json.dumps(stats), flush=True)
