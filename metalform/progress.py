@@ -78,7 +78,7 @@ class LiveProgress:
         self.console = Console(file=stream, highlight=False)
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
