@@ -78,6 +78,8 @@ schemas: install
 
 bench: install
 	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/ipmi_fleet_bench.py
+	$(BIN)/python bench/rollout_bench.py
 	$(BIN)/python bench/maas_bench.py
 
 clean:

@@ -2,13 +2,16 @@
 
     python bench/cpu_plan.py [--servers 10000]
 
-Prints the time of each stage (load, gather, plan, render) and the total.
+Prints the time of each stage (load, gather, plan, render), the total, and the peak resident
+memory (RSS) of the process. For RSS as the fleet grows, run it at 1,000 and 10,000 servers:
+each run is its own process, so each peak is its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -126,6 +129,8 @@ def main() -> int:
         f"actions: {len(run.plan.actions)}  changes: {run.plan.summary.update} updated, "
         f"{run.plan.summary.noop} unchanged"
     )
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(f"peak RSS:             {peak_kib / 1024:6.0f} MiB")
     return 0
 
 

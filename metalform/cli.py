@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,16 +24,16 @@ from metalform.notify.payloads import (
 )
 from metalform.notify.throttle_state import FileThrottleState, StoreThrottleState
 from metalform.notify.throttle_state import default_path as throttle_state_path
+from metalform.progress import apply_progress
 from metalform.server.config import ENV_DATABASE
 from metalform.store import Store
 from reconciler import __version__
-from reconciler.apply import ActionResult
 from reconciler.concurrency import DEFAULT_PARALLELISM
 from reconciler.drift import bad_address_globs
 from reconciler.engine import Engine, PlanRun, Settings
 from reconciler.errors import InputError, MetalformError
 from reconciler.load import load
-from reconciler.model import Action, ActionStatus, Plan
+from reconciler.model import ActionStatus, Plan
 from reconciler.model.events import EventType
 from reconciler.render import RENDERERS
 from reconciler.secrets import REDACTOR, RedactingFilter
@@ -448,37 +448,6 @@ def _plan(engine: Engine, args: argparse.Namespace, out: Output, notes: RunNotif
     return EXIT_OK
 
 
-class ApplyProgress:
-    """One line per action as it starts and ends."""
-
-    def __init__(self, out: Output, runnable: Collection[int]) -> None:
-        self.out = out
-        self.runnable = frozenset(runnable)
-        self.total = len(self.runnable)
-        self.done = 0
-        self.started = time.monotonic()
-
-    def __call__(self, action: Action, result: ActionResult) -> None:
-        width = len(str(self.total))
-        status = result.status
-        if status is ActionStatus.RUNNING:
-            if self.out.tty:
-                self.out.line(f"  ... #{action.id} {action.address} {action.operation}", "dim")
-            return
-        if action.id in self.runnable:
-            self.done += 1
-            counter = f"[{self.done:>{width}}/{self.total}]"
-        else:  # refused or deferred at plan time: reported, not counted among those run
-            counter = " " * (2 * width + 3)
-        text = f"{counter} #{action.id} {action.address} {action.operation}: {status.value}"
-        if result.seconds:
-            text += f" ({result.seconds:.1f}s)"
-        if result.error:
-            text += f": {result.error}"
-        style = {ActionStatus.SUCCEEDED: "green", ActionStatus.FAILED: "red"}.get(status, "yellow")
-        self.out.line(text, style)
-
-
 def _run_apply(
     engine: Engine,
     plan: Plan,
@@ -492,10 +461,11 @@ def _run_apply(
     notes = notes or RunNotifications(None)
     runnable = len(plan.runnable)
     out.line(f"Applying {runnable} action(s) of the plan of {plan.revision}...")
-    progress = ApplyProgress(out, [a.id for a in plan.runnable])
+    started = time.monotonic()
     notes.emit(EventType.APPLY_STARTED, apply_started_payload(plan))
     try:
-        result = engine.apply(plan, path=path, listener=progress)
+        with apply_progress(out, out.stream, plan) as progress:
+            result = engine.apply(plan, path=path, listener=progress)
     except MetalformError as exc:
         notes.emit(
             EventType.APPLY_FAILED,
@@ -503,7 +473,7 @@ def _run_apply(
         )
         raise
     counts = {s: result.count(s) for s in ActionStatus}
-    seconds = time.monotonic() - progress.started
+    seconds = time.monotonic() - started
     line = (
         f"Apply finished in {seconds:.1f}s: {counts[ActionStatus.SUCCEEDED]} succeeded, "
         f"{counts[ActionStatus.FAILED]} failed, {counts[ActionStatus.SKIPPED]} skipped, "

@@ -2,13 +2,16 @@
 
 Independent actions run in parallel (bounded by the pool size; providers bound requests per
 endpoint). A failed action fails its dependants (`skipped`), never the independent rest.
+Waves run one after the other; once more resources failed than the plan's failure budget
+allows, the resources not yet started are skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,6 +21,7 @@ from reconciler.errors import MetalformError, StalePlanError, VerificationError
 from reconciler.model import Action, ActionStatus, Address, LiveResource, Plan, Resource
 from reconciler.model.base import is_of
 from reconciler.model.checks import ManagedSpec
+from reconciler.model.plan import FailureBudget
 from reconciler.provider import Provider, driver_key
 from reconciler.secrets import REDACTOR
 
@@ -204,9 +208,16 @@ class Applier:
             if other.address == action.address and other.id != action.id
         )
 
+    def _skip(self, action: Action, why: str) -> None:
+        self._record(
+            action,
+            ActionResult(
+                action.id, action.address, action.operation, ActionStatus.SKIPPED, error=why
+            ),
+        )
+
     def run(self) -> ApplyResult:
         actions = {a.id: a for a in self.plan.actions}
-        state: dict[int, ActionStatus] = {a.id: a.status for a in actions.values()}
         for action in actions.values():
             if action.status is not ActionStatus.PLANNED:
                 self._record(
@@ -219,66 +230,145 @@ class Applier:
                         error=action.reason or None,
                     ),
                 )
+        schedule = _Schedule(actions, self.plan.failure_budget)
+        halted = ""
+        waves = list(schedule.waves())
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
+            for number, wave in enumerate(waves, 1):
+                if halted:
+                    for action_id in wave:
+                        schedule.state[action_id] = ActionStatus.SKIPPED
+                        self._skip(schedule.actions[action_id], halted)
+                    continue
+                self._run_wave(pool, schedule, wave)
+                if number < len(waves):
+                    halted = self._wave_gate(number, wave, schedule)
+        return self.result
+
+    def _wave_gate(self, number: int, wave: list[int], schedule: _Schedule) -> str:
+        """Why the waves after `number` must not start ('' when they may): a resource of
+        this wave failed its health checks. Other failures are the failure budget's call."""
+        addresses = {schedule.actions[i].address for i in wave}
+        _, failures = wave_passed(self.result, addresses)
+        unhealthy = [f for f in failures if "health check failed" in f]
+        if not unhealthy:
+            return ""
+        log.warning("wave %d failed its health checks: %s", number, "; ".join(unhealthy))
+        return (
+            f"wave {number} failed its health checks ({unhealthy[0]}"
+            + (f", and {len(unhealthy) - 1} more" if len(unhealthy) > 1 else "")
+            + "); the rest of the rollout is skipped"
+        )
+
+    def _run_wave(self, pool: ThreadPoolExecutor, schedule: _Schedule, wave: list[int]) -> None:
+        """Run one wave to its end: each action once its dependencies succeeded."""
         running: dict[Future[ActionResult], int] = {}
         checking: set[int] = set()
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="apply") as pool:
-            while True:
-                for action in actions.values():
-                    if state[action.id] is not ActionStatus.PLANNED:
-                        continue
-                    deps = [state[d] for d in action.depends_on if d in state]
-                    if any(
-                        s is not ActionStatus.SUCCEEDED
-                        and s is not ActionStatus.PLANNED
-                        and s is not ActionStatus.RUNNING
-                        for s in deps
-                    ):
-                        failed = next(
-                            d
-                            for d in action.depends_on
-                            if state.get(d)
-                            not in (
-                                ActionStatus.SUCCEEDED,
-                                ActionStatus.PLANNED,
-                                ActionStatus.RUNNING,
-                            )
-                        )
-                        state[action.id] = ActionStatus.SKIPPED
-                        self._record(
-                            action,
-                            ActionResult(
-                                action.id,
-                                action.address,
-                                action.operation,
-                                ActionStatus.SKIPPED,
-                                error=f"action {failed} ({actions[failed].operation}) "
-                                f"{state[failed].value}",
-                            ),
-                        )
-                        continue
-                    if all(s is ActionStatus.SUCCEEDED for s in deps):
-                        state[action.id] = ActionStatus.RUNNING
-                        running[pool.submit(self._run_one, action)] = action.id
-                if not running:
-                    # Skips can unlock more skips; loop until nothing is left to decide.
-                    if any(s is ActionStatus.PLANNED for s in state.values()):
-                        continue
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    action_id = running.pop(future)
-                    result = future.result()
-                    action = actions[action_id]
-                    if (
-                        result.status is ActionStatus.SUCCEEDED
-                        and action_id not in checking
-                        and self._has_checks(action)
-                        and self._last_of_resource(action, actions, state)
-                    ):
-                        # Still running for its dependants until the checks have passed.
-                        checking.add(action_id)
-                        running[pool.submit(self._checked, action, result)] = action_id
-                        continue
-                    state[action_id] = result.status
-                    self._record(action, result)
-        return self.result
+        members = set(wave)
+
+        def consider(action_id: int) -> None:
+            if action_id not in members or schedule.state[action_id] is not ActionStatus.PLANNED:
+                return  # decided already, or waits for its own wave
+            action = schedule.actions[action_id]
+            verdict = schedule.verdict(action)
+            if verdict is None:
+                return  # a dependency of this wave is still to run
+            if verdict:
+                schedule.state[action_id] = ActionStatus.SKIPPED
+                self._skip(action, verdict)
+                for dependant in schedule.dependants[action_id]:
+                    consider(dependant)
+                return
+            schedule.start(action)
+            running[pool.submit(self._run_one, action)] = action_id
+
+        for action_id in wave:
+            consider(action_id)
+        while running:
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                action_id = running.pop(future)
+                result = future.result()
+                action = schedule.actions[action_id]
+                if (
+                    result.status is ActionStatus.SUCCEEDED
+                    and action_id not in checking
+                    and self._has_checks(action)
+                    and self._last_of_resource(action, schedule.actions, schedule.state)
+                ):
+                    # Still running for its dependants until the checks have passed.
+                    checking.add(action_id)
+                    running[pool.submit(self._checked, action, result)] = action_id
+                    continue
+                schedule.finish(schedule.actions[action_id], result.status)
+                self._record(schedule.actions[action_id], result)
+                for dependant in schedule.dependants[action_id]:
+                    consider(dependant)
+
+
+class _Schedule:
+    """Which action may start: its wave, its dependencies and the rollout's failure budget."""
+
+    def __init__(self, actions: Mapping[int, Action], budget: FailureBudget | None) -> None:
+        self.actions = actions
+        self.budget = budget
+        self.state: dict[int, ActionStatus] = {a.id: a.status for a in actions.values()}
+        self.dependants: dict[int, list[int]] = defaultdict(list)
+        for action in actions.values():
+            for dep in action.depends_on:
+                if dep in actions:
+                    self.dependants[dep].append(action.id)
+        self.started: set[Address] = set()
+        self.failed: set[Address] = set()
+
+    def waves(self) -> Iterator[list[int]]:
+        """The runnable actions by wave; a plan of older format has them all in wave 1."""
+        by_wave: dict[int, list[int]] = defaultdict(list)
+        for action in self.actions.values():
+            if action.status is ActionStatus.PLANNED:
+                by_wave[self._wave(action.id)].append(action.id)
+        for wave in sorted(by_wave):
+            yield sorted(by_wave[wave])
+
+    def _wave(self, action_id: int) -> int:
+        # An action never runs before what it depends on, even in a hand-edited plan.
+        action = self.actions[action_id]
+        deps = [d for d in action.depends_on if d in self.actions and d < action_id]
+        return max([action.wave, *(self._wave(d) for d in deps)])
+
+    def verdict(self, action: Action) -> str | None:
+        """'' to run now, None to wait, or why it is skipped."""
+        spent = self.spent()
+        if spent and action.address not in self.started:
+            return spent
+        waiting = False
+        for dep in action.depends_on:
+            status = self.state.get(dep)
+            if status is None or status is ActionStatus.SUCCEEDED:
+                continue
+            if status in (ActionStatus.PLANNED, ActionStatus.RUNNING):
+                waiting = True
+                continue
+            return f"action {dep} ({self.actions[dep].operation}) {status.value}"
+        return None if waiting else ""
+
+    def spent(self) -> str:
+        """Why the rest of the rollout is skipped, or '' while the budget holds."""
+        budget = self.budget
+        if budget is None or len(self.failed) <= budget.max_failures:
+            return ""
+        return (
+            f"failure budget spent: {len(self.failed)} of {budget.resources} resources failed, "
+            f"{budget.policy} allows {budget.max_failures} ({budget.limit}); "
+            "the rest of the rollout is skipped"
+        )
+
+    def start(self, action: Action) -> None:
+        self.state[action.id] = ActionStatus.RUNNING
+        # A resource already started finishes its chain: no server is left half-changed.
+        self.started.add(action.address)
+
+    def finish(self, action: Action, status: ActionStatus) -> None:
+        self.state[action.id] = status
+        if status is ActionStatus.FAILED:
+            self.failed.add(action.address)

@@ -27,6 +27,7 @@ from reconciler.model.policy import PolicySpec
 from reconciler.planners import PLANNERS, Draft, PlanContext, ResourcePlan
 from reconciler.policy import enforce
 from reconciler.references import references
+from reconciler.rollout import failure_budget, wave_count
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def make_plan(
         resources=_documents(touched, resources, deleted_documents),
         targets=sorted(options.targets),
         refresh_only=options.refresh_only,
+        failure_budget=failure_budget(policies, actions),
     )
 
 
@@ -262,4 +264,5 @@ def _summary(changes: list[Change], actions: list[Action], unreachable: int) -> 
         unreachable=unreachable,
         accepted=held[ChangeStatus.ACCEPTED],
         suspended=held[ChangeStatus.SUSPENDED],
+        waves=wave_count(actions),
     )

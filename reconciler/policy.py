@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +17,7 @@ from reconciler.model import (
     Severity,
 )
 from reconciler.model.policy import PolicySpec
+from reconciler.rollout import assign_waves
 from reconciler.windows import CronError, is_open, next_opening
 
 
@@ -78,7 +77,6 @@ def enforce(
         state = window_state(target, policies, now)
         if state.covered and not state.open:
             out[i] = _defer(action, state.why)
-    out = _blast_radius(policies, resources, out)
     for policy in policies:
         protect = policy.spec.protect
         if protect is None:
@@ -122,50 +120,9 @@ def enforce(
                 location=policy.location,
             )
         )
-    return out, _propagate(out, diags)
-
-
-def _blast_radius(
-    policies: Sequence[Resource[PolicySpec]],
-    resources: Mapping[Address, Resource],
-    actions: list[Action],
-) -> list[Action]:
-    """At most N (or N%) resources of one group disrupted in one apply; the rest deferred."""
-    out = list(actions)
-    for policy in policies:
-        budget = policy.spec.max_disrupted_per_group
-        if budget is None:
-            continue
-        label = budget.group_by
-        members: dict[str, int] = defaultdict(int)
-        for resource in resources.values():
-            if label in resource.metadata.labels and resource.kind == "Server":
-                members[resource.metadata.labels[label]] += 1
-        chosen: dict[str, set[Address]] = defaultdict(set)
-        for i, action in enumerate(out):
-            target = resources.get(action.address)
-            if (
-                not action.disruptive
-                or action.status is not ActionStatus.PLANNED
-                or target is None
-                or label not in target.metadata.labels
-            ):
-                continue
-            group = target.metadata.labels[label]
-            if isinstance(budget.max, int):
-                limit = budget.max
-            else:
-                limit = max(1, math.floor(members[group] * int(budget.max[:-1]) / 100))
-            if action.address in chosen[group] or len(chosen[group]) < limit:
-                chosen[group].add(action.address)
-                continue
-            out[i] = _defer(
-                action,
-                f"Policy/{policy.name} allows {budget.max} of "
-                f"{label}={group} disrupted at once; "
-                f"{len(chosen[group])} already are in this apply",
-            )
-    return out
+    diags = _propagate(out, diags)
+    # Waves last: only what will run takes a place in a wave.
+    return assign_waves(policies, resources, out), diags
 
 
 def _propagate(actions: list[Action], diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -61,7 +61,21 @@ def summary_line(plan: Plan) -> str:
         extras.append(f"{s.suspended} suspended")
     if extras:
         text += f" ({', '.join(extras)})"
-    return text + "."
+    return text + "." + rollout_text(plan)
+
+
+def rollout_text(plan: Plan) -> str:
+    """How the rollout runs: its waves and its failure budget ('' for a single plain wave)."""
+    parts = []
+    if plan.summary.waves > 1:
+        parts.append(f"{plan.summary.waves} waves, each started when the previous one is done")
+    budget = plan.failure_budget
+    if budget is not None and plan.runnable:
+        parts.append(
+            f"failure budget {budget.max_failures} of {budget.resources} resources "
+            f"({budget.policy}: maxFailures {budget.limit})"
+        )
+    return f" Rollout: {'; '.join(parts)}." if parts else ""
 
 
 def _actions_by_address(plan: Plan) -> dict[str, list[Action]]:
@@ -71,7 +85,7 @@ def _actions_by_address(plan: Plan) -> dict[str, list[Action]]:
     return grouped
 
 
-def _action_line(action: Action) -> str:
+def _action_line(action: Action, waves: int = 1) -> str:
     line = f"#{action.id} {action.operation}"
     params = params_text(action)
     if params:
@@ -80,6 +94,8 @@ def _action_line(action: Action) -> str:
         line += f"  (after {', '.join(f'#{d}' for d in action.depends_on)})"
     if action.disruptive:
         line += "  [disruptive]"
+    if waves > 1:
+        line += f"  [wave {action.wave}/{waves}]"
     if action.status is not ActionStatus.PLANNED:
         line += f"  {action.status.value.upper()}: {action.reason}"
     elif action.reason:  # a planned wait says what it waits for
@@ -119,7 +135,7 @@ def render_text(plan: Plan) -> str:
                 before += f" (pending: {_entry_value(entry, 'pending')})"
             out.append(f"    {entry.path:<{width}}  {before} -> {_entry_value(entry, 'after')}")
         for action in by_address.get(change.address, []):
-            out.append(f"    {_action_line(action)}")
+            out.append(f"    {_action_line(action, plan.summary.waves)}")
             user_data = action.params.get("userData")
             if isinstance(user_data, str):
                 out.append("      user data:")
@@ -152,6 +168,7 @@ def render_markdown(plan: Plan) -> str:
         + (f", {s.accepted} with accepted drift" if s.accepted else "")
         + (f", {s.suspended} suspended" if s.suspended else "")
         + "."
+        + rollout_text(plan)
     )
     out.append("")
     errors = [d for d in plan.diagnostics if d.severity is Severity.ERROR]
@@ -180,7 +197,7 @@ def render_markdown(plan: Plan) -> str:
         if actions:
             out.append("Actions:")
             for action in actions:
-                out.append(f"- {_md_cell(_action_line(action))}")
+                out.append(f"- {_md_cell(_action_line(action, plan.summary.waves))}")
             out.append("")
         out.append("</details>")
         out.append("")

@@ -8,6 +8,7 @@ reset or power-on, like a real BMC.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -36,6 +37,8 @@ class MemoryFleet:
         self.down: set[Address] = set()
         self.fail_operations: dict[tuple[Address, str], str] = {}
         self.calls: list[tuple[Address, str]] = []
+        self.latency: dict[str, float] = {}
+        """Seconds an operation takes (`power.reset` -> 2.0): a BMC's answer, a reboot."""
 
     def snapshot(self, address: Address) -> LiveResource:
         with self.lock:
@@ -68,6 +71,9 @@ class MemoryProvider:
     def execute(self, action: Action, resource: Resource) -> LiveResource:
         fleet = self.fleet
         address = action.address
+        delay = fleet.latency.get(action.operation, 0.0)
+        if delay:
+            time.sleep(delay)  # outside the lock: the fleet's BMCs work in parallel
         with fleet.lock:
             fleet.calls.append((address, action.operation))
             if address in fleet.down:

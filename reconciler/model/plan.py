@@ -107,6 +107,8 @@ class Action(_Wire):
     """The driver key of the provider that executes it (`redfish`, `maas`, `docker`, ...)."""
     expect: Expectation = Field(default_factory=Expectation)
     description: str = ""
+    wave: int = Field(default=1, ge=1)
+    """The rollout wave: apply starts wave N+1 when every action of wave N is done."""
 
 
 class Summary(_Wire):
@@ -122,6 +124,21 @@ class Summary(_Wire):
     """Resources all of whose drift is accepted (counted here, not as an update)."""
     suspended: int = 0
     """Paused resources (counted here, not by their change)."""
+    waves: int = 0
+    """How many waves the runnable actions take (0: nothing to run)."""
+
+
+class FailureBudget(_Wire):
+    """A rollout's failure budget, resolved at plan time from `Policy.spec.rollout`."""
+
+    max_failures: int
+    """Resources that may fail; one more and the rest of the rollout is skipped."""
+    policy: str
+    """The Policy that sets it (the strictest, when several do)."""
+    limit: str
+    """As written in the Policy: N or N%."""
+    resources: int
+    """Resources the rollout changes (what N% is of)."""
 
 
 class PlanSource(_Wire):
@@ -149,6 +166,7 @@ class Plan(_Wire):
     so apply can connect without re-reading Git. Secret references only, never values."""
     targets: list[Address] = Field(default_factory=list)
     refresh_only: bool = False
+    failure_budget: FailureBudget | None = None
 
     @property
     def has_errors(self) -> bool:

@@ -24,19 +24,46 @@ class Selector(SpecModel):
         return all(labels.get(k) == v for k, v in self.labels.items())
 
 
+def count_or_percent(value: int | str, name: str, minimum: int) -> int | str:
+    """Check an `N or N%` field: an integer of at least `minimum`, or 1% to 100%."""
+    if isinstance(value, int):
+        if value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}")
+    elif not re.fullmatch(r"([1-9]\d?|100)%", value):
+        raise ValueError(f"{name} must be a count or a percentage like 25%")
+    return value
+
+
+def resolve_count(value: int | str, total: int) -> int:
+    """`N` as is; `N%` of `total`, rounded down."""
+    if isinstance(value, int):
+        return value
+    return total * int(value[:-1]) // 100
+
+
 class DisruptionBudget(SpecModel):
     group_by: str = Field(description="Label whose values form the groups (e.g. aggregate)")
-    max: int | str = Field(description="Hosts of one group disrupted at once: N or N%")
+    max: int | str = Field(
+        description="Hosts of one group disrupted at once: N or N%. The planner splits a "
+        "larger change into waves that run one after the other."
+    )
 
     @field_validator("max")
     @classmethod
     def _max(cls, value: int | str) -> int | str:
-        if isinstance(value, int):
-            if value < 1:
-                raise ValueError("max must be at least 1")
-        elif not re.fullmatch(r"([1-9]\d?|100)%", value):
-            raise ValueError("max must be a count or a percentage like 25%")
-        return value
+        return count_or_percent(value, "max", 1)
+
+
+class Rollout(SpecModel):
+    max_failures: int | str = Field(
+        description="Failure budget of an apply: N resources, or N% of the resources it "
+        "changes. Once more fail, the rest of the rollout is skipped."
+    )
+
+    @field_validator("max_failures")
+    @classmethod
+    def _max_failures(cls, value: int | str) -> int | str:
+        return count_or_percent(value, "maxFailures", 0)
 
 
 class MaintenanceWindow(SpecModel):
@@ -120,6 +147,7 @@ class PolicySpec(SpecModel):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     accepted_drift: list[AcceptedDrift] = Field(default_factory=list)
     drift_actions: list[DriftAction] = Field(default_factory=list)
+    rollout: Rollout | None = None
 
 
 POLICY = Kind("Policy", PolicySpec)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from metalform.cli import ApplyProgress
 from metalform.notify.event import Event
 from metalform.notify.templates import Templates
+from metalform.progress import PlainProgress
 from reconciler.apply import ActionResult
 from reconciler.model import Action, ActionStatus
 from reconciler.model.events import EventType
@@ -27,7 +27,7 @@ class Lines:
 
 def test_apply_progress_counts_the_runnable_actions_only() -> None:
     out = Lines()
-    progress = ApplyProgress(out, [1])  # type: ignore[arg-type]
+    progress = PlainProgress(out, [1])
     refused = Action(id=2, address="Aggregate/a", operation="aggregate.delete")
     ran = Action(id=1, address="Server/s", operation="power.on")
     progress(refused, ActionResult(2, "Aggregate/a", "aggregate.delete", ActionStatus.REFUSED))

@@ -71,6 +71,7 @@ def run_case(case: Path) -> dict[str, Any]:
         "actions": data["actions"],
         "diagnostics": data["diagnostics"],
         "summary": data["summary"],
+        "failureBudget": data["failureBudget"],
         "liveFingerprints": sorted(data["liveFingerprints"]),
     }
 
