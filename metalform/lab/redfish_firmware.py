@@ -4,7 +4,10 @@ sushy-tools' emulator has no UpdateService worth the name; the lab's has, per sy
 firmware components (`DEFAULT_FIRMWARE`) and `SimpleUpdate`, which fetches the image over HTTP
 (from the lab's image server, `/lab/v1/images/<file>`), checks its SHA-256 against the digest
 published next to it (`<file>.sha256`, as vendor download sites do) and starts a task that runs
-for a configurable time and can be made to fail. BIOS firmware is staged until the next power-on
+for a configurable time and can be made to fail. When the lab's settings say so the
+UpdateService also publishes `MultipartHttpPushUri` (and may stop offering SimpleUpdate): an
+uploaded image is checked against the digest the lab published for its component and version
+and runs the same task. BIOS firmware is staged until the next power-on
 or restart (the task ends with `Update.1.0.AwaitToActivate`); BMC firmware is active at once.
 
 An image is a small JSON document `{"component": "BIOS", "version": "1.2.0"}`: the version the
