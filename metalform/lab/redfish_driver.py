@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
         self._faults = FaultBoard(Path(lab["faultsFile"]))
         self.firmware_settings = fw.UpdateSettings(float(lab.get("updateSeconds", 2.0)))
         self._firmware = lab.get("firmware", fw.DEFAULT_FIRMWARE)
+        self.images_dir = Path(lab["faultsFile"]).parent / fw.IMAGES_DIR
         state_dir = Path(self._config["SUSHY_EMULATOR_STATE_DIR"])
         self._store = _Store(state_dir / "lab-systems.sqlite")
         self._systems = self._seed(self._config["SUSHY_EMULATOR_FAKE_SYSTEMS"])
@@ -267,6 +268,24 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
         """Start updating one component from `image_uri`; the Task resource."""
         if not isinstance(image_uri, str) or not image_uri.startswith(("http://", "https://")):
             raise error.BadRequest("ImageURI must be an http(s) URL")
+        return self._start_update(
+            targets, fw.SIMPLE, lambda member: fw.fetch_image(image_uri, member), image_uri
+        )
+
+    def push_update(
+        self, request: dict[str, Any], check: Callable[[str], tuple[str | None, str | None]]
+    ) -> dict[str, Any]:
+        """Start updating one component from an uploaded image (`check` judges it)."""
+        return self._start_update(request.get("Targets"), fw.MULTIPART, check, None, request)
+
+    def _start_update(
+        self,
+        targets: Any,
+        kind: str,
+        check: Callable[[str], tuple[str | None, str | None]],
+        image_uri: str | None,
+        request: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(targets, list) or len(targets) != 1 or not isinstance(targets[0], str):
             raise error.BadRequest("Targets must name exactly one FirmwareInventory member")
         with self._lock:
@@ -275,11 +294,11 @@ class LabDriver(FakeDriver):  # type: ignore[misc]
                 raise error.BadRequest(f"{member} is not updateable")
             if any(t["state"] == "Running" and t["component"] == member for t in system["tasks"]):
                 raise error.Conflict(f"an update of {member} is already running")
-        seconds, fail_with = self.firmware_settings.count()
+        seconds, fail_with = self.firmware_settings.count(kind)
         # The download runs outside the lock: the image server may be this very process.
-        version, refusal = fw.fetch_image(image_uri, member)
+        version, refusal = check(member)
         with self._lock:
-            task = fw.new_task(system, member, image_uri, version, seconds, fail_with)
+            task = fw.new_task(system, member, image_uri, version, seconds, fail_with, request)
             task["refusal"] = refusal
             system["tasks"].append(task)
             self._update(system)

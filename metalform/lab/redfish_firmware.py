@@ -4,7 +4,10 @@ sushy-tools' emulator has no UpdateService worth the name; the lab's has, per sy
 firmware components (`DEFAULT_FIRMWARE`) and `SimpleUpdate`, which fetches the image over HTTP
 (from the lab's image server, `/lab/v1/images/<file>`), checks its SHA-256 against the digest
 published next to it (`<file>.sha256`, as vendor download sites do) and starts a task that runs
-for a configurable time and can be made to fail. BIOS firmware is staged until the next power-on
+for a configurable time and can be made to fail. When the lab's settings say so the
+UpdateService also publishes `MultipartHttpPushUri` (and may stop offering SimpleUpdate): an
+uploaded image is checked against the digest the lab published for its component and version
+and runs the same task. BIOS firmware is staged until the next power-on
 or restart (the task ends with `Update.1.0.AwaitToActivate`); BMC firmware is active at once.
 
 An image is a small JSON document `{"component": "BIOS", "version": "1.2.0"}`: the version the
@@ -27,6 +30,9 @@ from typing import Any
 import requests
 
 SIMPLE_UPDATE = "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate"
+MULTIPART_PUSH = "/redfish/v1/UpdateService/upload"
+SIMPLE, MULTIPART = "simple", "multipart"
+"""The update methods, as `UpdateSettings.count` counts them."""
 INVENTORY = "/redfish/v1/UpdateService/FirmwareInventory"
 TASKS = "/redfish/v1/TaskService/Tasks"
 IMAGES = "/lab/v1/images/"
@@ -68,17 +74,21 @@ def _now_iso(at: float) -> str:
 
 
 class UpdateSettings:
-    """How long an update runs, whether it fails, and how many SimpleUpdates were asked for."""
+    """How long an update runs, whether it fails, which update methods the UpdateService
+    publishes (`simpleUpdate`, `multipart`) and how many updates of each were asked for."""
 
     def __init__(self, seconds: float = 2.0) -> None:
         self._lock = threading.Lock()
         self.seconds = seconds
         self.fail_with: str | None = None
-        self.simple_updates = 0
+        self.simple = True
+        self.multipart = False
+        self.counts = {SIMPLE: 0, MULTIPART: 0}
 
-    def count(self) -> tuple[float, str | None]:
+    def count(self, kind: str = SIMPLE) -> tuple[float, str | None]:
+        """Count one update request of `kind`; (seconds, failWith) for its task."""
         with self._lock:
-            self.simple_updates += 1
+            self.counts[kind] += 1
             return self.seconds, self.fail_with
 
     def document(self) -> dict[str, Any]:
@@ -86,7 +96,10 @@ class UpdateSettings:
             return {
                 "seconds": self.seconds,
                 "failWith": self.fail_with,
-                "simpleUpdates": self.simple_updates,
+                "simpleUpdate": self.simple,
+                "multipart": self.multipart,
+                "simpleUpdates": self.counts[SIMPLE],
+                "multipartUpdates": self.counts[MULTIPART],
             }
 
     def change(self, body: dict[str, Any]) -> None:
@@ -95,16 +108,20 @@ class UpdateSettings:
                 self.seconds = float(body["seconds"])
             if "failWith" in body:
                 self.fail_with = body["failWith"] or None
+            if "simpleUpdate" in body:
+                self.simple = bool(body["simpleUpdate"])
+            if "multipart" in body:
+                self.multipart = bool(body["multipart"])
             if body.get("resetCount"):
-                self.simple_updates = 0
+                self.counts = {SIMPLE: 0, MULTIPART: 0}
 
 
 class LabImages:
     """The lab's firmware image server and update switches, served in front of authentication.
 
     `GET /lab/v1/images/<file>`: an image or its `.sha256`; `GET /lab/v1/firmware`: the
-    settings and the number of SimpleUpdate requests; `POST /lab/v1/firmware`
-    {seconds, failWith, resetCount}: change them.
+    settings and the number of SimpleUpdate and multipart push requests; `POST /lab/v1/firmware`
+    {seconds, failWith, simpleUpdate, multipart, resetCount}: change them.
     """
 
     def __init__(self, images_dir: Path, settings: UpdateSettings) -> None:
@@ -168,18 +185,49 @@ def fetch_image(image_uri: str, target: str) -> tuple[str | None, str | None]:
     return version, None
 
 
+def check_pushed(data: bytes, target: str, images_dir: Path) -> tuple[str | None, str | None]:
+    """(version, None) for an uploaded image of `target` whose SHA-256 is that of the image the
+    lab published for its component and version; (None, why) when the BMC refuses it."""
+    try:
+        manifest = json.loads(data)
+        component, version = str(manifest["component"]), str(manifest["version"])
+    except (ValueError, KeyError, TypeError):
+        return None, "the uploaded file is not a firmware image"
+    if component != target:
+        return None, f"the uploaded image is for {component}, not {target}"
+    known = images_dir / f"{component.lower()}-{version}.json.sha256"
+    if not known.is_file():
+        return None, f"no known image of {component} {version} to check the upload against"
+    digest = hashlib.sha256(data).hexdigest()
+    expected = (known.read_text(encoding="utf-8").split() or [""])[0].lower()
+    if digest != expected:
+        return None, (
+            f"the uploaded image of {component} {version} failed its SHA-256 check "
+            f"({digest} != {expected})"
+        )
+    return version, None
+
+
 def new_task(
     system: dict[str, Any],
     member: str,
-    image_uri: str,
+    image_uri: str | None,
     version: str | None,
     seconds: float,
     fail_with: str | None,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A task record for one SimpleUpdate; progress is derived from its start time."""
+    """A task record for one update; progress is derived from its start time.
+
+    `image_uri` None: a multipart push, whose Payload is the request's `UpdateParameters`.
+    """
     number = len(system["tasks"]) + 1
     started = time.time()
-    body = {"ImageURI": image_uri, "Targets": [f"{INVENTORY}/{system['name']}-{member}"]}
+    targets = [f"{INVENTORY}/{system['name']}-{member}"]
+    if image_uri is None:
+        body, target_uri = {**(request or {}), "Targets": targets}, MULTIPART_PUSH
+    else:
+        body, target_uri = {"ImageURI": image_uri, "Targets": targets}, SIMPLE_UPDATE
     return {
         "id": f"{system['name']}-{number}",
         "component": member,
@@ -191,6 +239,7 @@ def new_task(
         "state": "Running",
         "messages": [],
         "payload": json.dumps(body),
+        "targetUri": target_uri,
     }
 
 
@@ -257,7 +306,7 @@ def task_document(task: dict[str, Any], now: float) -> dict[str, Any]:
         "Messages": task["messages"]
         or [_message("Update.1.0.UpdateInProgress", f"updating {task['component']}")],
         "Payload": {
-            "TargetUri": SIMPLE_UPDATE,
+            "TargetUri": task.get("targetUri", SIMPLE_UPDATE),
             "HttpOperation": "POST",
             "HttpHeaders": [],
             "JsonBody": task["payload"],

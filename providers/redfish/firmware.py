@@ -2,10 +2,12 @@
 
 Operations (params):
 - `firmware.update` {component, version, image: {url, sha256}}: the image's SHA-256 is checked
-  here first (a wrong image is never handed to the BMC), then `SimpleUpdate` targets the
-  component and its task is followed to its end. A task already running for the component is
-  attached to instead, and a component already at the version or staged with this image is
-  not flashed again: an apply that died mid-update resumes without a second flash.
+  here first (a wrong image is never handed to the BMC), then the image is uploaded to the
+  UpdateService's `MultipartHttpPushUri` when it has one (`firmware_push`), else `SimpleUpdate`
+  targets the component with the URL; the task is followed to its end. A task already running
+  for the component is attached to instead, and a component already at the version or staged
+  with this image is not flashed again: an apply that died mid-update resumes without a
+  second flash.
 - `firmware.wait` {component, task}: follow a task found running at plan time.
 - `firmware.reset` {components}: restart the system when one of the components still runs
   another version than the plan expects (a staged image); nothing when all are active.
@@ -18,14 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 import sushy
 
 from providers.redfish import firmware_mapping as fm
+from providers.redfish import firmware_push as push
 from providers.redfish.client import BmcConnection
 from reconciler.errors import PermanentError, TemporaryError
 from reconciler.model import Action, LiveResource, Resource, is_of
@@ -143,19 +148,38 @@ class FirmwareOps:
             return
         if any(t["awaitingReset"] and t["imageUri"] == url for t in tasks):
             return  # staged by an earlier apply: the reset activates it
-        self._check_image(url, digest)
-        member = inventory[key]
-        path = self._simple_update(resource, url, str(member["path"]))
+        path = self._start(resource, url, digest, str(inventory[key]["path"]))
         self._follow(resource, key, {"id": path.rstrip("/").rsplit("/", 1)[-1], "path": path})
 
-    def _check_image(self, url: str, digest: str) -> None:
-        """The image at `url` has the SHA-256 the baseline names (downloaded, not kept)."""
+    def _start(self, resource: Resource, url: str, digest: str, target: str) -> str:
+        """Check the image and hand it to the BMC, pushed when it takes uploads; the task path."""
+        service: dict[str, Any] = self._provider.attempt(
+            resource, lambda c: dict(c.root.get_update_service().json), what="UpdateService"
+        )
+        uri = push.push_uri(service)
+        if uri is not None:
+            # On disk, not in memory: images run to hundreds of megabytes.
+            with tempfile.TemporaryFile() as image:
+                self._check_image(url, digest, image)
+                return self._push(resource, service, uri, image, url, target)
+        if not push.offers_simple_update(service):
+            raise PermanentError(
+                f"{resource.address}: the BMC's UpdateService offers neither "
+                f"{push.MULTIPART} nor SimpleUpdate; nothing was flashed"
+            )
+        self._check_image(url, digest)
+        return self._simple_update(resource, url, target)
+
+    def _check_image(self, url: str, digest: str, keep: IO[bytes] | None = None) -> None:
+        """The image at `url` has the SHA-256 the baseline names; written to `keep` if given."""
         sha = hashlib.sha256()
         try:
             with requests.get(url, stream=True, timeout=self._http_timeout) as response:
                 response.raise_for_status()
                 for chunk in response.iter_content(IMAGE_CHUNK):
                     sha.update(chunk)
+                    if keep is not None:
+                        keep.write(chunk)
         except requests.RequestException as exc:
             raise TemporaryError(
                 REDACTOR(f"cannot download the firmware image {url}: {exc.__class__.__name__}")
@@ -167,6 +191,26 @@ class FirmwareOps:
                     f"says {digest}; nothing was flashed"
                 )
             )
+
+    def _push(
+        self,
+        resource: Resource,
+        service: Mapping[str, Any],
+        uri: str,
+        image: IO[bytes],
+        url: str,
+        target: str,
+    ) -> str:
+        """Upload the checked image to the BMC's multipart push URI; the task path."""
+        params = push.parameters(service, target)
+        filename = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or "image"
+
+        def post(conn: BmcConnection) -> str:
+            image.seek(0)
+            return push.push(conn, uri, params, image, filename, self._http_timeout)
+
+        # Never retried: a second upload could start a second flash.
+        return self._provider.attempt(resource, post, what="multipart update", retries=0)
 
     def _simple_update(self, resource: Resource, url: str, target: str) -> str:
         """Ask the BMC to update `target` from `url`; the path of the task it started."""

@@ -1,9 +1,12 @@
 """Firmware baselines against the lab BMC: an update converges and reads back, a failing task
-fails its action with the BMC's message and skips the reset, and an apply killed in the middle
-of an update is resumed by the next plan and apply without a second flash."""
+fails its action with the BMC's message and skips the reset, an apply killed in the middle
+of an update is resumed by the next plan and apply without a second flash, and a BMC that
+takes multipart uploads gets the image pushed instead of a SimpleUpdate."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +20,7 @@ import pytest
 import requests
 
 from metalform.lab.redfish import LabSystem, RedfishPeer
-from metalform.lab.redfish_firmware import IMAGES_DIR, publish_image
+from metalform.lab.redfish_firmware import IMAGES_DIR, MULTIPART_PUSH, image_bytes, publish_image
 from reconciler.engine import Engine, Settings
 from reconciler.model import ActionStatus
 
@@ -78,6 +81,15 @@ spec:
   firmware: {{baseline: g8}}
 """)
     return path
+
+
+def bmc_get(peer: RedfishPeer, path: str) -> dict[str, Any]:
+    """A Redfish resource of the lab BMC, read as an operator would."""
+    password = os.environ[PASSWORD_VAR]
+    response = requests.get(f"{peer.url}{path}", auth=("admin", password), timeout=5)
+    response.raise_for_status()
+    doc: dict[str, Any] = response.json()
+    return doc
 
 
 def engine() -> Engine:
@@ -180,3 +192,65 @@ def test_an_apply_killed_during_an_update_is_resumed_without_a_second_flash(
     assert result.ok, [r.error for r in result.results.values()]
     assert settings(bmc)["simpleUpdates"] == 1  # attached to the running task: one flash only
     assert e.plan(path).plan.actions == []
+
+
+def test_a_multipart_push_converges_reads_back_and_makes_no_simple_update(
+    bmc: RedfishPeer, tmp_path: Path
+) -> None:
+    settings(bmc, seconds=0.3, multipart=True, simpleUpdate=False)
+    path = repo(tmp_path, bmc, {"BIOS": "1.2.0"})
+    e = engine()
+    plan = e.plan(path).plan
+    assert operations(plan) == [("firmware.update", "planned"), ("firmware.reset", "planned")]
+    result = e.apply(plan)
+    assert result.ok, [r.error for r in result.results.values()]
+    counts = settings(bmc)
+    assert (counts["multipartUpdates"], counts["simpleUpdates"]) == (1, 0)
+    assert bmc_get(bmc, "/redfish/v1/UpdateService/FirmwareInventory/fw-1-BIOS")["Version"] == (
+        "1.2.0"
+    )
+    tasks = bmc_get(bmc, "/redfish/v1/TaskService/Tasks")["Members"]
+    task = bmc_get(bmc, tasks[-1]["@odata.id"])
+    assert task["Payload"]["TargetUri"] == MULTIPART_PUSH
+    assert json.loads(task["Payload"]["JsonBody"]) == {
+        "Targets": ["/redfish/v1/UpdateService/FirmwareInventory/fw-1-BIOS"],
+        "@Redfish.OperationApplyTime": "Immediate",
+    }
+    assert e.plan(path).plan.actions == []
+
+
+def test_an_upload_the_bmc_finds_corrupted_fails_with_its_message_and_skips_the_reset(
+    bmc: RedfishPeer, tmp_path: Path
+) -> None:
+    settings(bmc, seconds=0.1, multipart=True, simpleUpdate=False)
+    path = repo(tmp_path, bmc, {"BIOS": "1.2.0"})
+    # A rebuilt image whose digest the baseline pins, but not the one the vendor published.
+    rebuilt = image_bytes("BIOS", "1.2.0") + b"\n"
+    (bmc.state_dir / IMAGES_DIR / "bios-1.2.0-rebuilt.json").write_bytes(rebuilt)
+    text = (path / "fleet.yaml").read_text()
+    digest = text.split("sha256: ")[1].split("}")[0]
+    text = text.replace(digest, hashlib.sha256(rebuilt).hexdigest())
+    (path / "fleet.yaml").write_text(text.replace("bios-1.2.0.json", "bios-1.2.0-rebuilt.json"))
+    e = engine()
+    result = e.apply(e.plan(path).plan)
+    by = {r.operation: r for r in result.results.values()}
+    assert by["firmware.update"].status is ActionStatus.FAILED
+    error = by["firmware.update"].error or ""
+    assert "the uploaded image of BIOS 1.2.0 failed its SHA-256 check" in error, error
+    assert by["firmware.reset"].status is ActionStatus.SKIPPED
+    counts = settings(bmc)
+    assert (counts["multipartUpdates"], counts["simpleUpdates"]) == (1, 0)
+
+
+def test_a_bmc_offering_no_update_method_is_a_clear_error_and_nothing_is_sent(
+    bmc: RedfishPeer, tmp_path: Path
+) -> None:
+    settings(bmc, multipart=False, simpleUpdate=False)
+    path = repo(tmp_path, bmc, {"BMC": "2.1.0"})
+    e = engine()
+    result = e.apply(e.plan(path).plan)
+    failed = next(r for r in result.results.values() if r.operation == "firmware.update")
+    assert failed.status is ActionStatus.FAILED
+    assert "offers neither MultipartHttpPushUri nor SimpleUpdate" in (failed.error or "")
+    counts = settings(bmc)
+    assert (counts["multipartUpdates"], counts["simpleUpdates"]) == (0, 0)
