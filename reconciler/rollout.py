@@ -61,6 +61,9 @@ def assign_waves(
 ) -> list[Action]:
     """Number the waves: first-fit of each disrupted resource into the first wave with room."""
     bounds = _bounds(policies, resources)
+    canaries = [p.spec.rollout.canary for p in policies if p.spec.rollout and p.spec.rollout.canary]
+    canary = min(canaries, default=None)
+    in_first = 0
     used: dict[tuple[tuple[int, str], int], int] = defaultdict(int)
     resource_wave: dict[Address, int] = {}
     for action in actions:
@@ -72,9 +75,12 @@ def assign_waves(
         ):
             continue
         mine = bounds.get(address, [])
-        wave = 1
+        # With a canary, the first wave takes only that many resources: the rest wait for
+        # their health checks to pass.
+        wave = 2 if canary is not None and in_first >= canary else 1
         while any(used[(b.key, wave)] >= b.limit for b in mine):
             wave += 1
+        in_first += wave == 1
         for b in mine:
             used[(b.key, wave)] += 1
         resource_wave[address] = wave
@@ -118,6 +124,8 @@ def failure_budget(
         if rollout is None:
             continue
         limit = rollout.max_failures
+        if limit is None:
+            continue
         budget = FailureBudget(
             max_failures=resolve_count(limit, changed),
             policy=policy.address,

@@ -55,15 +55,22 @@ class DisruptionBudget(SpecModel):
 
 
 class Rollout(SpecModel):
-    max_failures: int | str = Field(
+    max_failures: int | str | None = Field(
+        default=None,
         description="Failure budget of an apply: N resources, or N% of the resources it "
-        "changes. Once more fail, the rest of the rollout is skipped."
+        "changes. Once more fail, the rest of the rollout is skipped.",
+    )
+    canary: int | None = Field(
+        default=None,
+        ge=1,
+        description="The first wave holds at most N of the disrupted resources; the next "
+        "waves start only once their health checks passed.",
     )
 
     @field_validator("max_failures")
     @classmethod
-    def _max_failures(cls, value: int | str) -> int | str:
-        return count_or_percent(value, "maxFailures", 0)
+    def _max_failures(cls, value: int | str | None) -> int | str | None:
+        return None if value is None else count_or_percent(value, "maxFailures", 0)
 
 
 class MaintenanceWindow(SpecModel):
