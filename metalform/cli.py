@@ -25,6 +25,7 @@ from metalform.notify.payloads import (
 from metalform.notify.throttle_state import FileThrottleState, StoreThrottleState
 from metalform.notify.throttle_state import default_path as throttle_state_path
 from metalform.server.config import ENV_DATABASE
+from metalform.sites.cli import add_broker_args, add_worker_parser, router_from_args
 from metalform.store import Store
 from reconciler import __version__
 from reconciler.apply import ActionResult
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_parallelism(p)
     _add_notify(p)
+    add_broker_args(p)
 
     p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with --auto-approve)")
     p.add_argument("planfile", nargs="?", metavar="PLANFILE")
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_parallelism(p)
     _add_notify(p)
+    add_broker_args(p)
+    add_worker_parser(sub)
 
     p = sub.add_parser("show", help="render a saved plan")
     p.add_argument("planfile", metavar="PLANFILE")
@@ -340,7 +344,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 def _engine(args: argparse.Namespace) -> Engine:
     if args.parallelism < 1:
         raise MetalformError("--parallelism must be at least 1")
-    return Engine(Settings(parallelism=args.parallelism))
+    return Engine(Settings(parallelism=args.parallelism), route=router_from_args(args))
 
 
 def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> RunNotifications:
@@ -674,6 +678,12 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     )
 
 
+def cmd_worker(args: argparse.Namespace, out: Output) -> int:
+    from metalform.sites.cli import cmd_worker as run
+
+    return run(args)
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
@@ -684,6 +694,7 @@ COMMANDS = {
     "status": cmd_status,
     "serve": cmd_serve,
     "lab": cmd_lab,
+    "worker": cmd_worker,
 }
 
 

@@ -1,0 +1,61 @@
+"""Which workers are live, per site: their heartbeat keys in Redis, and the queue depths."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from metalform.sites.app import HEARTBEAT_PREFIX
+from metalform.sites.config import QUEUE_PREFIX
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    site: str
+    hostname: str
+    pid: int
+    last_heartbeat: float
+    in_flight: int
+    processed: int
+    refused: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "lastHeartbeat": self.last_heartbeat,
+            "inFlight": self.in_flight,
+            "processed": self.processed,
+            "refused": self.refused,
+        }
+
+
+def live_workers(client: redis.Redis) -> dict[str, list[WorkerInfo]]:
+    """Workers whose heartbeat key has not expired, by site."""
+    found: dict[str, list[WorkerInfo]] = {}
+    keys = sorted(client.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=500))
+    for raw in client.mget(keys) if keys else []:
+        if raw is None:
+            continue  # expired between the scan and the read
+        data = json.loads(raw)
+        info = WorkerInfo(
+            site=str(data["site"]),
+            hostname=str(data["hostname"]),
+            pid=int(data["pid"]),
+            last_heartbeat=float(data["lastHeartbeat"]),
+            in_flight=int(data.get("inFlight", 0)),
+            processed=int(data.get("processed", 0)),
+            refused=int(data.get("refused", 0)),
+        )
+        found.setdefault(info.site, []).append(info)
+    return found
+
+
+def queue_depths(client: redis.Redis, sites: list[str]) -> dict[str, int]:
+    """Tasks waiting in each site's queue (a Redis broker keeps a queue as a list of its name;
+    the broker is the reply Redis by default)."""
+    return {site: int(client.llen(f"{QUEUE_PREFIX}{site}")) for site in sites}
