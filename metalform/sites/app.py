@@ -30,6 +30,9 @@ def make_app(config: SitesConfig, *, visibility_timeout: float = 3600.0) -> Cele
     app = Celery("metalform", broker=config.url())
     transport: dict[str, Any] = {
         "visibility_timeout": visibility_timeout,
+        # Look for the tasks of dead workers every few seconds (kombu's default: 100 s).
+        "unacked_restore_interval": max(1, min(10, int(visibility_timeout / 2))),
+        "unacked_restore_throttle": 1,
         "socket_timeout": 10.0,
         "socket_connect_timeout": 5.0,
         "max_retries": 3,

@@ -42,8 +42,11 @@ def systems(site: str) -> list[LabSystem]:
 
 
 @pytest.fixture(scope="module")
-def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
-    """A redis-server and one lab BMC per site (a missing peer fails, never skips)."""
+def sites(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Sites]:
+    """A redis-server and one lab BMC per site (a missing peer fails, never skips); a test
+    module may slow the BMCs' power transitions with POWER_DELAY."""
     tmp = tmp_path_factory.mktemp("sites")
     try:
         peer = RedisPeer(tmp / "redis").start()
@@ -57,7 +60,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
                 systems(site),
                 username=LAB_USERNAME,
                 password=LAB_PASSWORD,
-                power_delay=0.5,
+                power_delay=getattr(request.module, "POWER_DELAY", 0.5),
                 die_with_parent=True,
             ).start()
         yield Sites(peer, bmcs, tmp)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -121,3 +124,46 @@ class WorkerProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class Monitor:
+    """Every command Redis receives while it runs (MONITOR), for reading raw messages."""
+
+    def __init__(self, peer: RedisPeer) -> None:
+        self.peer = peer
+        self.commands: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        client = self.peer.client()
+        try:
+            with client.monitor() as monitor:
+                self._ready.set()
+                for event in monitor.listen():
+                    self.commands.append(str(event["command"]))
+                    if self._stop.is_set():
+                        return
+        finally:
+            client.close()
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        poke = self.peer.client()
+        poke.ping()  # wakes the listener so it sees the stop
+        poke.close()
+        self._thread.join(timeout=5)
+
+    def messages(self) -> list[str]:
+        """The commands, with every base64 message body (kombu's encoding) decoded."""
+        decoded = list(self.commands)
+        for command in self.commands:
+            for match in re.finditer(r'"body": "([A-Za-z0-9+/=]+)"', command.replace("\\", "")):
+                decoded.append(base64.b64decode(match.group(1)).decode(errors="replace"))
+        return decoded
