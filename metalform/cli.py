@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the state store (sqlite:///PATH or postgresql://...; default: "
         "$METALFORM_DATABASE, else DIR/metalform.db)",
     )
+    add_broker_args(p)
 
     p = sub.add_parser("serve", help="REST API and webhooks: plan on push, apply on request")
     p.add_argument(
@@ -654,6 +655,13 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from metalform.server.status_command import run_status
 
+    router = router_from_args(args)
+    if router is not None:
+        from metalform.sites.workers import render
+
+        for line in render(router.overview()):
+            out.line(line)
+        out.line()
     return run_status(Path(args.directory), args.database, out.line)
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic.alias_generators import to_camel
+
+from metalform.server.durations import parse_duration
 from reconciler.errors import MetalformError
 from reconciler.model.credentials import SecretRef
 from reconciler.secrets import resolve
@@ -120,3 +124,43 @@ def from_values(
         tls=tls_options(ca_file),
         read_deadline=read_deadline if read_deadline is not None else SitesConfig.read_deadline,
     )
+
+
+class BrokerConfig(BaseModel):
+    """The server's `broker:`: site workers reached through Celery (Redis, or RabbitMQ with
+    a Redis `backend`); the task key comes from METALFORM_TASK_KEY."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    url: str
+    password: SecretRef | None = None
+    backend: str | None = None
+    """Redis for replies and heartbeats (default: the broker, when it is Redis)."""
+    ca_file: str | None = None
+    site_label: str = DEFAULT_LABEL
+    read_deadline: str | float = "60s"
+
+    @field_validator("read_deadline")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+
+def sites_config(broker: BrokerConfig | None, base_dir: Path) -> SitesConfig | None:
+    """The running config of `broker:` (secrets resolved, paths made absolute)."""
+    if broker is None:
+        return None
+    config = from_values(
+        broker.url,
+        password=broker.password,
+        base_dir=base_dir,
+        label=broker.site_label,
+        ca_file=str((base_dir / broker.ca_file).resolve()) if broker.ca_file else None,
+        read_deadline=parse_duration(broker.read_deadline),
+    )
+    if config is not None and broker.backend:
+        config = replace(config, backend=broker.backend)
+    return config

@@ -30,7 +30,7 @@ from metalform.sites.app import (
 from metalform.sites.config import SitesConfig, queue_of
 from metalform.sites.signing import sign
 from metalform.sites.wire import closure, documents, live_from_json, remote_error
-from metalform.sites.workers import live_workers
+from metalform.sites.workers import live_workers, overview
 from reconciler.credentials import users_of_credentials
 from reconciler.errors import MetalformError, UnreachableError
 from reconciler.model import Action, Address, Diagnostic, LiveResource, Resource, Severity
@@ -112,6 +112,10 @@ class SiteRouter:
                 sites = set()
             self._live = (now, sites)
         return self._live[1]
+
+    def overview(self) -> list[dict[str, Any]]:
+        """Workers (last heartbeat, tasks in flight) and queue depth, per site."""
+        return overview(self.client, time.time())
 
     def send(self, site: str, task: str, body: dict[str, Any], timeout: float) -> str:
         """Sign and publish one task; returns the reply key to wait on."""

@@ -59,3 +59,41 @@ def queue_depths(client: redis.Redis, sites: list[str]) -> dict[str, int]:
     """Tasks waiting in each site's queue (a Redis broker keeps a queue as a list of its name;
     the broker is the reply Redis by default)."""
     return {site: int(client.llen(f"{QUEUE_PREFIX}{site}")) for site in sites}
+
+
+def overview(client: redis.Redis, now: float) -> list[dict[str, Any]]:
+    """Per site: live workers (last heartbeat, tasks in flight) and the tasks queued."""
+    by_site = live_workers(client)
+    queued = {
+        key.decode().removeprefix(QUEUE_PREFIX)
+        for key in client.scan_iter(match=f"{QUEUE_PREFIX}*", _type="list")
+    }
+    for site in queued:
+        by_site.setdefault(site, [])  # tasks wait there and no worker is live: worth showing
+    depths = queue_depths(client, sorted(by_site))
+    return [
+        {
+            "site": site,
+            "queueDepth": depths.get(site, 0),
+            "workers": [
+                {**w.as_json(), "secondsSinceHeartbeat": round(max(0.0, now - w.last_heartbeat), 3)}
+                for w in sorted(by_site[site], key=lambda w: w.hostname)
+            ],
+        }
+        for site in sorted(by_site)
+    ]
+
+
+def render(sites: list[dict[str, Any]]) -> list[str]:
+    """`metalform status` lines: one per worker, under its site."""
+    if not sites:
+        return ["Workers: none live"]
+    lines = ["Workers"]
+    for site in sites:
+        lines.append(f"  site {site['site']}: queued {site['queueDepth']}")
+        for w in site["workers"]:
+            lines.append(
+                f"    {w['hostname']}  last heartbeat {w['secondsSinceHeartbeat']:.1f}s ago, "
+                f"{w['inFlight']} in flight, {w['processed']} done, {w['refused']} refused"
+            )
+    return lines
