@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import redis
@@ -15,6 +16,7 @@ import redis
 from metalform.sites.app import HEARTBEAT_PREFIX, make_app, make_redis
 from metalform.sites.config import SitesConfig, queue_of
 from metalform.sites.tasks import WorkerState, register
+from reconciler.provider import ProviderFactory
 
 log = logging.getLogger("metalform.sites.worker")
 
@@ -55,11 +57,15 @@ def run_worker(
     base_dir: Path | None = None,
     visibility_timeout: float = 3600.0,
     loglevel: str = "INFO",
+    factories: Mapping[str, ProviderFactory] | None = None,
 ) -> int:
-    """Serve `site-NAME` until stopped (SIGTERM/SIGINT: warm shutdown)."""
+    """Serve `site-NAME` until stopped (SIGTERM/SIGINT: warm shutdown). `factories` default
+    to the installed providers (benchmarks plug in emulated fleets there)."""
     app = make_app(config, visibility_timeout=visibility_timeout)
     client = make_redis(config)
     state = WorkerState(site=site, key=config.task_key, label=config.label, base_dir=base_dir)
+    if factories is not None:
+        state.factories = factories
     register(app, state, client)
     name = f"{site}@{socket.gethostname()}.{os.getpid()}"
     stop = threading.Event()
