@@ -14,7 +14,14 @@ from metalform.server.config import config_from_mapping
 from metalform.server.serve import site_router, watch_sites
 from metalform.store import Store
 from reconciler.engine import Engine
-from tests.server.harness import TOKENS, GitRemote, config_mapping
+from tests.server.harness import (
+    GITHUB_SECRET,
+    GITLAB_SECRET,
+    TOKENS,
+    GitRemote,
+    config_mapping,
+    make_harness,
+)
 from tests.sites.conftest import SITES, Sites
 from tests.sites.peers import TASK_KEY, WorkerProcess
 
@@ -54,8 +61,8 @@ def test_the_api_and_metrics_show_workers_per_site(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("METALFORM_TASK_KEY", TASK_KEY)
-    monkeypatch.setenv("TEST_GITHUB_SECRET", "x")
-    monkeypatch.setenv("TEST_GITLAB_SECRET", "y")
+    monkeypatch.setenv("TEST_GITHUB_SECRET", GITHUB_SECRET)
+    monkeypatch.setenv("TEST_GITLAB_SECRET", GITLAB_SECRET)
     mapping = config_mapping(GitRemote(tmp_path), tmp_path, None, broker={"url": sites.redis.url})
     config = config_from_mapping(mapping, base_dir=tmp_path, environ={})
     assert config.sites is not None and config.sites.label == "site"
@@ -86,3 +93,11 @@ def test_the_api_and_metrics_show_workers_per_site(
         app.hub.close()
         app.service.close(10)
         store.close()
+
+
+def test_without_a_broker_the_api_says_no_workers_are_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for harness in make_harness(tmp_path, monkeypatch, forge=None):
+        body = harness.get("/api/v1/workers").json
+        assert body == {"configured": False, "sites": []}
