@@ -25,7 +25,8 @@ help:
 # command that must exist -> Debian package that provides it
 SYSTEM_DEPS := ipmi_sim:openipmi ipmitool:ipmitool git:git npm:npm \
                dockerd:docker.io busybox:busybox-static \
-               /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium
+               /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium \
+               redis-server:redis-server
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \

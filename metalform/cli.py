@@ -26,6 +26,7 @@ from metalform.notify.throttle_state import FileThrottleState, StoreThrottleStat
 from metalform.notify.throttle_state import default_path as throttle_state_path
 from metalform.progress import apply_progress
 from metalform.server.config import ENV_DATABASE
+from metalform.sites.cli import add_broker_args, add_worker_parser, router_from_args
 from metalform.store import Store
 from reconciler import __version__
 from reconciler.concurrency import DEFAULT_PARALLELISM
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_parallelism(p)
     _add_notify(p)
+    add_broker_args(p)
 
     p = sub.add_parser("apply", help="execute a saved plan (or plan and apply with --auto-approve)")
     p.add_argument("planfile", nargs="?", metavar="PLANFILE")
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_exclude(p)
     _add_parallelism(p)
     _add_notify(p)
+    add_broker_args(p)
+    add_worker_parser(sub)
 
     p = sub.add_parser("show", help="render a saved plan")
     p.add_argument("planfile", metavar="PLANFILE")
@@ -190,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the state store (sqlite:///PATH or postgresql://...; default: "
         "$METALFORM_DATABASE, else DIR/metalform.db)",
     )
+    add_broker_args(p)
 
     p = sub.add_parser("serve", help="REST API and webhooks: plan on push, apply on request")
     p.add_argument(
@@ -361,7 +366,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 def _engine(args: argparse.Namespace) -> Engine:
     if args.parallelism < 1:
         raise MetalformError("--parallelism must be at least 1")
-    return Engine(Settings(parallelism=args.parallelism))
+    return Engine(Settings(parallelism=args.parallelism), route=router_from_args(args))
 
 
 def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> RunNotifications:
@@ -647,6 +652,13 @@ def cmd_schema(args: argparse.Namespace, out: Output) -> int:
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from metalform.server.status_command import run_status
 
+    router = router_from_args(args)
+    if router is not None:
+        from metalform.sites.workers import render
+
+        for line in render(router.overview()):
+            out.line(line)
+        out.line()
     return run_status(Path(args.directory), args.database, out.line)
 
 
@@ -671,6 +683,12 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     )
 
 
+def cmd_worker(args: argparse.Namespace, out: Output) -> int:
+    from metalform.sites.cli import cmd_worker as run
+
+    return run(args)
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
@@ -681,6 +699,7 @@ COMMANDS = {
     "status": cmd_status,
     "serve": cmd_serve,
     "lab": cmd_lab,
+    "worker": cmd_worker,
 }
 
 

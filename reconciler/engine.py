@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from reconciler.apply import Applier, ApplyResult, Listener, check_fresh
 from reconciler.concurrency import DEFAULT_PARALLELISM, Limiter
@@ -27,7 +28,7 @@ from reconciler.load import (
     worktree_files,
     worktree_revision,
 )
-from reconciler.model import Address, Plan, Resource, address_of, find
+from reconciler.model import Address, Diagnostic, Plan, Resource, address_of, find
 from reconciler.model.credentials import CredentialSpec
 from reconciler.model.plan import PlanSource
 from reconciler.model.providers import ProviderSpec
@@ -38,6 +39,26 @@ from reconciler.userdata import repository_files
 
 DISCOVERING_TYPES = frozenset({"docker"})
 """Provider types that create objects Metalform must delete when Git drops them."""
+
+
+class Routing(Protocol):
+    """Where a resource's reads and actions run: in this process, or elsewhere (a site's
+    workers). The application supplies one; the engine only asks it these three things."""
+
+    def remote(self, resource: Resource) -> bool:
+        """Whether the resource is read and changed elsewhere (its secrets resolve there)."""
+        ...
+
+    def factories(self, local: Mapping[str, ProviderFactory]) -> Mapping[str, ProviderFactory]:
+        """Provider factories that send remote resources elsewhere and run the rest here."""
+        ...
+
+    def credentials(
+        self, remote: Sequence[Resource], resources: Mapping[Address, Resource]
+    ) -> tuple[dict[str, str], list[Diagnostic]]:
+        """Fingerprints of the secrets remote resources use, resolved where they run, and
+        diagnostics (a site that cannot answer)."""
+        ...
 
 
 @dataclass
@@ -164,13 +185,25 @@ class PlanRun:
 class Engine:
     """Plans and applies one desired-state repository."""
 
-    @staticmethod
-    def _check_secrets(plan: Plan, resources: Mapping[Address, Resource], base: Path) -> None:
+    def _credentials(
+        self, chosen: Sequence[Resource], resources: Mapping[Address, Resource], base: Path
+    ) -> tuple[dict[str, str], list[Diagnostic]]:
+        """Fingerprints of the secrets `chosen` needs; those of remote resources come from
+        where they run (a secret missing here is no error for them)."""
+        remote = [r for r in chosen if self.route is not None and self.route.remote(r)]
+        if self.route is None or not remote:
+            return check_credentials(chosen, resources, base, fingerprint_key())
+        local = [r for r in chosen if not self.route.remote(r)]
+        fingerprints, diagnostics = check_credentials(local, resources, base, fingerprint_key())
+        far, notes = self.route.credentials(remote, resources)
+        return {**far, **fingerprints}, [*diagnostics, *notes]
+
+    def _check_secrets(self, plan: Plan, resources: Mapping[Address, Resource], base: Path) -> None:
         """A secret rotated between plan and apply makes the plan stale."""
         if not plan.credential_fingerprints:
             return
         users = [r for r in resources.values() if r.kind != "Credential"]
-        now, _ = check_credentials(users, resources, base, fingerprint_key())
+        now, _ = self._credentials(users, resources, base)
         rotated = sorted(
             name
             for name, value in plan.credential_fingerprints.items()
@@ -189,14 +222,18 @@ class Engine:
         settings: Settings | None = None,
         factories: Mapping[str, ProviderFactory] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        route: Routing | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.factories = factories
         self.clock = clock
+        self.route = route
 
     def _factories(self) -> Mapping[str, ProviderFactory]:
         if self.factories is None:
             self.factories = installed_providers()
+        if self.route is not None:
+            return self.route.factories(self.factories)
         return self.factories
 
     def plan(
@@ -235,7 +272,7 @@ class Engine:
         # imported Servers are planned (and their credentials checked) like Git's.
         desired = import_inventory(desired, CredentialResolver(desired.resources, path))
         chosen = managed(desired, targets, exclude)
-        credentials, missing = check_credentials(chosen, desired.resources, path, fingerprint_key())
+        credentials, missing = self._credentials(chosen, desired.resources, path)
         desired.warnings.extend(missing)
         groups = group_by_driver(chosen, desired.resources)
         # Providers that create things are asked what they manage, to plan deletions.

@@ -22,6 +22,7 @@ from metalform.api.resources.plans import PlanApply, PlanItem, Plans
 from metalform.api.resources.probes import Health, Metrics, Ready
 from metalform.api.resources.status import History, ResourceItem, Resources, Status
 from metalform.api.resources.webhooks import Webhook
+from metalform.api.resources.workers import Workers
 from metalform.console import Sessions, console_routes
 from metalform.console.security import SecurityHeaders
 from metalform.server.config import ServerConfig
@@ -107,6 +108,16 @@ def _routes(
             "/metrics",
             Metrics(service),
             {"GET": Operation("Prometheus metrics", content_type="text/plain")},
+        ),
+        Route(
+            "/api/v1/workers",
+            Workers(service),
+            {
+                "GET": Operation(
+                    "Site workers per site: last heartbeat, tasks in flight, queue depth",
+                    response=schemas.WORKERS,
+                )
+            },
         ),
         Route(
             "/api/v1/plans",

@@ -36,6 +36,33 @@ PLAN_REQUEST: dict[str, Any] = {
 }
 HEALTH = record("status", status={"const": "ok"})
 READINESS = record("status", "checks", status={"enum": ["ready", "not ready"]}, checks=OBJECT)
+_WORKER = record(
+    "hostname",
+    "lastHeartbeat",
+    "secondsSinceHeartbeat",
+    "inFlight",
+    hostname={"type": "string"},
+    lastHeartbeat={"type": "number"},
+    secondsSinceHeartbeat={"type": "number"},
+    inFlight={"type": "integer"},
+)
+WORKERS = record(
+    "configured",
+    "sites",
+    configured={"type": "boolean"},
+    error={"type": "string"},
+    sites={
+        "type": "array",
+        "items": record(
+            "site",
+            "queueDepth",
+            "workers",
+            site={"type": "string"},
+            queueDepth={"type": "integer"},
+            workers={"type": "array", "items": _WORKER},
+        ),
+    },
+)
 PLAN_CREATED = record("id", "status", id={"type": "string"}, status={"type": "string"})
 APPLY_CREATED = record("applyId", "status", applyId={"type": "string"}, status={"type": "string"})
 PLAN_RECORD = record(

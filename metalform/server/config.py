@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from metalform.server.durations import parse_duration
+from metalform.sites.config import BrokerConfig, SitesConfig, sites_config
 from reconciler.errors import InputError, MetalformError
 from reconciler.model import Diagnostic, Location, Severity
 from reconciler.model.credentials import SecretRef
@@ -173,6 +174,7 @@ class ServerConfigModel(_Config):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     github: GitHubConfig | None = None
     gitlab: GitLabConfig | None = None
+    broker: BrokerConfig | None = None
 
     @field_validator("listen")
     @classmethod
@@ -261,6 +263,8 @@ class ServerConfig:
     retention_interval: float = 3600.0
     session_lifetime: float = 8 * 3600.0
     secure_cookie: bool = False
+    sites: SitesConfig | None = None
+    """Where site workers are reached (`broker:`), or None: everything runs in-process."""
 
     @property
     def listen(self) -> str:
@@ -426,6 +430,7 @@ def resolve_config(
         retention_interval=parse_duration(model.retention.interval),
         session_lifetime=parse_duration(model.console.session_lifetime),
         secure_cookie=model.console.secure_cookie,
+        sites=sites_config(model.broker, base_dir),
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -87,6 +90,45 @@ class Metrics:
             registry=r,
         )
 
+        self.site_tasks = Counter(
+            "metalform_site_tasks",
+            "Tasks sent to site workers, by site, task (read, execute, fingerprints) and result.",
+            ["site", "task", "result"],
+            registry=r,
+        )
+        self.site_task_seconds = Histogram(
+            "metalform_site_task_duration_seconds",
+            "Round trip of a site task: sent, run by a worker, answered.",
+            ["site", "task"],
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.site_queue_depth = Gauge(
+            "metalform_site_queue_depth", "Tasks waiting in a site's queue.", ["site"], registry=r
+        )
+        self.site_workers = Gauge(
+            "metalform_site_workers", "Live workers of a site (heartbeat).", ["site"], registry=r
+        )
+        self.sites: Callable[[], list[dict[str, Any]]] | None = None
+        """Reads the sites' overview at scrape time (set when a broker is configured)."""
+
+    def site_task(self, site: str, task: str, seconds: float, ok: bool) -> None:
+        """A site task finished (the SiteRouter's observer)."""
+        self.site_tasks.labels(site, task, "ok" if ok else "failed").inc()
+        self.site_task_seconds.labels(site, task).observe(seconds)
+
+    def _refresh_sites(self) -> None:
+        if self.sites is None:
+            return
+        try:
+            sites = self.sites()
+        except Exception:  # the broker down: the gauges keep their last values
+            return
+        for site in sites:
+            self.site_queue_depth.labels(site["site"]).set(site["queueDepth"])
+            self.site_workers.labels(site["site"]).set(len(site["workers"]))
+
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
+        self._refresh_sites()
         return generate_latest(self.registry)

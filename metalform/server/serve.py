@@ -28,8 +28,9 @@ from metalform.server import http_limits
 from metalform.server.config import ServerConfig, describe, load_config
 from metalform.server.dispatch import StreamingDispatcher
 from metalform.server.drift import Scheduler
+from metalform.server.metrics import Metrics
 from metalform.store import Store
-from reconciler.engine import Engine
+from reconciler.engine import Engine, Routing
 
 log = logging.getLogger("metalform.server")
 
@@ -44,6 +45,28 @@ OTHER_CONNECTIONS = 200
 _STREAM_PATH = re.compile(r"/api/v1/applies/[^/]+/events/?")
 
 
+def site_router(config: ServerConfig) -> Routing | None:
+    """The dispatcher to site workers when `broker:` is configured (Celery loaded only then)."""
+    if config.sites is None:
+        return None
+    from metalform.sites.dispatch import SiteRouter
+
+    return SiteRouter(config.sites)
+
+
+def watch_sites(engine: Engine, metrics: Metrics) -> None:
+    """Site tasks and queues in the server's metrics, when it dispatches to sites."""
+    if engine.route is None:
+        return
+    from metalform.sites.dispatch import SiteRouter
+
+    router = engine.route
+    if not isinstance(router, SiteRouter):
+        return
+    router.observer = metrics.site_task
+    metrics.sites = router.overview
+
+
 class Server:
     """The running server: app, waitress listener and background loop."""
 
@@ -51,10 +74,13 @@ class Server:
         self.config = config
         self.store = Store.open(config.database)
         try:
-            self.app: MetalformApp = create_app(config, engine or Engine(), self.store)
+            self.app: MetalformApp = create_app(
+                config, engine or Engine(route=site_router(config)), self.store
+            )
         except BaseException:
             self.store.close()
             raise
+        watch_sites(self.app.service.engine, self.app.service.metrics)
         try:
             # before anything is served: what a dead process left open ends now, its locks
             # are free, and the streams of its applies get their last event

@@ -28,7 +28,7 @@ def test_openapi_lists_every_route(harness: Harness) -> None:
     document = harness.get("/openapi.json", role=None).json
     assert document["openapi"].startswith("3.1")
     routed = _templates(harness.app)
-    assert len(routed) == 16
+    assert len(routed) == 17
     assert routed == set(document["paths"])
     for path, item in document["paths"].items():
         resource = harness.app._router.find(path.replace("{", "x").replace("}", ""))

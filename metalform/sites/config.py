@@ -1,0 +1,166 @@
+"""How the central side and the workers reach the broker: URL, credentials, TLS, deadlines."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic.alias_generators import to_camel
+
+from metalform.server.durations import parse_duration
+from reconciler.errors import MetalformError
+from reconciler.model.credentials import SecretRef
+from reconciler.secrets import resolve
+
+ENV_BROKER = "METALFORM_BROKER"
+ENV_TASK_KEY = "METALFORM_TASK_KEY"
+DEFAULT_LABEL = "site"
+QUEUE_PREFIX = "site-"
+
+
+def queue_of(site: str) -> str:
+    return f"{QUEUE_PREFIX}{site}"
+
+
+@dataclass(frozen=True)
+class SitesConfig:
+    """Everything a broker client needs; the password and task key are never printed."""
+
+    broker: str
+    """Broker URL without a password (`redis://127.0.0.1:6379/0`, `amqp://user@host//`)."""
+    task_key: bytes = field(repr=False)
+    """HMAC key every task is signed with (`METALFORM_TASK_KEY`)."""
+    password: str | None = field(default=None, repr=False)
+    backend: str | None = None
+    """Result backend (Redis); defaults to the broker URL when that is Redis."""
+    label: str = DEFAULT_LABEL
+    """The label of a resource that names its site."""
+    tls: dict[str, Any] | None = None
+    """`ssl` options for the broker and backend (`{"ca_certs": PATH}`), or None for plain TCP."""
+    read_deadline: float = 60.0
+    """Seconds a site may take to answer a read before its resources are Unreachable."""
+    heartbeat_ttl: float = 15.0
+    """A worker whose heartbeat is older than this is not live."""
+    chunk: int = 100
+    """Resources per read task: several workers of a site share a big site's reads."""
+
+    def url(self, which: str | None = None) -> str:
+        """The URL with the password put back, for the Celery client only."""
+        raw = which or self.broker
+        if not self.password:
+            return raw
+        parts = urlsplit(raw)
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        netloc = f"{quote(user, safe='')}:{quote(self.password, safe='')}@{host}{port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def backend_url(self) -> str:
+        if self.backend:
+            return self.url(self.backend)
+        if not self.broker.startswith(("redis://", "rediss://")):
+            raise MetalformError(
+                "a broker that is not Redis needs a Redis result backend (`backend:`)"
+            )
+        return self.url()
+
+
+def task_key() -> bytes:
+    value = os.environ.get(ENV_TASK_KEY)
+    if not value:
+        raise MetalformError(
+            f"{ENV_TASK_KEY} is not set: site tasks are signed with it (the same key on the "
+            "server, the CLI and every worker)"
+        )
+    return value.encode()
+
+
+def tls_options(ca_file: str | None, cert: str | None = None, key: str | None = None) -> Any:
+    """The `ssl` options Celery's Redis and AMQP transports take, or None without a CA."""
+    if ca_file is None:
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": ca_file}
+    if cert:
+        options["ssl_certfile"] = cert
+    if key:
+        options["ssl_keyfile"] = key
+    return options
+
+
+def from_values(
+    broker: str | None,
+    *,
+    password: SecretRef | None = None,
+    base_dir: Path | None = None,
+    label: str = DEFAULT_LABEL,
+    ca_file: str | None = None,
+    read_deadline: float | None = None,
+) -> SitesConfig | None:
+    """The config from `--broker`/`broker:` (else METALFORM_BROKER), or None for no sites."""
+    url = broker or os.environ.get(ENV_BROKER)
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.password:
+        raise MetalformError(
+            "the broker URL must not carry a password; give it with fromEnv or fromFile"
+        )
+    secret = (
+        resolve(password, base_dir=base_dir, what="the broker password").reveal()
+        if password is not None
+        else None
+    )
+    return SitesConfig(
+        broker=url,
+        task_key=task_key(),
+        password=secret,
+        label=label,
+        tls=tls_options(ca_file),
+        read_deadline=read_deadline if read_deadline is not None else SitesConfig.read_deadline,
+    )
+
+
+class BrokerConfig(BaseModel):
+    """The server's `broker:`: site workers reached through Celery (Redis, or RabbitMQ with
+    a Redis `backend`); the task key comes from METALFORM_TASK_KEY."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    url: str
+    password: SecretRef | None = None
+    backend: str | None = None
+    """Redis for replies and heartbeats (default: the broker, when it is Redis)."""
+    ca_file: str | None = None
+    site_label: str = DEFAULT_LABEL
+    read_deadline: str | float = "60s"
+
+    @field_validator("read_deadline")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+
+def sites_config(broker: BrokerConfig | None, base_dir: Path) -> SitesConfig | None:
+    """The running config of `broker:` (secrets resolved, paths made absolute)."""
+    if broker is None:
+        return None
+    config = from_values(
+        broker.url,
+        password=broker.password,
+        base_dir=base_dir,
+        label=broker.site_label,
+        ca_file=str((base_dir / broker.ca_file).resolve()) if broker.ca_file else None,
+        read_deadline=parse_duration(broker.read_deadline),
+    )
+    if config is not None and broker.backend:
+        config = replace(config, backend=broker.backend)
+    return config

@@ -1,0 +1,118 @@
+"""Two sites, each with its own lab BMC and its own secret, a redis-server and workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from metalform.lab.redfish import LabSystem, RedfishPeer
+from tests.fixtures.redfish import LAB_PASSWORD, LAB_USERNAME
+from tests.sites.peers import RedisPeer, WorkerProcess
+
+SITES = ("east", "west")
+SECRET_ENV = {"east": "SITE_EAST_BMC_PASSWORD", "west": "SITE_WEST_BMC_PASSWORD"}
+
+
+@dataclass
+class Sites:
+    redis: RedisPeer
+    bmcs: dict[str, RedfishPeer]
+    tmp: Path
+
+    def worker(self, site: str, *, visibility_timeout: float = 3600.0) -> WorkerProcess:
+        worker = WorkerProcess(
+            site=site,
+            broker=self.redis.url,
+            env={SECRET_ENV[site]: LAB_PASSWORD},
+            log=self.tmp / f"worker-{site}.log",
+            visibility_timeout=visibility_timeout,
+        )
+        return worker.start(self.redis.client())
+
+
+def systems(site: str) -> list[LabSystem]:
+    return [
+        LabSystem(f"{site}-1", power_state="On"),
+        LabSystem(f"{site}-2", power_state="Off"),
+        LabSystem(f"{site}-3", power_state="On", bios={"ProcTurboMode": "Disabled"}),
+    ]
+
+
+@pytest.fixture(scope="module")
+def sites(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Sites]:
+    """A redis-server and one lab BMC per site (a missing peer fails, never skips); a test
+    module may slow the BMCs' power transitions with POWER_DELAY."""
+    tmp = tmp_path_factory.mktemp("sites")
+    try:
+        peer = RedisPeer(tmp / "redis").start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    bmcs: dict[str, RedfishPeer] = {}
+    try:
+        for site in SITES:
+            bmcs[site] = RedfishPeer(
+                tmp / f"bmc-{site}",
+                systems(site),
+                username=LAB_USERNAME,
+                password=LAB_PASSWORD,
+                power_delay=getattr(request.module, "POWER_DELAY", 0.5),
+                die_with_parent=True,
+            ).start()
+        yield Sites(peer, bmcs, tmp)
+    finally:
+        for bmc in bmcs.values():
+            bmc.stop()
+        peer.stop()
+
+
+def write_repository(directory: Path, sites: Sites, *, extra_site: str | None = None) -> Path:
+    """Servers of both sites, each site's Credential read from a variable only its workers
+    have; with `extra_site`, one more Server on a site that has no worker."""
+    directory.mkdir(parents=True, exist_ok=True)
+    docs = []
+    for site in SITES:
+        docs.append(
+            f"""apiVersion: metalform/v1
+kind: Credential
+metadata: {{name: bmc-{site}}}
+spec:
+  type: basic
+  username: {LAB_USERNAME}
+  password: {{fromEnv: {SECRET_ENV[site]}}}
+"""
+        )
+        url = sites.bmcs[site].url
+        for n, power, bios in ((1, "On", ""), (2, "On", ""), (3, "On", "ProcTurboMode: Enabled")):
+            docs.append(
+                f"""apiVersion: metalform/v1
+kind: Server
+metadata:
+  name: {site}-{n}
+  labels: {{site: {site}}}
+spec:
+  bmc: {{driver: redfish, address: "{url}", systemId: {site}-{n}, credential: bmc-{site}}}
+  power: {power}
+  reboot: Allowed
+"""
+                + (f"  bios:\n    attributes: {{{bios}}}\n" if bios else "")
+            )
+    if extra_site:
+        url = "http://127.0.0.9:9"  # never contacted: only a worker of that site could
+        docs.append(
+            f"""apiVersion: metalform/v1
+kind: Server
+metadata:
+  name: {extra_site}-1
+  labels: {{site: {extra_site}}}
+spec:
+  bmc: {{driver: redfish, address: "{url}", systemId: {extra_site}-1, credential: bmc-{SITES[0]}}}
+  power: On
+"""
+        )
+    (directory / "fleet.yaml").write_text("---\n".join(docs))
+    return directory

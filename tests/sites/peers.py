@@ -1,0 +1,169 @@
+"""Real peers for the sites tests: a redis-server and `metalform worker` processes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+TASK_KEY = "sites-test-task-key"
+WORKER = [sys.executable, "-m", "metalform.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisPeer:
+    """A redis-server on loopback, no persistence; fails loudly when it cannot start."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def start(self) -> RedisPeer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / "redis.log").open("wb") as log:
+            self.process = subprocess.Popen(
+            [
+                binary,
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.directory),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"redis-server did not start: {log}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class WorkerProcess:
+    """`metalform worker --site SITE`, its secrets in its own environment only."""
+
+    site: str
+    broker: str
+    env: Mapping[str, str]
+    log: Path
+    visibility_timeout: float = 3600.0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, client: redis.Redis, timeout: float = 30.0) -> WorkerProcess:
+        env = {**os.environ, **self.env, "METALFORM_TASK_KEY": TASK_KEY}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    *WORKER, "worker", "--site", self.site, "--broker", self.broker,
+                    "--concurrency", "4", "--visibility-timeout", str(self.visibility_timeout),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        pattern = f"metalform:worker:{self.site}:*.{self.process.pid}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if list(client.scan_iter(match=pattern)):
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {self.site} did not start: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no ack, no goodbye."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Monitor:
+    """Every command Redis receives while it runs (MONITOR), for reading raw messages."""
+
+    def __init__(self, peer: RedisPeer) -> None:
+        self.peer = peer
+        self.commands: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def _run(self) -> None:
+        client = self.peer.client()
+        try:
+            with client.monitor() as monitor:
+                self._ready.set()
+                for event in monitor.listen():
+                    self.commands.append(str(event["command"]))
+                    if self._stop.is_set():
+                        return
+        finally:
+            client.close()
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        poke = self.peer.client()
+        poke.ping()  # wakes the listener so it sees the stop
+        poke.close()
+        self._thread.join(timeout=5)
+
+    def messages(self) -> list[str]:
+        """The commands, with every base64 message body (kombu's encoding) decoded."""
+        decoded = list(self.commands)
+        for command in self.commands:
+            for match in re.finditer(r'"body": "([A-Za-z0-9+/=]+)"', command.replace("\\", "")):
+                decoded.append(base64.b64decode(match.group(1)).decode(errors="replace"))
+        return decoded
