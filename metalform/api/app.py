@@ -85,8 +85,17 @@ def forge_clients(config: ServerConfig) -> dict[str, ForgeClient]:
 def _routes(
     service: ControlPlane, stopping: threading.Event, hub: EventHub, max_body: int
 ) -> list[Route]:
-    config = service.config
-    string = {"type": "string"}
+    return [
+        *_probe_routes(service),
+        *_plan_routes(service),
+        *_apply_routes(service, hub, stopping),
+        *_status_routes(service),
+        *_webhook_routes(service, max_body),
+    ]
+
+
+def _probe_routes(service: ControlPlane) -> list[Route]:
+    """Liveness, readiness, metrics and the site workers."""
     return [
         Route(
             "/healthz",
@@ -119,6 +128,13 @@ def _routes(
                 )
             },
         ),
+    ]
+
+
+def _plan_routes(service: ControlPlane) -> list[Route]:
+    """Plans: list, request, read, apply."""
+    string = {"type": "string"}
+    return [
         Route(
             "/api/v1/plans",
             Plans(service),
@@ -164,6 +180,12 @@ def _routes(
                 )
             },
         ),
+    ]
+
+
+def _apply_routes(service: ControlPlane, hub: EventHub, stopping: threading.Event) -> list[Route]:
+    """Applies: list, read, follow (Server-Sent Events)."""
+    return [
         Route(
             "/api/v1/applies",
             Applies(service),
@@ -200,6 +222,13 @@ def _routes(
                 )
             },
         ),
+    ]
+
+
+def _status_routes(service: ControlPlane) -> list[Route]:
+    """Status, resources and history."""
+    string = {"type": "string"}
+    return [
         Route(
             "/api/v1/status",
             Status(service),
@@ -245,6 +274,13 @@ def _routes(
                 )
             },
         ),
+    ]
+
+
+def _webhook_routes(service: ControlPlane, max_body: int) -> list[Route]:
+    """One route per webhook receiver found through the entry points."""
+    config = service.config
+    return [
         *(
             Route(
                 receiver.route,
