@@ -12,10 +12,11 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
-from reconciler.model import Resource
+from reconciler.model import Address, Resource
+from reconciler.model.base import is_of
 from reconciler.model.checks import (
     Check,
     HttpCheck,
@@ -25,6 +26,7 @@ from reconciler.model.checks import (
     SshCheck,
     TcpCheck,
 )
+from reconciler.model.providers import ProviderSpec, ProviderType
 from reconciler.provider import Provider
 from reconciler.secrets import REDACTOR
 
@@ -41,6 +43,32 @@ class HealthChecking(Protocol):
     def check_health(self, check: Check, resource: Resource) -> str | None:
         """None when the check passes, else why it does not."""
         ...
+
+
+PROVIDER_TYPES: dict[type, ProviderType] = {NovaComputeCheck: ProviderType.OPENSTACK}
+"""The checks that need a provider of the apply beyond the resource's own, by Provider type."""
+
+
+def _provider_types(resource: Resource) -> set[ProviderType]:
+    if not is_of(resource, ManagedSpec):
+        return set()
+    return {PROVIDER_TYPES[type(c)] for c in resource.spec.checks if type(c) in PROVIDER_TYPES}
+
+
+def check_drivers(resources: Iterable[Resource]) -> set[str]:
+    """The drivers (the Provider type's name) the checks of `resources` are run with."""
+    return {t.value for r in resources for t in _provider_types(r)}
+
+
+def check_providers(resource: Resource, resources: Mapping[Address, Resource]) -> set[Address]:
+    """The Provider resources the checks of `resource` talk to (novaCompute: every openstack
+    Provider), which the plan carries for the apply as it carries what a resource refers to."""
+    wanted = _provider_types(resource)
+    if not wanted:
+        return set()
+    return {
+        r.address for r in resources.values() if is_of(r, ProviderSpec) and r.spec.type in wanted
+    }
 
 
 def describe(check: Check) -> str:

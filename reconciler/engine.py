@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler.apply import Applier, ApplyResult, Listener, check_fresh
+from reconciler.checks import check_drivers
 from reconciler.concurrency import DEFAULT_PARALLELISM, Limiter
 from reconciler.credentials import check_credentials, fingerprint_key
 from reconciler.errors import MetalformError, StalePlanError
@@ -325,6 +326,9 @@ class Engine:
         touched = [resources[a] for a in plan.live_fingerprints if a in resources]
         needed = set(group_by_driver(list(resources.values()), resources))
         needed |= {a.provider for a in plan.actions if a.provider}
+        # A health check may ask a system the resource is not managed through (novaCompute).
+        acted_on = {a.address for a in plan.actions}
+        needed |= check_drivers(r for a, r in resources.items() if a in acted_on)
         with open_session(
             resources, needed, self.settings, source_path, self._factories()
         ) as session:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reconciler.checks import check_providers
 from reconciler.drift import control, excluded, expired_acceptances, ignore_map
 from reconciler.graph import phase
 from reconciler.load import DesiredState, resources_from_documents
@@ -186,6 +187,9 @@ def _documents(
                 kept |= _closure(target, resources)
         else:
             kept |= _closure(address, resources)
+            if address in resources:  # the clouds its health checks ask (novaCompute)
+                for provider in check_providers(resources[address], resources):
+                    kept |= _closure(provider, resources)
     return {
         **{a: resources[a].document() for a in sorted(kept) if a in resources},
         **{a: d for a, d in deleted_documents.items() if a in touched},

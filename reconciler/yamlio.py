@@ -141,6 +141,10 @@ def _float(text: str) -> float:
     return float(lowered)
 
 
+_DATE_SHAPED = re.compile(r"\d{4}-\d\d?-\d\d?(?:[Tt ]|$)")
+"""What YAML reads as a timestamp when untagged: a year, a month and a day."""
+
+
 class _TooLarge(Exception):
     """The document expands (through aliases) to more than MAX_NODES values."""
 
@@ -185,6 +189,8 @@ class _Builder:
                 return text.lower() == "true"
             if tag == _NULL:
                 return None
+            if tag == _TAG + "timestamp" and _DATE_SHAPED.match(text):
+                return self._timestamp(node)
             value = self.constructor.construct_object(node, deep=True)
         except (ValueError, YAMLError):
             raise YamlProblem(
@@ -193,6 +199,18 @@ class _Builder:
         if hasattr(value, "isoformat"):
             return value.isoformat()
         return value if isinstance(value, str | int | float | bool) else str(value)
+
+    def _timestamp(self, node: ScalarNode) -> str:
+        """A plain date or time as ISO text; an impossible one (2026-13-01) stays as written.
+
+        Only the field's model knows whether it wants a date there, and it names the field
+        in its error; the reader knows neither the field nor the meaning.
+        """
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except (ValueError, YAMLError):
+            return str(node.value)
+        return str(value.isoformat())
 
     def build(self, node: Node, depth: int = 1) -> tuple[Any, Pos]:
         self.count += 1

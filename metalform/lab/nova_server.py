@@ -51,6 +51,9 @@ state_path = {state}
 host = nova-lab-api
 use_stderr = true
 debug = false
+# No nova-compute runs to send heartbeats: the lab's compute services stay up (a year) unless
+# forced down or disabled through the API.
+service_down_time = 31536000
 
 [api]
 auth_strategy = keystone

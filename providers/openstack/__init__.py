@@ -1,4 +1,4 @@
-"""OpenStack clouds: Nova host aggregates (Aggregate resources).
+"""OpenStack clouds: Nova host aggregates (Aggregate resources) and novaCompute health checks.
 
 One `OpenStackProvider` serves every Provider resource of type openstack; each gets one
 reused connection (`Cloud`) to its compute endpoint (`url`). Reading costs three listings
@@ -20,12 +20,14 @@ from typing import Any, ClassVar
 
 from providers.base import with_retries
 from providers.openstack.client import Cloud, HostNotFound
-from providers.openstack.mapping import is_managed, live_resource
+from providers.openstack.mapping import is_managed, live_resource, service_condition
 from reconciler.errors import PermanentError, ProviderError
 from reconciler.model import Action, Address, LiveResource, Resource, find, typed
+from reconciler.model.base import is_of
+from reconciler.model.checks import Check, NovaComputeCheck
 from reconciler.model.live import unreachable
 from reconciler.model.openstack import AggregateSpec
-from reconciler.model.providers import ProviderSpec
+from reconciler.model.providers import ProviderSpec, ProviderType
 from reconciler.planners.aggregate import AZ, MANAGED_KEY, desired_hosts
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
@@ -263,6 +265,37 @@ class OpenStackProvider:
             f"{cloud.url} has no aggregate {aggregate.name!r} (deleted since the plan was "
             "made? plan again)"
         )
+
+    # -- health checks -----------------------------------------------------------------------
+
+    def check_health(self, check: Check, resource: Resource) -> str | None:
+        """novaCompute: a nova-compute service of the host is up and enabled on a cloud of an
+        openstack Provider; None when so, else what each cloud says."""
+        if not isinstance(check, NovaComputeCheck):
+            return "the openstack provider runs novaCompute checks only"
+        host = check.nova_compute
+        clouds = [
+            r
+            for r in self.context.resources.values()
+            if is_of(r, ProviderSpec) and r.spec.type is ProviderType.OPENSTACK
+        ]
+        if not clouds:
+            return "no Provider of type openstack is declared"
+        said: list[str] = []
+        for provider in sorted(clouds, key=lambda r: r.address):
+            try:
+                cloud = self.cloud(provider)
+                services = self._retried(
+                    f"{cloud.url}: compute services of {host}",
+                    lambda cloud=cloud: cloud.compute_services(host),
+                )
+            except ProviderError as exc:
+                said.append(REDACTOR(str(exc)))
+                continue
+            if any(s["state"] == "up" and s["status"] == "enabled" for s in services):
+                return None
+            said.extend(f"{provider.address}: {service_condition(s)}" for s in services)
+        return "; ".join(said) or f"no nova-compute service of host {host} is known"
 
     def close(self) -> None:
         with self._lock:

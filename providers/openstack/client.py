@@ -177,6 +177,24 @@ class Cloud:
             lambda c: any(s.host == host for s in c.services(binary="nova-compute", host=host)),
         )
 
+    def compute_services(self, host: str) -> list[dict[str, Any]]:
+        """The nova-compute services of `host`: their state (up/down), status (enabled/
+        disabled) and why one was disabled; one filtered listing."""
+        return self.call(
+            f"list compute services of {host}",
+            lambda c: [
+                {
+                    "host": s.host,
+                    "state": s.state,
+                    "status": s.status,
+                    "disabledReason": s.disabled_reason,
+                    "forcedDown": bool(s.is_forced_down),
+                }
+                for s in c.services(binary="nova-compute", host=host)
+                if s.host == host
+            ],
+        )
+
     def create(self, name: str, zone: str | None) -> dict[str, Any]:
         return self.call(
             f"create aggregate {name}",

@@ -88,3 +88,13 @@ def live_resource(
     if compute_hosts is not None:
         facts["computeHosts"] = sorted(compute_hosts)
     return LiveResource(address=address, exists=aggregate is not None, state=state, facts=facts)
+
+
+def service_condition(service: Mapping[str, Any]) -> str:
+    """`nova-compute on gpu-host-001 is down (forced down) and disabled: maintenance`."""
+    state = str(service.get("state") or "unknown")
+    if service.get("forcedDown"):
+        state += " (forced down)"
+    text = f"nova-compute on {service.get('host')} is {state} and {service.get('status')}"
+    reason = service.get("disabledReason")
+    return f"{text}: {reason}" if reason and service.get("status") == "disabled" else text

@@ -105,12 +105,14 @@ def _until(value: object) -> date:
     """A date or a time (YAML gives either; JSON a string): one clear error otherwise."""
     if isinstance(value, date):
         return value
+    why = ""
     if isinstance(value, str):
         try:
             return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time")
+        except ValueError as exc:
+            # Of a date of the right shape Python says what is wrong: "month must be in 1..12".
+            why = "" if str(exc).startswith("Invalid isoformat") else f" ({exc})"
+    raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time{why}")
 
 
 class AcceptedDrift(SpecModel):

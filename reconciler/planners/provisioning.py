@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import Diagnostic, DiffEntry, Expectation, LiveResource, Resource, Severity
+from reconciler.model.base import matches_any
 from reconciler.model.hardware import PowerState, Provisioning, ProvisioningState, ServerSpec
 from reconciler.planners.base import Draft, PlanContext
 from reconciler.planners.diff import diff_declared
@@ -83,10 +84,18 @@ def plan_provisioning(
         return result
     # MAAS has no "Released" status: a released machine is Ready again.
     target = "Deployed" if deployed else "Ready"
-    result.diff = _diff(server, live, current, target, rendered)
+    ignore = ctx.ignored(server)
+    # An ignored (or accepted) status is left as it is: nothing commissions, releases,
+    # deploys or waits, so the image is not compared either; the tags still are.
+    held = current != target and matches_any(STATE, ignore)
+    result.diff = _diff(server, live, current, target, rendered, ignore)
+    if held:
+        result.diff = [entry for entry in result.diff if entry.path == TAGS]
     drifted = {entry.path for entry in result.diff}
     if TAGS in drifted:
         result.drafts.append(_tags_draft(server, live))
+    if held:
+        return result
     reimage = DISTRO in drifted or USER_DATA_HASH in drifted
     if current in _IN_PROGRESS:
         if _HEADS_TO[current] == target and not reimage:
@@ -184,8 +193,10 @@ def _diff(
     current: str,
     target: str,
     rendered: RenderedUserData | None,
+    ignore: tuple[str, ...],
 ) -> list[DiffEntry]:
-    """The status against its target (shown as declared), then the declared image and tags."""
+    """The status against its target (shown as declared), then the declared image and tags
+    (less the `ignore` globs)."""
     provisioning = _declared(server)
     entries = []
     if current != target:
@@ -199,7 +210,7 @@ def _diff(
         want[TAGS] = sorted(set(provisioning.tags))
     # Tags are a set: compared sorted, whatever order MAAS lists them in.
     held = {**live.state, TAGS: sorted(live.state.get(TAGS) or [])}
-    return [*entries, *diff_declared(want, held).entries]
+    return [*entries, *diff_declared(want, held, ignore=ignore).entries]
 
 
 def _tags_draft(server: Resource[ServerSpec], live: LiveResource) -> Draft:
