@@ -26,6 +26,7 @@ import sushy
 from providers.base import read_each, with_retries
 from providers.redfish import mapping
 from providers.redfish.client import BmcConnection, RedfishClient, endpoint_of
+from providers.redfish.reads import Deadline, read_server
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, Address, LiveResource, Resource, is_of
 from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
@@ -34,6 +35,8 @@ from reconciler.provider import ProviderContext
 log = logging.getLogger("metalform.providers.redfish")
 T = TypeVar("T")
 
+DEADLINE_TIMEOUTS = 2.0
+"""Without `ProviderContext.deadline`, a BMC's read may take this many request timeouts."""
 POLL_FIRST = 0.1
 POLL_MAX = 2.0
 
@@ -59,6 +62,7 @@ class RedfishProvider:
         self._graceful_timeout = float(
             context.extra.get("redfish.gracefulTimeout", default_graceful)  # type: ignore[arg-type]
         )
+        self._deadline = context.deadline or DEADLINE_TIMEOUTS * context.timeout
 
     # -- Provider protocol -------------------------------------------------------------------
 
@@ -71,13 +75,10 @@ class RedfishProvider:
         return read_each(resources, self.read_one, parallelism=self._context.limiter.parallelism)
 
     def read_one(self, resource: Resource) -> LiveResource:
-        """Read one Server (raises a ProviderError when it cannot)."""
+        """Read one Server within its deadline (raises a ProviderError when it cannot)."""
         bmc = self._bmc(resource)
-        return self._attempt(
-            resource,
-            lambda conn: self._observe(resource, conn, conn.system(bmc.system_id)),
-            what="read",
-        )
+        deadline = Deadline(self._deadline, self._context.timeout, endpoint_of(bmc.address))
+        return read_server(self._client, resource.address, bmc, deadline, self._context.retries)
 
     def execute(self, action: Action, resource: Resource) -> LiveResource:
         """Perform one action and return the Server read back afterwards."""
@@ -123,43 +124,6 @@ class RedfishProvider:
         self._client.close()
 
     # -- reading -----------------------------------------------------------------------------
-
-    def _observe(self, resource: Resource, conn: BmcConnection, system: Any) -> LiveResource:
-        power, moving = mapping.power_state(_value(system.power_state))
-        state: dict[str, Any] = {}
-        if power is not None:
-            state[mapping.POWER] = power
-        boot = system.boot
-        state.update(
-            mapping.boot_state(
-                _value(boot.target) if boot else None, _value(boot.enabled) if boot else None
-            )
-        )
-        facts: dict[str, Any] = {
-            "manufacturer": system.manufacturer,
-            "model": system.model,
-            "systemId": system.identity,
-        }
-        pending: dict[str, Any] = {}
-        if "Bios" in system.json:
-            bios = system.bios
-            current = bios.attributes or {}
-            state.update(mapping.bios_state(current))
-            if bios.json.get("@Redfish.Settings", {}).get("SettingsObject"):
-                pending = mapping.bios_pending(current, bios.pending_attributes)
-            registry_name = bios.json.get("AttributeRegistry")
-            if registry_name:
-                registry = self._client.attribute_registry(conn, registry_name)
-                if registry is not None:
-                    facts["biosRegistry"] = registry
-        status = system.status
-        return LiveResource(
-            address=resource.address,
-            state=state,
-            pending=pending,
-            facts=facts,
-            health=mapping.health(_value(status.health) if status else None, moving),
-        )
 
     # -- power -------------------------------------------------------------------------------
 

@@ -1,0 +1,48 @@
+"""A desired-state repository for a BMC farm: one Server per farm BMC (for the fleet bench)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+ATTRIBUTES = {
+    "BootMode": "Uefi",
+    "ProcVirtualization": "Enabled",
+    "SriovGlobalEnable": "Enabled",
+    "WorkloadProfile": "HighPerformance",
+    "ProcTurboMode": "Disabled",
+    "NumaNodesPerSocket": 2,
+}
+
+
+def write_fleet_repo(
+    root: Path, urls: Sequence[str], username: str, password_env: str, system_id: str
+) -> None:
+    """Write `fleet.yaml`: a Credential, a BiosTemplate and one Server per BMC URL."""
+    attributes = ", ".join(f"{k}: {v}" for k, v in ATTRIBUTES.items())
+    parts = [
+        f"""apiVersion: metalform/v1
+kind: Credential
+metadata: {{name: bmc}}
+spec: {{username: {username}, password: {{fromEnv: {password_env}}}}}
+---
+apiVersion: metalform/v1
+kind: BiosTemplate
+metadata: {{name: fleet}}
+spec:
+  attributes: {{{attributes}}}
+"""
+    ]
+    for i, url in enumerate(urls):
+        parts.append(
+            f"""apiVersion: metalform/v1
+kind: Server
+metadata: {{name: node-{i:05d}}}
+spec:
+  bmc: {{driver: redfish, address: "{url}", systemId: {system_id}, credential: bmc, verifyTls: false}}
+  power: On
+  bios: {{template: fleet}}
+"""
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "fleet.yaml").write_text("---\n".join(parts))

@@ -1,0 +1,139 @@
+"""Reading one Server from its BMC within a deadline, with as few requests as it takes.
+
+A read is three GETs along the links the BMC publishes (System -> Bios -> Bios/Settings)
+plus, for the first BMC of each model in a run and only when not on disk, the attribute
+registry. Only JSON is parsed (no sushy resource objects). Every request's timeout is what is
+left of the BMC's deadline, temporary failures are retried with backoff while time remains, and
+a BMC that did not answer in time opens its circuit (see `RedfishClient.trip`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from providers.base import MAX_BACKOFF
+from providers.redfish import mapping
+from providers.redfish.client import BmcConnection, NotFound, RedfishClient
+from reconciler.errors import PermanentError, ProviderError, TemporaryError, UnreachableError
+from reconciler.model import Address, LiveResource
+from reconciler.model.hardware import Bmc
+
+REGISTRY_FROM_CACHE = "biosRegistryFromCache"
+"""Fact set on a Server whose BIOS attribute registry came from the on-disk cache."""
+
+
+class Deadline:
+    """The time one BMC's read may take, retries included."""
+
+    def __init__(self, seconds: float, request_timeout: float, endpoint: str) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.request_timeout = request_timeout
+        self.endpoint = endpoint
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def timeout(self) -> float:
+        """The timeout of the next request: the request timeout, or less if time runs out."""
+        left = self.left()
+        if left <= 0:
+            raise UnreachableError(
+                endpoint=self.endpoint, cause=f"no answer within the {self.seconds:g}s deadline"
+            )
+        return min(self.request_timeout, left)
+
+
+def read_server(
+    client: RedfishClient,
+    address: Address,
+    bmc: Bmc,
+    deadline: Deadline,
+    retries: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LiveResource:
+    """Read a Server, retrying temporary failures with backoff until its deadline."""
+    attempt = 0
+    while True:
+        try:
+            conn = client.connection(bmc)
+            try:
+                return observe(client, address, bmc, conn, deadline)
+            except ProviderError as exc:
+                client.note_failure(conn, exc)
+                raise
+        except TemporaryError as exc:
+            delay = min(MAX_BACKOFF, max(exc.retry_after, 0.2) * (2**attempt))
+            attempt += 1
+            if attempt > retries or delay >= deadline.left():
+                if isinstance(exc, UnreachableError):
+                    client.trip(bmc, exc)
+                if attempt > 1:
+                    raise UnreachableError(
+                        endpoint=deadline.endpoint,
+                        cause=f"{exc} (gave up after {attempt} attempts within the "
+                        f"{deadline.seconds:g}s deadline)",
+                        retry_after=exc.retry_after,
+                    ) from None
+                raise
+            sleep(delay)
+
+
+def observe(
+    client: RedfishClient, address: Address, bmc: Bmc, conn: BmcConnection, deadline: Deadline
+) -> LiveResource:
+    """One attempt at reading the Server: System, Bios, Bios settings (and the registry)."""
+    path = conn.system_path(bmc.system_id, deadline.timeout())
+    try:
+        system = conn.get_json(path, deadline.timeout())
+    except NotFound:
+        raise PermanentError(
+            f"{conn.endpoint} has no system {bmc.system_id!r} (bmc.systemId)"
+        ) from None
+    power, moving = mapping.power_state(system.get("PowerState"))
+    state: dict[str, Any] = {}
+    if power is not None:
+        state[mapping.POWER] = power
+    boot = system.get("Boot") or {}
+    state.update(
+        mapping.boot_state(
+            boot.get("BootSourceOverrideTarget"), boot.get("BootSourceOverrideEnabled")
+        )
+    )
+    manufacturer, model = system.get("Manufacturer"), system.get("Model")
+    facts: dict[str, Any] = {
+        "manufacturer": manufacturer,
+        "model": model,
+        "systemId": system.get("Id"),
+    }
+    pending: dict[str, Any] = {}
+    bios_link = (system.get("Bios") or {}).get("@odata.id")
+    if bios_link:
+        bios = conn.get_json(bios_link, deadline.timeout())
+        current = bios.get("Attributes") or {}
+        state.update(mapping.bios_state(current))
+        settings = ((bios.get("@Redfish.Settings") or {}).get("SettingsObject") or {}).get(
+            "@odata.id"
+        )
+        if settings:
+            staged = conn.get_json(settings, deadline.timeout()).get("Attributes")
+            pending = mapping.bios_pending(current, staged)
+        registry_name = bios.get("AttributeRegistry")
+        if registry_name:
+            registry = client.attribute_registry(
+                conn, registry_name, manufacturer or "", model or "", deadline.timeout()
+            )
+            if registry is not None:
+                facts["biosRegistry"] = registry
+                if client.registries.came_from_disk(registry_name, manufacturer, model):
+                    facts[REGISTRY_FROM_CACHE] = registry_name
+    health = (system.get("Status") or {}).get("Health")
+    return LiveResource(
+        address=address,
+        state=state,
+        pending=pending,
+        facts=facts,
+        health=mapping.health(health, moving),
+    )
