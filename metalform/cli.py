@@ -24,7 +24,7 @@ from metalform.notify.payloads import (
 )
 from reconciler import __version__
 from reconciler.apply import ActionResult
-from reconciler.concurrency import DEFAULT_PARALLELISM
+from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT
 from reconciler.engine import Engine, PlanRun, Settings
 from reconciler.errors import InputError, MetalformError
 from reconciler.load import load
@@ -84,8 +84,15 @@ def _add_parallelism(p: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_PARALLELISM,
         metavar="N",
-        help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
-        "at most 4 requests to one BMC or API)",
+        help=f"actions and reads in flight at once across BMCs and APIs "
+        f"(default {DEFAULT_PARALLELISM})",
+    )
+    p.add_argument(
+        "--per-endpoint",
+        type=int,
+        default=DEFAULT_PER_ENDPOINT,
+        metavar="N",
+        help=f"requests in flight at once to one BMC or API (default {DEFAULT_PER_ENDPOINT})",
     )
 
 
@@ -237,7 +244,9 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 def _engine(args: argparse.Namespace) -> Engine:
     if args.parallelism < 1:
         raise MetalformError("--parallelism must be at least 1")
-    return Engine(Settings(parallelism=args.parallelism))
+    if args.per_endpoint < 1:
+        raise MetalformError("--per-endpoint must be at least 1")
+    return Engine(Settings(parallelism=args.parallelism, per_endpoint=args.per_endpoint))
 
 
 def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> RunNotifications:

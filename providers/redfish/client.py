@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import certifi
 import requests
 import sushy
 from requests.adapters import HTTPAdapter
@@ -136,7 +137,7 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif verify is True:
-        context = ssl.create_default_context(cafile=requests.certs.where())
+        context = ssl.create_default_context(cafile=certifi.where())
     elif os.path.isdir(verify):
         context = ssl.create_default_context(capath=verify)
     else:

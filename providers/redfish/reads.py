@@ -19,9 +19,7 @@ from providers.redfish.client import BmcConnection, NotFound, RedfishClient
 from reconciler.errors import PermanentError, ProviderError, TemporaryError, UnreachableError
 from reconciler.model import Address, LiveResource
 from reconciler.model.hardware import Bmc
-
-REGISTRY_FROM_CACHE = "biosRegistryFromCache"
-"""Fact set on a Server whose BIOS attribute registry came from the on-disk cache."""
+from reconciler.plan import REGISTRY_FROM_CACHE
 
 
 class Deadline:
