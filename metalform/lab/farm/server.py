@@ -160,7 +160,7 @@ class FarmBmc:
                 length = int(headers.get("content-length", "0") or 0)
                 body = await reader.readexactly(length) if length else b""
                 try:
-                    response = await self._serve(method, path, headers, body)
+                    response = await self._serve(method, path, headers, body, reader)
                 except Dropped:
                     return
                 close = headers.get("connection", "").lower() == "close"
@@ -174,7 +174,12 @@ class FarmBmc:
             writer.close()
 
     async def _serve(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        reader: asyncio.StreamReader,
     ) -> Response:
         stats = self.stats
         stats.requests += 1
@@ -188,7 +193,11 @@ class FarmBmc:
                     if fault.kind == "slow":
                         delay *= 10
                     elif fault.kind == "hang":
-                        await asyncio.sleep(3600)
+                        # Until the client gives up (closes) or the fault is cleared, so that
+                        # hung requests do not hold the BMC's slots for the next test.
+                        while self.fault is fault and not reader.at_eof():
+                            await asyncio.sleep(0.05)
+                        raise Dropped
                     elif fault.kind == "drop":
                         await asyncio.sleep(delay)
                         raise Dropped
