@@ -79,6 +79,7 @@ schemas: install
 bench: install
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/maas_bench.py
+	$(BIN)/python bench/fleet_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache $(LAB_DIR) demo.plan.json

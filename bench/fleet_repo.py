@@ -39,7 +39,8 @@ spec:
 kind: Server
 metadata: {{name: node-{i:05d}}}
 spec:
-  bmc: {{driver: redfish, address: "{url}", systemId: {system_id}, credential: bmc, verifyTls: false}}
+  bmc:
+    {{driver: redfish, address: "{url}", systemId: {system_id}, credential: bmc, verifyTls: false}}
   power: On
   bios: {{template: fleet}}
 """
