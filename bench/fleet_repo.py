@@ -18,7 +18,7 @@ ATTRIBUTES = {
 def write_fleet_repo(
     root: Path, urls: Sequence[str], username: str, password_env: str, system_id: str
 ) -> None:
-    """Write `fleet.yaml`: a Credential, a BiosTemplate and one Server per BMC URL."""
+    """Write a Credential, a BiosTemplate and one Server per BMC URL."""
     attributes = ", ".join(f"{k}: {v}" for k, v in ATTRIBUTES.items())
     parts = [
         f"""apiVersion: metalform/v1
@@ -46,4 +46,8 @@ spec:
 """
         )
     root.mkdir(parents=True, exist_ok=True)
-    (root / "fleet.yaml").write_text("---\n".join(parts))
+    (root / "fleet.yaml").write_text(parts[0])
+    # A file of the desired state may not exceed 1 MiB: 1,000 Servers a file.
+    for start in range(1, len(parts), 1000):
+        chunk = parts[start : start + 1000]
+        (root / f"servers-{start // 1000:03d}.yaml").write_text("---\n".join(chunk))

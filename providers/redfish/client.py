@@ -18,6 +18,7 @@ import os
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ DOWN_FOR = 5.0
 that want it meanwhile fail at once instead of each waiting for their own timeout."""
 AUTH_FAILURE_FOR = 60.0
 """After a refused credential, no request is sent with it for this long (account lockouts)."""
+WARM_CONNECTIONS = 256
+"""BMCs whose connections stay open after a read (the most recently read ones)."""
 ROOT_PREFIX = "/redfish/v1/"
 
 
@@ -389,6 +392,12 @@ class BmcConnection:
             f"{self.endpoint} refused GET {path} (HTTP {status} {_reason(status)})"
         )
 
+    def release(self) -> None:
+        """Close the pooled (idle) connections; the next request opens a new one."""
+        for adapter in self.session.adapters.values():
+            if isinstance(adapter, HTTPAdapter):
+                adapter.poolmanager.clear()
+
     def close(self) -> None:
         """End the BMC session (if any) and close the pooled HTTP connections."""
         if self._root is not None:
@@ -426,6 +435,8 @@ class RedfishClient:
         cache = context.extra.get("redfish.registryCache", default_cache_dir())
         self.registries = Registries(DiskCache(Path(str(cache)) if cache else None))
         self.keep_alive = bool(context.extra.get("redfish.keepAlive", True))
+        self._warm: OrderedDict[BmcKey, BmcConnection] = OrderedDict()
+        self.warm_limit = int(context.extra.get("redfish.warmConnections", WARM_CONNECTIONS))  # type: ignore[call-overload]
         # Reading the proxy environment costs half a millisecond per BMC; most have none.
         self._proxy_env = any(name.lower().endswith("_proxy") for name in os.environ)
 
@@ -454,6 +465,24 @@ class RedfishClient:
             if conn is None:
                 conn = self._connections[key] = self._connect(key)
             return conn
+
+    def used(self, conn: BmcConnection) -> None:
+        """Note a finished read: the connections of the least recently used BMCs beyond
+        `warm_limit` are closed, so that a fleet of thousands does not hold a socket (and its
+        TLS state) per BMC until the end of the run."""
+        with self._lock:
+            self._warm[conn.key] = conn
+            self._warm.move_to_end(conn.key)
+            cold = (
+                [
+                    self._warm.popitem(last=False)[1]
+                    for _ in range(len(self._warm) - self.warm_limit)
+                ]
+                if len(self._warm) > self.warm_limit
+                else []
+            )
+        for old in cold:
+            old.release()
 
     def trip(self, bmc: Bmc, error: UnreachableError) -> None:
         """Open the BMC's circuit: it did not answer within its deadline and retries."""

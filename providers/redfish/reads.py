@@ -58,7 +58,9 @@ def read_server(
         try:
             conn = client.connection(bmc)
             try:
-                return observe(client, address, bmc, conn, deadline)
+                live = observe(client, address, bmc, conn, deadline)
+                client.used(conn)
+                return live
             except ProviderError as exc:
                 client.note_failure(conn, exc)
                 raise
