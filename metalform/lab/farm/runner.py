@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from concurrent.futures import Future
 from typing import Any, cast
 
 from metalform.lab.farm.faults import KINDS, Fault, FaultKind
-from metalform.lab.farm.server import Farm, FarmConfig, Response, _encode, _parse, dumps
+from metalform.lab.farm.model import dumps
+from metalform.lab.farm.server import Farm, FarmConfig, Response, encode, parse_head
 
 
 def raise_fd_limit() -> None:
@@ -136,8 +138,6 @@ class FarmProcess:
 
 
 def _env(password: str) -> dict[str, str]:
-    import os
-
     # The password goes through the environment, never the command line (ps shows argv).
     return {**os.environ, "METALFORM_FARM_PASSWORD": password}
 
@@ -147,7 +147,7 @@ async def _admin_connection(
 ) -> None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
-        method, path, headers = _parse(head)
+        method, path, headers = parse_head(head)
         length = int(headers.get("content-length", "0") or 0)
         if length:
             await reader.readexactly(length)
@@ -168,7 +168,7 @@ async def _admin_connection(
             response = Response(200, b"null")
         else:
             response = Response(404, b"null")
-        writer.write(_encode(response, close=True))
+        writer.write(encode(response, close=True))
         await writer.drain()
     finally:
         writer.close()
@@ -192,8 +192,6 @@ async def _serve(config: FarmConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
     parser = argparse.ArgumentParser(prog="python -m metalform.lab.farm")
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.1)

@@ -156,7 +156,7 @@ class FarmBmc:
                     )
                 except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     return
-                method, path, headers = _parse(head)
+                method, path, headers = parse_head(head)
                 length = int(headers.get("content-length", "0") or 0)
                 body = await reader.readexactly(length) if length else b""
                 try:
@@ -164,7 +164,7 @@ class FarmBmc:
                 except Dropped:
                     return
                 close = headers.get("connection", "").lower() == "close"
-                writer.write(_encode(response, close))
+                writer.write(encode(response, close))
                 await writer.drain()
                 if close:
                     return
@@ -271,7 +271,7 @@ class FarmBmc:
         return "unknown", None
 
 
-def _parse(head: bytes) -> tuple[str, str, dict[str, str]]:
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     method, path, _ = lines[0].split(" ", 2)
     headers = {}
@@ -282,7 +282,7 @@ def _parse(head: bytes) -> tuple[str, str, dict[str, str]]:
     return method, path, headers
 
 
-def _encode(response: Response, close: bool) -> bytes:
+def encode(response: Response, close: bool) -> bytes:
     head = [
         f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}",
         f"Content-Length: {len(response.body)}",
