@@ -383,13 +383,17 @@ class BmcConnection:
             )
         if status == 404:
             raise NotFound(f"{self.endpoint}: {path} was not found (HTTP 404)")
+        # A BMC may quote the request in its error, credentials included: redacted.
+        detail = _detail(response)
         if status >= 500 or status == 429:
             raise TemporaryError(
-                f"{self.endpoint} answered HTTP {status} {_reason(status)}",
+                REDACTOR(f"{self.endpoint} answered HTTP {status} {_reason(status)}: {detail}"),
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         raise PermanentError(
-            f"{self.endpoint} refused GET {path} (HTTP {status} {_reason(status)})"
+            REDACTOR(
+                f"{self.endpoint} refused GET {path} (HTTP {status} {_reason(status)}): {detail}"
+            )
         )
 
     def release(self) -> None:
@@ -404,6 +408,17 @@ class BmcConnection:
             with contextlib.suppress(Exception):  # a BMC that is gone cannot end its session
                 self._auth.close()
         self.connector.close()
+
+
+def _detail(response: requests.Response) -> str:
+    """The Redfish error message of a failed request (as sushy reports it), else its start."""
+    try:
+        error = json.loads(response.content).get("error", {})
+        extended = error.get("@Message.ExtendedInfo") or [{}]
+        message = extended[0].get("Message") or error.get("message")
+        return str(message) if message else "no detail"
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return response.text[:200].strip() or "no detail"
 
 
 def _retry_after(value: str | None) -> float:
