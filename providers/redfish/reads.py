@@ -70,15 +70,22 @@ def read_server(
             if attempt > retries or delay >= deadline.left():
                 if isinstance(exc, UnreachableError):
                     client.trip(bmc, exc)
-                if attempt > 1:
-                    raise UnreachableError(
-                        endpoint=deadline.endpoint,
-                        cause=f"{exc} (gave up after {attempt} attempts within the "
-                        f"{deadline.seconds:g}s deadline)",
-                        retry_after=exc.retry_after,
-                    ) from None
-                raise
+                raise UnreachableError(
+                    endpoint=deadline.endpoint,
+                    cause=f"{_cause(exc, deadline.endpoint)} ({attempt} attempt"
+                    f"{'s' if attempt > 1 else ''} within the {deadline.seconds:g}s deadline)",
+                    retry_after=exc.retry_after,
+                ) from None
             sleep(delay)
+
+
+def _cause(exc: TemporaryError, endpoint: str) -> str:
+    """What went wrong, without the endpoint the final message names already."""
+    cause = exc.fields.get("cause") if isinstance(exc, UnreachableError) else None
+    text = str(cause) if cause else str(exc)
+    for prefix in (f"{endpoint} did not answer: ", f"{endpoint} "):
+        text = text.removeprefix(prefix)
+    return text
 
 
 def observe(

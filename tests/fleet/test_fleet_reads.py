@@ -132,28 +132,55 @@ def test_a_bmc_past_its_deadline_is_unreachable_and_the_plan_finishes_on_time(
     assert elapsed < 2 * timeout + 3.0, elapsed
 
 
+def _server(name: str, url: str) -> Resource[ServerSpec]:
+    bmc = Bmc(
+        driver=BmcDriver.REDFISH,
+        address=url,
+        credential="bmc",
+        system_id=SYSTEM_ID,
+        verify_tls=False,
+    )
+    return Resource(kind="Server", metadata=Metadata(name=name), spec=ServerSpec(bmc=bmc))
+
+
+def _provider(parallelism: int, per_endpoint: int, **context: float) -> RedfishProvider:
+    cred = ResolvedCredential(name="bmc", username=USERNAME, secret=Secret(PASSWORD))
+    return RedfishProvider(
+        ProviderContext(
+            limiter=Limiter(parallelism, per_endpoint),
+            credential=lambda name: cred,
+            **context,  # type: ignore[arg-type]
+        )
+    )
+
+
+def test_a_bmc_that_did_not_answer_fails_fast_until_its_circuit_closes(
+    fleet: FarmThread,
+) -> None:
+    fleet.set_fault(5, Fault("hang"))
+    provider = _provider(8, 2, timeout=0.5, deadline=0.8)
+    try:
+        first = provider.read([_server("a", fleet.urls[5])])
+        requests_after_first = fleet.stats()[5]["requests"]
+        started = time.monotonic()
+        second = provider.read([_server("b", fleet.urls[5])])
+        fast = time.monotonic() - started
+    finally:
+        provider.close()
+
+    assert first[_server("a", "").address].health is Health.UNREACHABLE
+    assert second[_server("b", "").address].health is Health.UNREACHABLE
+    assert "0.8s deadline" in (first[_server("a", "").address].error or "")
+    # The open circuit answered for the BMC: no request, no timeout.
+    assert fleet.stats()[5]["requests"] == requests_after_first
+    assert fast < 0.2, fast
+
+
 def test_the_per_bmc_limit_holds_when_many_servers_share_a_bmc(fleet: FarmThread) -> None:
     # 12 Servers behind each of 3 BMCs (the provider is given them directly: the desired
     # state refuses two Servers on one BMC system), read with room for 36 at once, 2 per BMC.
-    cred = ResolvedCredential(name="bmc", username=USERNAME, secret=Secret(PASSWORD))
-    context = ProviderContext(limiter=Limiter(36, 2), credential=lambda name: cred)
-    servers = [
-        Resource(
-            kind="Server",
-            metadata=Metadata(name=f"n{i}"),
-            spec=ServerSpec(
-                bmc=Bmc(
-                    driver=BmcDriver.REDFISH,
-                    address=fleet.urls[i % 3],
-                    credential="bmc",
-                    system_id=SYSTEM_ID,
-                    verify_tls=False,
-                )
-            ),
-        )
-        for i in range(36)
-    ]
-    provider = RedfishProvider(context)
+    servers = [_server(f"n{i}", fleet.urls[i % 3]) for i in range(36)]
+    provider = _provider(36, 2)
     try:
         live = provider.read(servers)
     finally:
