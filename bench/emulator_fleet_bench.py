@@ -20,9 +20,7 @@ from pathlib import Path
 
 import sushy
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet_repo import write_fleet_repo
-
+from metalform.lab.farm.repo import write_fleet_repo
 from metalform.lab.redfish import LabSystem, RedfishPeer
 from reconciler.engine import Engine, Settings
 
@@ -73,7 +71,7 @@ def main() -> int:
         try:
             urls = [peer.url for peer in peers]
             repo = Path(tmp) / "repo"
-            write_fleet_repo(repo, urls, "admin", PASSWORD_ENV, SYSTEM)
+            write_fleet_repo(repo, urls, "admin", f"{{fromEnv: {PASSWORD_ENV}}}", SYSTEM)
             metalform(repo, args.parallelism)  # warm the emulators; registries to the cache
             sushy_client(urls, password, args.parallelism)
             plain, plans = [], []

@@ -35,10 +35,8 @@ import requests
 import sushy
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet_repo import write_fleet_repo
-
 from metalform.lab.farm import SYSTEM_ID, FarmConfig, FarmProcess
+from metalform.lab.farm.repo import write_fleet_repo
 from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT
 from reconciler.engine import Engine, Settings
 
@@ -184,7 +182,7 @@ def main() -> int:
                 profile(farm, password, args.profile)
                 return 0
             repo = Path(tmp) / "repo"
-            write_fleet_repo(repo, farm.urls, USERNAME, PASSWORD_ENV, SYSTEM_ID)
+            write_fleet_repo(repo, farm.urls, USERNAME, f"{{fromEnv: {PASSWORD_ENV}}}")
             print(
                 f"{args.bmcs} TLS BMCs, {1000 * args.latency:.0f} ms/request, "
                 f"{args.limit} at once per BMC; {os.cpu_count()} CPUs",

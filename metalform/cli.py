@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lab", help="a local virtual datacenter (emulated BMCs) to try Metalform on")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also start a farm of N Redfish BMCs, one loopback address each (lab up)",
+    )
+    p.add_argument(
         "--state-dir",
         default=".metalform-lab",
         metavar="DIR",
@@ -479,6 +486,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     from metalform.lab.cli import run_lab
 
+    if args.fleet < 0:
+        raise MetalformError("--fleet must not be negative")
+
     return run_lab(
         args.action,
         Path(args.state_dir),
@@ -488,6 +498,7 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
         smtp_port=args.smtp_port,
         maas_port=args.maas_port,
         nova_port=args.nova_port,
+        fleet=args.fleet,
     )
 
 

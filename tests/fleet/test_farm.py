@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sushy
 
 from metalform.lab.farm import SYSTEM_ID, FarmThread
+from metalform.lab.farm.peer import FarmPeer
+from reconciler.engine import Engine, Settings
 from tests.fleet.conftest import PASSWORD, USERNAME
 
 
@@ -44,3 +48,23 @@ def test_only_the_service_root_is_open_without_credentials(fleet: FarmThread) ->
     assert refused.value.status_code == 401
     routes = fleet.stats()[1]["routes"]
     assert routes["root"] >= 1 and "system" not in routes
+
+
+def test_the_lab_farm_runs_as_a_peer_with_a_repository_to_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    farm = FarmPeer(tmp_path / "fleet", count=4).start()
+    try:
+        attached = FarmPeer.attach(tmp_path / "fleet")
+        assert attached.is_running() and len(attached.urls) == 4
+        assert len({url.split("//")[1].split(":")[0] for url in attached.urls}) == 4
+
+        run = Engine(Settings()).plan(farm.repo)
+
+        assert run.plan.summary.unreachable == 0, [d.render() for d in run.plan.diagnostics]
+        assert run.plan.summary.update == 4
+        assert farm.password not in run.plan.model_dump_json()
+    finally:
+        FarmPeer.attach(tmp_path / "fleet").stop()
+    assert not farm.is_running()

@@ -19,11 +19,16 @@ import threading
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, cast
 
 from metalform.lab.farm.faults import KINDS, Fault, FaultKind
 from metalform.lab.farm.model import dumps
 from metalform.lab.farm.server import Farm, FarmConfig, Response, encode, parse_head
+
+BMCS_FILE = "bmcs.json"
+"""A lab farm's BMC URLs and admin URL, written once it listens."""
+PASSWORD_FILE = "password"
 
 
 def raise_fd_limit() -> None:
@@ -174,19 +179,24 @@ async def _admin_connection(
         writer.close()
 
 
-async def _serve(config: FarmConfig) -> None:
+async def _serve(config: FarmConfig, state_dir: Path | None) -> None:
     farm = Farm(config)
     await farm.start()
     admin = await asyncio.start_server(
         lambda r, w: _admin_connection(farm, r, w), host="127.0.0.1", port=0
     )
     port = admin.sockets[0].getsockname()[1]
-    print(
-        json.dumps({"admin": f"http://127.0.0.1:{port}", "bmcs": [b.url for b in farm.bmcs]}),
-        flush=True,
-    )
+    ready = {"admin": f"http://127.0.0.1:{port}", "bmcs": [b.url for b in farm.bmcs]}
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    if state_dir is None:
+        print(json.dumps(ready), flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    else:
+        # A lab peer (`metalform lab up --fleet N`): runs until `lab down` terminates it.
+        (state_dir / BMCS_FILE).write_text(json.dumps(ready))
+        endpoint = {"host": "127.0.0.1", "port": port, "pid": os.getpid()}
+        (state_dir / "endpoint.json").write_text(json.dumps(endpoint))
+        await asyncio.Event().wait()
     admin.close()
     await farm.stop()
 
@@ -199,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2)
     parser.add_argument("--username", default="root")
     parser.add_argument("--first-address", default="127.64.0.1")
+    parser.add_argument("--state-dir", type=Path, help="run as a lab peer with its files here")
     args = parser.parse_args(argv)
     raise_fd_limit()
     config = FarmConfig(
@@ -207,8 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         jitter=args.jitter,
         limit=args.limit,
         username=args.username,
-        password=os.environ.get("METALFORM_FARM_PASSWORD", "farm-password"),
+        password=(
+            (args.state_dir / PASSWORD_FILE).read_text().strip()
+            if args.state_dir
+            else os.environ.get("METALFORM_FARM_PASSWORD", "farm-password")
+        ),
         first_address=args.first_address,
     )
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, args.state_dir))
     return 0

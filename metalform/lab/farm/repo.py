@@ -1,9 +1,11 @@
-"""A desired-state repository for a BMC farm: one Server per farm BMC (for the fleet bench)."""
+"""A desired-state repository for a BMC farm: one Server per farm BMC."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+from metalform.lab.farm.model import SYSTEM_ID
 
 ATTRIBUTES = {
     "BootMode": "Uefi",
@@ -16,15 +18,19 @@ ATTRIBUTES = {
 
 
 def write_fleet_repo(
-    root: Path, urls: Sequence[str], username: str, password_env: str, system_id: str
+    root: Path, urls: Sequence[str], username: str, password: str, system_id: str = SYSTEM_ID
 ) -> None:
-    """Write a Credential, a BiosTemplate and one Server per BMC URL."""
+    """Write a Credential, a BiosTemplate and one Server per BMC URL.
+
+    `password` is the Credential's secret reference as a YAML flow mapping
+    (`{fromEnv: VAR}` or `{fromFile: path}`).
+    """
     attributes = ", ".join(f"{k}: {v}" for k, v in ATTRIBUTES.items())
     parts = [
         f"""apiVersion: metalform/v1
 kind: Credential
 metadata: {{name: bmc}}
-spec: {{username: {username}, password: {{fromEnv: {password_env}}}}}
+spec: {{username: {username}, password: {password}}}
 ---
 apiVersion: metalform/v1
 kind: BiosTemplate
