@@ -80,6 +80,7 @@ bench: install
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/maas_bench.py
 	$(BIN)/python bench/fleet_bench.py
+	$(BIN)/python bench/emulator_fleet_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache $(LAB_DIR) demo.plan.json
