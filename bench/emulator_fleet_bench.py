@@ -61,7 +61,7 @@ def main() -> int:
         identity=SYSTEM, manufacturer="Metalform Lab", model="MF-G8", power_state="On"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
+        os.environ["METALFORM_CACHE_DIR"] = str(Path(tmp) / "cache")
         peers = [
             RedfishPeer(Path(tmp) / f"bmc-{i}", [system], password=password, power_delay=0.0)
             for i in range(args.bmcs)

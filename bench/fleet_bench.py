@@ -177,7 +177,7 @@ def main() -> int:
     rows: list[Row] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # starts empty
+            os.environ["METALFORM_CACHE_DIR"] = str(Path(tmp) / "cache")  # starts empty
             if args.profile:
                 profile(farm, password, args.profile)
                 return 0

@@ -4,7 +4,8 @@ Every BMC of a model publishes the same attribute registry, named by its Bios re
 (`AttributeRegistry`: `<Name>.<version>`). Reading it costs three requests and the parsing of
 a document of hundreds of entries, so it is read from one BMC per (registry, manufacturer,
 model) and shared by the others in the run. The registry facts are also kept on disk between
-runs (`$XDG_CACHE_HOME/metalform/redfish-registries`, else `~/.cache/metalform/...`), one file
+runs (`$XDG_CACHE_HOME/metalform/redfish-registries`, else `~/.cache/metalform/...`, or
+`$METALFORM_CACHE_DIR/redfish-registries`), one file
 per key, holding the key and a SHA-256 of the facts: an entry whose key is not the one asked
 for (a foreign file) or whose digest does not match (a corrupted one) is ignored and refetched.
 The key includes the manufacturer and model because some vendors publish one registry id with
@@ -56,8 +57,12 @@ class RegistryKey:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "metalform" / "redfish-registries"
+    """`$METALFORM_CACHE_DIR`, else `$XDG_CACHE_HOME/metalform`, else `~/.cache/metalform`."""
+    base = os.environ.get("METALFORM_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        base = str(Path(xdg) / "metalform")
+    return Path(base) / "redfish-registries"
 
 
 def _digest(facts: Facts) -> str:

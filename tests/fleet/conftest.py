@@ -34,7 +34,7 @@ def fleet(farm: FarmThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     farm.reset_stats()
     for index in range(FLEET):
         farm.set_fault(index, None)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("METALFORM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     return farm
 

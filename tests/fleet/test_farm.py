@@ -53,7 +53,7 @@ def test_only_the_service_root_is_open_without_credentials(fleet: FarmThread) ->
 def test_the_lab_farm_runs_as_a_peer_with_a_repository_to_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("METALFORM_CACHE_DIR", str(tmp_path / "cache"))
     farm = FarmPeer(tmp_path / "fleet", count=4).start()
     try:
         attached = FarmPeer.attach(tmp_path / "fleet")
