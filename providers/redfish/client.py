@@ -1,31 +1,25 @@
-"""Talking to Redfish BMCs with sushy: shared sessions, request slots, errors, registries.
+"""Talking to Redfish BMCs: shared sessions, circuit breakers, attribute registries.
 
-One sushy root (one `requests` session and its connection pool) per BMC base URL and
-credential, shared by every thread. Every HTTP request sushy makes goes through
-`LimitedAdapter`, which holds one of the BMC's request slots from the engine's `Limiter` for
-exactly the duration of the request and turns transport failures into Metalform errors.
+One `requests` session (and its connection pool) per BMC base URL and credential, shared by
+every thread: reads use it directly, actions through a sushy root made on first use. Every
+request goes through `transport.LimitedAdapter` (request slots, shared TLS, errors).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
-import http
 import json
 import logging
 import os
-import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import certifi
 import requests
 import sushy
 from requests.adapters import HTTPAdapter
@@ -38,7 +32,13 @@ from providers.redfish.registry import (
     default_cache_dir,
     find_registry,
 )
-from reconciler.concurrency import Limiter
+from providers.redfish.transport import (
+    LimitedAdapter,
+    error_detail,
+    reason_phrase,
+    retry_after_of,
+    translated,
+)
 from reconciler.errors import (
     AuthenticationError,
     MetalformError,
@@ -53,8 +53,6 @@ from reconciler.secrets import REDACTOR
 
 log = logging.getLogger("metalform.providers.redfish")
 
-RETRY_AFTER = 0.5
-"""Seconds before the first retry of a temporary failure (doubled at each further one)."""
 DOWN_FOR = 5.0
 """Circuit breaker: a BMC that did not answer is not tried again for this long; the callers
 that want it meanwhile fail at once instead of each waiting for their own timeout."""
@@ -91,165 +89,6 @@ class NotFound(PermanentError):
 
 class EndpointDown(ProviderError):
     """Connecting to a BMC failed after retries; later callers get this without retrying."""
-
-
-def _cause(exc: BaseException) -> str:
-    """A short, secret-free cause for a transport failure."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError) or (
-            isinstance(current, OSError) and current.errno == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-        if isinstance(current, ConnectionResetError):
-            return "connection reset by the BMC"
-        if current.__class__.__name__ == "RemoteDisconnected":
-            return "connection closed by the BMC without an answer"
-        if current.__class__.__name__ == "NameResolutionError":
-            return "the host name does not resolve"
-        # urllib3 wraps the OSError in `reason`, requests wraps urllib3's error in args[0].
-        reason = getattr(current, "reason", None)
-        first = current.args[0] if current.args else None
-        current = (
-            (reason if isinstance(reason, BaseException) else None)
-            or current.__cause__
-            or current.__context__
-            or (first if isinstance(first, BaseException) else None)
-        )
-    return f"connection failed ({exc.__class__.__name__})"
-
-
-def _seconds(timeout: Any) -> str:
-    if isinstance(timeout, tuple):
-        timeout = timeout[-1]
-    return f"{float(timeout):g}s" if timeout is not None else "the timeout"
-
-
-@functools.cache
-def tls_context(verify: bool | str) -> ssl.SSLContext:
-    """One client TLS context per `verify` value for the whole process.
-
-    Without it urllib3 builds a context per connection pool (one per BMC) and loads the
-    system's CA store into it (18 ms of CPU each, three quarters of a BMC's read), even when
-    certificates are not verified.
-    """
-    if verify is False:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif verify is True:
-        context = ssl.create_default_context(cafile=certifi.where())
-    elif os.path.isdir(verify):
-        context = ssl.create_default_context(capath=verify)
-    else:
-        context = ssl.create_default_context(cafile=verify)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-class LimitedAdapter(HTTPAdapter):
-    """An HTTP adapter that holds a limiter slot per request and classifies failures.
-
-    Raising Metalform errors (not `requests` exceptions) from here also keeps sushy's
-    connector from retrying transport failures itself with fixed sleeps; retries are done
-    once, by the provider, with `context.retries`.
-    """
-
-    def __init__(self, limiter: Limiter, endpoint: str) -> None:
-        super().__init__(pool_connections=1, pool_maxsize=limiter.per_endpoint, max_retries=0)
-        self._limiter = limiter
-        self._endpoint = endpoint
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Pools use the process's shared TLS context for this `verify` (see `tls_context`)."""
-        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-        pool["ssl_context"] = tls_context(verify)
-        pool.pop("ca_certs", None)
-        pool.pop("ca_cert_dir", None)
-        return host, pool
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)
-        # The CA bundle is loaded once, in the shared context: not again per connection.
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        """Send one request while holding one of the endpoint's slots."""
-        with self._limiter.slot(self._endpoint):
-            try:
-                return super().send(request, **kwargs)
-            except requests.exceptions.SSLError as exc:
-                raise PermanentError(
-                    f"{self._endpoint}: TLS handshake or certificate verification failed "
-                    f"({exc.__class__.__name__}); check bmc.verifyTls and the BMC certificate"
-                ) from None
-            except requests.exceptions.ConnectTimeout:
-                raise UnreachableError(
-                    endpoint=self._endpoint,
-                    cause=f"connection timed out after {_seconds(kwargs.get('timeout'))}",
-                    retry_after=RETRY_AFTER,
-                ) from None
-            except requests.exceptions.ReadTimeout:
-                raise UnreachableError(
-                    endpoint=self._endpoint,
-                    cause=f"timeout: no answer within {_seconds(kwargs.get('timeout'))}",
-                    retry_after=RETRY_AFTER,
-                ) from None
-            except requests.exceptions.RequestException as exc:
-                raise UnreachableError(
-                    endpoint=self._endpoint, cause=_cause(exc), retry_after=RETRY_AFTER
-                ) from None
-
-
-def _reason(status: int | None) -> str:
-    try:
-        return http.HTTPStatus(status or 0).phrase
-    except ValueError:
-        return ""
-
-
-@contextlib.contextmanager
-def translated(endpoint: str, credential: str) -> Iterator[None]:
-    """Turn sushy's exceptions into Metalform's (temporary vs permanent, no secrets)."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except sushy_exc.AccessError as exc:
-        raise AuthenticationError(
-            f"authentication failed: {endpoint} refused the credentials of {credential} "
-            f"(HTTP {exc.status_code})"
-        ) from None
-    except sushy_exc.ServerSideError as exc:
-        raise TemporaryError(
-            REDACTOR(
-                f"{endpoint} answered HTTP {exc.status_code} {_reason(exc.status_code)}: "
-                f"{exc.detail or 'no detail'}"
-            ),
-            retry_after=RETRY_AFTER,
-        ) from None
-    except sushy_exc.ResourceNotFoundError as exc:
-        raise PermanentError(REDACTOR(f"{endpoint}: {exc}")) from None
-    except sushy_exc.HTTPError as exc:
-        raise PermanentError(
-            REDACTOR(
-                f"{endpoint} refused the request (HTTP {exc.status_code} "
-                f"{_reason(exc.status_code)}): {exc.detail or 'no detail'}"
-            )
-        ) from None
-    except sushy_exc.ConnectionError as exc:
-        raise UnreachableError(
-            endpoint=endpoint, cause=_cause(exc), retry_after=RETRY_AFTER
-        ) from None
-    except sushy_exc.SushyError as exc:
-        raise PermanentError(REDACTOR(f"{endpoint}: {exc}")) from None
-    except (json.JSONDecodeError, requests.exceptions.JSONDecodeError):
-        raise PermanentError(f"{endpoint} did not answer with Redfish JSON") from None
 
 
 class _SessionOrBasicAuth(sushy.auth.SessionOrBasicAuth):  # type: ignore[misc]
@@ -384,17 +223,14 @@ class BmcConnection:
         if status == 404:
             raise NotFound(f"{self.endpoint}: {path} was not found (HTTP 404)")
         # A BMC may quote the request in its error, credentials included: redacted.
-        detail = _detail(response)
+        detail = error_detail(response)
+        phrase = f"HTTP {status} {reason_phrase(status)}"
         if status >= 500 or status == 429:
             raise TemporaryError(
-                REDACTOR(f"{self.endpoint} answered HTTP {status} {_reason(status)}: {detail}"),
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                REDACTOR(f"{self.endpoint} answered {phrase}: {detail}"),
+                retry_after=retry_after_of(response.headers.get("Retry-After")),
             )
-        raise PermanentError(
-            REDACTOR(
-                f"{self.endpoint} refused GET {path} (HTTP {status} {_reason(status)}): {detail}"
-            )
-        )
+        raise PermanentError(REDACTOR(f"{self.endpoint} refused GET {path} ({phrase}): {detail}"))
 
     def release(self) -> None:
         """Close the pooled (idle) connections; the next request opens a new one."""
@@ -408,25 +244,6 @@ class BmcConnection:
             with contextlib.suppress(Exception):  # a BMC that is gone cannot end its session
                 self._auth.close()
         self.connector.close()
-
-
-def _detail(response: requests.Response) -> str:
-    """The Redfish error message of a failed request (as sushy reports it), else its start."""
-    try:
-        error = json.loads(response.content).get("error", {})
-        extended = error.get("@Message.ExtendedInfo") or [{}]
-        message = extended[0].get("Message") or error.get("message")
-        return str(message) if message else "no detail"
-    except (ValueError, AttributeError, IndexError, TypeError):
-        return response.text[:200].strip() or "no detail"
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (delta-seconds); the default when absent or a date."""
-    try:
-        return max(0.0, float(value)) if value else RETRY_AFTER
-    except ValueError:
-        return RETRY_AFTER
 
 
 def _verify(key: BmcKey) -> bool | str:
