@@ -207,6 +207,18 @@ class BmcConnection:
             verify=self.verify,
         )
         status = response.status_code
+        if status == 401 and self._root is None:
+            # A BMC with basic authentication turned off: log in as sushy does (a Redfish
+            # session when the service root offers one) and ask once more.
+            with self.errors():
+                _ = self.root
+            if self.session.auth is None:  # a session token replaced basic authentication
+                response = self.session.get(
+                    self.key.base_url + path,
+                    timeout=timeout or self.connector._default_request_timeout,
+                    verify=self.verify,
+                )
+                status = response.status_code
         if status == 200:
             try:
                 data = json.loads(response.content)

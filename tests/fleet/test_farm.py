@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 import sushy
 
-from metalform.lab.farm import SYSTEM_ID, FarmThread
+from metalform.lab.farm import SYSTEM_ID, FarmConfig, FarmThread
 from metalform.lab.farm.peer import FarmPeer
+from providers.redfish import RedfishProvider
+from reconciler.concurrency import Limiter
 from reconciler.engine import Engine, Settings
+from reconciler.model import Metadata, Resource
+from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
+from reconciler.provider import ProviderContext
+from reconciler.secrets import ResolvedCredential, Secret
 from tests.fleet.conftest import PASSWORD, USERNAME
 
 
@@ -68,3 +74,43 @@ def test_the_lab_farm_runs_as_a_peer_with_a_repository_to_plan(
     finally:
         FarmPeer.attach(tmp_path / "fleet").stop()
     assert not farm.is_running()
+
+
+def test_reads_log_in_to_a_bmc_that_refuses_basic_authentication() -> None:
+    farm = FarmThread(
+        FarmConfig(count=2, latency=0.01, username=USERNAME, password=PASSWORD, sessions_only=True)
+    ).start()
+    credential = ResolvedCredential(name="bmc", username=USERNAME, secret=Secret(PASSWORD))
+    provider = RedfishProvider(
+        ProviderContext(limiter=Limiter(4, 2), credential=lambda name: credential)
+    )
+    servers = [
+        Resource(
+            kind="Server",
+            metadata=Metadata(name=f"s{i}"),
+            spec=ServerSpec(
+                bmc=Bmc(
+                    driver=BmcDriver.REDFISH,
+                    address=url,
+                    credential="bmc",
+                    system_id=SYSTEM_ID,
+                    verify_tls=False,
+                )
+            ),
+        )
+        for i, url in enumerate(farm.urls)
+    ]
+    try:
+        live = provider.read(servers)
+        second = provider.read(servers)
+        provider.close()
+        stats = farm.stats()
+    finally:
+        farm.stop()
+
+    assert all(item.state.get("power") == "On" for item in [*live.values(), *second.values()])
+    for bmc in stats:
+        # One refused basic GET, one login, then every read with the session's token.
+        assert bmc["routes"]["unauthorized"] == 1
+        assert bmc["routes"]["session.post"] == 1
+        assert bmc["routes"]["system"] == 2

@@ -15,6 +15,7 @@ import base64
 import ipaddress
 import json
 import random
+import secrets
 import ssl
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from metalform.lab.farm.model import (
 )
 from metalform.lab.farm.tls import server_context
 
+SESSIONS = "/redfish/v1/SessionService/Sessions"
 IDLE_CLOSE = 5.0
 """Seconds an idle keep-alive connection stays open (iDRAC and iLO close them after a few)."""
 MAX_HEADER = 16384
@@ -72,6 +74,8 @@ class FarmConfig:
     first_address: str = "127.64.0.1"
     models: tuple[HardwareModel, ...] = DEFAULT_MODELS
     idle_close: float = IDLE_CLOSE
+    sessions_only: bool = False
+    """Basic authentication refused: clients log in to the SessionService (X-Auth-Token)."""
     faults: dict[int, Fault] = field(default_factory=dict)
 
 
@@ -103,6 +107,7 @@ class Response:
 
 _REASONS = {
     200: "OK",
+    201: "Created",
     204: "No Content",
     400: "Bad Request",
     401: "Unauthorized",
@@ -217,8 +222,16 @@ class FarmBmc:
         path = path.split("?", 1)[0].rstrip("/") or "/"
         if path == "/redfish/v1":
             self.stats.routes["root"] += 1
-            return Response(200, _ROOT) if method == "GET" else _error(405, "read-only")
-        if headers.get("authorization") != self.farm.authorization:
+            return Response(200, self.farm.root) if method == "GET" else _error(405, "read-only")
+        if path.startswith(SESSIONS) and method in ("POST", "DELETE"):
+            self.stats.routes[f"session.{method.lower()}"] += 1
+            return self.farm.session(method, path, body)
+        token = headers.get("x-auth-token")
+        by_session = token is not None and token in self.farm.tokens
+        by_basic = not self.farm.config.sessions_only and (
+            headers.get("authorization") == self.farm.authorization
+        )
+        if not (by_session or by_basic):
             self.stats.routes["unauthorized"] += 1
             return Response(401, b"", {"WWW-Authenticate": 'Basic realm="farm"'})
         system = self.system
@@ -313,6 +326,12 @@ class Farm:
 
     def __init__(self, config: FarmConfig) -> None:
         self.config = config
+        self.tokens: dict[str, str] = {}
+        root = json.loads(_ROOT)
+        if config.sessions_only:
+            root["SessionService"] = {"@odata.id": "/redfish/v1/SessionService"}
+            root["Links"] = {"Sessions": {"@odata.id": SESSIONS}}
+        self.root = dumps(root)
         token = base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
         self.authorization = f"Basic {token}"
         self.registries = {m.registry_id: Registry(m) for m in config.models}
@@ -320,6 +339,26 @@ class Farm:
         self._random = random.Random(1)
         self.bmcs: list[FarmBmc] = []
         self.started = 0.0
+
+    def session(self, method: str, path: str, body: bytes) -> Response:
+        """Log in (POST to the Sessions collection) or out (DELETE of a session)."""
+        if method == "DELETE":
+            self.tokens = {t: p for t, p in self.tokens.items() if p != path}
+            return Response(204)
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "the body is not JSON")
+        if (data.get("UserName"), data.get("Password")) != (
+            self.config.username,
+            self.config.password,
+        ):
+            return Response(401, b"", {"WWW-Authenticate": 'Basic realm="farm"'})
+        token = secrets.token_hex(16)
+        location = f"{SESSIONS}/{len(self.tokens) + 1}"
+        self.tokens[token] = location
+        doc = dumps({"@odata.id": location, "Id": location.rsplit("/", 1)[1]})
+        return Response(201, doc, {"X-Auth-Token": token, "Location": location})
 
     def delay(self) -> float:
         jitter = self.config.jitter
