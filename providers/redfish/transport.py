@@ -93,6 +93,27 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
     return context
 
 
+def _certificate_problem(exc: BaseException) -> bool:
+    """Whether a TLS failure is about the certificate (permanent), not a closed connection."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if isinstance(current, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError)):
+            return False
+        reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
+        current = (
+            (reason if isinstance(reason, BaseException) else None)
+            or current.__cause__
+            or current.__context__
+            or (first if isinstance(first, BaseException) else None)
+        )
+    return True  # unknown: say so rather than retry a misconfiguration
+
+
 class LimitedAdapter(HTTPAdapter):
     """An HTTP adapter that holds a limiter slot per request and classifies failures.
 
@@ -128,6 +149,14 @@ class LimitedAdapter(HTTPAdapter):
             try:
                 return super().send(request, **kwargs)
             except requests.exceptions.SSLError as exc:
+                if not _certificate_problem(exc):
+                    # The connection ended mid-handshake or mid-request (a BMC under load
+                    # closing it): like a reset, worth another try.
+                    raise UnreachableError(
+                        endpoint=self._endpoint,
+                        cause=f"TLS connection closed by the BMC ({transport_cause(exc)})",
+                        retry_after=RETRY_AFTER,
+                    ) from None
                 raise PermanentError(
                     f"{self._endpoint}: TLS handshake or certificate verification failed "
                     f"({exc.__class__.__name__}); check bmc.verifyTls and the BMC certificate"

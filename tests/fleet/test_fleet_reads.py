@@ -132,13 +132,13 @@ def test_a_bmc_past_its_deadline_is_unreachable_and_the_plan_finishes_on_time(
     assert elapsed < 2 * timeout + 3.0, elapsed
 
 
-def _server(name: str, url: str) -> Resource[ServerSpec]:
+def _server(name: str, url: str, verify_tls: bool = False) -> Resource[ServerSpec]:
     bmc = Bmc(
         driver=BmcDriver.REDFISH,
         address=url,
         credential="bmc",
         system_id=SYSTEM_ID,
-        verify_tls=False,
+        verify_tls=verify_tls,
     )
     return Resource(kind="Server", metadata=Metadata(name=name), spec=ServerSpec(bmc=bmc))
 
@@ -176,6 +176,22 @@ def test_a_bmc_that_did_not_answer_fails_fast_until_its_circuit_closes(
     assert fast < 0.2, fast
 
 
+def test_an_untrusted_certificate_is_a_permanent_error_not_retried(fleet: FarmThread) -> None:
+    provider = _provider(8, 2)
+    started = time.monotonic()
+    try:
+        live = provider.read([_server("tls", fleet.urls[9], verify_tls=True)])
+    finally:
+        provider.close()
+
+    (item,) = live.values()
+    assert item.health is Health.UNREACHABLE
+    assert "certificate" in (item.error or "")
+    assert fleet.stats()[9]["requests"] == 0  # refused at the handshake
+    # Not retried: a retry would wait at least 0.5 s first.
+    assert time.monotonic() - started < 0.5
+
+
 def test_the_per_bmc_limit_holds_when_many_servers_share_a_bmc(fleet: FarmThread) -> None:
     # 12 Servers behind each of 3 BMCs (the provider is given them directly: the desired
     # state refuses two Servers on one BMC system), read with room for 36 at once, 2 per BMC.
@@ -201,5 +217,5 @@ def test_reads_overlap_across_bmcs(fleet: FarmThread, tmp_path: Path) -> None:
     run = engine().plan(repo)
     elapsed = time.monotonic() - started
 
-    assert run.plan.summary.unreachable == 0
+    assert run.plan.summary.unreachable == 0, [d.render() for d in run.plan.diagnostics]
     assert elapsed < FLEET * 3 * LATENCY / 4, elapsed
