@@ -72,8 +72,9 @@ def test_the_lab_farm_runs_as_a_peer_with_a_repository_to_plan(
         assert run.plan.summary.update == 4
         assert farm.password not in run.plan.model_dump_json()
     finally:
-        FarmPeer.attach(tmp_path / "fleet").stop()
+        farm.stop()  # the starter stops (and reaps) it; `lab down` would attach to stop it
     assert not farm.is_running()
+    assert not FarmPeer.attach(tmp_path / "fleet").is_running()
 
 
 def test_reads_log_in_to_a_bmc_that_refuses_basic_authentication() -> None:
