@@ -82,6 +82,8 @@ bench: install
 	$(BIN)/python bench/ipmi_fleet_bench.py
 	$(BIN)/python bench/rollout_bench.py
 	$(BIN)/python bench/maas_bench.py
+	$(BIN)/python bench/fleet_bench.py
+	$(BIN)/python bench/emulator_fleet_bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache $(LAB_DIR) demo.plan.json

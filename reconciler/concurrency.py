@@ -6,7 +6,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-DEFAULT_PARALLELISM = 16
+DEFAULT_PARALLELISM = 256
+"""Reads and actions in flight across distinct endpoints: a fleet has one BMC per server, each
+answering in 100-500 ms, so hundreds at once keep a plan near one BMC's read chain; the
+per-endpoint limit still bounds what any one BMC or API sees."""
 DEFAULT_PER_ENDPOINT = 4
 
 

@@ -76,6 +76,27 @@ def _closure(address: Address, resources: Mapping[Address, Resource]) -> set[Add
     return seen
 
 
+REGISTRY_FROM_CACHE = "biosRegistryFromCache"
+"""Live fact a provider sets when a Server's attribute registry came from its on-disk cache."""
+
+
+def _cached_registries(live: Mapping[Address, LiveResource]) -> list[Diagnostic]:
+    """One line per attribute registry read from a provider's cache instead of the BMCs."""
+    counts: dict[str, int] = {}
+    for item in live.values():
+        name = item.facts.get(REGISTRY_FROM_CACHE)
+        if isinstance(name, str):
+            counts[name] = counts.get(name, 0) + 1
+    return [
+        Diagnostic(
+            severity=Severity.INFO,
+            message=f"BIOS attribute registry {name} ({n} server(s)) came from the on-disk "
+            "cache, not from the BMCs",
+        )
+        for name, n in sorted(counts.items())
+    ]
+
+
 def make_plan(
     desired: DesiredState,
     live: Mapping[Address, LiveResource],
@@ -111,6 +132,7 @@ def make_plan(
     diagnostics.extend(expired_acceptances(policies, options.now, desired.locate))
     actions, policy_diags = enforce(policies, resources, changes, actions, options.now)
     diagnostics.extend(policy_diags)
+    diagnostics.extend(_cached_registries(live))
     touched = {a.address for a in actions}
     observed = {**(discovered or {}), **live}
     return Plan(

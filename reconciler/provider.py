@@ -33,6 +33,9 @@ class ProviderContext:
     """Seconds for one request to a live system."""
     retries: int = 2
     """Extra attempts for a temporary failure."""
+    deadline: float | None = None
+    """Seconds one resource's read may take, retries included; past it the resource is
+    Unreachable (None: the provider's default, a few request timeouts)."""
     operation_timeout: float = 600.0
     """Seconds a long operation (power transition, reboot) may take to be observed."""
     resources: Mapping[Address, Resource] = field(default_factory=dict)

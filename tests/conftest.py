@@ -1,11 +1,17 @@
 """Test-wide fixtures. Peers (emulated BMCs, ...) live in tests/fixtures/, one module each."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 # Fingerprints need a key; tests must not create one in the user's home.
 os.environ.setdefault("METALFORM_FINGERPRINT_KEY", "metalform-tests")
+# Metalform's cache (Redfish attribute registries) is this run's, not the user's.
+os.environ["METALFORM_CACHE_DIR"] = tempfile.mkdtemp(prefix="metalform-test-cache-")
+atexit.register(shutil.rmtree, os.environ["METALFORM_CACHE_DIR"], ignore_errors=True)
 
 pytest_plugins = [
     "tests.fixtures.redfish",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from metalform.cli.output import EXIT_OK, Output
 from metalform.sites.cli import router_from_args
+from reconciler.errors import MetalformError
 
 
 def cmd_schema(args: argparse.Namespace, out: Output) -> int:
@@ -39,6 +40,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 def cmd_lab(args: argparse.Namespace, out: Output) -> int:
     from metalform.lab.cli import run_lab
 
+    if args.fleet < 0:
+        raise MetalformError("--fleet must not be negative")
+
     return run_lab(
         args.action,
         Path(args.state_dir),
@@ -48,6 +52,7 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
         smtp_port=args.smtp_port,
         maas_port=args.maas_port,
         nova_port=args.nova_port,
+        fleet=args.fleet,
     )
 
 

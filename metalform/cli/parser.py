@@ -7,7 +7,7 @@ from typing import Any
 
 from metalform.sites.cli import add_broker_args, add_worker_parser
 from reconciler import __version__
-from reconciler.concurrency import DEFAULT_PARALLELISM
+from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT
 from reconciler.render import RENDERERS
 
 
@@ -45,8 +45,15 @@ def _add_parallelism(p: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_PARALLELISM,
         metavar="N",
-        help=f"actions and reads in flight at once (default {DEFAULT_PARALLELISM}; "
-        "at most 4 requests to one BMC or API)",
+        help=f"actions and reads in flight at once across BMCs and APIs "
+        f"(default {DEFAULT_PARALLELISM})",
+    )
+    p.add_argument(
+        "--per-endpoint",
+        type=int,
+        default=DEFAULT_PER_ENDPOINT,
+        metavar="N",
+        help=f"requests in flight at once to one BMC or API (default {DEFAULT_PER_ENDPOINT})",
     )
 
 
@@ -174,6 +181,13 @@ def _add_schema(sub: Any) -> None:
 def _add_lab(sub: Any) -> None:
     p = sub.add_parser("lab", help="a local virtual datacenter (emulated BMCs) to try Metalform on")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also start a farm of N Redfish BMCs, one loopback address each (lab up)",
+    )
     p.add_argument(
         "--state-dir",
         default=".metalform-lab",

@@ -65,7 +65,12 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 def _engine(args: argparse.Namespace) -> Engine:
     if args.parallelism < 1:
         raise MetalformError("--parallelism must be at least 1")
-    return Engine(Settings(parallelism=args.parallelism), route=router_from_args(args))
+    if args.per_endpoint < 1:
+        raise MetalformError("--per-endpoint must be at least 1")
+    return Engine(
+        Settings(parallelism=args.parallelism, per_endpoint=args.per_endpoint),
+        route=router_from_args(args),
+    )
 
 
 def _notifications(args: argparse.Namespace, path: Path, rev: str | None) -> RunNotifications:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from metalform.lab.docker import DockerPeer
+from metalform.lab.farm.peer import FarmPeer
 from metalform.lab.ipmi import BmcSpec, IpmiPeer
 from metalform.lab.maas import LAB_HOSTNAMES, MaasPeer, lab_machines, new_api_key
 from metalform.lab.nova import NovaPeer
@@ -115,6 +116,7 @@ def up(
     smtp_port: int = SMTP_PORT,
     maas_port: int = MAAS_PORT,
     nova_port: int = NOVA_PORT,
+    fleet: int = 0,
 ) -> int:
     passwords = _passwords(state_dir)
     redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
@@ -165,8 +167,24 @@ def up(
             f"OpenStack compute API (nova-api 34) at {nova.url}: "
             f"{len(REDFISH_SERVERS) + len(IPMI_PORTS)} compute hosts"
         )
+    if fleet:
+        _fleet(state_dir, fleet, say)
     say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
     return 0
+
+
+def _fleet(state_dir: Path, count: int, say: Say) -> None:
+    """The BMC farm: `count` TLS Redfish BMCs, one loopback address each, and a repository."""
+    fleet_dir = state_dir / "fleet"
+    if (fleet_dir / "endpoint.json").exists() and FarmPeer.attach(fleet_dir).is_running():
+        say(f"BMC farm already running; desired state of its servers in {fleet_dir / 'repo'}")
+        return
+    farm = FarmPeer(fleet_dir, count=count).start()
+    urls = farm.urls
+    say(
+        f"BMC farm of {len(urls)} Redfish BMCs (TLS, 100 ms a request) at {urls[0]} .. "
+        f"{urls[-1]}; plan them with: metalform plan -C {farm.repo}"
+    )
 
 
 def down(state_dir: Path, say: Say) -> int:
@@ -188,6 +206,9 @@ def down(state_dir: Path, say: Say) -> int:
         stopped = True
     if (state_dir / "nova" / "endpoint.json").exists():
         NovaPeer.attach(state_dir / "nova").stop()
+        stopped = True
+    if (state_dir / "fleet" / "endpoint.json").exists():
+        FarmPeer.attach(state_dir / "fleet").stop()
         stopped = True
     say("Lab stopped." if stopped else f"No lab in {state_dir}.")
     return 0
@@ -229,6 +250,11 @@ def status(state_dir: Path, say: Say) -> int:
         ok = nova.is_running()
         running &= ok
         say(f"nova     {'running' if ok else 'stopped'}  {nova.url}")
+    if (state_dir / "fleet" / "endpoint.json").exists():
+        farm = FarmPeer.attach(state_dir / "fleet")
+        ok = farm.is_running()
+        running &= ok
+        say(f"fleet    {'running' if ok else 'stopped'}  {len(farm.urls) if ok else 0} BMCs")
     return 0 if running else 1
 
 
@@ -242,6 +268,7 @@ def run_lab(
     smtp_port: int = SMTP_PORT,
     maas_port: int = MAAS_PORT,
     nova_port: int = NOVA_PORT,
+    fleet: int = 0,
 ) -> int:
     if action == "up":
         return up(
@@ -252,5 +279,6 @@ def run_lab(
             smtp_port=smtp_port,
             maas_port=maas_port,
             nova_port=nova_port,
+            fleet=fleet,
         )
     return {"down": down, "status": status}[action](state_dir, say)

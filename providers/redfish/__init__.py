@@ -4,8 +4,12 @@ Live state, in the flat paths the diff compares:
 - `state`: `power` (On|Off), `boot.source`, `boot.mode`, `bios.attributes.<Name>` (in effect);
 - `pending`: `bios.attributes.<Name>` staged on the BMC for the next boot, only those whose
   value differs from the one in effect (some BMCs list every attribute as "pending");
-- `facts`: `manufacturer`, `model`, `systemId` and, when the BMC publishes one, `biosRegistry`
-  ({Name: {type, readOnly, allowedValues, lowerBound, upperBound}}).
+- `facts`: `manufacturer`, `model`, `systemId`, `hostName`, `serialNumber` and, when the BMC
+  publishes one, `biosRegistry` ({Name: {type, readOnly, allowedValues, lowerBound,
+  upperBound}}).
+
+Reads follow `providers.redfish.reads` (three GETs per Server); firmware, accounts and the
+BMC network are read only for the Servers that declare them.
 
 Operations: `bios.set` {attributes}, `boot.set` {source, mode}, `power.on`, `power.off` and
 `power.reset` (each optionally {force: true}). A graceful power-off falls back to a forced one
@@ -25,7 +29,8 @@ import sushy
 
 from providers.base import read_each, with_retries
 from providers.redfish import accounts, firmware, mapping
-from providers.redfish.client import BmcConnection, RedfishClient, endpoint_of
+from providers.redfish.client import ROOT_PREFIX, BmcConnection, RedfishClient, endpoint_of
+from providers.redfish.reads import Deadline, read_server
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, Address, LiveResource, Resource, is_of
 from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
@@ -34,6 +39,8 @@ from reconciler.provider import ProviderContext
 log = logging.getLogger("metalform.providers.redfish")
 T = TypeVar("T")
 
+DEADLINE_TIMEOUTS = 2.0
+"""Without `ProviderContext.deadline`, a BMC's read may take this many request timeouts."""
 POLL_FIRST = 0.1
 POLL_MAX = 2.0
 
@@ -63,6 +70,7 @@ class RedfishProvider:
         self._graceful_timeout = float(
             context.extra.get("redfish.gracefulTimeout", default_graceful)  # type: ignore[arg-type]
         )
+        self._deadline = context.deadline or DEADLINE_TIMEOUTS * context.timeout
 
     # -- Provider protocol -------------------------------------------------------------------
 
@@ -75,13 +83,10 @@ class RedfishProvider:
         return read_each(resources, self.read_one, parallelism=self._context.limiter.parallelism)
 
     def read_one(self, resource: Resource) -> LiveResource:
-        """Read one Server (raises a ProviderError when it cannot)."""
+        """Read one Server within its deadline (raises a ProviderError when it cannot)."""
         bmc = self._bmc(resource)
-        return self._attempt(
-            resource,
-            lambda conn: self._observe(resource, conn, conn.system(bmc.system_id)),
-            what="read",
-        )
+        deadline = Deadline(self._deadline, self._context.timeout, endpoint_of(bmc.address))
+        return read_server(self._client, resource, bmc, deadline, self._context)
 
     def system_ids(self, bmc: Bmc) -> list[str]:
         """The Ids of the Systems a BMC serves (a pure read, for `metalform import`)."""
@@ -89,9 +94,9 @@ class RedfishProvider:
         def once() -> list[str]:
             conn = self._client.connection(bmc)
             try:
-                with conn.errors():
-                    members = conn.root.get_system_collection().members_identities
-                    return [str(m).rstrip("/").rsplit("/", 1)[-1] for m in members]
+                collection = conn.get_json(f"{ROOT_PREFIX}Systems")
+                members = [str(m.get("@odata.id", "")) for m in collection.get("Members", [])]
+                return [m.rstrip("/").rsplit("/", 1)[-1] for m in members if m]
             except ProviderError as exc:
                 self._client.note_failure(conn, exc)
                 raise
@@ -147,49 +152,7 @@ class RedfishProvider:
         """End the BMC sessions."""
         self._client.close()
 
-    # -- reading -----------------------------------------------------------------------------
-
-    def _observe(self, resource: Resource, conn: BmcConnection, system: Any) -> LiveResource:
-        power, moving = mapping.power_state(_value(system.power_state))
-        state: dict[str, Any] = {}
-        if power is not None:
-            state[mapping.POWER] = power
-        boot = system.boot
-        state.update(
-            mapping.boot_state(
-                _value(boot.target) if boot else None, _value(boot.enabled) if boot else None
-            )
-        )
-        facts: dict[str, Any] = {
-            "manufacturer": system.manufacturer,
-            "model": system.model,
-            "systemId": system.identity,
-            "hostName": system.json.get("HostName") or None,
-            "serialNumber": system.json.get("SerialNumber") or None,
-        }
-        pending: dict[str, Any] = {}
-        if "Bios" in system.json:
-            bios = system.bios
-            current = bios.attributes or {}
-            state.update(mapping.bios_state(current))
-            if bios.json.get("@Redfish.Settings", {}).get("SettingsObject"):
-                pending = mapping.bios_pending(current, bios.pending_attributes)
-            registry_name = bios.json.get("AttributeRegistry")
-            if registry_name:
-                registry = self._client.attribute_registry(conn, registry_name)
-                if registry is not None:
-                    facts["biosRegistry"] = registry
-        if firmware.wanted(resource):
-            firmware.observe(conn, system, state, facts)
-        state.update(accounts.read_bmc(resource, conn, system, self._context))
-        status = system.status
-        return LiveResource(
-            address=resource.address,
-            state=state,
-            pending=pending,
-            facts=facts,
-            health=mapping.health(_value(status.health) if status else None, moving),
-        )
+    # -- BMC accounts and network ------------------------------------------------------------
 
     def _bmc_action(self, resource: Resource, action: Action) -> None:
         """An account or network action; after a password change, log in again."""

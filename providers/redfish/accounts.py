@@ -8,6 +8,7 @@ Manager's `NetworkProtocol` (NTP, IPMI, SSH, HTTPS, HostName). Paths and operati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from providers.redfish.client import ROOT_PREFIX, BmcConnection
@@ -43,15 +44,16 @@ def _members(conn: BmcConnection) -> dict[str, tuple[str, dict[str, Any]]]:
     return found
 
 
-def _network_path(system: Any) -> str | None:
-    managers = system.json.get("Links", {}).get("ManagedBy", [])
+def _network_path(system: Mapping[str, Any]) -> str | None:
+    """The NetworkProtocol of the system's first Manager (`system` is its JSON)."""
+    managers = system.get("Links", {}).get("ManagedBy", [])
     if not managers or not managers[0].get("@odata.id"):
         return None
     return f"{managers[0]['@odata.id'].rstrip('/')}/NetworkProtocol"
 
 
 def read_bmc(
-    resource: Resource, conn: BmcConnection, system: Any, ctx: ProviderContext
+    resource: Resource, conn: BmcConnection, system: Mapping[str, Any], ctx: ProviderContext
 ) -> dict[str, Any]:
     """The login in use and, when Git declares them, the accounts and network services."""
     state: dict[str, Any] = {LOGIN: conn.login}
@@ -89,7 +91,7 @@ def execute(action: Action, conn: BmcConnection, system: Any, ctx: ProviderConte
     params = action.params
     operation = action.operation
     if operation == "network.set":
-        path = _network_path(system)
+        path = _network_path(system.json)
         if path is None:
             raise PermanentError(f"{conn.endpoint}: the system names no Manager (NetworkProtocol)")
         conn.connector.patch(path, data=_network_patch(params))

@@ -1,23 +1,22 @@
-"""Talking to Redfish BMCs with sushy: shared sessions, request slots, errors, registries.
+"""Talking to Redfish BMCs: shared sessions, circuit breakers, attribute registries.
 
-One sushy root (one `requests` session and its connection pool) per BMC base URL and
-credential, shared by every thread. Every HTTP request sushy makes goes through
-`LimitedAdapter`, which holds one of the BMC's request slots from the engine's `Limiter` for
-exactly the duration of the request and turns transport failures into Metalform errors.
+One `requests` session (and its connection pool) per BMC base URL and credential, shared by
+every thread: reads use it directly, actions through a sushy root made on first use. Every
+request goes through `transport.LimitedAdapter` (request slots, shared TLS, errors).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import http
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,9 +25,20 @@ import sushy
 from requests.adapters import HTTPAdapter
 from sushy import exceptions as sushy_exc
 
-from providers.base import with_retries
-from providers.redfish import mapping
-from reconciler.concurrency import Limiter
+from providers.redfish.registry import (
+    DiskCache,
+    Registries,
+    RegistryKey,
+    default_cache_dir,
+    find_registry,
+)
+from providers.redfish.transport import (
+    LimitedAdapter,
+    error_detail,
+    reason_phrase,
+    retry_after_of,
+    translated,
+)
 from reconciler.errors import (
     AuthenticationError,
     MetalformError,
@@ -43,14 +53,13 @@ from reconciler.secrets import REDACTOR
 
 log = logging.getLogger("metalform.providers.redfish")
 
-RETRY_AFTER = 0.5
-"""Seconds before the first retry of a temporary failure (doubled at each further one)."""
 DOWN_FOR = 5.0
-"""A BMC that could not be connected to is not tried again for this long (others fail fast)."""
+"""Circuit breaker: a BMC that did not answer is not tried again for this long; the callers
+that want it meanwhile fail at once instead of each waiting for their own timeout."""
 AUTH_FAILURE_FOR = 60.0
 """After a refused credential, no request is sent with it for this long (account lockouts)."""
-REGISTRY_ABSENT_FOR = 300.0
-"""A BMC that published no matching attribute registry is asked again after this long."""
+WARM_CONNECTIONS = 256
+"""BMCs whose connections stay open after a read (the most recently read ones)."""
 ROOT_PREFIX = "/redfish/v1/"
 
 
@@ -74,129 +83,12 @@ def endpoint_of(address: str) -> str:
     return "redfish:" + base_url(address)
 
 
+class NotFound(PermanentError):
+    """The BMC answered 404 for a resource."""
+
+
 class EndpointDown(ProviderError):
     """Connecting to a BMC failed after retries; later callers get this without retrying."""
-
-
-def _cause(exc: BaseException) -> str:
-    """A short, secret-free cause for a transport failure."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError) or (
-            isinstance(current, OSError) and current.errno == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-        if isinstance(current, ConnectionResetError):
-            return "connection reset by the BMC"
-        if current.__class__.__name__ == "RemoteDisconnected":
-            return "connection closed by the BMC without an answer"
-        if current.__class__.__name__ == "NameResolutionError":
-            return "the host name does not resolve"
-        # urllib3 wraps the OSError in `reason`, requests wraps urllib3's error in args[0].
-        reason = getattr(current, "reason", None)
-        first = current.args[0] if current.args else None
-        current = (
-            (reason if isinstance(reason, BaseException) else None)
-            or current.__cause__
-            or current.__context__
-            or (first if isinstance(first, BaseException) else None)
-        )
-    return f"connection failed ({exc.__class__.__name__})"
-
-
-def _seconds(timeout: Any) -> str:
-    if isinstance(timeout, tuple):
-        timeout = timeout[-1]
-    return f"{float(timeout):g}s" if timeout is not None else "the timeout"
-
-
-class LimitedAdapter(HTTPAdapter):
-    """An HTTP adapter that holds a limiter slot per request and classifies failures.
-
-    Raising Metalform errors (not `requests` exceptions) from here also keeps sushy's
-    connector from retrying transport failures itself with fixed sleeps; retries are done
-    once, by the provider, with `context.retries`.
-    """
-
-    def __init__(self, limiter: Limiter, endpoint: str) -> None:
-        super().__init__(pool_connections=1, pool_maxsize=limiter.per_endpoint, max_retries=0)
-        self._limiter = limiter
-        self._endpoint = endpoint
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        """Send one request while holding one of the endpoint's slots."""
-        with self._limiter.slot(self._endpoint):
-            try:
-                return super().send(request, **kwargs)
-            except requests.exceptions.SSLError as exc:
-                raise PermanentError(
-                    f"{self._endpoint}: TLS handshake or certificate verification failed "
-                    f"({exc.__class__.__name__}); check bmc.verifyTls and the BMC certificate"
-                ) from None
-            except requests.exceptions.ConnectTimeout:
-                raise UnreachableError(
-                    endpoint=self._endpoint,
-                    cause=f"connection timed out after {_seconds(kwargs.get('timeout'))}",
-                    retry_after=RETRY_AFTER,
-                ) from None
-            except requests.exceptions.ReadTimeout:
-                raise UnreachableError(
-                    endpoint=self._endpoint,
-                    cause=f"timeout: no answer within {_seconds(kwargs.get('timeout'))}",
-                    retry_after=RETRY_AFTER,
-                ) from None
-            except requests.exceptions.RequestException as exc:
-                raise UnreachableError(
-                    endpoint=self._endpoint, cause=_cause(exc), retry_after=RETRY_AFTER
-                ) from None
-
-
-def _reason(status: int | None) -> str:
-    try:
-        return http.HTTPStatus(status or 0).phrase
-    except ValueError:
-        return ""
-
-
-@contextlib.contextmanager
-def translated(endpoint: str, credential: str) -> Iterator[None]:
-    """Turn sushy's exceptions into Metalform's (temporary vs permanent, no secrets)."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except sushy_exc.AccessError as exc:
-        raise AuthenticationError(
-            f"authentication failed: {endpoint} refused the credentials of {credential} "
-            f"(HTTP {exc.status_code})"
-        ) from None
-    except sushy_exc.ServerSideError as exc:
-        raise TemporaryError(
-            REDACTOR(
-                f"{endpoint} answered HTTP {exc.status_code} {_reason(exc.status_code)}: "
-                f"{exc.detail or 'no detail'}"
-            ),
-            retry_after=RETRY_AFTER,
-        ) from None
-    except sushy_exc.ResourceNotFoundError as exc:
-        raise PermanentError(REDACTOR(f"{endpoint}: {exc}")) from None
-    except sushy_exc.HTTPError as exc:
-        raise PermanentError(
-            REDACTOR(
-                f"{endpoint} refused the request (HTTP {exc.status_code} "
-                f"{_reason(exc.status_code)}): {exc.detail or 'no detail'}"
-            )
-        ) from None
-    except sushy_exc.ConnectionError as exc:
-        raise UnreachableError(
-            endpoint=endpoint, cause=_cause(exc), retry_after=RETRY_AFTER
-        ) from None
-    except sushy_exc.SushyError as exc:
-        raise PermanentError(REDACTOR(f"{endpoint}: {exc}")) from None
-    except (json.JSONDecodeError, requests.exceptions.JSONDecodeError):
-        raise PermanentError(f"{endpoint} did not answer with Redfish JSON") from None
 
 
 class _SessionOrBasicAuth(sushy.auth.SessionOrBasicAuth):  # type: ignore[misc]
@@ -233,26 +125,57 @@ class BmcKey:
 
 
 class BmcConnection:
-    """A sushy root for one BMC and credential, shared by threads."""
+    """One BMC and credential: a `requests` session shared by threads, and a sushy root.
 
-    def __init__(self, key: BmcKey, endpoint: str, root: Any, auth: Any, connector: Any) -> None:
+    Reads go straight to the resources they need with the session (the system path is known,
+    nothing is rediscovered) and parse only JSON; the sushy root, which costs a request to the
+    service root and builds sushy's resource objects, is made on first use by the actions.
+    """
+
+    def __init__(
+        self,
+        key: BmcKey,
+        endpoint: str,
+        connector: Any,
+        make_root: Callable[[], Any],
+        auth: Any,
+    ) -> None:
         self.key = key
         self.endpoint = endpoint
-        self.root = root
         self.connector = connector
+        self.session: requests.Session = connector._session
+        self.verify = _verify(key)
+        self._make_root = make_root
+        self._root: Any = None
+        self._root_lock = threading.Lock()
         self._auth = auth
         self.login = "current"
         """Which secret of the Credential logged in: `current`, or `previous` (a rotation
         to finish)."""
+        self.system_paths: dict[str | None, str] = {}
+
+    @property
+    def root(self) -> Any:
+        """The sushy root of the BMC (GET of the service root, authentication), made once."""
+        with self._root_lock:
+            if self._root is None:
+                self._root = self._make_root()
+            return self._root
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         """Translate sushy exceptions raised in the block (see `translated`)."""
         return translated(self.endpoint, self.key.credential)
 
-    def system(self, system_id: str | None) -> Any:
-        """The sushy System: by Id, or the BMC's only one when `system_id` is None."""
+    def system_path(self, system_id: str | None, timeout: float | None = None) -> str:
+        """The path of the System: from `bmc.systemId`, or the BMC's only one (asked once)."""
+        path = self.system_paths.get(system_id)
+        if path is not None:
+            return path
         if system_id is None:
-            members = self.root.get_system_collection().members_identities
+            members = [
+                m.get("@odata.id", "")
+                for m in self.get_json(f"{ROOT_PREFIX}Systems", timeout).get("Members", [])
+            ]
             if len(members) != 1:
                 raise PermanentError(
                     f"{self.endpoint} has {len(members)} systems; set bmc.systemId to one of "
@@ -264,8 +187,14 @@ class BmcConnection:
         elif system_id.startswith("/"):
             path = system_id
         else:
-            systems = self.root.json.get("Systems", {}).get("@odata.id") or f"{ROOT_PREFIX}Systems"
-            path = f"{systems.rstrip('/')}/{system_id}"
+            # The specification fixes the collection at /redfish/v1/Systems.
+            path = f"{ROOT_PREFIX}Systems/{system_id}"
+        self.system_paths[system_id] = path
+        return path
+
+    def system(self, system_id: str | None) -> Any:
+        """The sushy System (for actions)."""
+        path = self.system_path(system_id)
         try:
             return self.root.get_system(path)
         except sushy_exc.ResourceNotFoundError:
@@ -273,17 +202,62 @@ class BmcConnection:
                 f"{self.endpoint} has no system {system_id!r} (bmc.systemId)"
             ) from None
 
-    def get_json(self, path: str) -> dict[str, Any]:
-        """GET a resource as JSON through the shared session."""
-        data = self.connector.get(path).json()
-        if not isinstance(data, dict):
-            raise PermanentError(f"{self.endpoint}: {path} is not a Redfish resource")
-        return data
+    def get_json(self, path: str, timeout: float | None = None) -> dict[str, Any]:
+        """GET a resource as JSON through the shared session; failures as Metalform errors."""
+        response = self.session.get(
+            self.key.base_url + path,
+            timeout=timeout or self.connector._default_request_timeout,
+            verify=self.verify,
+        )
+        status = response.status_code
+        if status == 401 and self._root is None:
+            # A BMC with basic authentication turned off: log in as sushy does (a Redfish
+            # session when the service root offers one) and ask once more.
+            with self.errors():
+                _ = self.root
+            if self.session.auth is None:  # a session token replaced basic authentication
+                response = self.session.get(
+                    self.key.base_url + path,
+                    timeout=timeout or self.connector._default_request_timeout,
+                    verify=self.verify,
+                )
+                status = response.status_code
+        if status == 200:
+            try:
+                data = json.loads(response.content)
+            except ValueError:
+                raise PermanentError(f"{self.endpoint} did not answer with Redfish JSON") from None
+            if not isinstance(data, dict):
+                raise PermanentError(f"{self.endpoint}: {path} is not a Redfish resource")
+            return data
+        if status in (401, 403):
+            raise AuthenticationError(
+                f"authentication failed: {self.endpoint} refused the credentials of "
+                f"{self.key.credential} (HTTP {status})"
+            )
+        if status == 404:
+            raise NotFound(f"{self.endpoint}: {path} was not found (HTTP 404)")
+        # A BMC may quote the request in its error, credentials included: redacted.
+        detail = error_detail(response)
+        phrase = f"HTTP {status} {reason_phrase(status)}"
+        if status >= 500 or status == 429:
+            raise TemporaryError(
+                REDACTOR(f"{self.endpoint} answered {phrase}: {detail}"),
+                retry_after=retry_after_of(response.headers.get("Retry-After")),
+            )
+        raise PermanentError(REDACTOR(f"{self.endpoint} refused GET {path} ({phrase}): {detail}"))
+
+    def release(self) -> None:
+        """Close the pooled (idle) connections; the next request opens a new one."""
+        for adapter in self.session.adapters.values():
+            if isinstance(adapter, HTTPAdapter):
+                adapter.poolmanager.clear()
 
     def close(self) -> None:
         """End the BMC session (if any) and close the pooled HTTP connections."""
-        with contextlib.suppress(Exception):  # a BMC that is gone cannot end its session
-            self._auth.close()
+        if self._root is not None:
+            with contextlib.suppress(Exception):  # a BMC that is gone cannot end its session
+                self._auth.close()
         self.connector.close()
 
 
@@ -295,7 +269,7 @@ def _verify(key: BmcKey) -> bool | str:
 
 
 class RedfishClient:
-    """Connections and attribute registries, cached per BMC for the provider's lifetime."""
+    """Connections, circuit breakers and attribute registries for the provider's lifetime."""
 
     def __init__(self, context: ProviderContext) -> None:
         self._context = context
@@ -305,8 +279,13 @@ class RedfishClient:
         self._retired: list[BmcConnection] = []
         self._down: dict[BmcKey, tuple[float, str]] = {}
         self._refused: dict[BmcKey, tuple[float, AuthenticationError]] = {}
-        self._registries: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+        cache = context.extra.get("redfish.registryCache", default_cache_dir())
+        self.registries = Registries(DiskCache(Path(str(cache)) if cache else None))
         self.keep_alive = bool(context.extra.get("redfish.keepAlive", True))
+        self._warm: OrderedDict[BmcKey, BmcConnection] = OrderedDict()
+        self.warm_limit = int(context.extra.get("redfish.warmConnections", WARM_CONNECTIONS))  # type: ignore[call-overload]
+        # Reading the proxy environment costs half a millisecond per BMC; most have none.
+        self._proxy_env = any(name.lower().endswith("_proxy") for name in os.environ)
 
     def _key_lock(self, key: Any) -> threading.Lock:
         with self._lock:
@@ -316,33 +295,50 @@ class RedfishClient:
             return lock
 
     def connection(self, bmc: Bmc) -> BmcConnection:
-        """The shared connection for a Server's BMC, created on first use."""
+        """The shared connection for a Server's BMC, created on first use (no request yet).
+
+        Raises at once while the BMC's circuit is open (it did not answer recently) or its
+        credential was refused, so that one dead BMC costs one timeout, not one per caller.
+        """
         key = BmcKey(base_url(bmc.address), bmc.credential, bmc.verify_tls)
         with self._key_lock(key):
             refused = self._refused.get(key)
             if refused is not None and time.monotonic() - refused[0] < AUTH_FAILURE_FOR:
                 raise refused[1]
-            conn = self._connections.get(key)
-            if conn is not None:
-                return conn
             down = self._down.get(key)
             if down is not None and time.monotonic() - down[0] < DOWN_FOR:
                 raise EndpointDown(down[1])
-            try:
-                conn = with_retries(
-                    lambda: self._connect(key),
-                    retries=self._context.retries,
-                    what=f"connect to {endpoint_of(key.base_url)}",
-                )
-            except AuthenticationError as exc:
-                self._refused[key] = (time.monotonic(), exc)
-                raise
-            except TemporaryError as exc:
-                self._down[key] = (time.monotonic(), str(exc))
-                raise EndpointDown(str(exc)) from None
-            self._down.pop(key, None)
-            self._connections[key] = conn
+            conn = self._connections.get(key)
+            if conn is None:
+                try:
+                    conn = self._connections[key] = self._connect(key)
+                except AuthenticationError as exc:  # a rotation's probe: both secrets refused
+                    self._refused[key] = (time.monotonic(), exc)
+                    raise
             return conn
+
+    def used(self, conn: BmcConnection) -> None:
+        """Note a finished read: the connections of the least recently used BMCs beyond
+        `warm_limit` are closed, so that a fleet of thousands does not hold a socket (and its
+        TLS state) per BMC until the end of the run."""
+        with self._lock:
+            self._warm[conn.key] = conn
+            self._warm.move_to_end(conn.key)
+            cold = (
+                [
+                    self._warm.popitem(last=False)[1]
+                    for _ in range(len(self._warm) - self.warm_limit)
+                ]
+                if len(self._warm) > self.warm_limit
+                else []
+            )
+        for old in cold:
+            old.release()
+
+    def trip(self, bmc: Bmc, error: UnreachableError) -> None:
+        """Open the BMC's circuit: it did not answer within its deadline and retries."""
+        key = BmcKey(base_url(bmc.address), bmc.credential, bmc.verify_tls)
+        self._down[key] = (time.monotonic(), str(error))
 
     def _connect(self, key: BmcKey) -> BmcConnection:
         endpoint = endpoint_of(key.base_url)
@@ -373,12 +369,12 @@ class RedfishClient:
     def _probed(
         self, key: BmcKey, endpoint: str, username: str | None, secret: str
     ) -> BmcConnection:
-        """A connection whose credential a BMC has accepted (the service root needs none)."""
+        """A connection whose credential a BMC has accepted: one authenticated GET of the
+        Systems collection (the specification fixes its path; no service root needed)."""
         conn = self._open(key, endpoint, username, secret)
         try:
             with conn.errors():
-                systems = conn.root.json.get("Systems", {}).get("@odata.id")
-                conn.get_json(systems or f"{ROOT_PREFIX}Systems")
+                conn.get_json(f"{ROOT_PREFIX}Systems")
         except BaseException:
             conn.close()
             raise
@@ -398,27 +394,33 @@ class RedfishClient:
         session.mount("https://", adapter)
         # requests re-reads the proxy environment on every request (a third of a millisecond
         # of CPU each); read it once per BMC instead.
-        session.proxies = requests.utils.get_environ_proxies(key.base_url)
+        session.proxies = (
+            requests.utils.get_environ_proxies(key.base_url) if self._proxy_env else {}
+        )
         session.trust_env = False
         if self.keep_alive:
             # sushy asks every BMC to close the connection after each request; keeping the
             # few pooled connections (at most per_endpoint) saves a TCP and TLS handshake
             # per request. `redfish.keepAlive: false` restores sushy's behaviour.
             session.headers.pop("Connection", None)
-        auth = (
-            _TokenAuth(password=secret)
-            if username is None
-            else _SessionOrBasicAuth(username=username, password=secret)
-        )
-        try:
+        auth: Any
+        if username is None:
+            auth = _TokenAuth(password=secret)
+            connector.set_http_session_auth(secret)
+        else:
+            auth = _SessionOrBasicAuth(username=username, password=secret)
+            # Reads use basic authentication (every Redfish service supports it) and so need
+            # no request to the service root; the sushy root, made for actions, may switch the
+            # session to a Redfish session token.
+            connector.set_http_basic_auth(username, secret)
+
+        def make_root() -> Any:
             with translated(endpoint, key.credential):
-                root = sushy.Sushy(
+                return sushy.Sushy(
                     key.base_url, root_prefix=ROOT_PREFIX, auth=auth, connector=connector
                 )
-        except BaseException:
-            connector.close()
-            raise
-        return BmcConnection(key, endpoint, root, auth, connector)
+
+        return BmcConnection(key, endpoint, connector, make_root, auth)
 
     def note_failure(self, conn: BmcConnection, error: ProviderError) -> None:
         """Remember what a failure says about the connection it happened on."""
@@ -438,52 +440,22 @@ class RedfishClient:
                 # Other threads may still be using it: closed with the rest in close().
                 self._retired.append(conn)
 
-    def attribute_registry(self, conn: BmcConnection, name: str) -> dict[str, Any] | None:
-        """The BMC's attribute registry `name` as registry facts; None when not published."""
-        key = (conn.endpoint, name)
-        with self._key_lock(key):
-            cached = self._registries.get(key)
-            if cached is not None and (
-                cached[1] is not None or time.monotonic() - cached[0] < REGISTRY_ABSENT_FOR
-            ):
-                return cached[1]
+    def attribute_registry(
+        self, conn: BmcConnection, name: str, manufacturer: str, model: str, timeout: float
+    ) -> dict[str, Any] | None:
+        """The attribute registry `name` as registry facts (shared by every BMC of the model,
+        kept on disk); None when the BMC does not publish it."""
+
+        def fetch() -> dict[str, Any] | None:
             try:
-                with conn.errors():
-                    facts = self._find_registry(conn, name)
+                return find_registry(lambda path: conn.get_json(path, timeout), name)
             except PermanentError as exc:
                 log.info("%s: no attribute registry %s: %s", conn.endpoint, name, exc)
-                facts = None
-            self._registries[key] = (time.monotonic(), facts)
-            return facts
+                return None
 
-    def _find_registry(self, conn: BmcConnection, name: str) -> dict[str, Any] | None:
-        registries = conn.root.json.get("Registries", {}).get("@odata.id")
-        if not registries:
-            return None
-        members = [m.get("@odata.id", "") for m in conn.get_json(registries).get("Members", [])]
-        stem = name.split(".", 1)[0].lower()
-
-        def likely(path: str) -> bool:
-            leaf = path.rstrip("/").rsplit("/", 1)[-1].lower()
-            return "bios" in leaf or leaf.startswith(stem) or stem.startswith(leaf.split(".")[0])
-
-        # Only the files that look like the BIOS registry are opened: message registries are
-        # large and a BMC publishes dozens of them.
-        for path in [m for m in members if m and likely(m)]:
-            registry_file = conn.get_json(path)
-            for location in registry_file.get("Location", []):
-                uri = location.get("Uri")
-                language = str(location.get("Language", "en")).lower()
-                if not uri or language.split("-")[0] not in ("en", "default"):
-                    continue
-                doc = conn.get_json(uri)
-                if not str(doc.get("@odata.type", "")).endswith("AttributeRegistry"):
-                    continue
-                names = {doc.get("Id"), registry_file.get("Id"), registry_file.get("Registry")}
-                if name in names or len(members) == 1:
-                    entries = doc.get("RegistryEntries", {}).get("Attributes", [])
-                    return mapping.registry_facts(entries)
-        return None
+        key = RegistryKey(name, manufacturer or "", model or "")
+        facts: dict[str, Any] | None = self.registries.get(key, conn.endpoint, fetch)
+        return facts
 
     def close(self) -> None:
         """End every BMC session and close the pooled connections."""

@@ -89,9 +89,11 @@ def read_tasks(conn: BmcConnection, members: Mapping[str, fm.Member]) -> list[di
     return [t for t in found if t is not None]
 
 
-def observe(conn: BmcConnection, system: Any, state: dict[str, Any], facts: dict[str, Any]) -> None:
-    """Add the system's firmware versions and update tasks to its live state."""
-    members = read_members(conn, str(system.identity))
+def observe(
+    conn: BmcConnection, system: Mapping[str, Any], state: dict[str, Any], facts: dict[str, Any]
+) -> None:
+    """Add the firmware versions and update tasks of a system (its JSON) to its live state."""
+    members = read_members(conn, str(system.get("Id")))
     if members is None:
         return
     versions, inventory = fm.inventory_state(members)

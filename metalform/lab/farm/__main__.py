@@ -1,0 +1,5 @@
+import sys
+
+from metalform.lab.farm.runner import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The farm itself, as sushy (the real provider's library) sees it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sushy
+
+from metalform.lab.farm import SYSTEM_ID, FarmConfig, FarmThread
+from metalform.lab.farm.peer import FarmPeer
+from providers.redfish import RedfishProvider
+from reconciler.concurrency import Limiter
+from reconciler.engine import Engine, Settings
+from reconciler.model import Metadata, Resource
+from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
+from reconciler.provider import ProviderContext
+from reconciler.secrets import ResolvedCredential, Secret
+from tests.fleet.conftest import PASSWORD, USERNAME
+
+
+def test_bios_writes_are_pending_until_the_next_reset(fleet: FarmThread) -> None:
+    root = sushy.Sushy(
+        fleet.urls[0] + "/redfish/v1/", username=USERNAME, password=PASSWORD, verify=False
+    )
+    system = root.get_system(f"/redfish/v1/Systems/{SYSTEM_ID}")
+    registry = system.bios.get_attribute_registry()
+    assert registry is not None and len(registry.registry_entries.attributes) >= 250
+    before = system.bios.attributes["ProcTurboMode"]
+    wanted = "Disabled" if before == "Enabled" else "Enabled"
+
+    system.bios.set_attributes({"ProcTurboMode": wanted})
+    system.bios.refresh()
+    assert system.bios.attributes["ProcTurboMode"] == before
+    assert system.bios.pending_attributes["ProcTurboMode"] == wanted
+
+    system.reset_system(sushy.ResetType.FORCE_RESTART)
+    system.refresh()
+    system.bios.refresh()
+    assert system.bios.attributes["ProcTurboMode"] == wanted
+    assert system.bios.pending_attributes == {}
+    stats = fleet.stats()[0]
+    assert stats["routes"]["bios.patch"] == 1 and stats["routes"]["reset"] == 1
+
+
+def test_only_the_service_root_is_open_without_credentials(fleet: FarmThread) -> None:
+    # sushy reads the service root before authenticating: the farm serves it to anyone.
+    root = sushy.Sushy(
+        fleet.urls[1] + "/redfish/v1/", username=USERNAME, password="wrong", verify=False
+    )
+    with pytest.raises(sushy.exceptions.AccessError) as refused:
+        root.get_system(f"/redfish/v1/Systems/{SYSTEM_ID}")
+
+    assert refused.value.status_code == 401
+    routes = fleet.stats()[1]["routes"]
+    assert routes["root"] >= 1 and "system" not in routes
+
+
+def test_the_lab_farm_runs_as_a_peer_with_a_repository_to_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METALFORM_CACHE_DIR", str(tmp_path / "cache"))
+    farm = FarmPeer(tmp_path / "fleet", count=4).start()
+    try:
+        attached = FarmPeer.attach(tmp_path / "fleet")
+        assert attached.is_running() and len(attached.urls) == 4
+        assert len({url.split("//")[1].split(":")[0] for url in attached.urls}) == 4
+
+        run = Engine(Settings()).plan(farm.repo)
+
+        assert run.plan.summary.unreachable == 0, [d.render() for d in run.plan.diagnostics]
+        assert run.plan.summary.update == 4
+        assert farm.password not in run.plan.model_dump_json()
+    finally:
+        farm.stop()  # the starter stops (and reaps) it; `lab down` would attach to stop it
+    assert not farm.is_running()
+    assert not FarmPeer.attach(tmp_path / "fleet").is_running()
+
+
+def test_reads_log_in_to_a_bmc_that_refuses_basic_authentication() -> None:
+    farm = FarmThread(
+        FarmConfig(count=2, latency=0.01, username=USERNAME, password=PASSWORD, sessions_only=True)
+    ).start()
+    credential = ResolvedCredential(name="bmc", username=USERNAME, secret=Secret(PASSWORD))
+    provider = RedfishProvider(
+        ProviderContext(limiter=Limiter(4, 2), credential=lambda name: credential)
+    )
+    servers = [
+        Resource(
+            kind="Server",
+            metadata=Metadata(name=f"s{i}"),
+            spec=ServerSpec(
+                bmc=Bmc(
+                    driver=BmcDriver.REDFISH,
+                    address=url,
+                    credential="bmc",
+                    system_id=SYSTEM_ID,
+                    verify_tls=False,
+                )
+            ),
+        )
+        for i, url in enumerate(farm.urls)
+    ]
+    try:
+        live = provider.read(servers)
+        second = provider.read(servers)
+        provider.close()
+        stats = farm.stats()
+    finally:
+        farm.stop()
+
+    assert all(item.state.get("power") == "On" for item in [*live.values(), *second.values()])
+    for bmc in stats:
+        # One refused basic GET, one login, then every read with the session's token.
+        assert bmc["routes"]["unauthorized"] == 1
+        assert bmc["routes"]["session.post"] == 1
+        assert bmc["routes"]["system"] == 2
