@@ -18,7 +18,14 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._runs(self.registry)
+        self._server(self.registry)
+        self._sites(self.registry)
+        self.sites: Callable[[], list[dict[str, Any]]] | None = None
+        """Reads the sites' overview at scrape time (set when a broker is configured)."""
+
+    def _runs(self, r: CollectorRegistry) -> None:
+        """Plans, applies and their actions."""
         self.plans = Counter(
             "metalform_plans",
             "Planning jobs finished, by result and trigger.",
@@ -53,6 +60,9 @@ class Metrics:
             buckets=_RUN_BUCKETS,
             registry=r,
         )
+
+    def _server(self, r: CollectorRegistry) -> None:
+        """Webhooks, drift, jobs, streams, retention and HTTP."""
         self.webhooks = Counter(
             "metalform_webhook_deliveries",
             "Webhook deliveries, by forge and result.",
@@ -90,6 +100,8 @@ class Metrics:
             registry=r,
         )
 
+    def _sites(self, r: CollectorRegistry) -> None:
+        """Site workers: tasks, their round trips, queues and live workers."""
         self.site_tasks = Counter(
             "metalform_site_tasks",
             "Tasks sent to site workers, by site, task (read, execute, fingerprints) and result.",
@@ -109,8 +121,6 @@ class Metrics:
         self.site_workers = Gauge(
             "metalform_site_workers", "Live workers of a site (heartbeat).", ["site"], registry=r
         )
-        self.sites: Callable[[], list[dict[str, Any]]] | None = None
-        """Reads the sites' overview at scrape time (set when a broker is configured)."""
 
     def site_task(self, site: str, task: str, seconds: float, ok: bool) -> None:
         """A site task finished (the SiteRouter's observer)."""
