@@ -16,7 +16,7 @@ from typing import Protocol
 
 from reconciler.apply import Applier, ApplyResult, Listener, check_fresh
 from reconciler.checks import check_drivers
-from reconciler.concurrency import DEFAULT_PARALLELISM, Limiter
+from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT, Limiter
 from reconciler.credentials import check_credentials, fingerprint_key
 from reconciler.errors import MetalformError, StalePlanError
 from reconciler.gather import Gathered, gather, group_by_driver
@@ -65,7 +65,7 @@ class Routing(Protocol):
 @dataclass
 class Settings:
     parallelism: int = DEFAULT_PARALLELISM
-    per_endpoint: int = 4
+    per_endpoint: int = DEFAULT_PER_ENDPOINT
     timeout: float = 10.0
     retries: int = 2
     operation_timeout: float = 600.0

@@ -23,6 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from metalform.server.durations import parse_duration
 from metalform.sites.config import BrokerConfig, SitesConfig, sites_config
+from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT
 from reconciler.errors import InputError, MetalformError
 from reconciler.model import Diagnostic, Location, Severity
 from reconciler.model.credentials import SecretRef
@@ -166,6 +167,14 @@ class ServerConfigModel(_Config):
     poll_interval: str | float = "1m"
     """How often the remote is fetched to find new commits when no webhook says so."""
     workers: int = Field(default=4, ge=1, le=64)
+    parallelism: int = Field(
+        default=DEFAULT_PARALLELISM,
+        ge=1,
+        description="reads and actions in flight at once across BMCs and APIs",
+    )
+    per_endpoint: int = Field(
+        default=DEFAULT_PER_ENDPOINT, ge=1, description="requests in flight to one BMC or API"
+    )
     public_url: str | None = None
     """Base URL people reach the server at; commit statuses link to the plan there."""
     tokens: list[TokenConfig] = Field(default_factory=list)
@@ -265,6 +274,8 @@ class ServerConfig:
     secure_cookie: bool = False
     sites: SitesConfig | None = None
     """Where site workers are reached (`broker:`), or None: everything runs in-process."""
+    parallelism: int = DEFAULT_PARALLELISM
+    per_endpoint: int = DEFAULT_PER_ENDPOINT
 
     @property
     def listen(self) -> str:
@@ -416,6 +427,8 @@ def resolve_config(
         drift_interval=parse_duration(model.drift_interval),
         poll_interval=parse_duration(model.poll_interval),
         workers=model.workers,
+        parallelism=model.parallelism,
+        per_endpoint=model.per_endpoint,
         public_url=model.public_url.rstrip("/") if model.public_url else None,
         tokens=tuple(tokens),
         github=_forge(github, github.webhook_secret if github else None, base_dir, "github"),
@@ -475,6 +488,7 @@ def describe(config: ServerConfig) -> Sequence[str]:
         f"tracking {redact_url(config.repository_url)} branch {config.branch} path {config.path}",
         f"drift every {config.drift_interval:g}s, poll every {config.poll_interval:g}s, "
         f"auto-apply {'on' if config.auto_apply else 'off'}",
+        f"{config.parallelism} requests in flight, at most {config.per_endpoint} to one BMC or API",
         f"{len(config.tokens)} API token(s); webhooks: "
         + (
             ", ".join(n for n, f in (("github", config.github), ("gitlab", config.gitlab)) if f)

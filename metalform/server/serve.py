@@ -30,7 +30,7 @@ from metalform.server.dispatch import StreamingDispatcher
 from metalform.server.drift import Scheduler
 from metalform.server.metrics import Metrics
 from metalform.store import Store
-from reconciler.engine import Engine, Routing
+from reconciler.engine import Engine, Routing, Settings
 
 log = logging.getLogger("metalform.server")
 
@@ -75,7 +75,13 @@ class Server:
         self.store = Store.open(config.database)
         try:
             self.app: MetalformApp = create_app(
-                config, engine or Engine(route=site_router(config)), self.store
+                config,
+                engine
+                or Engine(
+                    Settings(parallelism=config.parallelism, per_endpoint=config.per_endpoint),
+                    route=site_router(config),
+                ),
+                self.store,
             )
         except BaseException:
             self.store.close()

@@ -10,6 +10,8 @@ import pytest
 from metalform.cli import main
 from metalform.server.config import Role, load_config, parse_config
 from metalform.server.durations import format_duration, parse_duration
+from metalform.server.serve import Server
+from reconciler.concurrency import DEFAULT_PARALLELISM
 from reconciler.errors import InputError, MetalformError
 
 EXAMPLE = """\
@@ -52,6 +54,23 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.drift_interval == 600
     assert config.tokens == ()
     assert config.github is None and config.gitlab is None
+
+
+def test_parallelism_and_per_endpoint_reach_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, environ={}).parallelism == DEFAULT_PARALLELISM
+    config = load_config(write(tmp_path, "parallelism: 512\nperEndpoint: 2\n"), environ={})
+    assert (config.parallelism, config.per_endpoint) == (512, 2)
+    server = Server(config)
+    try:
+        settings = server.app.service.engine.settings
+        assert (settings.parallelism, settings.per_endpoint) == (512, 2)
+    finally:
+        server.store.close()
+    with pytest.raises(InputError):
+        load_config(write(tmp_path, "perEndpoint: 0\n"), environ={})
 
 
 def test_the_spec_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
