@@ -1,9 +1,15 @@
 """BMC network services and the rotation of the login secret on lab BMCs, plan to apply to plan:
 a network change converges and the protocol Metalform uses cannot be turned off; a rotation
-across several BMCs converges, also when it was left halfway, and then says `previous` can go."""
+across several BMCs converges, also when it was left halfway (an apply killed in the middle),
+and then says `previous` can go."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +17,7 @@ import pytest
 import requests
 
 from metalform.lab.redfish import LabSystem, RedfishPeer
+from metalform.lab.redfish_faults import FaultKind
 from reconciler.engine import Engine, Settings
 from reconciler.model import Plan
 
@@ -148,3 +155,47 @@ def test_rotation_across_bmcs_converges_also_from_halfway(
     assert all(takes(peers[n], NEW) and not takes(peers[n], OLD) for n in BMCS)
     for text in (done.model_dump_json(), rest.model_dump_json(), plan.model_dump_json()):
         assert OLD not in text and NEW not in text
+
+
+def test_a_rotation_killed_halfway_is_finished_by_the_next_apply(
+    tmp_path: Path, peers: dict[str, RedfishPeer]
+) -> None:
+    path = write_repo(tmp_path, peers, rotating=True)
+    plan_file = tmp_path / "plan.json"
+    metalform = [sys.executable, "-m", "metalform.cli"]
+    subprocess.run(
+        [*metalform, "plan", "-C", str(path), "-o", str(plan_file)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    # The last BMC's password change hangs: the apply is killed while it waits for it.
+    peers["bmc-3"].set_fault("AccountService", FaultKind.HANG)
+    apply = subprocess.Popen(
+        [*metalform, "apply", "-C", str(path), "--parallelism", "1", str(plan_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (takes(peers["bmc-1"], NEW) and takes(peers["bmc-2"], NEW)):
+            assert apply.poll() is None, "apply ended before it rotated two BMCs"
+            assert time.monotonic() < deadline, "apply never rotated the first two BMCs"
+            time.sleep(0.05)
+        time.sleep(0.3)  # now waiting on the third
+        assert apply.poll() is None
+    finally:
+        os.killpg(apply.pid, signal.SIGKILL)
+        apply.wait()
+    peers["bmc-3"].clear_faults()
+    # Every BMC is reachable with one of the two secrets.
+    assert takes(peers["bmc-1"], NEW) and takes(peers["bmc-2"], NEW)
+    assert takes(peers["bmc-3"], OLD) and not takes(peers["bmc-3"], NEW)
+
+    e = engine()
+    rest = e.plan(path).plan
+    assert operations(rest) == [("Server/bmc-3", "account.rotate")]
+    assert e.apply(rest).ok
+    done = e.plan(path).plan
+    assert done.actions == []
+    assert any("spec.previous can be removed" in d.message for d in done.diagnostics)
