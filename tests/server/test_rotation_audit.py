@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from metalform.notify.event import DEFAULT_SEVERITY
 from metalform.notify.rotations import rotations
+from metalform.notify.templates import HEADLINES
 from reconciler.model import Action, ActionStatus, Plan
+from reconciler.model.events import NOTIFIABLE, EventType
 from reconciler.secrets import Secret, fingerprint
 from tests.console.test_pages import cookie_header, sign_in
 from tests.server.harness import CASE, Harness
@@ -103,3 +106,11 @@ def test_only_succeeded_rotations_count() -> None:
     # The Credential's document is not in the plan: the secret before cannot be told.
     assert found[0].fingerprint_before is None
     assert rotations(plan, {2: ActionStatus.FAILED}, base_dir=None, key=b"k") == []
+
+
+def test_every_notifiable_event_has_a_severity_and_a_headline() -> None:
+    # A rule may name any of them: the router needs both to render it.
+    assert EventType.CREDENTIAL_ROTATED in NOTIFIABLE
+    for event_type in NOTIFIABLE:
+        assert event_type in DEFAULT_SEVERITY
+        assert event_type in HEADLINES
