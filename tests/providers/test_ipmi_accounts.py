@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pyghmi.ipmi import command as ipmi_command
 
-from metalform.lab.ipmi import BmcSpec, IpmiPeer
+from metalform.lab.ipmi import BmcSpec, IpmiPeer, LabUser
 from providers.ipmi import IpmiProvider
 from providers.ipmi.accounts import parse_access
 from reconciler.errors import AuthenticationError
@@ -24,6 +24,7 @@ NEW_PASSWORD = "ipmi-rotated-884"
 # At most 16 characters: ipmi_sim ignores the 20-byte form of Set User Password.
 MONITOR_PASSWORD = "ipmi-monitor-552"
 BMCS = ("acc-a", "acc-b")
+LEGACY = LabUser(name="legacy", password="legacy-pw-4410", privilege="operator")
 
 
 @pytest.fixture
@@ -31,7 +32,8 @@ def peer(tmp_path: Path) -> Iterator[IpmiPeer]:
     """BMCs of their own: these tests change users and passwords."""
     lab = IpmiPeer(
         tmp_path,
-        [BmcSpec(name=name) for name in BMCS],
+        # acc-a has an account nobody declared, as a BMC set up by hand would
+        [BmcSpec(name="acc-a", users=(LEGACY,)), BmcSpec(name="acc-b")],
         username=IPMI_USERNAME,
         password=IPMI_PASSWORD,
     )
@@ -57,7 +59,12 @@ def act(resource: Resource, operation: str, **params: Any) -> Action:
     return Action(id=1, address=resource.address, operation=operation, params=params)
 
 
-def logs_in(peer: IpmiPeer, name: str, username: str, password: str, privilege: int = 4) -> bool:
+def logs_in(
+    peer: IpmiPeer, name: str, username: str, password: str, privilege: int = 4, again: bool = False
+) -> bool:
+    """Whether the BMC lets the user in. Without a BMC key, the password (bytes or str) is the
+    key; each form is a pyghmi session of its own: not the provider's (which uses none), and
+    with `again` not the one an earlier check of the same user left cached."""
     try:
         cmd = ipmi_command.Command(
             bmc="127.0.0.1",
@@ -65,7 +72,7 @@ def logs_in(peer: IpmiPeer, name: str, username: str, password: str, privilege: 
             password=password,
             port=peer.port(name),
             privlevel=privilege,
-            kg=password.encode(),  # a session of its own, not one the provider logged out
+            kg=password if again else password.encode(),
         )
         cmd.get_power()
     except Exception:
@@ -96,6 +103,8 @@ def test_users_created_changed_and_disabled(peer: IpmiPeer) -> None:
         assert before["bmc.login"] == "current"
         assert before["bmc.accounts.metalform.role"] == "Administrator"
         assert "bmc.accounts.monitor.role" not in before
+        assert before["bmc.accounts.legacy.role"] == "Operator"
+        assert before["bmc.accounts.legacy.enabled"] is True
 
         created = provider.execute(
             act(
@@ -124,6 +133,19 @@ def test_users_created_changed_and_disabled(peer: IpmiPeer) -> None:
         assert disabled["bmc.accounts.monitor.enabled"] is False
         assert disabled["bmc.accounts.monitor.role"] == "Operator"
         assert disabled["bmc.accounts.metalform.enabled"] is True
+        pruned = provider.execute(act(resource, "account.disable", username="legacy"), resource)
+        assert pruned.state["bmc.accounts.legacy.enabled"] is False
+    finally:
+        provider.close()
+    assert not logs_in(peer, "acc-a", "legacy", LEGACY.password, privilege=3)
+    provider = provider_with(IPMI_PASSWORD, previous=None)
+    try:
+        # Enabled again (Git lists it once more): the password Git declares works.
+        back = provider.execute(
+            act(resource, "account.set", username="monitor", enabled=True), resource
+        )
+        assert back.state["bmc.accounts.monitor.enabled"] is True
+        assert logs_in(peer, "acc-a", "monitor", MONITOR_PASSWORD, privilege=3, again=True)
     finally:
         provider.close()
 
