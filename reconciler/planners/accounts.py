@@ -131,7 +131,7 @@ def _plan_rotation(
     login = live.state.get(LOGIN)
     if login == "previous":
         result.entries.append(
-            DiffEntry(path=LOGIN, before="previous secret", after="new secret", sensitive=True)
+            DiffEntry(path=LOGIN, before="previous secret", after="new secret")
         )
         result.drafts.append(
             Draft(
