@@ -12,6 +12,7 @@ from metalform.store import (
     PlanRecord,
     RepositoryStatus,
     ResourceStatus,
+    RotationRecord,
 )
 
 
@@ -73,6 +74,29 @@ def apply(record: ApplyRecord, *, with_actions: bool = False) -> dict[str, Any]:
     if with_actions:
         data["actions"] = [action(a) for a in record.actions]
     return data
+
+
+def rotation(record: RotationRecord) -> dict[str, Any]:
+    """A rotation of a BMC login secret: fingerprints only, never a value."""
+    return {
+        "type": "rotation",
+        "id": record.id,
+        "applyId": record.apply_id,
+        "credential": record.credential,
+        "who": record.who,
+        "bmcs": list(record.bmcs),
+        "fingerprintBefore": record.fingerprint_before,
+        "fingerprintAfter": record.fingerprint_after,
+        "createdAt": when(record.created_at),
+    }
+
+
+def history_item(record: PlanRecord | ApplyRecord | RotationRecord) -> dict[str, Any]:
+    if isinstance(record, PlanRecord):
+        return plan(record)
+    if isinstance(record, ApplyRecord):
+        return apply(record)
+    return rotation(record)
 
 
 def resource(status: ResourceStatus) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,14 @@ from metalform.notify.payloads import (
     planned_event,
     result_entry,
 )
+from metalform.notify.rotations import rotations
 from metalform.notify.throttle_state import FileThrottleState, StoreThrottleState
 from metalform.notify.throttle_state import default_path as throttle_state_path
 from metalform.progress import apply_progress
 from metalform.server.config import ENV_DATABASE
 from metalform.sites.cli import router_from_args
 from metalform.store import Store
+from reconciler.apply import ActionResult
 from reconciler.drift import bad_address_globs
 from reconciler.engine import Engine, PlanRun, Settings
 from reconciler.errors import InputError, MetalformError
@@ -205,10 +209,34 @@ def _run_apply(
             error=f"{failed} action(s) failed, skipped or refused" if failed else None,
         ),
     )
+    _notify_rotations(notes, plan, result.results.values(), path)
     if failed:
         out.line("Plan again to see what is left; apply is safe to resume.")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _notify_rotations(
+    notes: RunNotifications, plan: Plan, results: Iterable[ActionResult], path: Path | None
+) -> None:
+    """credential.rotated for each Credential whose BMCs this apply moved to the new secret."""
+    if notes.notifier is None:
+        return
+    base_dir = path or (Path(plan.source.path) if plan.source else None)
+    statuses = {r.id: r.status for r in results}
+    for rotation in rotations(plan, statuses, base_dir=base_dir):
+        notes.emit(
+            EventType.CREDENTIAL_ROTATED,
+            rotation.payload(who=_who(), revision=plan.revision),
+        )
+
+
+def _who() -> str | None:
+    """The local user running the CLI, for the audit trail of a rotation."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
 
 
 def read_plan_file(path: str) -> Plan:

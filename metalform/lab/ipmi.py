@@ -45,6 +45,7 @@ from metalform.lab.ipmi_config import (
     SIM_STATE,
     USERNAME_PATTERN,
     BmcSpec,
+    LabUser,
     normalise_bmcs,
     write_bmc,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "IpmiLabError",
     "IpmiPeer",
     "IpmiSimNotInstalled",
+    "LabUser",
     "free_udp_port",
     "ipmi_sim_path",
     "rmcp_ping",

@@ -1,6 +1,6 @@
 """What one simulated IPMI BMC is made of: its spec and the files `ipmi_sim` reads.
 
-Per BMC, in its own directory: `lan.conf` (the LAN channel, user and password; mode 0600),
+Per BMC, in its own directory: `lan.conf` (the LAN channel, users and passwords; mode 0600),
 `sim.emu` (the emulated management controller), the `chassis` program and its state file (see
 `metalform.lab.ipmi_chassis`), which keeps power and boot device across restarts.
 """
@@ -28,6 +28,9 @@ USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
 # allows at most 20 bytes.
 PASSWORD_PATTERN = re.compile(r"^[!#-\[\]-~]{1,20}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+PRIVILEGES = ("callback", "user", "operator", "admin")
+MAX_EXTRA_USERS = 13
+"""Slots 3 to 15: slot 1 is the anonymous user, slot 2 the lab's own."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,19 @@ class BmcSpec:
     """Power state when the BMC's state directory holds none yet: `On` or `Off`."""
     boot: str = "none"
     """Boot device when none is stored yet: none, pxe, default (hard disk), cdrom, bios."""
+    users: tuple[LabUser, ...] = ()
+    """More users than the lab's own (slot 2), in slots 3 and up: accounts nobody declared,
+    for pruneAccounts to find."""
+
+
+@dataclass(frozen=True)
+class LabUser:
+    """An extra `ipmi_sim` user: name, password and privilege limit."""
+
+    name: str
+    password: str
+    privilege: str = "user"
+    """callback, user, operator or admin (ipmi_sim's words)."""
 
 
 def normalise_bmcs(bmcs: Mapping[str, int] | Iterable[BmcSpec | str]) -> list[BmcSpec]:
@@ -65,6 +81,13 @@ def _check(spec: BmcSpec) -> None:
         raise ValueError(f"BMC {spec.name}: power must be On or Off, not {spec.power!r}")
     if spec.boot not in ipmi_chassis.BOOT_DEVICES:
         raise ValueError(f"BMC {spec.name}: boot must be one of {ipmi_chassis.BOOT_DEVICES}")
+    for user in spec.users:
+        if not USERNAME_PATTERN.match(user.name) or not PASSWORD_PATTERN.match(user.password):
+            raise ValueError(f"BMC {spec.name}: user {user.name!r}: bad name or password")
+        if user.privilege not in PRIVILEGES:
+            raise ValueError(f"BMC {spec.name}: user privilege must be one of {PRIVILEGES}")
+    if len(spec.users) > MAX_EXTRA_USERS:
+        raise ValueError(f"BMC {spec.name}: at most {MAX_EXTRA_USERS} extra users")
 
 
 def write_bmc(
@@ -92,7 +115,7 @@ def write_bmc(
         # The file holds the password: readable by its owner only.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(_lan_conf(spec.name, host, port, username, password))
+            handle.write(_lan_conf(spec, host, port, username, password))
     (directory / SIM_EMU).write_text(_sim_emu())
     ipmi_chassis.write_script(directory)
     state = ipmi_chassis.load(directory)
@@ -103,8 +126,13 @@ def write_bmc(
     ipmi_chassis.save(directory, state)
 
 
-def _lan_conf(name: str, host: str, port: int, username: str, password: str) -> str:
+def _lan_conf(spec: BmcSpec, host: str, port: int, username: str, password: str) -> str:
+    name = spec.name
     guid = uuid.uuid5(uuid.NAMESPACE_URL, f"metalform-lab-ipmi:{name}").hex
+    extra = [
+        f'  user {slot} true "{u.name}" "{u.password}" {u.privilege} 16 md5'
+        for slot, u in enumerate(spec.users, start=3)
+    ]
     return "\n".join(
         [
             "# Written by metalform/lab/ipmi_config.py; see ipmi_lan(5).",
@@ -123,6 +151,7 @@ def _lan_conf(name: str, host: str, port: int, username: str, password: str) -> 
             # quoting trouble whatever the state directory is called.
             f'  chassis_control "./chassis {MC_ADDRESS}"',
             f'  user 2 true "{username}" "{password}" admin 16 md5',
+            *extra,
             "",
         ]
     )

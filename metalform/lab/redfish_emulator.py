@@ -32,6 +32,8 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 HANG_LIMIT = 120.0
 """A hung request is answered (503) after this long even if its fault stays set."""
 SYSTEMS_PREFIX = "/redfish/v1/Systems/"
+ACCOUNT_SERVICE = "/redfish/v1/AccountService"
+ACCOUNT_SERVICE_TARGET = "AccountService"
 
 
 def _json_response(start_response: StartResponse, status: str, body: object) -> list[bytes]:
@@ -43,8 +45,12 @@ def _json_response(start_response: StartResponse, status: str, body: object) -> 
 
 
 def _system_of(path: str) -> str | None:
+    """The fault target of a request: its system, or `AccountService` for the accounts (so
+    a test can hang a BMC's password change while its systems still answer)."""
     if path.startswith(SYSTEMS_PREFIX):
         return path[len(SYSTEMS_PREFIX) :].split("/", 1)[0] or None
+    if path.startswith(ACCOUNT_SERVICE):
+        return ACCOUNT_SERVICE_TARGET
     return None
 
 

@@ -1,8 +1,8 @@
 """Fault switches of a lab BMC: a JSON file the test side writes and the emulator re-reads.
 
-A system (or the whole BMC, `ALL_SYSTEMS`) can answer HTTP 500, never answer, or ignore
-graceful power requests (`FaultKind`). `FaultBoard` is that file: written atomically by the
-peer, read by the emulator only when it changed.
+A system (or the whole BMC, `ALL_SYSTEMS`, or its accounts, `AccountService`) can answer
+HTTP 500, never answer, or ignore graceful power requests (`FaultKind`). `FaultBoard` is
+that file: written atomically by the peer, read by the emulator only when it changed.
 """
 
 from __future__ import annotations

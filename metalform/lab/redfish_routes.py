@@ -48,6 +48,7 @@ class LabRoutes:
         app.add_url_rule(f"{self.file_path}/Registry", "lab_registry", self.registry_document)
         FirmwareRoutes(app).install()
         self.install_accounts()
+        self.install_network()
 
     def install_accounts(self) -> None:
         """The AccountService over the emulator's htpasswd file (when it authenticates)."""
@@ -58,6 +59,16 @@ class LabRoutes:
         auth_file = self.app.config.get("SUSHY_EMULATOR_AUTH_FILE")
         if auth_file:
             LabAccounts(Path(auth_file)).install(self.app)
+
+    def install_network(self) -> None:
+        """Each Manager's NetworkProtocol, kept in the lab's state directory."""
+        from pathlib import Path
+
+        from metalform.lab.redfish_network import LabNetwork
+
+        faults_file = self.app.config.get("LAB", {}).get("faultsFile")
+        if faults_file:
+            LabNetwork(Path(faults_file).parent).install(self.app)
 
     def bios(self, identity: str) -> flask.Response:
         path = system_path(identity)

@@ -26,6 +26,7 @@ DEFAULT_SEVERITY = {
     EventType.APPLY_FAILED: Severity.ERROR,
     EventType.DRIFT_DETECTED: Severity.WARNING,
     EventType.WEBHOOK_REJECTED: Severity.WARNING,
+    EventType.CREDENTIAL_ROTATED: Severity.INFO,
 }
 """How serious an event is when its emitter does not say."""
 

@@ -81,6 +81,10 @@ HEADLINES: dict[EventType, str] = {
     EventType.WEBHOOK_REJECTED: (
         "Webhook rejected{% if event.repository %} for {{ event.repository }}{% endif %}"
     ),
+    EventType.CREDENTIAL_ROTATED: (
+        "Credential {{ event.payload.credential }} rotated on {{ event.addresses | length }} "
+        "BMC(s){% if event.repository %} in {{ event.repository }}{% endif %}"
+    ),
 }
 """One line per event type: the email subject and the first line of a default message."""
 

@@ -11,6 +11,7 @@ from metalform.notify.payloads import (
     apply_started_payload,
     result_entry,
 )
+from metalform.notify.rotations import rotations
 from metalform.server import resource_status
 from metalform.server.control_base import ApplyInProgress, ControlBase, PlanNotApplicable
 from metalform.server.reporting import PullRequest
@@ -195,9 +196,36 @@ class Applying(ControlBase):
             plan_id=record.id,
             apply_id=apply_id,
         )
+        self._rotated(record, plan, full)
         if pull_request is not None:
             self.reporter.applied(pull_request, done)
         return done
+
+    def _rotated(self, record: PlanRecord, plan: Plan, applied: ApplyRecord) -> None:
+        """Record and announce the rotations of BMC login secrets the apply finished."""
+        statuses = {a.action_id: a.status for a in applied.actions}
+        try:
+            found = rotations(plan, statuses, base_dir=self.tracker.source_path)
+        except MetalformError:
+            log.warning("apply %s: could not fingerprint a rotation", applied.id, exc_info=True)
+            return
+        for rotation in found:
+            self.store.record_rotation(
+                record.repository,
+                rotation.credential,
+                rotation.bmcs,
+                fingerprint_before=rotation.fingerprint_before,
+                fingerprint_after=rotation.fingerprint_after,
+                who=applied.who,
+                apply_id=applied.id,
+            )
+            self.bus.emit(
+                EventType.CREDENTIAL_ROTATED,
+                rotation.payload(who=applied.who, planId=record.id, revision=plan.revision),
+                repository=record.repository,
+                plan_id=record.id,
+                apply_id=applied.id,
+            )
 
     def _mark_progressing(self, repository: str, plan: Plan) -> dict[str, Health]:
         """Mark the resources the apply will act on `Progressing`; returns their health

@@ -23,6 +23,7 @@ from metalform.store.records import (
     RepositoryStatus,
     ResourceStatus,
     ResourceStatusUpdate,
+    RotationRecord,
     RunStatus,
     Trigger,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "RepositoryStatus",
     "ResourceStatus",
     "ResourceStatusUpdate",
+    "RotationRecord",
     "RunStatus",
     "Store",
     "StoreError",

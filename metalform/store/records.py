@@ -198,3 +198,18 @@ class RepositoryStatus:
     by_kind: dict[str, int]
     by_sync: dict[str, int]
     by_health: dict[str, int]
+
+
+@dataclass(frozen=True)
+class RotationRecord:
+    """A rotation of a BMC login secret by an apply (the audit trail; never a value)."""
+
+    id: str
+    repository: str
+    apply_id: str | None
+    credential: str
+    who: str | None
+    bmcs: tuple[str, ...]
+    fingerprint_before: str | None
+    fingerprint_after: str | None
+    created_at: datetime

@@ -9,6 +9,7 @@
 | webhook deliveries | `deliveries.py` |
 | resource status, repository summaries | `resource_status.py` |
 | pull request comments | `comments.py` |
+| rotations of BMC login secrets (audit trail) | `rotations.py` |
 | locks (here; the mechanisms in `locks.py`) | `store.py` |
 
 One `Store` per process, shared by its threads. Every method is one short transaction; the
@@ -28,10 +29,13 @@ from metalform.store.database import create_store_engine
 from metalform.store.deliveries import DeliveryStore
 from metalform.store.events import EventStore
 from metalform.store.plans import PlanStore
-from metalform.store.records import ApplyRecord, Page, PlanRecord
+from metalform.store.records import ApplyRecord, Page, PlanRecord, RotationRecord
+from metalform.store.rotations import RotationStore
+
+HistoryItem = PlanRecord | ApplyRecord | RotationRecord
 
 
-class Store(PlanStore, ApplyStore, EventStore, DeliveryStore, CommentStore):
+class Store(PlanStore, ApplyStore, EventStore, DeliveryStore, CommentStore, RotationStore):
     """Persistence for the server and the CLI, on SQLite or PostgreSQL.
 
     Open with `Store.open(url)`; close with `close()` or a `with` block.
@@ -43,15 +47,18 @@ class Store(PlanStore, ApplyStore, EventStore, DeliveryStore, CommentStore):
         repository: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
         before: str | None = None,
-    ) -> Page[PlanRecord | ApplyRecord]:
-        """Plans and applies together, newest first (ids of both sort by creation time)."""
-        plans = self.list_plans(repository=repository, limit=limit, before=before)
-        applies = self.list_applies(repository=repository, limit=limit, before=before)
-        merged: list[PlanRecord | ApplyRecord] = [*plans.items, *applies.items]
+    ) -> Page[HistoryItem]:
+        """Plans, applies and rotations together, newest first (their ids sort by creation
+        time)."""
+        pages: list[Page[PlanRecord] | Page[ApplyRecord] | Page[RotationRecord]] = [
+            self.list_plans(repository=repository, limit=limit, before=before),
+            self.list_applies(repository=repository, limit=limit, before=before),
+            self.list_rotations(repository=repository, limit=limit, before=before),
+        ]
+        merged: list[HistoryItem] = [item for p in pages for item in p.items]
         merged.sort(key=lambda record: record.id, reverse=True)
         items = merged[: clamp_limit(limit)]
-        more = len(merged) > len(items) or plans.next_before is not None
-        more = more or applies.next_before is not None
+        more = len(merged) > len(items) or any(p.next_before is not None for p in pages)
         return Page(items, items[-1].id if more and items else None)
 
     # -- locks -----------------------------------------------------------------------------

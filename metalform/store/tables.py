@@ -262,3 +262,21 @@ class ThrottleWindowRow(Base):
     rule: Mapped[str] = mapped_column(String(255), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(JSONType)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RotationRow(Base):
+    """A rotation of a BMC login secret by one apply: the audit trail (never a value; keyed
+    fingerprints only). Kept when retention drops the apply: no foreign key to it."""
+
+    __tablename__ = "rotations"
+    __table_args__ = (Index("ix_rotations_repository_id", "repository", "id"),)
+
+    id: Mapped[str] = mapped_column(IdType, primary_key=True)
+    repository: Mapped[str] = mapped_column(String(1024))
+    apply_id: Mapped[str | None] = mapped_column(IdType)
+    credential: Mapped[str] = mapped_column(String(255))
+    who: Mapped[str | None] = mapped_column(String(255))
+    bmcs: Mapped[list[str]] = mapped_column(JSONType)
+    fingerprint_before: Mapped[str | None] = mapped_column(String(255))
+    fingerprint_after: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

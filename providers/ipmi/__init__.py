@@ -1,11 +1,14 @@
-"""The IPMI provider: power and boot override of Servers whose `bmc.driver` is `ipmi`.
+"""The IPMI provider: power, boot override and BMC users of Servers whose `bmc.driver` is `ipmi`.
 
-IPMI has no BIOS attributes, so this provider offers power and boot operations only; the planner
-reports a diagnostic for `bios` on an IPMI server. What is read, per Server:
+IPMI has no BIOS attributes and pyghmi's LAN settings cover addresses only, so this provider
+offers power, boot and account operations (providers.ipmi.accounts); the planner reports a
+diagnostic for `bios` and for `bmc.network` on an IPMI server. What is read, per Server:
 
 - `state`: `power` (`On`/`Off`), and the `boot.source` / `boot.mode` an honest reading of the
   boot flags supports (see providers.ipmi.mapping: some keys are omitted when the BMC's answer
-  is ambiguous, as OpenIPMI's `ipmi_sim` always makes it after a boot.set other than None);
+  is ambiguous, as OpenIPMI's `ipmi_sim` always makes it after a boot.set other than None),
+  `bmc.login` (`current`, or `previous` while a rotation of the Credential is unfinished) and,
+  when Git declares accounts, the BMC's users (`bmc.accounts.<name>.role|enabled`);
 - `facts`: manufacturer and product ids, firmware and IPMI versions, the raw boot override and
   the power restore policy;
 - `health`: Degraded when the BMC flags a power fault, Unreachable (with `error`) when it does
@@ -19,11 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from providers.base import read_each, with_retries
-from providers.ipmi import mapping
+from providers.ipmi import accounts, mapping
 from providers.ipmi.client import BmcTarget, IpmiClient
 from reconciler.errors import MetalformError, PermanentError, ProviderError
 from reconciler.model import Action, Address, LiveResource, Resource, typed
 from reconciler.model.hardware import BmcDriver, BootSource, PowerState, ServerSpec
+from reconciler.planners.accounts import LOGIN, effective_blocks
 from reconciler.provider import ProviderContext
 from reconciler.secrets import REDACTOR
 
@@ -40,7 +44,7 @@ class IpmiProvider:
     name: ClassVar[str] = "ipmi"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"power.on", "power.off", "power.reset", "boot.set"}
+        {"power.on", "power.off", "power.reset", "boot.set"} | accounts.OPERATIONS
     )
 
     def __init__(self, context: ProviderContext) -> None:
@@ -71,7 +75,9 @@ class IpmiProvider:
         target = self._target(resource)
         just_set: BootSource | None = None
         try:
-            if operation == "boot.set":
+            if operation in accounts.OPERATIONS:
+                target = self._account(resource, target, action)
+            elif operation == "boot.set":
                 just_set = self._set_boot(target, action.params)
             else:
                 self._power(target, operation, action.params, action.address)
@@ -95,17 +101,28 @@ class IpmiProvider:
         self, resource: Resource, target: BmcTarget, just_set: BootSource | None = None
     ) -> LiveResource:
         def attempt() -> LiveResource:
-            status = self.client.chassis_status(target)
-            flags = self._optional(lambda: self.client.boot_flags(target))
-            device = self._optional(lambda: self.client.device_id(target))
+            session, login = self.client.logged_in(target)
+            status = self.client.chassis_status(session)
+            flags = self._optional(lambda: self.client.boot_flags(session))
+            device = self._optional(lambda: self.client.device_id(session))
+            state = mapping.live_state(status, flags, just_set)
+            state.update(self._bmc_state(resource, session, login))
             return LiveResource(
                 address=resource.address,
-                state=mapping.live_state(status, flags, just_set),
+                state=state,
                 facts=mapping.live_facts(status, flags, device),
                 health=mapping.health(status),
             )
 
         return with_retries(attempt, retries=self.context.retries, what=f"read {resource.address}")
+
+    def _bmc_state(self, resource: Resource, session: BmcTarget, login: str) -> dict[str, Any]:
+        """The login in use and, when Git declares accounts, the BMC's users."""
+        state: dict[str, Any] = {LOGIN: login}
+        server = typed(resource, ServerSpec)
+        if effective_blocks(server, self.context.resources).accounts is not None:
+            state.update(accounts.read_users(self.client, session))
+        return state
 
     @staticmethod
     def _optional(read: Callable[[], T]) -> T | None:
@@ -126,6 +143,37 @@ class IpmiProvider:
             what=f"boot.set on {target.endpoint}",
         )
         return source
+
+    def _account(self, resource: Resource, target: BmcTarget, action: Action) -> BmcTarget:
+        """An account action; after a rotation, the new secret must log in before it counts."""
+        session, login = self.client.logged_in(target)
+        if action.operation == "account.rotate" and login == "current":
+            return target  # another action (or an earlier run) rotated it already
+        declared = {
+            account.username: account.credential
+            for account in effective_blocks(
+                typed(resource, ServerSpec), self.context.resources
+            ).accounts
+            or []
+        }
+        declared[target.username] = target.credential.name
+
+        def secret_of(username: str) -> str:
+            if username not in declared:
+                raise PermanentError(f"{resource.address}: Git declares no account {username!r}")
+            return self._secret(declared[username])
+
+        # Not retried: a password change whose answer was lost may have happened already.
+        accounts.execute(action, self.client, session, secret_of)
+        if action.operation == "account.rotate":
+            self.client.chassis_status(target)  # AuthenticationError if the BMC did not take it
+        return target
+
+    def _secret(self, name: str) -> str:
+        try:
+            return self.context.credential(name).secret.reveal()
+        except (MetalformError, LookupError) as exc:
+            raise PermanentError(f"credential {name}: {exc}") from None
 
     def _power(
         self, target: BmcTarget, operation: str, params: dict[str, Any], address: Address

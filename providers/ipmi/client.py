@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pyghmi import exceptions as pyghmi_exc
@@ -124,9 +124,37 @@ def _forget_dead_session(target: BmcTarget, kg: str | bytes | None) -> None:
     if not isinstance(initting, dict):
         return  # a pyghmi without the cache: nothing to work around
     stale = initting.get(key)
-    # A login still in progress (another thread) is not dead: keep it.
-    if stale is not None and getattr(stale, "broken", False):
+    # A login still in progress (another thread) is not dead: keep it. One the BMC refused
+    # (a wrong password: RAKP failed) is, though pyghmi leaves it registered: a login after
+    # the BMC's password changed (a rotation) would get that refusal back.
+    refused = getattr(stale, "sessioncontext", None) == "FAILED"
+    if stale is not None and (getattr(stale, "broken", False) or refused):
         initting.pop(key, None)
+
+
+def _login(target: BmcTarget, variant: int) -> Any:
+    """A logged-in pyghmi Command for the target.
+
+    pyghmi races when logins fail on several BMCs at once (a rotation probing the new secret):
+    a thread can see its session broken before the reason is stored, and gets an
+    AttributeError (`errormsg`) instead of the refusal. The session is broken by then, so a
+    second attempt logs in afresh and gets the real answer.
+    """
+    kg = _kg(target, variant)
+    for attempt in (1, 2):
+        _forget_dead_session(target, kg)
+        try:
+            return ipmi_command.Command(
+                bmc=target.host,
+                userid=target.username,
+                password=target.credential.secret.reveal(),
+                port=target.port,
+                kg=kg,
+            )
+        except AttributeError as exc:
+            if attempt == 2 or "errormsg" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _parse(parser: Callable[[bytes], T], data: bytes, target: BmcTarget, what: str) -> T:
@@ -242,6 +270,34 @@ class IpmiClient:
 
         return self.call(target, what, call)
 
+    def logged_in(self, target: BmcTarget) -> tuple[BmcTarget, str]:
+        """The target whose secret the BMC takes, and which one: `current` (the Credential's
+        secret) or, during a rotation, `previous` (its previous secret: a rotation to finish).
+        """
+        previous = target.credential.previous
+        if previous is None:
+            return target, "current"
+        try:
+            self.chassis_status(target)
+            return target, "current"
+        except AuthenticationError:
+            pass
+        credential = target.credential
+        old = replace(
+            target,
+            credential=ResolvedCredential(
+                name=credential.name, username=credential.username, secret=previous
+            ),
+        )
+        try:
+            self.chassis_status(old)
+        except AuthenticationError:
+            raise AuthenticationError(
+                f"authentication failed: {target.endpoint} refused both the secret and the "
+                f"previous secret of Credential/{credential.name}"
+            ) from None
+        return old, "previous"
+
     # -- the machinery ---------------------------------------------------------------------
 
     def _session(self, target: BmcTarget) -> _Session:
@@ -280,15 +336,7 @@ class IpmiClient:
                     future.set_exception(_Abandoned())
                     return
                 if session.command is None:
-                    kg = _kg(target, session.variant)
-                    _forget_dead_session(target, kg)
-                    session.command = ipmi_command.Command(
-                        bmc=target.host,
-                        userid=target.username,
-                        password=target.credential.secret.reveal(),
-                        port=target.port,
-                        kg=kg,
-                    )
+                    session.command = _login(target, session.variant)
                     session.device = None
                 future.set_result(fn(session.command))
             except BaseException as exc:  # reported to the caller, never raised in this thread

@@ -55,7 +55,7 @@ class MemoryProvider:
     name: ClassVar[str] = "memory"
     kinds: ClassVar[frozenset[str]] = frozenset({"Server"})
     operations: ClassVar[frozenset[str]] = frozenset(
-        {"power.on", "power.off", "power.reset", "bios.set", "boot.set"}
+        {"power.on", "power.off", "power.reset", "bios.set", "boot.set", "account.rotate"}
     )
 
     def __init__(self, context: ProviderContext, fleet: MemoryFleet) -> None:
@@ -96,6 +96,8 @@ class MemoryProvider:
                 state["power"] = "On"
             elif op == "power.off":
                 state["power"] = "Off"
+            elif op == "account.rotate":  # the BMC now takes the Credential's new secret
+                state["bmc.login"] = "current"
             else:
                 raise PermanentError(f"operation {op} is not supported")
         return fleet.snapshot(address)

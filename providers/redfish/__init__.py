@@ -21,6 +21,7 @@ told reliably, and a second reboot is worse than a failed action.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -29,7 +30,13 @@ import sushy
 
 from providers.base import read_each, with_retries
 from providers.redfish import accounts, firmware, mapping
-from providers.redfish.client import ROOT_PREFIX, BmcConnection, RedfishClient, endpoint_of
+from providers.redfish.client import (
+    ROOT_PREFIX,
+    BmcConnection,
+    RedfishClient,
+    base_url,
+    endpoint_of,
+)
 from providers.redfish.reads import Deadline, read_server
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, Address, LiveResource, Resource, is_of
@@ -65,6 +72,8 @@ class RedfishProvider:
         self._context = context
         self.context = context
         self._client = RedfishClient(context)
+        self._account_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._account_locks_lock = threading.Lock()
         self._firmware = firmware.FirmwareOps(self)
         default_graceful = min(300.0, context.operation_timeout / 2)
         self._graceful_timeout = float(
@@ -155,18 +164,29 @@ class RedfishProvider:
     # -- BMC accounts and network ------------------------------------------------------------
 
     def _bmc_action(self, resource: Resource, action: Action) -> None:
-        """An account or network action; after a password change, log in again."""
+        """An account or network action; after a password change, log in again.
+
+        One at a time per BMC and credential: several Servers behind one BMC share its
+        accounts, and an action holding a connection opened with the previous secret must not
+        run while another one changes that password (it would be refused mid-way). The next
+        one opens a new connection, finds the BMC on the new secret and has nothing to do."""
         bmc = self._bmc(resource)
-        conn, relogin = self._attempt(
-            resource,
-            lambda c: (
-                c,
-                accounts.execute(action, c, c.system(bmc.system_id), self._context),
-            ),
-            what=action.operation,
-        )
-        if relogin:
-            self._client.evict(conn)
+        with self._account_lock(bmc):
+            conn, relogin = self._attempt(
+                resource,
+                lambda c: (
+                    c,
+                    accounts.execute(action, c, c.system(bmc.system_id), self._context),
+                ),
+                what=action.operation,
+            )
+            if relogin:
+                self._client.evict(conn)
+
+    def _account_lock(self, bmc: Bmc) -> threading.Lock:
+        key = (base_url(bmc.address), bmc.credential)
+        with self._account_locks_lock:
+            return self._account_locks.setdefault(key, threading.Lock())
 
     # -- power -------------------------------------------------------------------------------
 

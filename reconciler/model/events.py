@@ -20,6 +20,8 @@ class EventType(str, enum.Enum):
     DRIFT_DETECTED = "drift.detected"
     WEBHOOK_RECEIVED = "webhook.received"
     WEBHOOK_REJECTED = "webhook.rejected"
+    CREDENTIAL_ROTATED = "credential.rotated"
+    """An apply set BMCs to a Credential's new secret (who, which BMCs, fingerprints)."""
 
 
 NOTIFIABLE = frozenset(
@@ -31,6 +33,7 @@ NOTIFIABLE = frozenset(
         EventType.APPLY_FAILED,
         EventType.DRIFT_DETECTED,
         EventType.WEBHOOK_REJECTED,
+        EventType.CREDENTIAL_ROTATED,
     }
 )
 """The events notification rules can name (SPEC section 1, NotificationRule).

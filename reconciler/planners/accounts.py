@@ -130,9 +130,7 @@ def _plan_rotation(
     name = server.spec.bmc.credential
     login = live.state.get(LOGIN)
     if login == "previous":
-        result.entries.append(
-            DiffEntry(path=LOGIN, before="previous secret", after="new secret", sensitive=True)
-        )
+        result.entries.append(DiffEntry(path=LOGIN, before="previous secret", after="new secret"))
         result.drafts.append(
             Draft(
                 key="rotate",

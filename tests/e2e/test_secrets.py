@@ -1,6 +1,7 @@
 """No secret value appears in anything Metalform writes: a scan of every output surface.
 
-Known secrets are put in the environment: a BMC password, a Slack webhook URL (a credential
+Known secrets are put in the environment: a BMC password and the one it is rotated from
+(`previous`; one server is still on it, so the apply rotates it), a Slack webhook URL (a credential
 in itself) and a vendor token. A deliberately careless provider resolves them as a real BMC
 login would, logs its password at DEBUG and quotes the secrets in its errors (a failed action,
 an unreachable system). Then every surface is collected and scanned: the CLI's plan (text,
@@ -37,9 +38,15 @@ from tests.fixtures.notify import HttpReceiver, SmtpSink
 from tests.server.harness import Harness, make_harness, wait_for
 
 BMC_PASSWORD = "bmcPw-4f2c9a71-never-print"
+BMC_PREVIOUS = "bmcOld-93b1c07e-never-print"
+"""The secret before a rotation (`Credential.spec.previous`): Server/a1 is still on it."""
 VENDOR_TOKEN = "vendorTok-8d31e0b5-never-print"
 SLACK_PATH = "/services/T0SCAN/B0SCAN/slackScanSecret7e5a"
-SECRET_ENV = {"SCAN_BMC_PASSWORD": BMC_PASSWORD, "SCAN_VENDOR_TOKEN": VENDOR_TOKEN}
+SECRET_ENV = {
+    "SCAN_BMC_PASSWORD": BMC_PASSWORD,
+    "SCAN_BMC_PREVIOUS": BMC_PREVIOUS,
+    "SCAN_VENDOR_TOKEN": VENDOR_TOKEN,
+}
 
 log = logging.getLogger("tests.leaky")
 
@@ -47,7 +54,10 @@ INVENTORY = """\
 apiVersion: metalform/v1
 kind: Credential
 metadata: {name: bmc}
-spec: {username: admin, password: {fromEnv: SCAN_BMC_PASSWORD}}
+spec:
+  username: admin
+  password: {fromEnv: SCAN_BMC_PASSWORD}
+  previous: {fromEnv: SCAN_BMC_PREVIOUS}
 ---
 apiVersion: metalform/v1
 kind: Credential
@@ -112,7 +122,7 @@ kind: NotificationRule
 metadata: {{name: everything}}
 spec:
   events: [plan.created, plan.failed, apply.started, apply.succeeded, apply.failed,
-           drift.detected, webhook.rejected]
+           drift.detected, webhook.rejected, credential.rotated]
   channels: [slack, hook, mail]
   template: |
     {{{{ event.type }}}} {{{{ event.message }}}}
@@ -128,19 +138,22 @@ def fleet() -> MemoryFleet:
         "bios.attributes.ProcVirtualization": "Disabled",
         "bios.attributes.SysProfile": "PowerSaver",
     }
-    return MemoryFleet(
-        {
-            address: {"state": dict(state), "facts": facts}
-            for address in ("Server/a1", "Server/b2", "Server/c3")
-        }
-    )
+    systems = {
+        address: {"state": dict(state), "facts": facts}
+        for address in ("Server/a1", "Server/b2", "Server/c3")
+    }
+    systems["Server/a1"]["state"]["bmc.login"] = "previous"  # a rotation to finish
+    return MemoryFleet(systems)
 
 
 class LeakyProvider(MemoryProvider):
     """Logs in with the real secret for each resource, and is careless with it."""
 
     def _secret(self, resource: Resource) -> str:
-        return self.context.credential(resource.spec.bmc.credential).secret.reveal()
+        credential = self.context.credential(resource.spec.bmc.credential)
+        if credential.previous is not None:
+            log.debug("the previous secret is %s", credential.previous.reveal())
+        return credential.secret.reveal()
 
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
         live: dict[Address, LiveResource] = {}
@@ -168,7 +181,13 @@ def leaky_factory(memory: MemoryFleet) -> Any:
 
 def secrets(slack_url: str) -> list[str]:
     """Every secret of the scan in every encoding (`every_encoding`, below)."""
-    logins = [("admin", BMC_PASSWORD), ("", VENDOR_TOKEN), ("", slack_url), ("", SLACK_PATH)]
+    logins = [
+        ("admin", BMC_PASSWORD),
+        ("admin", BMC_PREVIOUS),
+        ("", VENDOR_TOKEN),
+        ("", slack_url),
+        ("", SLACK_PATH),
+    ]
     return [form for username, value in logins for form in every_encoding(username, value).values()]
 
 
@@ -257,6 +276,7 @@ def test_cli_outputs_hold_no_secret(
     wait_for(lambda: len(smtp_sink.mails) >= 4, what="the mails")
     sent = notifications(http_receiver, smtp_sink)
     assert "apply.failed" in sent and "(sensitive)" in sent
+    assert "credential.rotated" in sent  # Server/a1 was moved to the new secret
     assert http_receiver.to(SLACK_PATH), "the Slack channel was used"
 
     assert_clean(str(planfile), plan_text, scan_env)
@@ -372,6 +392,8 @@ def _scan_server(
     wait_for(lambda: smtp.mails, what="the mails")
     sent = notifications(receiver, smtp)
     assert "drift.detected" in sent and "apply.failed" in sent
+    assert "credential.rotated" in sent
+    assert [r.bmcs for r in h.store.list_rotations().items] == [("Server/a1",)]
     assert receiver.to(SLACK_PATH), "the Slack channel was used"
     for path, text in answers:
         assert_clean(f"the API answer of {path}", text, slack_url)

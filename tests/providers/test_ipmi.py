@@ -379,7 +379,16 @@ def test_provider_shape() -> None:
     assert isinstance(provider, Provider)
     assert provider.name == "ipmi"
     assert provider.kinds == {"Server"}
-    assert provider.operations == {"power.on", "power.off", "power.reset", "boot.set"}
+    assert provider.operations == {
+        "power.on",
+        "power.off",
+        "power.reset",
+        "boot.set",
+        "account.create",
+        "account.set",
+        "account.disable",
+        "account.rotate",
+    }
     assert provider.endpoint(ipmi_server("n1", "10.1.2.3")) == "ipmi:10.1.2.3:623"
     assert provider.endpoint(ipmi_server("n1", "10.1.2.3:6230")) == "ipmi:10.1.2.3:6230"
 
@@ -473,7 +482,7 @@ def test_read_reports_power_boot_and_facts(
     }
     b = live["Server/ipmi-b"]
     assert b.health is Health.HEALTHY and b.error is None
-    assert b.state == {"power": "On", "boot.source": "None"}
+    assert b.state == {"power": "On", "boot.source": "None", "bmc.login": "current"}
     assert b.facts["manufacturer"] == "MontaVista"
     assert (b.facts["manufacturerId"], b.facts["productId"]) == (4753, 0x0F02)
     assert (b.facts["firmwareVersion"], b.facts["ipmiVersion"]) == ("9.08", "2.0")
@@ -584,25 +593,25 @@ def test_boot_override_reaches_the_bmc_and_is_read_back_honestly(
     }
     # Right after the write, the device the BMC shows is the one just set; ipmi_sim never
     # reports the valid and persistent bits, so the mode stays unknown.
-    assert live.state == {"power": "Off", "boot.source": "Pxe"}
+    assert live.state == {"power": "Off", "boot.source": "Pxe", "bmc.login": "current"}
     # Later, whether that override is still in force cannot be told: no boot keys, no guess.
     later = ipmi_provider.read([server])[server.address]
-    assert later.state == {"power": "Off"}
+    assert later.state == {"power": "Off", "bmc.login": "current"}
     assert later.facts["bootOverride"]["device"] == "Pxe"
 
     live = ipmi_provider.execute(
         action(server.address, "boot.set", source="Cd", mode="Once"), server
     )
     assert ipmi_peer.chassis("ipmi-a")["boot"] == "cdrom"
-    assert live.state == {"power": "Off", "boot.source": "Cd"}
+    assert live.state == {"power": "Off", "boot.source": "Cd", "bmc.login": "current"}
 
     live = ipmi_provider.execute(action(server.address, "boot.set", source="Hdd"), server)
     assert ipmi_peer.chassis("ipmi-a")["boot"] == "default"  # ipmi_sim's name for the disk
-    assert live.state == {"power": "Off", "boot.source": "Hdd"}
+    assert live.state == {"power": "Off", "boot.source": "Hdd", "bmc.login": "current"}
 
     live = ipmi_provider.execute(action(server.address, "boot.set", source="None"), server)
     assert ipmi_peer.chassis("ipmi-a")["boot"] == "none"
-    assert live.state == {"power": "Off", "boot.source": "None"}
+    assert live.state == {"power": "Off", "boot.source": "None", "bmc.login": "current"}
 
     # The device the host starts from follows the override.
     ipmi_provider.execute(action(server.address, "boot.set", source="BiosSetup"), server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,25 @@ def test_accounts_create_change_and_disable(peer: RedfishPeer) -> None:
         assert live.state["bmc.accounts.monitor.enabled"] is False
     finally:
         provider.close()
+
+
+@pytest.mark.peer
+def test_concurrent_rotations_of_servers_behind_one_bmc_all_succeed(peer: RedfishPeer) -> None:
+    # The Servers share the BMC's accounts: the first rotation changes the password under
+    # the others, which must find it done, not be refused with the previous secret.
+    servers = [server(peer.url, s) for s in SYSTEMS]
+    rotating = provider_with(NEW_PASSWORD, previous=LAB_PASSWORD)
+    try:
+        assert {live.state["bmc.login"] for live in rotating.read(servers).values()} == {"previous"}
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            done = list(
+                pool.map(
+                    lambda r: rotating.execute(
+                        act(r, "account.rotate", credential="bmc", username=LAB_USERNAME), r
+                    ),
+                    servers,
+                )
+            )
+        assert [live.state["bmc.login"] for live in done] == ["current"] * len(servers)
+    finally:
+        rotating.close()

@@ -23,6 +23,7 @@ TABLES = {
     "repositories",
     "resource_labels",
     "resource_status",
+    "rotations",
     "throttle_windows",
     "webhook_deliveries",
 }

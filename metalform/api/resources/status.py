@@ -14,7 +14,7 @@ from metalform.api.errors import InvalidRequest
 from metalform.server.config import Role, redact_url
 from metalform.server.control import ControlPlane
 from metalform.server.durations import format_duration
-from metalform.store import NotFoundError, PlanRecord
+from metalform.store import NotFoundError
 from reconciler.model import Health, SyncStatus
 
 _SYNC = {s.value: s for s in SyncStatus}
@@ -160,7 +160,7 @@ class ResourceItem:
 
 
 class History:
-    """`GET /api/v1/history[?limit=&before=]`: plans and applies, newest first."""
+    """`GET /api/v1/history[?limit=&before=]`: plans, applies and rotations, newest first."""
 
     roles = {"GET": Role.VIEWER}
 
@@ -172,10 +172,7 @@ class History:
         page = self.service.store.list_history(
             repository=self.service.repository, limit=limit, before=req.get_param("before")
         )
-        items = [
-            serialize.plan(r) if isinstance(r, PlanRecord) else serialize.apply(r)
-            for r in page.items
-        ]
+        items = [serialize.history_item(r) for r in page.items]
         resp.media = {"items": items, "nextBefore": page.next_before}
         if page.next_before:
             resp.append_link(f"/api/v1/history?limit={limit}&before={page.next_before}", "next")
