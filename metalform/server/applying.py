@@ -231,11 +231,12 @@ class Applying(ControlBase):
         """Mark the resources the apply will act on `Progressing`; returns their health
         before, which those whose actions do not run get back."""
         addresses = {a.address for a in plan.actions if a.status is ActionStatus.PLANNED}
-        before: dict[str, Health] = {}
-        for address in addresses:
-            status = self.store.get_resource_status(repository, address)
-            if status is not None:
-                before[address] = status.health
-        self.store.upsert_resource_statuses(repository, resource_status.progressing(addresses))
+        with self._status_lock:
+            before = {  # one query, not one per resource
+                status.address: status.health
+                for status in self.store.list_resource_status(repository)
+                if status.address in addresses
+            }
+            self.store.upsert_resource_statuses(repository, resource_status.progressing(addresses))
         self.changed()
         return before

@@ -93,6 +93,9 @@ class ControlBase(ABC):
         self.notifications = ServerNotifications(self.bus)
         self._last_head: str | None = None
         self._head_lock = threading.Lock()
+        self._status_lock = threading.Lock()
+        """Serialises resource status writes of plans and applies of this process: a plan
+        finishing while an apply starts must not overwrite `Progressing`."""
 
     @property
     def repository(self) -> str:

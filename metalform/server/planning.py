@@ -271,6 +271,10 @@ class Planning(ControlBase):
         self.changed()
 
     def _record_statuses(self, run: PlanRun) -> None:
+        with self._status_lock:
+            self._record_statuses_locked(run)
+
+    def _record_statuses_locked(self, run: PlanRun) -> None:
         updates = resource_status.after_plan(run)
         if self.store.unfinished_applies(self.repository):
             # A plan finishing while an apply runs (a poll, a drift check) must not take
