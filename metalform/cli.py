@@ -251,6 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="loopback port of the OpenStack compute API (default 8774)",
     )
+    p.add_argument(
+        "--sites",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also a redis-server and N sites, each with its own BMC and `metalform worker`",
+    )
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=16379,
+        metavar="PORT",
+        help="loopback port of the sites' redis-server (default 16379)",
+    )
     return parser
 
 
@@ -680,6 +694,8 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
         smtp_port=args.smtp_port,
         maas_port=args.maas_port,
         nova_port=args.nova_port,
+        sites=args.sites,
+        redis_port=args.redis_port,
     )
 
 
