@@ -216,7 +216,10 @@ class SiteRouter:
                 raise SiteUnavailable(site=site, why="no live worker")
             if not users:
                 return {}, []
-            needed = closure(members, resources)
+            # Only the Credentials (and what they refer to) cross: the worker resolves those,
+            # not the thousands of resources that use them.
+            used = [resources[a] for n in users if (a := f"Credential/{n}") in resources]
+            needed = closure(used, resources)
             answer = self.call(
                 site,
                 FINGERPRINT_TASK,
