@@ -15,6 +15,7 @@ The BMC emulation is a factory (`--fleet memory`); the fleet farm plugs in as an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import socket
@@ -82,14 +83,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_worker(url: str, site: str, sites: list[str], bmcs: int, fleet: str) -> int:
+def run_worker(url: str, site: str, sites: list[str], bmcs: int, fleet: str, latency: float) -> int:
     """A worker process of the benchmark: `metalform worker`, its BMCs emulated."""
     from metalform.sites.config import from_values
     from metalform.sites.worker import run_worker as serve
 
     config = from_values(url)
     assert config is not None
-    factory = memory_factory(FLEETS[fleet](sites, bmcs))
+    emulated = FLEETS[fleet](sites, bmcs)
+    emulated.latency["read"] = latency
+    factory = memory_factory(emulated)
     return serve(config, site, concurrency=4, loglevel="WARNING", factories={"redfish": factory})
 
 
@@ -120,14 +123,24 @@ def cpu(pids: list[int]) -> float:
     return total
 
 
-def best(rounds: int, work: Callable[[], Any], pids: list[int]) -> tuple[float, float]:
-    """(best wall seconds, CPU seconds of `pids` in that round)."""
+def best(rounds: int, work: Callable[[], Any], pids: list[int]) -> tuple[float, float, float]:
+    """(best wall seconds, CPU seconds of `pids` and of the first pid alone in that round)."""
     results = []
     for _ in range(rounds):
-        before, t0 = cpu(pids), time.perf_counter()
+        before, mine, t0 = cpu(pids), cpu(pids[:1]), time.perf_counter()
         work()
-        results.append((time.perf_counter() - t0, cpu(pids) - before))
+        results.append((time.perf_counter() - t0, cpu(pids) - before, cpu(pids[:1]) - mine))
     return min(results)
+
+
+def profile(work: Callable[[], Any]) -> None:
+    """The central side's hottest functions during one plan (own time)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(work)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
 def main() -> int:
@@ -137,6 +150,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes per site")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fleet", choices=sorted(FLEETS), default="memory")
+    parser.add_argument("--chunk", type=int, default=None, help="resources per read task")
+    parser.add_argument("--profile", action="store_true", help="profile one central plan")
+    parser.add_argument(
+        "--read-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="one BMC's answer to a read (in-memory BMCs answer at once by default)",
+    )
     parser.add_argument("--worker", metavar="SITE", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,7 +167,7 @@ def main() -> int:
     os.environ.setdefault("BENCH_BMC_PASSWORD", "bench-only")
     sites = [f"s{n}" for n in range(args.sites)]
     if args.worker:
-        return run_worker(args.broker, args.worker, sites, args.bmcs, args.fleet)
+        return run_worker(args.broker, args.worker, sites, args.bmcs, args.fleet, args.read_latency)
 
     from metalform.sites.config import from_values
     from metalform.sites.dispatch import SiteRouter
@@ -155,12 +177,13 @@ def main() -> int:
         root = Path(tmp)
         write_repo(root, sites, args.bmcs)
         fleet = FLEETS[args.fleet](sites, args.bmcs)
+        fleet.latency["read"] = args.read_latency
         local = {"redfish": memory_factory(fleet)}
         settings = Settings()
         single = Engine(settings, factories=local)
         single.plan(root)  # warm up imports and caches
         me = [os.getpid()]
-        wall_1, cpu_1 = best(args.rounds, lambda: single.plan(root), me)
+        wall_1, cpu_1, _ = best(args.rounds, lambda: single.plan(root), me)
 
         redis_process, url = start_redis(root)
         workers = [
@@ -178,8 +201,11 @@ def main() -> int:
                     str(args.bmcs),
                     "--fleet",
                     args.fleet,
+                    "--read-latency",
+                    str(args.read_latency),
                 ],
                 env={**os.environ, "BENCH_BMC_PASSWORD": "bench-only"},
+                stdout=subprocess.DEVNULL,  # Celery's banner
             )
             for site in sites
             for _ in range(args.workers)
@@ -187,6 +213,8 @@ def main() -> int:
         try:
             config = from_values(url)
             assert config is not None
+            if args.chunk:
+                config = dataclasses.replace(config, chunk=args.chunk)
             router = SiteRouter(config)
             deadline = time.monotonic() + 60
             while len(router.live_sites(fresh=True)) < len(sites):
@@ -199,7 +227,9 @@ def main() -> int:
             plan = remote.plan(root).plan
             assert not plan.has_errors, [d.render() for d in plan.diagnostics][:3]
             everyone = me + [w.pid for w in workers] + [redis_process.pid]
-            wall_n, cpu_n = best(args.rounds, lambda: remote.plan(root), everyone)
+            wall_n, cpu_n, cpu_central = best(args.rounds, lambda: remote.plan(root), everyone)
+            if args.profile:
+                profile(lambda: remote.plan(root))
             round_trips = round_trip(router, root, sites[0])
         finally:
             for w in workers:
@@ -208,10 +238,13 @@ def main() -> int:
                 w.wait(timeout=30)
             redis_process.terminate()
             redis_process.wait(timeout=10)
-    print(f"{args.sites} sites x {args.bmcs} BMCs ({args.fleet}), {args.workers} worker(s)/site")
+    print(f"{args.sites} sites x {args.bmcs} BMCs ({args.fleet}, read latency "
+          f"{args.read_latency * 1000:.0f} ms), {args.workers} worker(s)/site, "
+          f"chunk {router.config.chunk}")  # fmt: skip
     print(f"single-process plan:   {wall_1:6.2f} s wall, {cpu_1 * 1000 / total:6.3f} ms CPU/BMC")
     print(f"{args.sites}-site plan:          {wall_n:6.2f} s wall, "
           f"{cpu_n * 1000 / total:6.3f} ms CPU/BMC (central + workers + redis)")  # fmt: skip
+    print(f"  of which central:    {cpu_central * 1000 / total:6.3f} ms CPU/BMC")
     print(f"wall ratio:            {wall_n / wall_1:6.2f}x")
     print(f"overhead per BMC:      {(cpu_n - cpu_1) * 1000 / total:6.3f} ms CPU")
     print(f"read round trip:       {statistics.median(round_trips) * 1000:6.2f} ms median "

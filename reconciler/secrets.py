@@ -77,6 +77,10 @@ def login_encodings(username: str, secret: str) -> set[str]:
     return _base64_forms(f"{username}:{secret}".encode())
 
 
+MIN_ENCODED = 8
+"""Shortest encoded form of a secret the redactor replaces (the raw value: any length)."""
+
+
 class Redactor:
     """Replaces every known secret value, in every encoding of it, with `(sensitive)`."""
 
@@ -86,16 +90,18 @@ class Redactor:
 
     def add(self, value: str) -> None:
         """Know `value` and its encodings (see `encodings`)."""
-        # Very short values would redact ordinary words; a BMC password is never that short
-        # and a 1-3 character secret is rejected by nothing else, so keep them all.
+        # The value itself is always known, however short. Its encodings are known from
+        # MIN_ENCODED characters on: the base64 of a two-byte value is three letters that
+        # ordinary words contain ("in flight"), and a short secret's encodings are its value
+        # anyway or too short to carry it recognisably.
         if value:
-            self._extend(encodings(value))
+            self._extend({value} | {f for f in encodings(value) if len(f) >= MIN_ENCODED})
 
     def add_login(self, username: str | None, secret: str) -> None:
         """Know a secret and, with its username, the `Basic` credentials they make."""
         self.add(secret)
         if username and secret:
-            self._extend(login_encodings(username, secret))
+            self._extend({f for f in login_encodings(username, secret) if len(f) >= MIN_ENCODED})
 
     def _extend(self, forms: set[str]) -> None:
         with self._lock:

@@ -53,6 +53,8 @@ def cmd_lab(args: argparse.Namespace, out: Output) -> int:
         maas_port=args.maas_port,
         nova_port=args.nova_port,
         fleet=args.fleet,
+        sites=args.sites,
+        redis_port=args.redis_port,
     )
 
 

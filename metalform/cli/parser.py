@@ -229,6 +229,20 @@ def _add_lab(sub: Any) -> None:
         metavar="PORT",
         help="loopback port of the OpenStack compute API (default 8774)",
     )
+    p.add_argument(
+        "--sites",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also a redis-server and N sites, each with its own BMC and `metalform worker`",
+    )
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=16379,
+        metavar="PORT",
+        help="loopback port of the sites' redis-server (default 16379)",
+    )
 
 
 def _add_import(sub: Any) -> None:

@@ -4,7 +4,8 @@ The lab is one sushy-emulator (six Redfish servers behind one BMC address, each 
 System Id), one `ipmi_sim` per IPMI server, a Docker engine on a unix socket and an SMTP sink,
 on fixed loopback ports that `inventory-example/` names. Passwords are generated at the first
 `lab up` and written, with the environment variables the example's Credentials read, to
-`STATE_DIR/env` (mode 0600).
+`STATE_DIR/env` (mode 0600). With `--sites N` the lab adds a broker and N sites, each with
+its own BMC and worker (`sites.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from metalform.lab.maas import LAB_HOSTNAMES, MaasPeer, lab_machines, new_api_ke
 from metalform.lab.nova import NovaPeer
 from metalform.lab.redfish import LabSystem, RedfishPeer
 from metalform.lab.redfish_firmware import IMAGES_DIR, LAB_IMAGES, publish_image
+from metalform.lab.sites import (
+    BROKER_PASSWORD_VAR,
+    CENTRAL_VARS,
+    REDIS_PORT,
+    SITES_DIR,
+    down_sites,
+    read_env,
+    status_sites,
+    up_sites,
+)
 from metalform.lab.smtp import SmtpPeer
 
 REDFISH_PORT = 18000
@@ -64,19 +75,18 @@ def lab_systems() -> list[LabSystem]:
     ]
 
 
-def _passwords(state_dir: Path) -> dict[str, str]:
-    """The lab's passwords: read from STATE_DIR/env, or generated and written there."""
+def _passwords(state_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The lab's passwords (and `extra` keys): read from STATE_DIR/env, the missing ones
+    generated and the file written again (mode 0600)."""
     env_file = state_dir / ENV_FILE
-    values: dict[str, str] = {}
-    if env_file.exists():
-        for line in env_file.read_text(encoding="utf-8").splitlines():
-            if line.startswith("export ") and "=" in line:
-                key, _, value = line.removeprefix("export ").partition("=")
-                values[key] = shlex.split(value)[0] if value else ""
-    if all(values.get(v) for v in PASSWORD_VARS):
+    values = read_env(env_file)
+    if all(values.get(v) for v in (*PASSWORD_VARS, *extra)):
         return values
-    values = {var: secrets.token_urlsafe(12) for var in PASSWORD_VARS}
-    values["METALFORM_MAAS_API_KEY"] = new_api_key()  # consumer:token:secret, as MAAS issues
+    if not all(values.get(v) for v in PASSWORD_VARS):
+        values.update({var: secrets.token_urlsafe(12) for var in PASSWORD_VARS})
+        values["METALFORM_MAAS_API_KEY"] = new_api_key()  # consumer:token:secret, as MAAS issues
+    for var in extra:
+        values[var] = values.get(var) or secrets.token_urlsafe(24)
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -117,8 +127,10 @@ def up(
     maas_port: int = MAAS_PORT,
     nova_port: int = NOVA_PORT,
     fleet: int = 0,
+    sites: int = 0,
+    redis_port: int = REDIS_PORT,
 ) -> int:
-    passwords = _passwords(state_dir)
+    passwords = _passwords(state_dir, CENTRAL_VARS if sites else ())
     redfish = _redfish(state_dir, passwords["METALFORM_BMC_PASSWORD"], redfish_port)
     if (state_dir / "redfish").exists() and RedfishPeer.attach(state_dir / "redfish").is_running():
         say(f"Redfish BMC already running at {REDFISH_PORT}")
@@ -169,6 +181,16 @@ def up(
         )
     if fleet:
         _fleet(state_dir, fleet, say)
+    if sites:
+        central = {var: passwords[var] for var in CENTRAL_VARS}
+        up_sites(
+            state_dir / SITES_DIR,
+            sites,
+            central,
+            say,
+            redis_port=redis_port,
+            bmc_base_port=redfish_port + 1,
+        )
     say(f"Lab is up. Credentials for inventory-example/: source {state_dir / ENV_FILE}")
     return 0
 
@@ -188,7 +210,7 @@ def _fleet(state_dir: Path, count: int, say: Say) -> None:
 
 
 def down(state_dir: Path, say: Say) -> int:
-    stopped = False
+    stopped = down_sites(state_dir / SITES_DIR)
     if (state_dir / "redfish").exists():
         _redfish(state_dir).stop()
         stopped = True
@@ -255,6 +277,8 @@ def status(state_dir: Path, say: Say) -> int:
         ok = farm.is_running()
         running &= ok
         say(f"fleet    {'running' if ok else 'stopped'}  {len(farm.urls) if ok else 0} BMCs")
+    password = read_env(state_dir / ENV_FILE).get(BROKER_PASSWORD_VAR)
+    running &= status_sites(state_dir / SITES_DIR, password, say)
     return 0 if running else 1
 
 
@@ -269,6 +293,8 @@ def run_lab(
     maas_port: int = MAAS_PORT,
     nova_port: int = NOVA_PORT,
     fleet: int = 0,
+    sites: int = 0,
+    redis_port: int = REDIS_PORT,
 ) -> int:
     if action == "up":
         return up(
@@ -280,5 +306,7 @@ def run_lab(
             maas_port=maas_port,
             nova_port=nova_port,
             fleet=fleet,
+            sites=sites,
+            redis_port=redis_port,
         )
     return {"down": down, "status": status}[action](state_dir, say)

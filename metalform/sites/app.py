@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 
 from metalform.sites.config import SitesConfig
+from metalform.sites.transport import NAME as TRANSPORT
 
 READ_TASK = "metalform.sites.read"
 EXECUTE_TASK = "metalform.sites.execute"
@@ -62,6 +63,8 @@ def make_app(config: SitesConfig, *, visibility_timeout: float = 3600.0) -> Cele
     )
     if config.tls is not None:
         app.conf.broker_use_ssl = config.tls
+    if config.broker.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = TRANSPORT  # survives a broker restart (see transport.py)
     return app
 
 

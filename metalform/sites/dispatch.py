@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import redis
@@ -49,6 +50,20 @@ _SLICE = 2.0
 
 class SiteUnavailable(MetalformError):
     template = "site {site}: {why}"
+
+
+@dataclass
+class Replies:
+    """The answers that came, by reply key, and why the others did not (when known)."""
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    """The broker error that ended the wait (None: the deadline did, or everything came)."""
+
+    def why_missing(self, timeout: float) -> str:
+        if self.failure is not None:
+            return f"the broker failed while waiting for the answer: {self.failure}"
+        return f"no worker answered within {timeout:.0f}s"
 
 
 class SiteRouter:
@@ -136,14 +151,23 @@ class SiteRouter:
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise SiteUnavailable(site=site, why=f"the broker failed: {exc}") from None
+        except AttributeError as exc:
+            # kombu publishing on a channel whose connection a broker restart closed (see
+            # transport.py): the broker was lost, not a bug of ours.
+            log.debug("publishing to site %s on a closed channel", site, exc_info=True)
+            raise SiteUnavailable(
+                site=site, why=f"the broker connection was lost ({exc})"
+            ) from None
         return reply
 
-    def wait(self, site: str, replies: Sequence[str], timeout: float) -> dict[str, Any]:
+    def wait(self, site: str, replies: Sequence[str], timeout: float) -> Replies:
         """Answers by reply key; those missing at the deadline are absent (never blocks past
-        it: each BLPOP is a short slice, and a broker error ends the wait)."""
+        it: each BLPOP is a short slice, and a broker error ends the wait: a restarted Redis
+        has lost the reply lists, so nothing more can come)."""
         deadline = time.monotonic() + timeout
         pending = set(replies)
-        answers: dict[str, Any] = {}
+        out = Replies()
+        answers = out.answers
         while pending:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -151,7 +175,8 @@ class SiteRouter:
             try:
                 got = self.client.blpop(sorted(pending), timeout=max(0.1, min(_SLICE, left)))
             except redis.RedisError as exc:
-                log.warning("site %s: waiting for workers failed: %s", site, exc)
+                out.failure = REDACTOR(str(exc))
+                log.warning("site %s: waiting for workers failed: %s", site, out.failure)
                 break
             if got is None:
                 continue
@@ -159,7 +184,7 @@ class SiteRouter:
             key = key.decode() if isinstance(key, bytes) else key
             answers[key] = json.loads(raw)
             pending.discard(key)
-        return answers
+        return out
 
     def call(self, site: str, task: str, body: dict[str, Any], timeout: float) -> Any:
         """One task, its answer or SiteUnavailable; observed for the metrics."""
@@ -169,9 +194,10 @@ class SiteRouter:
             if site not in self.live_sites():
                 raise SiteUnavailable(site=site, why="no live worker")
             reply = self.send(site, task, body, timeout)
-            answer = self.wait(site, [reply], timeout).get(reply)
+            replies = self.wait(site, [reply], timeout)
+            answer = replies.answers.get(reply)
             if answer is None:
-                raise SiteUnavailable(site=site, why=f"no worker answered within {timeout:.0f}s")
+                raise SiteUnavailable(site=site, why=replies.why_missing(timeout))
             ok = "error" not in answer
             return answer
         finally:
@@ -190,7 +216,10 @@ class SiteRouter:
                 raise SiteUnavailable(site=site, why="no live worker")
             if not users:
                 return {}, []
-            needed = closure(members, resources)
+            # Only the Credentials (and what they refer to) cross: the worker resolves those,
+            # not the thousands of resources that use them.
+            used = [resources[a] for n in users if (a := f"Credential/{n}") in resources]
+            needed = closure(used, resources)
             answer = self.call(
                 site,
                 FINGERPRINT_TASK,
@@ -296,14 +325,15 @@ class RoutedProvider:
         except SiteUnavailable as exc:
             why = str(exc)
             return {r.address: unreachable(r.address, why) for r in batch}
-        answers = self.router.wait(site, list(sent), config.read_deadline)
+        replies = self.router.wait(site, list(sent), config.read_deadline)
+        answers = replies.answers
         for reply, chunk in sent.items():
             answer = answers.get(reply)
             if answer is None or "error" in answer:
                 why = (
                     answer["error"]["message"]
                     if answer
-                    else f"site {site}: no worker answered within {config.read_deadline:.0f}s"
+                    else f"site {site}: {replies.why_missing(config.read_deadline)}"
                 )
                 out.update({r.address: unreachable(r.address, why) for r in chunk})
                 continue

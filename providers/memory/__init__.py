@@ -7,6 +7,7 @@ reset or power-on, like a real BMC.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,8 @@ class MemoryFleet:
         self.fail_operations: dict[tuple[Address, str], str] = {}
         self.calls: list[tuple[Address, str]] = []
         self.latency: dict[str, float] = {}
-        """Seconds an operation takes (`power.reset` -> 2.0): a BMC's answer, a reboot."""
+        """Seconds an operation takes (`power.reset` -> 2.0): a BMC's answer, a reboot; `read`
+        is one BMC's answer to a read, the provider reading `parallelism` BMCs at once."""
 
     def snapshot(self, address: Address) -> LiveResource:
         with self.lock:
@@ -66,6 +68,11 @@ class MemoryProvider:
         return f"memory:{typed(resource, ServerSpec).spec.bmc.address}"
 
     def read(self, resources: Sequence[Resource]) -> Mapping[Address, LiveResource]:
+        delay = self.fleet.latency.get("read", 0.0)
+        if delay and resources:
+            # As a network provider: `parallelism` requests in flight, each taking `delay`.
+            rounds = math.ceil(len(resources) / self.context.limiter.parallelism)
+            time.sleep(delay * rounds)
         return {r.address: self.fleet.snapshot(r.address) for r in resources}
 
     def execute(self, action: Action, resource: Resource) -> LiveResource:

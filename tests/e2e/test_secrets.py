@@ -33,7 +33,7 @@ from reconciler import engine
 from reconciler.errors import PermanentError
 from reconciler.model import Action, Address, LiveResource, Resource
 from reconciler.model.live import unreachable
-from reconciler.secrets import REDACTOR, ResolvedCredential, Secret
+from reconciler.secrets import REDACTOR, Redactor, ResolvedCredential, Secret
 from tests.fixtures.notify import HttpReceiver, SmtpSink
 from tests.server.harness import Harness, make_harness, wait_for
 
@@ -483,3 +483,15 @@ def test_a_bmc_echoing_the_authorization_header_leaks_no_encoding(
             assert "Authorization: Basic (sensitive)" in out + err, out + err
             for name, form in forms.items():
                 assert form not in out + err, f"the {name} leaked into the {fmt} plan"
+
+
+def test_short_secrets_do_not_redact_ordinary_words() -> None:
+    redactor = Redactor()
+    redactor.add("zz")
+    short_form = base64.b64encode(b"zz").decode().rstrip("=")  # "eno"
+    text = f"a phenomenal {short_form} day"
+    assert redactor(text) == text  # the encodings of a short secret are not redacted ...
+    assert redactor("zz top") == "(sensitive) top"  # ... the secret itself always is
+    long = "a-long-secret-value"
+    redactor.add(long)
+    assert redactor(base64.b64encode(long.encode()).decode()) == "(sensitive)"
