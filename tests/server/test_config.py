@@ -31,10 +31,10 @@ gitlab: {webhookToken: {fromEnv: GITLAB_WEBHOOK_TOKEN}, apiUrl: "https://gitlab.
 
 ENV = {
     "METALFORM_TOKEN_CI": "ci-token-value",
-    "GITHUB_WEBHOOK_SECRET": "ghs",
-    "GITHUB_TOKEN": "ght",
-    "GITLAB_WEBHOOK_TOKEN": "glw",
-    "GITLAB_TOKEN": "glt",
+    "GITHUB_WEBHOOK_SECRET": "github-webhook-secret",
+    "GITHUB_TOKEN": "github-api-token",
+    "GITLAB_WEBHOOK_TOKEN": "gitlab-webhook-token",
+    "GITLAB_TOKEN": "gitlab-api-token",
 }
 
 
@@ -86,7 +86,7 @@ def test_the_spec_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert dashboard.digest == hashlib.sha256(b"dash-token").digest()
     # the token value itself is kept nowhere
     assert "ci-token-value" not in repr(config)
-    assert config.github is not None and config.github.secret == b"ghs"
+    assert config.github is not None and config.github.secret == b"github-webhook-secret"
     assert config.github.allowed_approvers == {"alice"}
     assert config.gitlab is not None and config.gitlab.api_url == "https://gitlab.example/api/v4"
 
