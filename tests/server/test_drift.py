@@ -15,7 +15,7 @@ def test_drift_loop_detects_drift_and_shows_it_in_status(harness: Harness) -> No
     harness.service.bus.subscribe(received.append, frozenset({"drift.detected"}))
     scheduler = Scheduler(harness.service, poll_interval=0, drift_interval=0.2).start()
     try:
-        wait_for(lambda: harness.events("drift.detected"), what="drift.detected")
+        wait_for(lambda: harness.events("drift.detected"), timeout=30, what="drift.detected")
     finally:
         scheduler.stop()
     assert not scheduler.running
