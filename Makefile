@@ -19,7 +19,7 @@ help:
 	@echo "make test     run the whole test suite (installs what it needs)"
 	@echo "make lint     ruff check and format check, mypy --strict on every product package, layer contract"
 	@echo "make tour     the GitOps tour: metalform serve, webhooks, a PR comment, apply (after demo)"
-	@echo "make bench    time a plan of 200 emulated servers (vs a plain sushy loop) and MAAS calls"
+	@echo "make bench    fleet, IPMI, rollout, MAAS and emulator benchmarks, each against the plain alternative"
 	@echo "make schemas  regenerate schemas/ from the models"
 
 # command that must exist -> Debian package that provides it
