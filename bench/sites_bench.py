@@ -2,14 +2,15 @@
 
     python bench/sites_bench.py [--sites 2] [--bmcs 1000] [--workers 1] [--rounds 3]
 
-Starts a redis-server on loopback and, per site, --workers `metalform worker` processes whose
-BMCs are an in-memory fleet (the same systems the single-process baseline reads). Then:
+Starts a redis-server on loopback and, per site, --workers `metalform worker` processes that
+read the same BMCs as the single-process baseline: in-memory ones (`--fleet memory`) or the
+fleet farm's TLS Redfish BMCs (`--fleet farm`, one farm process, each site its own range of
+--bmcs BMCs, 100 ms per request unless --read-latency). Then:
   single    `Engine.plan` of every site's servers in one process (the baseline);
   sites     the same plan with each site's reads sent to its workers (`SiteRouter`);
   overhead  CPU of every process (central + workers) per BMC, minus the baseline's;
   round     the round trip of one read task of one BMC (sent, run, answered), median.
-The BMC emulation is a factory (`--fleet memory`); the fleet farm plugs in as another one
-(`FLEETS`), its BMC addresses in the generated repository.
+The emulations are in `FLEETS`; the farm's own CPU (the BMCs' side) is counted nowhere.
 """
 
 from __future__ import annotations
@@ -31,15 +32,94 @@ from typing import Any
 import psutil
 import redis
 
+from metalform.lab.farm import SYSTEM_ID as FARM_SYSTEM_ID
+from metalform.lab.farm import FarmConfig, FarmProcess
+from metalform.lab.farm.repo import ATTRIBUTES as FARM_ATTRIBUTES
 from providers.memory import MemoryFleet, memory_factory
 from reconciler.engine import Engine, Settings
+from reconciler.provider import ProviderFactory
 
 TASK_KEY = "sites-bench-task-key"
+USERNAME = "root"
+PASSWORD_ENV = "BENCH_BMC_PASSWORD"
 ATTRS = {"ProcTurboMode": "Disabled", "BootMode": "Uefi", "SysProfile": "PerfOptimized"}
 
 
-def server_doc(site: str, i: int) -> str:
-    attrs = ", ".join(f"{k}: {v}" for k, v in ATTRS.items())
+class MemoryBmcs:
+    """In-memory BMCs (`providers.memory`): one in ten drifted, answers after `latency`."""
+
+    def __init__(self, sites: list[str], bmcs: int, latency: float) -> None:
+        systems: dict[str, Any] = {}
+        for site in sites:
+            for i in range(bmcs):
+                state = {"power": "On", **{f"bios.attributes.{k}": v for k, v in ATTRS.items()}}
+                if i % 10 == 0:  # one in ten drifted: the plan has actions
+                    state["bios.attributes.ProcTurboMode"] = "Enabled"
+                systems[f"Server/{site}-{i:05d}"] = {"state": state}
+        self.fleet = MemoryFleet(systems)
+        self.fleet.latency["read"] = latency
+        self.attributes: dict[str, object] = dict(ATTRS)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def bmc(self, site: str, i: int) -> str:
+        address = f"http://10.{site[1:]}.{i // 256}.{i % 256}"
+        return f'{{driver: redfish, address: "{address}", credential: bmc}}'
+
+    def factories(self) -> dict[str, ProviderFactory] | None:
+        return {"redfish": memory_factory(self.fleet)}
+
+
+class FarmBmcs:
+    """The fleet farm (`metalform.lab.farm`, TLS Redfish BMCs each on its own loopback
+    address, `latency` per request): one farm process, site k owns BMCs k*bmcs..(k+1)*bmcs-1.
+    The reads go through the installed Redfish provider, central and in the workers alike."""
+
+    def __init__(self, sites: list[str], bmcs: int, latency: float) -> None:
+        self.sites, self.bmcs, self.latency = sites, bmcs, latency
+        self.farm: FarmProcess | None = None
+        self.attributes = dict(FARM_ATTRIBUTES)
+
+    def start(self) -> None:
+        config = FarmConfig(
+            count=len(self.sites) * self.bmcs,
+            latency=self.latency,
+            username=USERNAME,
+            password=os.environ[PASSWORD_ENV],
+        )
+        self.farm = FarmProcess(config).start()
+
+    def stop(self) -> None:
+        if self.farm is not None:
+            self.farm.stop()
+
+    def bmc(self, site: str, i: int) -> str:
+        assert self.farm is not None, "the farm is started by the central side only"
+        url = self.farm.urls[self.sites.index(site) * self.bmcs + i]
+        return (
+            f'{{driver: redfish, address: "{url}", systemId: {FARM_SYSTEM_ID}, '
+            "credential: bmc, verifyTls: false}"
+        )
+
+    def factories(self) -> dict[str, ProviderFactory] | None:
+        return None  # the installed providers: real TLS Redfish clients
+
+
+Bmcs = MemoryBmcs | FarmBmcs
+
+FLEETS: dict[str, Callable[[list[str], int, float], Bmcs]] = {
+    "memory": MemoryBmcs,
+    "farm": FarmBmcs,
+}
+"""BMC emulations by name, each of `sites` x `bmcs` servers answering a read after `latency`."""
+
+
+def server_doc(site: str, i: int, bmcs: Bmcs) -> str:
+    attrs = ", ".join(f"{k}: {v}" for k, v in bmcs.attributes.items())
     return f"""---
 apiVersion: metalform/v1
 kind: Server
@@ -47,34 +127,19 @@ metadata:
   name: {site}-{i:05d}
   labels: {{site: {site}}}
 spec:
-  bmc: {{driver: redfish, address: "http://10.{site[1:]}.{i // 256}.{i % 256}", credential: bmc}}
+  bmc: {bmcs.bmc(site, i)}
   power: On
   bios: {{attributes: {{{attrs}}}}}
 """
 
 
-def write_repo(root: Path, sites: list[str], bmcs: int) -> None:
+def write_repo(root: Path, sites: list[str], count: int, bmcs: Bmcs) -> None:
     (root / "common.yaml").write_text(
         "apiVersion: metalform/v1\nkind: Credential\nmetadata: {name: bmc}\n"
-        "spec: {username: admin, password: {fromEnv: BENCH_BMC_PASSWORD}}\n"
+        f"spec: {{username: {USERNAME}, password: {{fromEnv: {PASSWORD_ENV}}}}}\n"
     )
     for site in sites:
-        (root / f"{site}.yaml").write_text("".join(server_doc(site, i) for i in range(bmcs)))
-
-
-def memory_fleet(sites: list[str], bmcs: int) -> MemoryFleet:
-    systems: dict[str, Any] = {}
-    for site in sites:
-        for i in range(bmcs):
-            state = {"power": "On", **{f"bios.attributes.{k}": v for k, v in ATTRS.items()}}
-            if i % 10 == 0:  # one in ten drifted: the plan has actions
-                state["bios.attributes.ProcTurboMode"] = "Enabled"
-            systems[f"Server/{site}-{i:05d}"] = {"state": state}
-    return MemoryFleet(systems)
-
-
-FLEETS: dict[str, Callable[[list[str], int], MemoryFleet]] = {"memory": memory_fleet}
-"""BMC emulations by name: each gives the live systems of `sites` x `bmcs` servers."""
+        (root / f"{site}.yaml").write_text("".join(server_doc(site, i, bmcs) for i in range(count)))
 
 
 def free_port() -> int:
@@ -90,10 +155,8 @@ def run_worker(url: str, site: str, sites: list[str], bmcs: int, fleet: str, lat
 
     config = from_values(url)
     assert config is not None
-    emulated = FLEETS[fleet](sites, bmcs)
-    emulated.latency["read"] = latency
-    factory = memory_factory(emulated)
-    return serve(config, site, concurrency=4, loglevel="WARNING", factories={"redfish": factory})
+    factories = FLEETS[fleet](sites, bmcs, latency).factories()
+    return serve(config, site, concurrency=4, loglevel="WARNING", factories=factories)
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -155,35 +218,49 @@ def main() -> int:
     parser.add_argument(
         "--read-latency",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SECONDS",
-        help="one BMC's answer to a read (in-memory BMCs answer at once by default)",
+        help="one BMC's answer to a read (in-memory BMCs answer at once by default); "
+        "with --fleet farm, each request's (0.1 s by default)",
     )
     parser.add_argument("--worker", metavar="SITE", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("METALFORM_TASK_KEY", TASK_KEY)
     os.environ.setdefault("METALFORM_FINGERPRINT_KEY", "sites-bench")
-    os.environ.setdefault("BENCH_BMC_PASSWORD", "bench-only")
+    os.environ.setdefault(PASSWORD_ENV, "bench-" + os.urandom(6).hex())
     sites = [f"s{n}" for n in range(args.sites)]
     if args.worker:
         return run_worker(args.broker, args.worker, sites, args.bmcs, args.fleet, args.read_latency)
 
+    if args.read_latency is None:
+        args.read_latency = 0.1 if args.fleet == "farm" else 0.0
+    total = args.sites * args.bmcs
+    bmcs = FLEETS[args.fleet](sites, args.bmcs, args.read_latency)
+    bmcs.start()
+    try:
+        return bench(args, sites, total, bmcs)
+    finally:
+        bmcs.stop()
+
+
+def bench(args: argparse.Namespace, sites: list[str], total: int, bmcs: Bmcs) -> int:
     from metalform.sites.config import from_values
     from metalform.sites.dispatch import SiteRouter
 
-    total = args.sites * args.bmcs
+    password = os.environ[PASSWORD_ENV]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_repo(root, sites, args.bmcs)
-        fleet = FLEETS[args.fleet](sites, args.bmcs)
-        fleet.latency["read"] = args.read_latency
-        local = {"redfish": memory_factory(fleet)}
+        os.environ["METALFORM_CACHE_DIR"] = str(root / "cache")  # registries, shared by workers
+        repo = root / "repo"
+        repo.mkdir()
+        write_repo(repo, sites, args.bmcs, bmcs)
+        local = bmcs.factories()
         settings = Settings()
         single = Engine(settings, factories=local)
-        single.plan(root)  # warm up imports and caches
+        single.plan(repo)  # warm up imports and caches
         me = [os.getpid()]
-        wall_1, cpu_1, _ = best(args.rounds, lambda: single.plan(root), me)
+        wall_1, cpu_1, _ = best(args.rounds, lambda: single.plan(repo), me)
 
         redis_process, url = start_redis(root)
         workers = [
@@ -204,7 +281,7 @@ def main() -> int:
                     "--read-latency",
                     str(args.read_latency),
                 ],
-                env={**os.environ, "BENCH_BMC_PASSWORD": "bench-only"},
+                env={**os.environ, PASSWORD_ENV: password},
                 stdout=subprocess.DEVNULL,  # Celery's banner
             )
             for site in sites
@@ -222,15 +299,15 @@ def main() -> int:
                     sys.exit("the workers did not start")
                 time.sleep(0.2)
             time.sleep(1.0)  # consuming
-            os.environ.pop("BENCH_BMC_PASSWORD")  # the central side needs no secret
+            os.environ.pop(PASSWORD_ENV)  # the central side needs no secret
             remote = Engine(settings, factories=local, route=router)
-            plan = remote.plan(root).plan
+            plan = remote.plan(repo).plan
             assert not plan.has_errors, [d.render() for d in plan.diagnostics][:3]
             everyone = me + [w.pid for w in workers] + [redis_process.pid]
-            wall_n, cpu_n, cpu_central = best(args.rounds, lambda: remote.plan(root), everyone)
+            wall_n, cpu_n, cpu_central = best(args.rounds, lambda: remote.plan(repo), everyone)
             if args.profile:
-                profile(lambda: remote.plan(root))
-            round_trips = round_trip(router, root, sites[0])
+                profile(lambda: remote.plan(repo))
+            round_trips = round_trip(router, repo, sites[0])
         finally:
             for w in workers:
                 w.terminate()
