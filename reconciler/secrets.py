@@ -90,11 +90,10 @@ class Redactor:
 
     def add(self, value: str) -> None:
         """Know `value` and its encodings (see `encodings`)."""
-        # The value itself is always known, however short (so a test secret such as "ght" redacts
-        # it out of every later text of the process: tests use long values). Its encodings are known from
-        # MIN_ENCODED characters on: the base64 of a two-byte value is three letters that
-        # ordinary words contain ("in flight"), and a short secret's encodings are its value
-        # anyway or too short to carry it recognisably.
+        # The value itself is always known, however short (so a 3-letter test secret
+        # redacts those letters from every later text of the process: tests use long
+        # values). Its encodings are known from MIN_ENCODED characters on: the base64 of a
+        # two-byte value is three letters that ordinary words contain ("in flight").
         if value:
             self._extend({value} | {f for f in encodings(value) if len(f) >= MIN_ENCODED})
 
