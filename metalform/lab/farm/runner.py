@@ -102,6 +102,7 @@ class FarmProcess:
             f"--limit={c.limit}",
             f"--username={c.username}",
             f"--first-address={c.first_address}",
+            f"--port={c.port}",
         ]
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(c.password)
@@ -209,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2)
     parser.add_argument("--username", default="root")
     parser.add_argument("--first-address", default="127.64.0.1")
+    parser.add_argument("--port", type=int, default=0, help="one port for every BMC (0: any)")
     parser.add_argument("--state-dir", type=Path, help="run as a lab peer with its files here")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -224,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else os.environ.get("METALFORM_FARM_PASSWORD", "farm-password")
         ),
         first_address=args.first_address,
+        port=args.port,
     )
     asyncio.run(_serve(config, args.state_dir))
     return 0

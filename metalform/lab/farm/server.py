@@ -72,6 +72,9 @@ class FarmConfig:
     username: str = "root"
     password: str = "farm-password"
     first_address: str = "127.64.0.1"
+    port: int = 0
+    """One port for every BMC (443, as in a datacenter, for `metalform import` over a range);
+    0: each BMC takes a free port of its own address."""
     models: tuple[HardwareModel, ...] = DEFAULT_MODELS
     idle_close: float = IDLE_CLOSE
     sessions_only: bool = False
@@ -147,7 +150,11 @@ class FarmBmc:
 
     async def start(self, context: ssl.SSLContext) -> None:
         self.server = await asyncio.start_server(
-            self._connection, host=self.address, port=0, ssl=context, backlog=64
+            self._connection,
+            host=self.address,
+            port=self.farm.config.port,
+            ssl=context,
+            backlog=64,
         )
         self.port = self.server.sockets[0].getsockname()[1]
 
