@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,23 @@ def write(
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         written[path] = len(docs)
     return written
+
+
+def report_written(
+    skipped: Sequence[str],
+    new: Iterable[str],
+    written: Mapping[Path, int],
+    say: Callable[[str], None],
+) -> None:
+    """The end of every import's report: what Git already had, and what was written where."""
+    if skipped:
+        say(f"Skipped {len(skipped)} already in the repository (it wins):")
+        for address in skipped:
+            say(f"  {address}")
+    if not written:
+        say("Nothing new to write.")
+        return
+    kinds = Counter(a.split("/", 1)[0] for a in new)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    files = ", ".join(f"{path} ({n})" for path, n in sorted(written.items()))
+    say(f"Wrote {counts}: {files}")

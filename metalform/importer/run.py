@@ -12,7 +12,7 @@ from typing import Any
 from metalform.importer import documents as docs
 from metalform.importer.bmc import BmcProber, Failure, Probe, probe_all
 from metalform.importer.documents import Found
-from metalform.importer.output import addresses_in, check_writable, write_new
+from metalform.importer.output import addresses_in, check_writable, report_written, write_new
 from metalform.importer.ranges import expand
 from reconciler.bios import template_chain
 from reconciler.concurrency import Limiter
@@ -188,14 +188,4 @@ def report(result: ImportResult, say: Say) -> None:
         say("Did not answer:")
         for failure in result.failures:
             say(f"  {failure.address}: {failure.reason}")
-    if result.skipped:
-        say(f"Skipped {len(result.skipped)} already in the repository (it wins):")
-        for address in result.skipped:
-            say(f"  {address}")
-    if not result.written:
-        say("Nothing new to write.")
-        return
-    kinds = Counter(a.split("/", 1)[0] for a in result.new)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    files = ", ".join(f"{path} ({n})" for path, n in sorted(result.written.items()))
-    say(f"Wrote {counts}: {files}")
+    report_written(result.skipped, result.new, result.written, say)

@@ -8,13 +8,12 @@ already in the repository (or in --out) win and are listed as skipped.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metalform.importer.output import addresses_in, check_writable, write_new
+from metalform.importer.output import addresses_in, check_writable, report_written, write_new
 from reconciler.concurrency import Limiter
 from reconciler.engine import CredentialResolver
 from reconciler.errors import MetalformError
@@ -152,14 +151,4 @@ def report_source(result: SourceResult, say: Say) -> None:
         say("Left out, or to do before planning:")
         for note in collected.notes:
             say(f"  {note}")
-    if result.skipped:
-        say(f"Skipped {len(result.skipped)} already in the repository (it wins):")
-        for address in result.skipped:
-            say(f"  {address}")
-    if not result.written:
-        say("Nothing new to write.")
-        return
-    kinds = Counter(a.split("/", 1)[0] for a in result.new)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    files = ", ".join(f"{path} ({n})" for path, n in sorted(result.written.items()))
-    say(f"Wrote {counts}: {files}")
+    report_written(result.skipped, result.new, result.written, say)
