@@ -22,7 +22,7 @@ from metalform.sites.config import from_values
 from metalform.sites.dispatch import SiteRouter
 from reconciler.engine import Engine, Settings
 from reconciler.model.credentials import SecretRef
-from tests.sites.peers import free_port
+from tests.sites.peers import free_port, free_ports
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("sites")]
 
@@ -32,7 +32,7 @@ def test_lab_sites_up_plan_status_down(tmp_path: Path, monkeypatch: pytest.Monke
     central = {var: f"lab-test-{var.lower()}" for var in CENTRAL_VARS}
     lines: list[str] = []
     layout = up_sites(
-        root, 2, central, lines.append, redis_port=free_port(), bmc_base_port=free_port()
+        root, 2, central, lines.append, redis_port=free_port(), bmc_base_port=free_ports(2)
     )
     try:
         assert list(layout.sites) == ["site1", "site2"]
