@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -184,25 +185,38 @@ class ResourceItem(Page):
         )
 
 
+def _run_list(
+    console: Any,
+    req: falcon.Request,
+    resp: falcon.Response,
+    session: Session,
+    lister: Callable[..., Any],
+    template: str,
+) -> None:
+    """A page of plans or applies of the repository, filtered by status (`?status=&before=`)."""
+    status = _run_status(req.get_param("status"))
+    page = lister(
+        repository=console.service.repository,
+        status=status,
+        limit=PAGE_SIZE,
+        before=req.get_param("before"),
+    )
+    console.render(
+        resp,
+        template,
+        session,
+        page=page,
+        status=status.value if status else "",
+        statuses=list(_RUN),
+    )
+
+
 class Plans(Page):
     """`GET /plans?status=&before=`."""
 
     def get(self, req: falcon.Request, resp: falcon.Response, session: Session, **kw: Any) -> None:
-        service = self.console.service
-        status = _run_status(req.get_param("status"))
-        page = service.store.list_plans(
-            repository=service.repository,
-            status=status,
-            limit=PAGE_SIZE,
-            before=req.get_param("before"),
-        )
-        self.console.render(
-            resp,
-            "plans.html",
-            session,
-            page=page,
-            status=status.value if status else "",
-            statuses=list(_RUN),
+        _run_list(
+            self.console, req, resp, session, self.console.service.store.list_plans, "plans.html"
         )
 
 
@@ -263,21 +277,13 @@ class Applies(Page):
     """`GET /applies?status=&before=`."""
 
     def get(self, req: falcon.Request, resp: falcon.Response, session: Session, **kw: Any) -> None:
-        service = self.console.service
-        status = _run_status(req.get_param("status"))
-        page = service.store.list_applies(
-            repository=service.repository,
-            status=status,
-            limit=PAGE_SIZE,
-            before=req.get_param("before"),
-        )
-        self.console.render(
+        _run_list(
+            self.console,
+            req,
             resp,
-            "applies.html",
             session,
-            page=page,
-            status=status.value if status else "",
-            statuses=list(_RUN),
+            self.console.service.store.list_applies,
+            "applies.html",
         )
 
 

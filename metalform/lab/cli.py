@@ -16,6 +16,7 @@ import shlex
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from metalform.lab.docker import DockerPeer
 from metalform.lab.farm.peer import FarmPeer
@@ -209,6 +210,20 @@ def _fleet(state_dir: Path, count: int, say: Say) -> None:
     )
 
 
+def _attached(state_dir: Path) -> list[tuple[str, Any, Callable[[Any], str]]]:
+    """The lab's peers beside its BMCs that have state here: name, peer, what status shows."""
+    found: list[tuple[str, Any, Callable[[Any], str]]] = []
+    if (state_dir / "docker").exists():
+        found.append(("docker", DockerPeer.attach(state_dir / "docker"), lambda p: p.url))
+    for name, kind in (("smtp", SmtpPeer), ("maas", MaasPeer), ("nova", NovaPeer)):
+        if (state_dir / name / "endpoint.json").exists():
+            found.append((name, kind.attach(state_dir / name), lambda p: p.url))
+    if (state_dir / "fleet" / "endpoint.json").exists():
+        farm = FarmPeer.attach(state_dir / "fleet")
+        found.append(("fleet", farm, lambda p: f"{len(p.urls)} BMCs"))
+    return found
+
+
 def down(state_dir: Path, say: Say) -> int:
     stopped = down_sites(state_dir / SITES_DIR)
     if (state_dir / "redfish").exists():
@@ -217,20 +232,8 @@ def down(state_dir: Path, say: Say) -> int:
     if (state_dir / "ipmi").exists():
         _ipmi(state_dir).stop()
         stopped = True
-    if (state_dir / "docker").exists():
-        DockerPeer.attach(state_dir / "docker").stop()
-        stopped = True
-    if (state_dir / "smtp" / "endpoint.json").exists():
-        SmtpPeer.attach(state_dir / "smtp").stop()
-        stopped = True
-    if (state_dir / "maas" / "endpoint.json").exists():
-        MaasPeer.attach(state_dir / "maas").stop()
-        stopped = True
-    if (state_dir / "nova" / "endpoint.json").exists():
-        NovaPeer.attach(state_dir / "nova").stop()
-        stopped = True
-    if (state_dir / "fleet" / "endpoint.json").exists():
-        FarmPeer.attach(state_dir / "fleet").stop()
+    for _, peer, _ in _attached(state_dir):
+        peer.stop()
         stopped = True
     say("Lab stopped." if stopped else f"No lab in {state_dir}.")
     return 0
@@ -252,31 +255,10 @@ def status(state_dir: Path, say: Say) -> int:
             ok = ipmi.is_running(name)
             running &= ok
             say(f"ipmi     {'running' if ok else 'stopped'}  {name} {address}")
-    if (state_dir / "docker").exists():
-        docker = DockerPeer.attach(state_dir / "docker")
-        ok = docker.is_running()
+    for name, peer, detail in _attached(state_dir):
+        ok = peer.is_running()
         running &= ok
-        say(f"docker   {'running' if ok else 'stopped'}  {docker.url}")
-    if (state_dir / "smtp" / "endpoint.json").exists():
-        smtp = SmtpPeer.attach(state_dir / "smtp")
-        ok = smtp.is_running()
-        running &= ok
-        say(f"smtp     {'running' if ok else 'stopped'}  {smtp.url}")
-    if (state_dir / "maas" / "endpoint.json").exists():
-        maas = MaasPeer.attach(state_dir / "maas")
-        ok = maas.is_running()
-        running &= ok
-        say(f"maas     {'running' if ok else 'stopped'}  {maas.url}")
-    if (state_dir / "nova" / "endpoint.json").exists():
-        nova = NovaPeer.attach(state_dir / "nova")
-        ok = nova.is_running()
-        running &= ok
-        say(f"nova     {'running' if ok else 'stopped'}  {nova.url}")
-    if (state_dir / "fleet" / "endpoint.json").exists():
-        farm = FarmPeer.attach(state_dir / "fleet")
-        ok = farm.is_running()
-        running &= ok
-        say(f"fleet    {'running' if ok else 'stopped'}  {len(farm.urls) if ok else 0} BMCs")
+        say(f"{name:<8} {'running' if ok else 'stopped'}  {detail(peer) if ok else ''}".rstrip())
     password = read_env(state_dir / ENV_FILE).get(BROKER_PASSWORD_VAR)
     running &= status_sites(state_dir / SITES_DIR, password, say)
     return 0 if running else 1
