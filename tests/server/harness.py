@@ -11,7 +11,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -144,6 +147,15 @@ class GitRemote:
             self.git("checkout", "-q", branch)
 
 
+def thread_stacks() -> str:
+    """Where every thread of the process is, for a test that timed out waiting."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame))}"
+        for ident, frame in sys._current_frames().items()
+    )
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -209,7 +221,8 @@ class Harness:
         )
 
     def idle(self, timeout: float = 20.0) -> None:
-        assert self.service.workers.wait_idle(timeout), "jobs did not finish in time"
+        if not self.service.workers.wait_idle(timeout):
+            pytest.fail(f"jobs did not finish in {timeout:g} s; threads:\n{thread_stacks()}")
 
     def plan(self, revision: str | None = None) -> dict[str, Any]:
         """Plan through the API and wait for the result."""
