@@ -30,7 +30,13 @@ from metalform.sites.app import (
 )
 from metalform.sites.config import SitesConfig, queue_of
 from metalform.sites.signing import sign
-from metalform.sites.wire import closure, documents, live_from_json, remote_error
+from metalform.sites.wire import (
+    closure,
+    documents,
+    live_from_json,
+    lives_from_json,
+    remote_error,
+)
 from metalform.sites.workers import live_workers, overview
 from reconciler.credentials import users_of_credentials
 from reconciler.errors import MetalformError, UnreachableError
@@ -285,6 +291,8 @@ class RoutedProvider:
         self.context = context
         self.run = uuid.uuid4().hex
         """Names this session's actions: a redelivered task is recognised by it."""
+        self._shared: dict[str, Any] = {}
+        """Fact values the answers share (BIOS registries), by digest: one copy per plan."""
 
     def endpoint(self, resource: Resource) -> str:
         return self.local.endpoint(resource)
@@ -337,7 +345,7 @@ class RoutedProvider:
                 )
                 out.update({r.address: unreachable(r.address, why) for r in chunk})
                 continue
-            out.update({a: live_from_json(item) for a, item in answer["live"].items()})
+            out.update(lives_from_json(answer, self._shared))
         ok = all(reply in answers for reply in sent)
         self.router._observe(site, READ_TASK, time.monotonic() - started, ok)
         return out
@@ -364,9 +372,16 @@ class RoutedProvider:
         return live_from_json(answer["live"])
 
     def _settings(self) -> dict[str, float]:
-        """The central timeouts, so a worker's provider behaves as one in this process would."""
+        """The central timeouts and limits, so a worker's provider behaves as one in this
+        process would."""
         c = self.context
-        return {"timeout": c.timeout, "retries": c.retries, "operationTimeout": c.operation_timeout}
+        return {
+            "timeout": c.timeout,
+            "retries": c.retries,
+            "operationTimeout": c.operation_timeout,
+            "parallelism": c.limiter.parallelism,
+            "perEndpoint": c.limiter.per_endpoint,
+        }
 
     def close(self) -> None:
         self.local.close()

@@ -28,8 +28,8 @@ from metalform.sites.app import (
     STARTED_PREFIX,
 )
 from metalform.sites.signing import ForgedTask, verify
-from metalform.sites.wire import error_json, from_documents, live_json
-from reconciler.concurrency import Limiter
+from metalform.sites.wire import error_json, from_documents, live_json, lives_json
+from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT, Limiter
 from reconciler.credentials import fingerprint_key
 from reconciler.engine import CredentialResolver
 from reconciler.errors import MetalformError
@@ -52,12 +52,27 @@ class WorkerState:
     label: str
     base_dir: Path | None = None
     factories: Mapping[str, ProviderFactory] = field(default_factory=installed_providers)
-    parallelism: int = 16
-    per_endpoint: int = 4
+    parallelism: int = DEFAULT_PARALLELISM
+    per_endpoint: int = DEFAULT_PER_ENDPOINT
     in_flight: int = 0
     processed: int = 0
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    limiters: dict[tuple[int, int], Limiter] = field(default_factory=dict)
+
+    def limiter(self, settings: Mapping[str, Any]) -> Limiter:
+        """The limiter for the sender's parallelism and per-endpoint limit, shared by every
+        task of this worker: a BMC's request slots hold across tasks running at once, and
+        each task reads its batch as many at once as one process would."""
+        key = (
+            int(settings.get("parallelism", self.parallelism)),
+            int(settings.get("perEndpoint", self.per_endpoint)),
+        )
+        with self.lock:
+            found = self.limiters.get(key)
+            if found is None:
+                found = self.limiters[key] = Limiter(*key)
+            return found
 
     def count(self, delta: int, *, done: bool = False) -> None:
         with self.lock:
@@ -89,7 +104,7 @@ def _provider(
         raise MetalformError(f"this worker has no provider for driver {driver!r}")
     settings = body.get("settings", {})
     context = ProviderContext(
-        limiter=Limiter(state.parallelism, state.per_endpoint),
+        limiter=state.limiter(settings),
         credential=CredentialResolver(resources, state.base_dir),
         timeout=float(settings.get("timeout", 10.0)),
         retries=int(settings.get("retries", 2)),
@@ -117,7 +132,7 @@ def read(state: WorkerState, body: dict[str, Any]) -> dict[str, Any]:
         except MetalformError as exc:
             message = REDACTOR(str(exc))
             live = {r.address: unreachable(r.address, message) for r in batch}
-        return {"live": {a: live_json(item) for a, item in live.items()}}
+        return lives_json(live)
     finally:
         provider.close()
 

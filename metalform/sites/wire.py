@@ -6,8 +6,13 @@ worker resolves in its own environment; errors are redacted before they are sent
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from reconciler.errors import (
     MetalformError,
@@ -53,6 +58,60 @@ def live_json(live: LiveResource) -> dict[str, Any]:
 
 def live_from_json(data: Mapping[str, Any]) -> LiveResource:
     return LiveResource.model_validate(data)
+
+
+def lives_json(lives: Mapping[Address, LiveResource]) -> dict[str, Any]:
+    """A read task's answer. A fact value several resources share (the BIOS attribute
+    registry of a model: one object per provider, hundreds of attributes) crosses once,
+    under `shared` by the digest of its JSON, and `links` says which facts name it; sent with
+    each resource, it was most of a worker's CPU and of the answer's bytes."""
+    uses = Counter(
+        id(value)
+        for live in lives.values()
+        for value in live.facts.values()
+        if isinstance(value, (dict, list))
+    )
+    digests: dict[int, str] = {}
+    shared: dict[str, Any] = {}
+    links: dict[str, dict[str, str]] = {}
+    out: dict[str, Any] = {}
+    for address, live in lives.items():
+        common = {
+            key: value
+            for key, value in live.facts.items()
+            if isinstance(value, (dict, list)) and uses[id(value)] > 1
+        }
+        if common:
+            for key, value in common.items():
+                digest = digests.get(id(value))
+                if digest is None:
+                    data = to_jsonable_python(value)
+                    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+                    digest = digests[id(value)] = hashlib.sha256(text.encode()).hexdigest()
+                    shared[digest] = data
+                links.setdefault(address, {})[key] = digest
+            facts = {k: v for k, v in live.facts.items() if k not in common}
+            live = live.model_copy(update={"facts": facts})
+        out[address] = live_json(live)
+    return {"live": out, "shared": shared, "links": links}
+
+
+def lives_from_json(
+    answer: Mapping[str, Any], known: MutableMapping[str, Any] | None = None
+) -> dict[Address, LiveResource]:
+    """The LiveResources of `lives_json`'s answer, each shared fact one object again;
+    `known` (digest -> value) makes every answer of a plan share one copy of it too."""
+    known = {} if known is None else known
+    for digest, value in answer.get("shared", {}).items():
+        known.setdefault(digest, value)
+    links = answer.get("links", {})
+    out: dict[Address, LiveResource] = {}
+    for address, item in answer["live"].items():
+        if address in links:
+            facts = {**item.get("facts", {}), **{k: known[d] for k, d in links[address].items()}}
+            item = {**item, "facts": facts}
+        out[address] = live_from_json(item)
+    return out
 
 
 _ERRORS: dict[str, type[MetalformError]] = {
