@@ -20,6 +20,7 @@ from typing import Any
 
 import certifi
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from sushy import exceptions as sushy_exc
 
@@ -80,6 +81,9 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
     certificates are not verified.
     """
     if verify is False:
+        # The user opted out of verification for this BMC (`verifyTls: false`), as sushy's
+        # connector does: no warning per request (a site worker's log would be nothing else).
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
