@@ -26,7 +26,8 @@ help:
 SYSTEM_DEPS := ipmi_sim:openipmi ipmitool:ipmitool git:git npm:npm \
                dockerd:docker.io busybox:busybox-static \
                /usr/lib/postgresql/*/bin/initdb:postgresql chromium:chromium \
-               redis-server:redis-server
+               redis-server:redis-server \
+               /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \

@@ -23,24 +23,30 @@ def make_app(config: SitesConfig, *, visibility_timeout: float = 3600.0) -> Cele
     """A Celery app for `config`.
 
     Late acks and reject-on-worker-lost: a task whose worker dies is delivered again (after
-    `visibility_timeout` on Redis), never lost. Timeouts on every socket: a broker restarted
-    mid-apply makes a call fail within seconds instead of blocking forever. No Celery result
-    backend: a worker pushes its answer onto a reply list named in the signed task, which the
-    sender waits on with BLPOP (one blocking call for many tasks, no polling, no pub/sub).
+    `visibility_timeout` on Redis, when its connection drops on RabbitMQ), never lost.
+    Timeouts on every socket: a broker restarted mid-apply makes a call fail within seconds
+    instead of blocking forever. No Celery result backend: a worker pushes its answer onto a
+    reply list named in the signed task, which the sender waits on with BLPOP (one blocking
+    call for many tasks, no polling, no pub/sub).
     """
     app = Celery("metalform", broker=config.url())
     transport: dict[str, Any] = {
-        "visibility_timeout": visibility_timeout,
-        # Look for the tasks of dead workers every few seconds (kombu's default: 100 s).
-        "unacked_restore_interval": max(1, min(10, int(visibility_timeout / 2))),
-        "unacked_restore_throttle": 1,
-        "socket_timeout": 10.0,
-        "socket_connect_timeout": 5.0,
         "max_retries": 3,
         "interval_start": 0,
         "interval_step": 0.5,
         "interval_max": 1.0,
     }
+    if config.redis_broker:
+        transport |= {
+            "visibility_timeout": visibility_timeout,
+            # Look for the tasks of dead workers every few seconds (kombu's default: 100 s).
+            "unacked_restore_interval": max(1, min(10, int(visibility_timeout / 2))),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 10.0,
+            "socket_connect_timeout": 5.0,
+        }
+    # RabbitMQ redelivers a dead worker's unacked task when its connection drops (the AMQP
+    # heartbeat below notices within seconds); it needs no visibility timeout.
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -63,7 +69,7 @@ def make_app(config: SitesConfig, *, visibility_timeout: float = 3600.0) -> Cele
     )
     if config.tls is not None:
         app.conf.broker_use_ssl = config.tls
-    if config.broker.startswith(("redis://", "rediss://")):
+    if config.redis_broker:
         app.conf.broker_transport = TRANSPORT  # survives a broker restart (see transport.py)
     return app
 

@@ -11,7 +11,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metalform.sites.config import DEFAULT_LABEL, ENV_BROKER, SitesConfig, from_values
+from metalform.sites.config import (
+    DEFAULT_LABEL,
+    ENV_BACKEND,
+    ENV_BROKER,
+    SitesConfig,
+    from_values,
+)
 from reconciler.errors import MetalformError
 from reconciler.model.credentials import SecretRef
 
@@ -24,14 +30,30 @@ def add_broker_args(p: argparse.ArgumentParser) -> None:
         "--broker",
         metavar="URL",
         help=f"send the reads and actions of resources labelled with a site to that site's "
-        f"workers through this broker (redis://HOST:PORT/DB, rediss:// for TLS; default: "
-        f"${ENV_BROKER})",
+        f"workers through this broker (redis://HOST:PORT/DB, rediss:// for TLS, or RabbitMQ: "
+        f"amqp://USER@HOST:PORT/VHOST with --broker-backend; default: ${ENV_BROKER})",
     )
     p.add_argument(
         "--broker-password-env", metavar="VAR", help="the broker password, from this variable"
     )
     p.add_argument(
         "--broker-password-file", metavar="PATH", help="the broker password, from this file"
+    )
+    p.add_argument(
+        "--broker-backend",
+        metavar="URL",
+        help=f"the Redis that holds replies and worker heartbeats (default: the broker when "
+        f"it is Redis; needed with RabbitMQ; default: ${ENV_BACKEND})",
+    )
+    p.add_argument(
+        "--broker-backend-password-env",
+        metavar="VAR",
+        help="the backend's password, from this variable",
+    )
+    p.add_argument(
+        "--broker-backend-password-file",
+        metavar="PATH",
+        help="the backend's password, from this file",
     )
     p.add_argument("--broker-ca", metavar="FILE", help="verify the broker's TLS certificate")
     p.add_argument(
@@ -42,18 +64,25 @@ def add_broker_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _secret(env: str | None, path: str | None) -> SecretRef | None:
+    if env:
+        return SecretRef(from_env=env)
+    if path:
+        return SecretRef(from_file=path)
+    return None
+
+
 def config_from_args(args: argparse.Namespace) -> SitesConfig | None:
-    password = None
-    if args.broker_password_env:
-        password = SecretRef(from_env=args.broker_password_env)
-    elif args.broker_password_file:
-        password = SecretRef(from_file=args.broker_password_file)
     return from_values(
         args.broker,
-        password=password,
+        password=_secret(args.broker_password_env, args.broker_password_file),
         base_dir=Path.cwd(),
         label=args.site_label,
         ca_file=args.broker_ca,
+        backend=args.broker_backend,
+        backend_password=_secret(
+            args.broker_backend_password_env, args.broker_backend_password_file
+        ),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -18,6 +18,7 @@ from reconciler.model.credentials import SecretRef
 from reconciler.secrets import resolve
 
 ENV_BROKER = "METALFORM_BROKER"
+ENV_BACKEND = "METALFORM_BROKER_BACKEND"
 ENV_TASK_KEY = "METALFORM_TASK_KEY"
 DEFAULT_LABEL = "site"
 QUEUE_PREFIX = "site-"
@@ -37,7 +38,9 @@ class SitesConfig:
     """HMAC key every task is signed with (`METALFORM_TASK_KEY`)."""
     password: str | None = field(default=None, repr=False)
     backend: str | None = None
-    """Result backend (Redis); defaults to the broker URL when that is Redis."""
+    """The Redis of replies and heartbeats (without a password); defaults to the broker
+    when that is Redis, and is required with RabbitMQ."""
+    backend_password: str | None = field(default=None, repr=False)
     label: str = DEFAULT_LABEL
     """The label of a resource that names its site."""
     tls: dict[str, Any] | None = None
@@ -49,26 +52,36 @@ class SitesConfig:
     chunk: int = 100
     """Resources per read task: several workers of a site share a big site's reads."""
 
-    def url(self, which: str | None = None) -> str:
-        """The URL with the password put back, for the Celery client only."""
-        raw = which or self.broker
-        if not self.password:
-            return raw
-        parts = urlsplit(raw)
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{quote(user, safe='')}:{quote(self.password, safe='')}@{host}{port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    def url(self) -> str:
+        """The broker URL with its password put back, for the Celery client only."""
+        return _with_password(self.broker, self.password)
+
+    @property
+    def redis_broker(self) -> bool:
+        return self.broker.startswith(("redis://", "rediss://"))
 
     def backend_url(self) -> str:
+        """The Redis of replies and heartbeats, its password put back: `backend`, else the
+        broker when that is Redis."""
         if self.backend:
-            return self.url(self.backend)
-        if not self.broker.startswith(("redis://", "rediss://")):
+            return _with_password(self.backend, self.backend_password)
+        if not self.redis_broker:
             raise MetalformError(
-                "a broker that is not Redis needs a Redis result backend (`backend:`)"
+                "a broker that is not Redis (RabbitMQ) needs a Redis for replies and "
+                f"heartbeats: give --broker-backend URL (or {ENV_BACKEND}, or `backend:`)"
             )
         return self.url()
+
+
+def _with_password(raw: str, password: str | None) -> str:
+    if not password:
+        return raw
+    parts = urlsplit(raw)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def task_key() -> bytes:
@@ -101,29 +114,36 @@ def from_values(
     label: str = DEFAULT_LABEL,
     ca_file: str | None = None,
     read_deadline: float | None = None,
+    backend: str | None = None,
+    backend_password: SecretRef | None = None,
 ) -> SitesConfig | None:
-    """The config from `--broker`/`broker:` (else METALFORM_BROKER), or None for no sites."""
+    """The config from `--broker`/`broker:` (else METALFORM_BROKER), or None for no sites;
+    the reply Redis from `backend` (else METALFORM_BROKER_BACKEND, else the broker)."""
     url = broker or os.environ.get(ENV_BROKER)
     if not url:
         return None
-    parts = urlsplit(url)
-    if parts.password:
-        raise MetalformError(
-            "the broker URL must not carry a password; give it with fromEnv or fromFile"
-        )
-    secret = (
-        resolve(password, base_dir=base_dir, what="the broker password").reveal()
-        if password is not None
-        else None
-    )
-    return SitesConfig(
+    backend = backend or os.environ.get(ENV_BACKEND) or None
+    for what, value in (("broker", url), ("backend", backend)):
+        if value and urlsplit(value).password:
+            raise MetalformError(
+                f"the {what} URL must not carry a password; give it with fromEnv or fromFile"
+            )
+
+    def secret(ref: SecretRef | None, what: str) -> str | None:
+        return resolve(ref, base_dir=base_dir, what=what).reveal() if ref is not None else None
+
+    config = SitesConfig(
         broker=url,
         task_key=task_key(),
-        password=secret,
+        password=secret(password, "the broker password"),
+        backend=backend,
+        backend_password=secret(backend_password, "the broker backend password"),
         label=label,
         tls=tls_options(ca_file),
         read_deadline=read_deadline if read_deadline is not None else SitesConfig.read_deadline,
     )
+    config.backend_url()  # a RabbitMQ broker without a Redis for replies: say so now
+    return config
 
 
 class BrokerConfig(BaseModel):
@@ -138,6 +158,7 @@ class BrokerConfig(BaseModel):
     password: SecretRef | None = None
     backend: str | None = None
     """Redis for replies and heartbeats (default: the broker, when it is Redis)."""
+    backend_password: SecretRef | None = None
     ca_file: str | None = None
     site_label: str = DEFAULT_LABEL
     read_deadline: str | float = "60s"
@@ -153,14 +174,13 @@ def sites_config(broker: BrokerConfig | None, base_dir: Path) -> SitesConfig | N
     """The running config of `broker:` (secrets resolved, paths made absolute)."""
     if broker is None:
         return None
-    config = from_values(
+    return from_values(
         broker.url,
         password=broker.password,
         base_dir=base_dir,
         label=broker.site_label,
         ca_file=str((base_dir / broker.ca_file).resolve()) if broker.ca_file else None,
         read_deadline=parse_duration(broker.read_deadline),
+        backend=broker.backend,
+        backend_password=broker.backend_password,
     )
-    if config is not None and broker.backend:
-        config = replace(config, backend=broker.backend)
-    return config

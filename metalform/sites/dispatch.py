@@ -37,7 +37,7 @@ from metalform.sites.wire import (
     lives_from_json,
     remote_error,
 )
-from metalform.sites.workers import live_workers, overview
+from metalform.sites.workers import amqp_queue_depths, live_workers, overview
 from reconciler.credentials import users_of_credentials
 from reconciler.errors import MetalformError, UnreachableError
 from reconciler.model import Action, Address, Diagnostic, LiveResource, Resource, Severity
@@ -136,7 +136,9 @@ class SiteRouter:
 
     def overview(self) -> list[dict[str, Any]]:
         """Workers (last heartbeat, tasks in flight) and queue depth, per site."""
-        return overview(self.client, time.time())
+        if self.config.redis_broker:
+            return overview(self.client, time.time())
+        return overview(self.client, time.time(), lambda s: amqp_queue_depths(self.app, s))
 
     def send(self, site: str, task: str, body: dict[str, Any], timeout: float) -> str:
         """Sign and publish one task; returns the reply key to wait on."""

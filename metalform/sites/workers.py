@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from amqp.exceptions import ChannelError
+from celery import Celery
 
 from metalform.sites.app import HEARTBEAT_PREFIX
-from metalform.sites.config import QUEUE_PREFIX
+from metalform.sites.config import QUEUE_PREFIX, queue_of
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,45 @@ def queue_depths(client: redis.Redis, sites: list[str]) -> dict[str, int]:
     return {site: int(client.llen(f"{QUEUE_PREFIX}{site}")) for site in sites}
 
 
-def overview(client: redis.Redis, now: float) -> list[dict[str, Any]]:
-    """Per site: live workers (last heartbeat, tasks in flight) and the tasks queued."""
+def amqp_queue_depths(app: Celery, sites: list[str]) -> dict[str, int]:
+    """Tasks waiting in each site's queue on RabbitMQ: a passive declare counts them (on a
+    channel of its own: declaring a queue that does not exist yet closes the channel)."""
+    depths: dict[str, int] = {}
+    with app.connection_for_read() as connection:
+        for site in sites:
+            channel = connection.channel()
+            try:
+                depths[site] = int(channel.queue_declare(queue_of(site), passive=True)[1])
+            except ChannelError:
+                depths[site] = 0  # declared by the first worker or task
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return depths
+
+
+Depths = Callable[[list[str]], dict[str, int]]
+
+
+def overview(client: redis.Redis, now: float, depths: Depths | None = None) -> list[dict[str, Any]]:
+    """Per site: live workers (last heartbeat, tasks in flight) and the tasks queued
+    (`depths`: by default the queue lists of a Redis broker, which also show the sites whose
+    tasks wait with no worker live)."""
     by_site = live_workers(client)
-    queued = {
-        key.decode().removeprefix(QUEUE_PREFIX)
-        for key in client.scan_iter(match=f"{QUEUE_PREFIX}*", _type="list")
-    }
-    for site in queued:
-        by_site.setdefault(site, [])  # tasks wait there and no worker is live: worth showing
-    depths = queue_depths(client, sorted(by_site))
+    if depths is None:
+        queued = {
+            key.decode().removeprefix(QUEUE_PREFIX)
+            for key in client.scan_iter(match=f"{QUEUE_PREFIX}*", _type="list")
+        }
+        for site in queued:
+            by_site.setdefault(site, [])  # tasks wait there and no worker is live: worth showing
+        found = queue_depths(client, sorted(by_site))
+    else:
+        found = depths(sorted(by_site))
     return [
         {
             "site": site,
-            "queueDepth": depths.get(site, 0),
+            "queueDepth": found.get(site, 0),
             "workers": [
                 {**w.as_json(), "secondsSinceHeartbeat": round(max(0.0, now - w.last_heartbeat), 3)}
                 for w in sorted(by_site[site], key=lambda w: w.hostname)

@@ -100,6 +100,79 @@ class RedisPeer:
             self.process.wait(timeout=10)
 
 
+RABBIT_USER = "metalform"
+
+
+@dataclass
+class RabbitPeer:
+    """A RabbitMQ node of its own on loopback (Debian's rabbitmq-server, run as this user:
+    the /usr/sbin wrapper would switch to the rabbitmq user), its data in `directory`."""
+
+    directory: Path
+    password: str = field(default_factory=lambda: "rabbit-" + os.urandom(8).hex())
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The broker URL; the password goes separately, as Metalform requires."""
+        return f"amqp://{RABBIT_USER}@127.0.0.1:{self.port}//"
+
+    def start(self, timeout: float = 60.0) -> RabbitPeer:
+        binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+        if not binary.exists():
+            raise RuntimeError("rabbitmq-server is not installed (Debian package rabbitmq-server)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        base = free_ports(2)
+        self.port = base
+        (self.directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"default_user = {RABBIT_USER}\n"
+            f"default_pass = {self.password}\n"
+            "log.console = true\nlog.file = false\n"
+        )
+        (self.directory / "enabled_plugins").write_text("[].\n")
+        d = self.directory
+        env = {
+            **os.environ,
+            "HOME": str(d),  # the Erlang cookie
+            "RABBITMQ_NODENAME": f"metalform-test-{os.getpid()}-{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_DIST_PORT": str(base + 1),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(d / "feature_flags"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(d / "plugins-expand"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+        }
+        with (d / "rabbitmq.out").open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(binary)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:  # the AMQP listener opens last, once the broker has booted
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        out = (d / "rabbitmq.out").read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"rabbitmq-server did not start: {out}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
 @dataclass
 class WorkerProcess:
     """`metalform worker --site SITE`, its secrets in its own environment only."""
@@ -109,6 +182,8 @@ class WorkerProcess:
     env: Mapping[str, str]
     log: Path
     visibility_timeout: float = 3600.0
+    args: tuple[str, ...] = ()
+    """More `metalform worker` options (a RabbitMQ broker's password and backend)."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, client: redis.Redis, timeout: float = 30.0) -> WorkerProcess:
@@ -118,6 +193,7 @@ class WorkerProcess:
                 [
                     *WORKER, "worker", "--site", self.site, "--broker", self.broker,
                     "--concurrency", "4", "--visibility-timeout", str(self.visibility_timeout),
+                    *self.args,
                 ],
                 env=env,
                 stdout=log,
