@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import redis
+from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -135,10 +136,17 @@ class SiteRouter:
         return self._live[1]
 
     def overview(self) -> list[dict[str, Any]]:
-        """Workers (last heartbeat, tasks in flight) and queue depth, per site."""
-        if self.config.redis_broker:
-            return overview(self.client, time.time())
-        return overview(self.client, time.time(), lambda s: amqp_queue_depths(self.app, s))
+        """Workers (last heartbeat, tasks in flight) and queue depth, per site; a broker that
+        cannot be reached (down, a certificate refused) is a MetalformError saying why."""
+        try:
+            if self.config.redis_broker:
+                return overview(self.client, time.time())
+            return overview(self.client, time.time(), lambda s: amqp_queue_depths(self.app, s))
+        except (redis.RedisError, OperationalError, AMQPError, OSError) as exc:
+            raise MetalformError(
+                f"cannot read the site workers from the broker {self.config.broker}: "
+                f"{REDACTOR(str(exc))}"
+            ) from None
 
     def send(self, site: str, task: str, body: dict[str, Any], timeout: float) -> str:
         """Sign and publish one task; returns the reply key to wait on."""

@@ -29,6 +29,7 @@ class Sites:
             env={SECRET_ENV[site]: LAB_PASSWORD},
             log=self.tmp / f"worker-{site}.log",
             visibility_timeout=visibility_timeout,
+            args=("--broker-ca", str(self.redis.ca_file)) if self.redis.tls else (),
         )
         return worker.start(self.redis.client())
 
@@ -46,10 +47,11 @@ def sites(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Sites]:
     """A redis-server and one lab BMC per site (a missing peer fails, never skips); a test
-    module may slow the BMCs' power transitions with POWER_DELAY."""
+    module may slow the BMCs' power transitions with POWER_DELAY, and have the broker speak
+    only TLS with BROKER_TLS."""
     tmp = tmp_path_factory.mktemp("sites")
     try:
-        peer = RedisPeer(tmp / "redis").start()
+        peer = RedisPeer(tmp / "redis", tls=getattr(request.module, "BROKER_TLS", False)).start()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     bmcs: dict[str, RedfishPeer] = {}

@@ -52,30 +52,51 @@ def free_ports(count: int) -> int:
 
 @dataclass
 class RedisPeer:
-    """A redis-server on loopback, no persistence; fails loudly when it cannot start."""
+    """A redis-server on loopback, no persistence; fails loudly when it cannot start. With
+    `tls`, it speaks only TLS (a self-signed certificate, its own CA: `ca_file`)."""
 
     directory: Path
     port: int = field(default_factory=free_port)
+    tls: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "cert.pem"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
+        tls = {"ssl_ca_certs": str(self.ca_file)} if self.tls else {}
+        return redis.Redis.from_url(self.url, socket_timeout=5, **tls)
 
     def start(self) -> RedisPeer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
         self.directory.mkdir(parents=True, exist_ok=True)
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            from metalform.lab.farm.tls import certificate
+
+            cert, key = certificate()
+            self.ca_file.write_bytes(cert)
+            (self.directory / "key.pem").write_bytes(key)
+            listen = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.ca_file),
+                "--tls-key-file", str(self.directory / "key.pem"),
+                "--tls-ca-cert-file", str(self.ca_file),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         with (self.directory / "redis.log").open("wb") as log:
             self.process = subprocess.Popen(
             [
                 binary,
                 "--bind", "127.0.0.1",
-                "--port", str(self.port),
+                *listen,
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(self.directory),

@@ -8,6 +8,8 @@ import falcon
 
 from metalform.server.config import Role
 from metalform.server.control import ControlPlane
+from reconciler.errors import MetalformError
+from reconciler.secrets import REDACTOR
 
 
 class Workers:
@@ -25,7 +27,10 @@ class Workers:
             return
         try:
             sites = router.overview()
-        except Exception as exc:  # the broker down is an answer about the workers, not a 500
+        except MetalformError as exc:  # the broker down: an answer about the workers
+            resp.media = {"configured": True, "sites": [], "error": REDACTOR(str(exc))}
+            return
+        except Exception as exc:  # never a 500 for it either, nor an unexpected text
             resp.media = {"configured": True, "sites": [], "error": type(exc).__name__}
             return
         resp.media = {"configured": True, "sites": sites}
