@@ -9,6 +9,7 @@ fleet farm's TLS Redfish BMCs (`--fleet farm`, one farm process, each site its o
   single    `Engine.plan` of every site's servers in one process (the baseline);
   sites     the same plan with each site's reads sent to its workers (`SiteRouter`);
   overhead  CPU of every process (central + workers) per BMC, minus the baseline's;
+  broker    commands and bytes through redis for one plan;
   round     the round trip of one read task of one BMC (sent, run, answered), median.
 The emulations are in `FLEETS`; the farm's own CPU (the BMCs' side) is counted nowhere.
 """
@@ -305,6 +306,7 @@ def bench(args: argparse.Namespace, sites: list[str], total: int, bmcs: Bmcs) ->
             assert not plan.has_errors, [d.render() for d in plan.diagnostics][:3]
             everyone = me + [w.pid for w in workers] + [redis_process.pid]
             wall_n, cpu_n, cpu_central = best(args.rounds, lambda: remote.plan(repo), everyone)
+            traffic = broker_traffic(router.client, lambda: remote.plan(repo))
             if args.profile:
                 profile(lambda: remote.plan(repo))
             round_trips = round_trip(router, repo, sites[0])
@@ -324,9 +326,30 @@ def bench(args: argparse.Namespace, sites: list[str], total: int, bmcs: Bmcs) ->
     print(f"  of which central:    {cpu_central * 1000 / total:6.3f} ms CPU/BMC")
     print(f"wall ratio:            {wall_n / wall_1:6.2f}x")
     print(f"overhead per BMC:      {(cpu_n - cpu_1) * 1000 / total:6.3f} ms CPU")
+    print(f"broker per plan:       {traffic['commands']} commands, "
+          f"{traffic['in'] / 1e6:.2f} MB in, {traffic['out'] / 1e6:.2f} MB out "
+          f"({(traffic['in'] + traffic['out']) / total / 1000:.2f} KB per BMC)")  # fmt: skip
     print(f"read round trip:       {statistics.median(round_trips) * 1000:6.2f} ms median "
           f"(1 BMC, {len(round_trips)} tasks)")  # fmt: skip
     return 0
+
+
+def broker_traffic(client: redis.Redis, work: Callable[[], Any]) -> dict[str, int]:
+    """What one plan costs the broker: commands and bytes in and out (redis INFO stats;
+    the heartbeats of the workers count too, a few per second)."""
+
+    def stats() -> dict[str, int]:
+        info = client.info("stats")
+        return {
+            "commands": int(info["total_commands_processed"]),
+            "in": int(info["total_net_input_bytes"]),
+            "out": int(info["total_net_output_bytes"]),
+        }
+
+    before = stats()
+    work()
+    after = stats()
+    return {key: after[key] - before[key] for key in before}
 
 
 def round_trip(router: Any, root: Path, site: str) -> list[float]:

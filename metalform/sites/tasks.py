@@ -7,7 +7,6 @@ provider found through the `metalform.providers` entry points.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -28,7 +27,13 @@ from metalform.sites.app import (
     STARTED_PREFIX,
 )
 from metalform.sites.signing import ForgedTask, verify
-from metalform.sites.wire import error_json, from_documents, live_json, lives_json
+from metalform.sites.wire import (
+    error_json,
+    from_documents,
+    live_json,
+    lives_json,
+    pack_reply,
+)
 from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT, Limiter
 from reconciler.credentials import fingerprint_key
 from reconciler.engine import CredentialResolver
@@ -218,7 +223,7 @@ def register(app: Celery, state: WorkerState, client: redis.Redis) -> None:
             if not reply.startswith(REPLY_PREFIX):
                 raise Reject("bad reply key", requeue=False)
             with client.pipeline() as pipe:
-                pipe.rpush(reply, json.dumps({"task": body["id"], **answer}))
+                pipe.rpush(reply, pack_reply({"task": body["id"], **answer}))
                 pipe.expire(reply, REPLY_TTL)
                 pipe.execute()
 

@@ -87,6 +87,7 @@ def test_a_two_site_plan_and_apply_match_one_process(
     messages = monitor.messages()
     assert any("fromEnv" in m and SECRET_ENV["east"] in m for m in messages)
     assert any("power.reset" in m for m in messages)
+    assert any(m.startswith("RPUSH metalform:reply:") and '"live"' in m for m in messages)
     assert not [m for m in messages if LAB_PASSWORD in m]
     assert result.ok, [(r.address, r.operation, r.error) for r in result.results.values()]
     finished = [i for i, status in order if status is ActionStatus.SUCCEEDED]

@@ -7,7 +7,13 @@ import json
 from typing import Any
 
 from metalform.sites.tasks import WorkerState
-from metalform.sites.wire import lives_from_json, lives_json
+from metalform.sites.wire import (
+    COMPRESS_OVER,
+    lives_from_json,
+    lives_json,
+    pack_reply,
+    unpack_reply,
+)
 from reconciler.model import LiveResource
 from reconciler.model.live import unreachable
 
@@ -75,3 +81,14 @@ def test_a_workers_tasks_share_one_limiter_per_sender_setting() -> None:
     assert state.limiter({"parallelism": 64, "perEndpoint": 4}) is not first
     default = state.limiter({})  # an older sender: the worker's own limits
     assert default.per_endpoint == 3
+
+
+def test_a_big_reply_goes_compressed_and_a_small_one_as_json() -> None:
+    small = {"task": "t", "live": {}}
+    assert pack_reply(small).startswith(b"{")
+    assert unpack_reply(pack_reply(small)) == small
+    assert unpack_reply(pack_reply(small).decode()) == small
+    big = lives_json(_fleet(REGISTRY) | {f"Server/x{i}": _model_b(i, {"n": i}) for i in range(400)})
+    packed = pack_reply(big)
+    assert len(json.dumps(big)) > COMPRESS_OVER > len(packed)
+    assert unpack_reply(packed) == big
