@@ -220,7 +220,10 @@ class Harness:
             path, headers={**self.headers(role), **kw.pop("headers", {})}, **kw
         )
 
-    def idle(self, timeout: float = 20.0) -> None:
+    def idle(self, timeout: float = 60.0) -> None:
+        """Wait for every queued job. A job takes well under a second; the bound is for a
+        loaded CI machine (a drift plan once took over 20 s there), and a hang prints where
+        every thread is."""
         if not self.service.workers.wait_idle(timeout):
             pytest.fail(f"jobs did not finish in {timeout:g} s; threads:\n{thread_stacks()}")
 
