@@ -38,6 +38,7 @@ from providers.redfish.client import (
     endpoint_of,
 )
 from providers.redfish.reads import Deadline, read_server
+from providers.redfish.uploads import UploadJournal
 from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, Address, LiveResource, Resource, is_of
 from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
@@ -82,6 +83,11 @@ class RedfishProvider:
         self._deadline = context.deadline or DEADLINE_TIMEOUTS * context.timeout
 
     # -- Provider protocol -------------------------------------------------------------------
+
+    @property
+    def uploads(self) -> UploadJournal:
+        """The journal of images pushed to BMC update tasks (`uploads`)."""
+        return self._client.uploads
 
     def endpoint(self, resource: Resource) -> str:
         """`redfish:` + the BMC's base URL."""

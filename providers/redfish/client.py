@@ -25,6 +25,7 @@ import sushy
 from requests.adapters import HTTPAdapter
 from sushy import exceptions as sushy_exc
 
+from providers.redfish import uploads
 from providers.redfish.registry import (
     DiskCache,
     Registries,
@@ -281,6 +282,8 @@ class RedfishClient:
         self._refused: dict[BmcKey, tuple[float, AuthenticationError]] = {}
         cache = context.extra.get("redfish.registryCache", default_cache_dir())
         self.registries = Registries(DiskCache(Path(str(cache)) if cache else None))
+        journal = context.extra.get("redfish.uploadJournal", uploads.default_path())
+        self.uploads = uploads.UploadJournal(Path(str(journal)) if journal else None)
         self.keep_alive = bool(context.extra.get("redfish.keepAlive", True))
         self._warm: OrderedDict[BmcKey, BmcConnection] = OrderedDict()
         self.warm_limit = int(context.extra.get("redfish.warmConnections", WARM_CONNECTIONS))  # type: ignore[call-overload]

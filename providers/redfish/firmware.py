@@ -32,7 +32,8 @@ import sushy
 from providers.redfish import firmware_mapping as fm
 from providers.redfish import firmware_push as push
 from providers.redfish.client import BmcConnection
-from reconciler.errors import PermanentError, TemporaryError
+from providers.redfish.uploads import UploadJournal
+from reconciler.errors import PermanentError, ProviderError, TemporaryError
 from reconciler.model import Action, LiveResource, Resource, is_of
 from reconciler.model.hardware import ServerSpec
 from reconciler.secrets import REDACTOR
@@ -80,17 +81,31 @@ def read_members(conn: BmcConnection, system_id: str) -> dict[str, fm.Member] | 
     return fm.members_of(members, system_id)
 
 
-def read_tasks(conn: BmcConnection, members: Mapping[str, fm.Member]) -> list[dict[str, Any]]:
-    """The update tasks of the system's members (TaskService), oldest first."""
+def read_tasks(
+    conn: BmcConnection, members: Mapping[str, fm.Member], uploads: UploadJournal
+) -> list[dict[str, Any]]:
+    """The update tasks of the system's members (TaskService), oldest first; a pushed one
+    names the image the journal recorded for it."""
     if "Tasks" not in (conn.root.json or {}):  # ServiceRoot.Tasks links the TaskService
         return []
-    tasks = conn.root.get_task_service().tasks
-    found = [fm.task_facts(task.json, members) for task in tasks.get_members()]
-    return [t for t in found if t is not None]
+    found = []
+    for task in conn.root.get_task_service().tasks.get_members():
+        facts = fm.task_facts(task.json, members)
+        if facts is None:
+            continue
+        if facts["imageUri"] is None and facts["path"]:
+            start = task.json.get("StartTime")
+            facts["imageUri"] = uploads.image_of(conn.key.base_url, str(facts["path"]), start)
+        found.append(facts)
+    return found
 
 
 def observe(
-    conn: BmcConnection, system: Mapping[str, Any], state: dict[str, Any], facts: dict[str, Any]
+    conn: BmcConnection,
+    system: Mapping[str, Any],
+    state: dict[str, Any],
+    facts: dict[str, Any],
+    uploads: UploadJournal,
 ) -> None:
     """Add the firmware versions and update tasks of a system (its JSON) to its live state."""
     members = read_members(conn, str(system.get("Id")))
@@ -99,7 +114,7 @@ def observe(
     versions, inventory = fm.inventory_state(members)
     state.update(versions)
     facts["firmware"] = inventory
-    facts["firmwareTasks"] = read_tasks(conn, members)
+    facts["firmwareTasks"] = read_tasks(conn, members, uploads)
 
 
 class FirmwareOps:
@@ -163,7 +178,7 @@ class FirmwareOps:
             # On disk, not in memory: images run to hundreds of megabytes.
             with tempfile.TemporaryFile() as image:
                 self._check_image(url, digest, image)
-                return self._push(resource, service, uri, image, url, target)
+                return self._push(resource, service, uri, image, url, digest, target)
         if not push.offers_simple_update(service):
             raise PermanentError(
                 f"{resource.address}: the BMC's UpdateService offers neither "
@@ -201,18 +216,33 @@ class FirmwareOps:
         uri: str,
         image: IO[bytes],
         url: str,
+        digest: str,
         target: str,
     ) -> str:
         """Upload the checked image to the BMC's multipart push URI; the task path."""
         params = push.parameters(service, target)
         filename = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or "image"
 
-        def post(conn: BmcConnection) -> str:
+        def post(conn: BmcConnection) -> tuple[str, str]:
             image.seek(0)
-            return push.push(conn, uri, params, image, filename, self._http_timeout)
+            location = push.push(conn, uri, params, image, filename, self._http_timeout)
+            return location, conn.key.base_url
 
         # Never retried: a second upload could start a second flash.
-        return self._provider.attempt(resource, post, what="multipart update", retries=0)
+        location, bmc = self._provider.attempt(resource, post, what="multipart update", retries=0)
+        self._record(resource, bmc, location, url, digest)
+        return location
+
+    def _record(self, resource: Resource, bmc: str, task: str, url: str, digest: str) -> None:
+        """Journal the push before anything waits on it: the task names no image, and a plan
+        after a crash must still see this image staged (see `uploads`)."""
+        try:
+            doc = self._provider.attempt(resource, lambda c: c.get_json(task), what="task")
+            start = doc.get("StartTime")
+        except ProviderError as exc:  # a BMC busy with the image may not answer yet
+            log.info("%s: reading task %s: %s", resource.address, task, exc)
+            start = None
+        self._provider.uploads.record(bmc, task, start, url, digest)
 
     def _simple_update(self, resource: Resource, url: str, target: str) -> str:
         """Ask the BMC to update `target` from `url`; the path of the task it started."""

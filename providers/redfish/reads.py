@@ -151,7 +151,7 @@ def observe(
     # that declare a firmware baseline, BMC accounts or network: a plain read stays at three.
     with conn.errors():
         if firmware.wanted(resource):
-            firmware.observe(conn, system, state, facts)
+            firmware.observe(conn, system, state, facts, client.uploads)
         state.update(accounts.read_bmc(resource, conn, system, context))
     health = (system.get("Status") or {}).get("Health")
     return LiveResource(

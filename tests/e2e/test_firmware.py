@@ -254,3 +254,52 @@ def test_a_bmc_offering_no_update_method_is_a_clear_error_and_nothing_is_sent(
     assert "offers neither MultipartHttpPushUri nor SimpleUpdate" in (failed.error or "")
     counts = settings(bmc)
     assert (counts["multipartUpdates"], counts["simpleUpdates"]) == (0, 0)
+
+
+def test_a_push_staged_before_a_crash_is_planned_as_the_reset_alone(
+    bmc: RedfishPeer, tmp_path: Path
+) -> None:
+    """A pushed task names no image: the upload journal tells the next plan it was ours."""
+    settings(bmc, seconds=2.0, multipart=True, simpleUpdate=False)
+    path = repo(tmp_path, bmc, {"BIOS": "1.2.0"})
+    plan_file = tmp_path / "plan.json"
+    metalform = [sys.executable, "-m", "metalform.cli"]
+    subprocess.run([*metalform, "plan", "-C", str(path), "-o", str(plan_file)], check=True)
+    journal = Path(os.environ["XDG_STATE_HOME"]) / "metalform" / "redfish-uploads.json"
+    apply = subprocess.Popen(
+        [*metalform, "apply", "-C", str(path), str(plan_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not journal.exists():  # uploaded and recorded; the reset is 2 s away
+            assert apply.poll() is None, "apply ended before it pushed the image"
+            assert time.monotonic() < deadline, "apply never pushed the image"
+            time.sleep(0.05)
+    finally:
+        os.killpg(apply.pid, signal.SIGKILL)
+        apply.wait()
+    assert settings(bmc)["multipartUpdates"] == 1
+    tasks = bmc_get(bmc, "/redfish/v1/TaskService/Tasks")["Members"]
+    deadline = time.monotonic() + 20
+    while bmc_get(bmc, tasks[-1]["@odata.id"])["TaskState"] != "Completed":
+        assert time.monotonic() < deadline, "the BMC's update task never ended"
+        time.sleep(0.1)
+    assert "ImageURI" not in bmc_get(bmc, tasks[-1]["@odata.id"])["Payload"]["JsonBody"]
+    assert bmc_get(bmc, "/redfish/v1/UpdateService/FirmwareInventory/fw-1-BIOS")["Version"] == (
+        "1.0.0"
+    )  # staged until the reset
+
+    e = engine()
+    plan = e.plan(path).plan
+    assert operations(plan) == [("firmware.reset", "planned")]
+    assert "staged until the next reset: BIOS 1.2.0" in (plan.actions[0].reason or "")
+    result = e.apply(plan)
+    assert result.ok, [r.error for r in result.results.values()]
+    assert settings(bmc)["multipartUpdates"] == 1  # never pushed twice
+    assert bmc_get(bmc, "/redfish/v1/UpdateService/FirmwareInventory/fw-1-BIOS")["Version"] == (
+        "1.2.0"
+    )
+    assert e.plan(path).plan.actions == []
