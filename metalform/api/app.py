@@ -50,6 +50,8 @@ class MetalformApp(falcon.App):  # type: ignore[type-arg]
     max_body: int
     """The largest body any route takes: the HTTP server buffers no more than this."""
     hub: EventHub
+    sessions: Sessions
+    """The web console's sign-ins."""
 
 
 class RequestMetrics:
@@ -351,6 +353,7 @@ def create_app(
     for path, resource in console_routes(service, sessions, authenticator).items():
         app.add_route(path, resource)
     app.service = service
+    app.sessions = sessions
     app.routes = routes
     app.stopping = stopping
     app.max_body = largest_limit(route.resource for route in routes)

@@ -102,12 +102,13 @@ class Console:
             )
         )
 
-    def login_form(self, resp: falcon.Response, error: str | None = None) -> None:
+    def login_form(
+        self, resp: falcon.Response, error: str | None = None, status: int | None = None
+    ) -> None:
         nonce = secrets.token_urlsafe(24)
         self.sessions.set_cookie(resp, LOGIN_COOKIE, nonce, max_age=600)
-        self.render(
-            resp, "login.html", None, http_status=401 if error else 200, nonce=nonce, error=error
-        )
+        code = status or (401 if error else 200)
+        self.render(resp, "login.html", None, http_status=code, nonce=nonce, error=error)
 
 
 def form(req: falcon.Request) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,8 @@ from metalform.store import NotFoundError, PlanRecord, RunStatus, Trigger, queri
 from reconciler.errors import MetalformError
 from reconciler.model import Health, SyncStatus
 from reconciler.model.events import EventType
+
+log = logging.getLogger("metalform.console")
 
 PAGE_SIZE = 50
 _SYNC = {s.value: s for s in SyncStatus}
@@ -69,6 +73,18 @@ class Login(Page):
         raise falcon.HTTPSeeOther("/")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        sessions = self.console.sessions
+        address = req.remote_addr or "unknown"
+        wait = sessions.refused_for(address)
+        if wait is not None:
+            log.warning("console sign-in refused: too many failures from %s", address)
+            resp.set_header("Retry-After", str(math.ceil(wait)))
+            self.console.login_form(
+                resp,
+                f"Too many failed sign-ins from your address; try again in {math.ceil(wait)} s.",
+                status=429,
+            )
+            return
         fields = form(req)
         nonce = _cookie(req, LOGIN_COOKIE)
         if nonce is None or not same(fields.get("nonce"), nonce):
@@ -77,9 +93,9 @@ class Login(Page):
         try:
             principal = self.console.authenticator.token(fields.get("token", ""))
         except MetalformError:
+            sessions.failed(address)
             self.console.login_form(resp, "That token is not valid.")
             return
-        sessions = self.console.sessions
         session_id, _ = sessions.create(principal)
         sessions.set_cookie(resp, COOKIE, session_id, max_age=int(sessions.lifetime))
         sessions.clear_cookie(resp, LOGIN_COOKIE)

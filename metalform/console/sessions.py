@@ -23,6 +23,10 @@ COOKIE = "metalform_session"
 LOGIN_COOKIE = "metalform_login"
 """A random value the sign-in form repeats: a cross-site page cannot sign someone in."""
 MAX_SESSIONS = 10_000
+MAX_FAILURES = 10
+"""Failed sign-ins from one address within `FAILURE_WINDOW` seconds before it must wait."""
+FAILURE_WINDOW = 60.0
+MAX_ADDRESSES = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Sessions:
         self.secure = secure
         self.clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self.max_failures = MAX_FAILURES
         self._lock = threading.Lock()
 
     def create(self, principal: Principal) -> tuple[str, Session]:
@@ -73,6 +79,33 @@ class Sessions:
                 del self._sessions[key]
                 return None
         return session
+
+    def refused_for(self, address: str) -> float | None:
+        """Seconds an address must wait before it may try to sign in again, or None.
+
+        Tokens are long and random, so guessing one is hopeless anyway; this keeps a guessing
+        loop from costing the server a hash per try, and makes it visible (HTTP 429). Behind a
+        proxy every user shares its address: a guesser there makes the others wait a minute.
+        """
+        now = self.clock()
+        with self._lock:
+            failures = self._failures.get(address)
+            if failures is None or len(failures) < self.max_failures:
+                return None
+            wait = failures[0] + FAILURE_WINDOW - now
+            if wait <= 0:
+                del self._failures[address]
+                return None
+            return wait
+
+    def failed(self, address: str) -> None:
+        """Count a failed sign-in of `address` (the oldest beyond the window forgotten)."""
+        now = self.clock()
+        with self._lock:
+            failures = [t for t in self._failures.pop(address, []) if now - t < FAILURE_WINDOW]
+            self._failures[address] = [*failures, now][-self.max_failures :]
+            while len(self._failures) > MAX_ADDRESSES:
+                self._failures.popitem(last=False)
 
     def end(self, session_id: str | None) -> None:
         if session_id:

@@ -99,6 +99,37 @@ def test_a_wrong_token_or_a_missing_nonce_does_not_sign_in(harness: Harness) -> 
     assert "metalform_session" not in forged.cookies
 
 
+def _try_token(harness: Harness, token: str) -> falcon.testing.Result:
+    page = harness.client.simulate_get("/")
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page.text)
+    assert nonce is not None
+    return harness.client.simulate_post(
+        "/login",
+        body=f"token={token}&nonce={nonce.group(1)}",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": f"metalform_login={page.cookies['metalform_login'].value}",
+        },
+    )
+
+
+def test_a_guessing_loop_is_refused_for_a_minute_even_with_the_right_token(
+    harness: Harness,
+) -> None:
+    sessions = harness.app.sessions
+    now = [1000.0]
+    sessions.clock = lambda: now[0]
+    for n in range(sessions.max_failures):
+        assert _try_token(harness, f"guess-{n}").status_code == 401
+    refused = _try_token(harness, TOKENS["viewer"])
+    assert refused.status_code == 429
+    assert "metalform_session" not in refused.cookies
+    assert refused.headers["Retry-After"] == "60"
+    assert "Too many failed sign-ins" in refused.text
+    now[0] += 61  # the window has passed: the right token signs in again
+    assert _try_token(harness, TOKENS["viewer"]).status_code == 303
+
+
 def test_every_page_renders_for_a_viewer_who_gets_no_apply_button(harness: Harness) -> None:
     plan = harness.plan()
     assert plan["status"] == "succeeded"
