@@ -323,7 +323,7 @@ def create_app(
         clients = forge_clients(config) if forge_clients_by_name is None else forge_clients_by_name
         service = ControlPlane(config, engine, store, forge_clients=clients)
     authenticator = Authenticator(config.tokens)
-    sessions = Sessions(config.session_lifetime, secure=config.secure_cookie)
+    sessions = Sessions(config.session_lifetime, secure=config.secure_cookie, store=service.store)
     # order matters: the token is checked before the body's size, and both before reading it
     app = MetalformApp(
         middleware=[

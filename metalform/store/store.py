@@ -10,6 +10,7 @@
 | resource status, repository summaries | `resource_status.py` |
 | pull request comments | `comments.py` |
 | rotations of BMC login secrets (audit trail) | `rotations.py` |
+| web console sessions | `console_sessions.py` |
 | locks (here; the mechanisms in `locks.py`) | `store.py` |
 
 One `Store` per process, shared by its threads. Every method is one short transaction; the
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from metalform.store import locks
 from metalform.store.applies import ApplyStore
 from metalform.store.comments import CommentStore
+from metalform.store.console_sessions import SessionStore
 from metalform.store.core import DEFAULT_PAGE_SIZE, clamp_limit
 from metalform.store.database import create_store_engine
 from metalform.store.deliveries import DeliveryStore
@@ -35,7 +37,9 @@ from metalform.store.rotations import RotationStore
 HistoryItem = PlanRecord | ApplyRecord | RotationRecord
 
 
-class Store(PlanStore, ApplyStore, EventStore, DeliveryStore, CommentStore, RotationStore):
+class Store(
+    PlanStore, ApplyStore, EventStore, DeliveryStore, CommentStore, RotationStore, SessionStore
+):
     """Persistence for the server and the CLI, on SQLite or PostgreSQL.
 
     Open with `Store.open(url)`; close with `close()` or a `with` block.

@@ -280,3 +280,18 @@ class RotationRow(Base):
     fingerprint_before: Mapped[str | None] = mapped_column(String(255))
     fingerprint_after: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConsoleSessionRow(Base):
+    """A web console sign-in, shared by every replica of the server: the session id's
+    digest (never the id), who signed in, the form token and when it expires (Unix seconds)."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+    csrf: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

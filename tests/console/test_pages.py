@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 
 import falcon.testing
 import pytest
 
+from metalform.api import create_app
 from metalform.console.security import HEADERS
+from metalform.console.sessions import CACHE_SECONDS
+from providers.memory import memory_factory
+from reconciler.engine import Engine
 from tests.console.browser import unavailable
 from tests.server.harness import TOKENS, Harness, github_push
 
@@ -128,6 +134,40 @@ def test_a_guessing_loop_is_refused_for_a_minute_even_with_the_right_token(
     assert "Too many failed sign-ins" in refused.text
     now[0] += 61  # the window has passed: the right token signs in again
     assert _try_token(harness, TOKENS["viewer"]).status_code == 303
+
+
+def test_a_sign_in_holds_on_every_replica_and_a_sign_out_ends_it_everywhere(
+    harness: Harness,
+) -> None:
+    """Two replicas on one store, as behind a load balancer without sticky sessions."""
+    engine = Engine(factories={"redfish": memory_factory(harness.fleet)})
+    other = create_app(harness.config, engine, harness.store)
+    try:
+        second = falcon.testing.TestClient(other)
+        signed = sign_in(harness, "operator")
+        cookies = cookie_header(signed)
+        page = second.simulate_get("/", headers=cookies)
+        assert page.status_code == 200 and "Overview" in page.text
+        assert harness.store.load_session(_digest(signed)) is not None  # the digest, not the id
+        assert signed.cookies["metalform_session"].value not in str(
+            harness.store.load_session(_digest(signed))
+        )
+        # Signed out on the second replica; the first reads it again after its short cache.
+        out = second.simulate_post("/logout", headers=cookies, body=f"csrf={csrf_of(page.text)}")
+        assert out.status_code == 303
+        assert second.simulate_get("/", headers=cookies).text.count('name="token"') == 1
+        now = [time.monotonic() + CACHE_SECONDS + 1]
+        harness.app.sessions.clock = lambda: now[0]
+        back = harness.client.simulate_get("/", headers=cookies)
+        assert 'name="token"' in back.text  # the sign-in form again
+    finally:
+        other.stopping.set()
+        other.hub.close()
+        other.service.close(10)
+
+
+def _digest(result: falcon.testing.Result) -> str:
+    return hashlib.sha256(result.cookies["metalform_session"].value.encode()).hexdigest()
 
 
 def test_every_page_renders_for_a_viewer_who_gets_no_apply_button(harness: Harness) -> None:

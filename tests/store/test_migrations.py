@@ -15,6 +15,7 @@ from metalform.store.tables import Base
 TABLES = {
     "alembic_version",
     "applies",
+    "console_sessions",
     "apply_actions",
     "events",
     "locks",
