@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from metalform.lab.redfish import LabSystem, RedfishPeer
+from reconciler.engine import Engine, Settings
+from reconciler.model import Plan
 from tests.fixtures.redfish import LAB_PASSWORD, LAB_USERNAME
 from tests.sites.peers import RedisPeer, WorkerProcess
 
 SITES = ("east", "west")
 SECRET_ENV = {"east": "SITE_EAST_BMC_PASSWORD", "west": "SITE_WEST_BMC_PASSWORD"}
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SETTINGS = Settings(timeout=5.0, retries=1, operation_timeout=20.0)
 
 
 @dataclass
@@ -118,3 +124,24 @@ spec:
         )
     (directory / "fleet.yaml").write_text("---\n".join(docs))
     return directory
+
+
+@pytest.fixture(scope="module")
+def workers(sites: Sites) -> Iterator[dict[str, WorkerProcess]]:
+    """One `metalform worker` per site on the module's broker."""
+    started = {site: sites.worker(site) for site in SITES}
+    yield started
+    for worker in started.values():
+        worker.stop()
+
+
+def comparable(plan: Plan) -> dict[str, Any]:
+    return plan.model_dump(mode="json", exclude={"source"})
+
+
+def single_process_plan(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
+    """The plan of one process that has every site's secret."""
+    with monkeypatch.context() as m:
+        for site in SITES:
+            m.setenv(SECRET_ENV[site], LAB_PASSWORD)
+        return Engine(SETTINGS, clock=lambda: NOW).plan(repo).plan

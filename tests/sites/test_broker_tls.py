@@ -5,8 +5,6 @@ process; without the CA, the certificate is refused with the reason, quickly."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,23 +12,20 @@ import pytest
 from metalform.cli import main
 from metalform.sites.config import from_values
 from metalform.sites.dispatch import SiteRouter
-from reconciler.engine import Engine, Settings
-from tests.fixtures.redfish import LAB_PASSWORD
-from tests.sites.conftest import SECRET_ENV, SITES, Sites, write_repository
+from reconciler.engine import Engine
+from tests.sites.conftest import (
+    NOW,
+    SETTINGS,
+    SITES,
+    Sites,
+    comparable,
+    single_process_plan,
+    write_repository,
+)
 from tests.sites.peers import TASK_KEY, WorkerProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("sites")]
 BROKER_TLS = True
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-SETTINGS = Settings(timeout=5.0, retries=1, operation_timeout=20.0)
-
-
-@pytest.fixture(scope="module")
-def workers(sites: Sites) -> Iterator[dict[str, WorkerProcess]]:
-    started = {site: sites.worker(site) for site in SITES}
-    yield started
-    for worker in started.values():
-        worker.stop()
 
 
 def test_a_plan_through_a_tls_broker_matches_one_process(
@@ -41,20 +36,14 @@ def test_a_plan_through_a_tls_broker_matches_one_process(
 ) -> None:
     assert sites.redis.url.startswith("rediss://")
     repo = write_repository(tmp_path / "repo", sites)
-    with monkeypatch.context() as m:
-        for site in SITES:
-            m.setenv(SECRET_ENV[site], LAB_PASSWORD)
-        Engine(SETTINGS, clock=lambda: NOW).plan(repo)  # the registry into the disk cache
-        local = Engine(SETTINGS, clock=lambda: NOW).plan(repo).plan
+    single_process_plan(repo, monkeypatch)  # the registry into the disk cache first
+    local = single_process_plan(repo, monkeypatch)
     monkeypatch.setenv("METALFORM_TASK_KEY", TASK_KEY)
     config = from_values(sites.redis.url, ca_file=str(sites.redis.ca_file))
     assert config is not None
     remote = Engine(SETTINGS, clock=lambda: NOW, route=SiteRouter(config)).plan(repo).plan
     assert not remote.has_errors, [d.render() for d in remote.diagnostics]
-    exclude = {"source"}
-    assert remote.model_dump(mode="json", exclude=exclude) == local.model_dump(
-        mode="json", exclude=exclude
-    )
+    assert comparable(remote) == comparable(local)
     assert local.actions  # the comparison covers a plan with work in it
 
 

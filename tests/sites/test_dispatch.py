@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +14,22 @@ from metalform.sites.config import from_values
 from metalform.sites.dispatch import SiteRouter
 from metalform.sites.signing import sign
 from reconciler.apply import ActionResult
-from reconciler.engine import Engine, Settings
-from reconciler.model import Action, ActionStatus, Plan, Severity
+from reconciler.engine import Engine
+from reconciler.model import Action, ActionStatus, Severity
 from tests.fixtures.redfish import LAB_PASSWORD
-from tests.sites.conftest import SECRET_ENV, SITES, Sites, write_repository
+from tests.sites.conftest import (
+    NOW,
+    SECRET_ENV,
+    SETTINGS,
+    SITES,
+    Sites,
+    comparable,
+    single_process_plan,
+    write_repository,
+)
 from tests.sites.peers import TASK_KEY, Monitor, WorkerProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("sites")]
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-SETTINGS = Settings(timeout=5.0, retries=1, operation_timeout=20.0)
-
-
-@pytest.fixture(scope="module")
-def workers(sites: Sites) -> Iterator[dict[str, WorkerProcess]]:
-    started = {site: sites.worker(site) for site in SITES}
-    yield started
-    for worker in started.values():
-        worker.stop()
 
 
 def router(sites: Sites, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> SiteRouter:
@@ -40,17 +37,6 @@ def router(sites: Sites, monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> Site
     config = from_values(sites.redis.url, **kwargs)
     assert config is not None
     return SiteRouter(config)
-
-
-def comparable(plan: Plan) -> dict[str, Any]:
-    return plan.model_dump(mode="json", exclude={"source"})
-
-
-def single_process_plan(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
-    with monkeypatch.context() as m:
-        for site in SITES:
-            m.setenv(SECRET_ENV[site], LAB_PASSWORD)
-        return Engine(SETTINGS, clock=lambda: NOW).plan(repo).plan
 
 
 def test_a_two_site_plan_and_apply_match_one_process(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import falcon.testing
@@ -26,14 +25,6 @@ from tests.sites.conftest import SITES, Sites
 from tests.sites.peers import TASK_KEY, WorkerProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("sites")]
-
-
-@pytest.fixture(scope="module")
-def workers(sites: Sites) -> Iterator[dict[str, WorkerProcess]]:
-    started = {site: sites.worker(site) for site in SITES}
-    yield started
-    for worker in started.values():
-        worker.stop()
 
 
 def test_status_shows_the_workers_of_each_site(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,23 @@ from metalform.cli import main
 from metalform.sites.config import from_values
 from metalform.sites.dispatch import SiteRouter
 from metalform.sites.workers import amqp_queue_depths
-from reconciler.engine import Engine, Settings
+from reconciler.engine import Engine
 from reconciler.errors import MetalformError
-from reconciler.model import Plan
 from reconciler.model.credentials import SecretRef
 from tests.fixtures.redfish import LAB_PASSWORD
-from tests.sites.conftest import SECRET_ENV, SITES, Sites, write_repository
+from tests.sites.conftest import (
+    NOW,
+    SECRET_ENV,
+    SETTINGS,
+    SITES,
+    Sites,
+    comparable,
+    single_process_plan,
+    write_repository,
+)
 from tests.sites.peers import TASK_KEY, RabbitPeer, WorkerProcess
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.xdist_group("sites")]
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-SETTINGS = Settings(timeout=5.0, retries=1, operation_timeout=20.0)
 RABBIT_PASSWORD_VAR = "TEST_RABBIT_PASSWORD"
 
 
@@ -71,13 +76,6 @@ def rabbit_router(sites: Sites, rabbit: RabbitPeer, monkeypatch: pytest.MonkeyPa
     return SiteRouter(config)
 
 
-def single_process_plan(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
-    with monkeypatch.context() as m:
-        for site in SITES:
-            m.setenv(SECRET_ENV[site], LAB_PASSWORD)
-        return Engine(SETTINGS, clock=lambda: NOW).plan(repo).plan
-
-
 def test_a_plan_and_apply_through_rabbitmq_match_one_process(
     sites: Sites,
     rabbit: RabbitPeer,
@@ -98,10 +96,7 @@ def test_a_plan_and_apply_through_rabbitmq_match_one_process(
     engine = Engine(SETTINGS, clock=lambda: NOW, route=router)
     remote = engine.plan(repo).plan
     assert not remote.has_errors, [d.render() for d in remote.diagnostics]
-    exclude = {"source"}
-    assert remote.model_dump(mode="json", exclude=exclude) == local.model_dump(
-        mode="json", exclude=exclude
-    )
+    assert comparable(remote) == comparable(local)
     result = engine.apply(remote)
     assert result.ok, [(r.address, r.operation, r.error) for r in result.results.values()]
     assert not single_process_plan(repo, monkeypatch).actions  # converged
