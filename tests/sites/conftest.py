@@ -145,3 +145,17 @@ def single_process_plan(repo: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
         for site in SITES:
             m.setenv(SECRET_ENV[site], LAB_PASSWORD)
         return Engine(SETTINGS, clock=lambda: NOW).plan(repo).plan
+
+
+def baseline(sites: Sites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Plan]:
+    """The two sites' repository and its single-process plan, which has work in it; the
+    sites' secrets are then out of this process's environment (only workers have them)."""
+    repo = write_repository(tmp_path / "repo", sites)
+    for site in SITES:
+        monkeypatch.delenv(SECRET_ENV[site], raising=False)
+    # The BIOS registry in the shared disk cache first, so that both plans take it from there
+    # (and say so) whatever test ran before.
+    single_process_plan(repo, monkeypatch)
+    local = single_process_plan(repo, monkeypatch)
+    assert {a.operation for a in local.actions} >= {"power.on", "bios.set", "power.reset"}
+    return repo, local

@@ -18,9 +18,8 @@ from tests.sites.conftest import (
     SETTINGS,
     SITES,
     Sites,
+    baseline,
     comparable,
-    single_process_plan,
-    write_repository,
 )
 from tests.sites.peers import TASK_KEY, WorkerProcess
 
@@ -35,9 +34,7 @@ def test_a_plan_through_a_tls_broker_matches_one_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert sites.redis.url.startswith("rediss://")
-    repo = write_repository(tmp_path / "repo", sites)
-    single_process_plan(repo, monkeypatch)  # the registry into the disk cache first
-    local = single_process_plan(repo, monkeypatch)
+    repo, local = baseline(sites, tmp_path, monkeypatch)
     monkeypatch.setenv("METALFORM_TASK_KEY", TASK_KEY)
     config = from_values(sites.redis.url, ca_file=str(sites.redis.ca_file))
     assert config is not None

@@ -23,6 +23,7 @@ from tests.sites.conftest import (
     SETTINGS,
     SITES,
     Sites,
+    baseline,
     comparable,
     single_process_plan,
     write_repository,
@@ -45,14 +46,7 @@ def test_a_two_site_plan_and_apply_match_one_process(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = write_repository(tmp_path / "repo", sites)
-    for site in SITES:
-        monkeypatch.delenv(SECRET_ENV[site], raising=False)
-    # The BIOS registry in the shared disk cache first, so that both plans take it from there
-    # (and say so) whatever test ran before.
-    single_process_plan(repo, monkeypatch)
-    local = single_process_plan(repo, monkeypatch)
-    assert {a.operation for a in local.actions} >= {"power.on", "bios.set", "power.reset"}
+    repo, local = baseline(sites, tmp_path, monkeypatch)
 
     # The central side has no BMC secret at all: the workers resolve and fingerprint them.
     engine = Engine(SETTINGS, clock=lambda: NOW, route=router(sites, monkeypatch))

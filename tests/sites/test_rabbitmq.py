@@ -23,9 +23,9 @@ from tests.sites.conftest import (
     SETTINGS,
     SITES,
     Sites,
+    baseline,
     comparable,
     single_process_plan,
-    write_repository,
 )
 from tests.sites.peers import TASK_KEY, RabbitPeer, WorkerProcess
 
@@ -83,14 +83,7 @@ def test_a_plan_and_apply_through_rabbitmq_match_one_process(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    repo = write_repository(tmp_path / "repo", sites)
-    for site in SITES:
-        monkeypatch.delenv(SECRET_ENV[site], raising=False)
-    # The BIOS registry in the shared disk cache first, so that both plans take it from there
-    # (and say so) whatever test ran before.
-    single_process_plan(repo, monkeypatch)
-    local = single_process_plan(repo, monkeypatch)
-    assert {a.operation for a in local.actions} >= {"power.on", "bios.set", "power.reset"}
+    repo, local = baseline(sites, tmp_path, monkeypatch)
 
     router = rabbit_router(sites, rabbit, monkeypatch)
     engine = Engine(SETTINGS, clock=lambda: NOW, route=router)
