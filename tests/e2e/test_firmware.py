@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,28 @@ def operations(plan: Any) -> list[tuple[str, str]]:
     return [(a.operation, a.status.value) for a in plan.actions]
 
 
+def apply_killed_when(path: Path, tmp_path: Path, ready: Callable[[], bool], what: str) -> None:
+    """`metalform plan` then `metalform apply` in a process SIGKILLed as soon as `ready()`."""
+    plan_file = tmp_path / "plan.json"
+    metalform = [sys.executable, "-m", "metalform.cli"]
+    subprocess.run([*metalform, "plan", "-C", str(path), "-o", str(plan_file)], check=True)
+    apply = subprocess.Popen(
+        [*metalform, "apply", "-C", str(path), str(plan_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready():
+            assert apply.poll() is None, f"apply ended before {what}"
+            assert time.monotonic() < deadline, f"apply never got to {what}"
+            time.sleep(0.05)
+    finally:
+        os.killpg(apply.pid, signal.SIGKILL)
+        apply.wait()
+
+
 def test_an_update_converges_reads_back_and_activates_bios_at_the_reset(
     bmc: RedfishPeer, tmp_path: Path
 ) -> None:
@@ -161,24 +183,7 @@ def test_an_apply_killed_during_an_update_is_resumed_without_a_second_flash(
 ) -> None:
     settings(bmc, seconds=6.0)
     path = repo(tmp_path, bmc, {"BIOS": "1.2.0"})
-    plan_file = tmp_path / "plan.json"
-    metalform = [sys.executable, "-m", "metalform.cli"]
-    subprocess.run([*metalform, "plan", "-C", str(path), "-o", str(plan_file)], check=True)
-    apply = subprocess.Popen(
-        [*metalform, "apply", "-C", str(path), str(plan_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while settings(bmc)["simpleUpdates"] == 0:
-            assert apply.poll() is None, "apply ended before it started the update"
-            assert time.monotonic() < deadline, "apply never asked for the update"
-            time.sleep(0.05)
-    finally:
-        os.killpg(apply.pid, signal.SIGKILL)
-        apply.wait()
+    apply_killed_when(path, tmp_path, lambda: settings(bmc)["simpleUpdates"] > 0, "the update")
 
     e = engine()
     plan = e.plan(path).plan
@@ -262,25 +267,9 @@ def test_a_push_staged_before_a_crash_is_planned_as_the_reset_alone(
     """A pushed task names no image: the upload journal tells the next plan it was ours."""
     settings(bmc, seconds=2.0, multipart=True, simpleUpdate=False)
     path = repo(tmp_path, bmc, {"BIOS": "1.2.0"})
-    plan_file = tmp_path / "plan.json"
-    metalform = [sys.executable, "-m", "metalform.cli"]
-    subprocess.run([*metalform, "plan", "-C", str(path), "-o", str(plan_file)], check=True)
     journal = Path(os.environ["XDG_STATE_HOME"]) / "metalform" / "redfish-uploads.json"
-    apply = subprocess.Popen(
-        [*metalform, "apply", "-C", str(path), str(plan_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not journal.exists():  # uploaded and recorded; the reset is 2 s away
-            assert apply.poll() is None, "apply ended before it pushed the image"
-            assert time.monotonic() < deadline, "apply never pushed the image"
-            time.sleep(0.05)
-    finally:
-        os.killpg(apply.pid, signal.SIGKILL)
-        apply.wait()
+    # Killed once the push is uploaded and recorded; the reset is 2 s away.
+    apply_killed_when(path, tmp_path, journal.exists, "the push")
     assert settings(bmc)["multipartUpdates"] == 1
     tasks = bmc_get(bmc, "/redfish/v1/TaskService/Tasks")["Members"]
     deadline = time.monotonic() + 20
