@@ -35,6 +35,7 @@ import hashlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -385,8 +386,11 @@ class IpmiClient:
             )
             thread.start()
             threads.append(thread)
+        # One deadline for all: joined one by one with a timeout each, 200 BMCs that stopped
+        # answering would hold the caller for 200 x LOGOUT_TIMEOUT.
+        deadline = time.monotonic() + 2 * LOGOUT_TIMEOUT
         for thread in threads:
-            thread.join(LOGOUT_TIMEOUT)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     @staticmethod
     def _logout(session: _Session) -> None:

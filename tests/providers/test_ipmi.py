@@ -19,7 +19,7 @@ from pyghmi import exceptions as pyghmi_exc
 from metalform.lab import ipmi_chassis
 from metalform.lab.ipmi import BmcSpec, IpmiPeer, IpmiSimNotInstalled, free_udp_port, rmcp_ping
 from providers.ipmi import IpmiProvider, mapping
-from providers.ipmi.client import BmcTarget, IpmiClient, classify
+from providers.ipmi.client import LOGOUT_TIMEOUT, BmcTarget, IpmiClient, _Session, classify
 from reconciler.concurrency import Limiter
 from reconciler.errors import (
     AuthenticationError,
@@ -372,6 +372,24 @@ def test_lab_without_ipmi_sim_says_what_to_install(
 
 
 # -- provider: no BMC needed ------------------------------------------------------------------
+
+
+def test_closing_with_every_logout_stuck_takes_one_logout_timeout_not_one_each() -> None:
+    """BMCs that stopped answering never answer the logout: close() gives up on all at once."""
+
+    class Stuck:
+        def logout(self) -> None:
+            threading.Event().wait(60)  # pyghmi waiting for an answer that never comes
+
+    class Command:
+        ipmi_session = Stuck()
+
+    client = IpmiClient(timeout=1.0)
+    for n in range(20):
+        client._sessions[("10.0.0.1", 623 + n, "admin", "x")] = _Session(command=Command())
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 3 * LOGOUT_TIMEOUT  # 20 x LOGOUT_TIMEOUT before
 
 
 def test_provider_shape() -> None:
