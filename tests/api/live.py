@@ -20,7 +20,8 @@ from metalform.server.config import config_from_mapping
 from metalform.server.serve import Server
 from providers.memory import memory_factory
 from reconciler.engine import Engine
-from tests.server.harness import GitRemote, config_mapping, fleet
+from tests.fixtures.ordering import fleet
+from tests.server.harness import GitRemote, config_mapping
 
 
 @dataclass

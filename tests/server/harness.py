@@ -30,11 +30,9 @@ from metalform.store import Store
 from providers.memory import MemoryFleet, memory_factory
 from reconciler.engine import Engine
 from tests.fakes.forge import FakeForge
+from tests.fixtures.ordering import CASE, fleet
 from webhooks.github import sign
 
-CASE = (
-    Path(__file__).resolve().parents[1] / "unit" / "cases" / "ordering-across-servers" / "desired"
-)
 TOKENS = {
     "viewer": "tok-viewer-0123456789",
     "planner": "tok-planner-0123456789",
@@ -45,47 +43,6 @@ GITLAB_SECRET = "gl-webhook-token-for-tests"
 GITHUB_REPO = "acme/infra"
 GITLAB_REPO = "acme/infra-gl"
 GITLAB_PROJECT_ID = 77
-
-
-def fleet() -> MemoryFleet:
-    """Two servers: a1 off with other BIOS values, b2 on with one value off."""
-    facts = {"manufacturer": "Acme", "model": "G8"}
-    return MemoryFleet(
-        {
-            "Server/b2": {
-                "state": {
-                    "power": "On",
-                    "bios.attributes.ProcVirtualization": "Disabled",
-                    "bios.attributes.SysProfile": "PerfOptimized",
-                },
-                "facts": facts,
-            },
-            "Server/a1": {
-                "state": {
-                    "power": "Off",
-                    "bios.attributes.ProcVirtualization": "Enabled",
-                    "bios.attributes.SysProfile": "PowerSaver",
-                },
-                "facts": facts,
-            },
-        }
-    )
-
-
-def converged_fleet() -> MemoryFleet:
-    """The fleet as the desired state wants it: a plan finds nothing to do."""
-    facts = {"manufacturer": "Acme", "model": "G8"}
-    state = {
-        "power": "On",
-        "bios.attributes.ProcVirtualization": "Enabled",
-        "bios.attributes.SysProfile": "PerfOptimized",
-    }
-    return MemoryFleet(
-        {
-            "Server/b2": {"state": dict(state), "facts": facts},
-            "Server/a1": {"state": dict(state), "facts": facts},
-        }
-    )
 
 
 def _git_env() -> dict[str, str]:

@@ -23,7 +23,7 @@ from providers.memory import MemoryFleet, MemoryProvider
 from reconciler.engine import Engine
 from reconciler.model import Action, LiveResource, Resource
 from reconciler.provider import ProviderContext
-from tests.server.harness import fleet
+from tests.fixtures.ordering import fleet
 
 
 class KeptFleet(MemoryFleet):

@@ -12,7 +12,8 @@ from reconciler.model import Action, ActionStatus, Plan
 from reconciler.model.events import NOTIFIABLE, EventType
 from reconciler.secrets import Secret, fingerprint
 from tests.console.test_pages import cookie_header, sign_in
-from tests.server.harness import CASE, Harness
+from tests.fixtures.ordering import CASE
+from tests.server.harness import Harness
 
 KEY = "fingerprint-key-for-rotation-tests"
 NEW = "s3cret-for-tests"  # the harness's BMC_PASSWORD

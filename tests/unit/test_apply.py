@@ -11,32 +11,7 @@ from providers.memory import MemoryFleet, memory_factory
 from reconciler.engine import Engine
 from reconciler.errors import StalePlanError
 from reconciler.model import ActionStatus
-
-CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"
-
-
-def fleet() -> MemoryFleet:
-    facts = {"manufacturer": "Acme", "model": "G8"}
-    return MemoryFleet(
-        {
-            "Server/b2": {
-                "state": {
-                    "power": "On",
-                    "bios.attributes.ProcVirtualization": "Disabled",
-                    "bios.attributes.SysProfile": "PerfOptimized",
-                },
-                "facts": facts,
-            },
-            "Server/a1": {
-                "state": {
-                    "power": "Off",
-                    "bios.attributes.ProcVirtualization": "Enabled",
-                    "bios.attributes.SysProfile": "PowerSaver",
-                },
-                "facts": facts,
-            },
-        }
-    )
+from tests.fixtures.ordering import CASE, fleet
 
 
 @pytest.fixture

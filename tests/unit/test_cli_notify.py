@@ -16,8 +16,8 @@ from metalform.store.tables import ThrottleWindowRow
 from providers.memory import MemoryFleet, memory_factory
 from reconciler import engine
 from tests.fixtures.notify import HttpReceiver
+from tests.fixtures.ordering import CASE, fleet
 
-CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"
 ALL_EVENTS = "[plan.created, plan.failed, apply.started, apply.succeeded, apply.failed]"
 
 NOTIFY = """\
@@ -33,30 +33,6 @@ spec:
   events: {events}
   channels: [hook]
 {extra}"""
-
-
-def fleet() -> MemoryFleet:
-    facts = {"manufacturer": "Acme", "model": "G8"}
-    return MemoryFleet(
-        {
-            "Server/b2": {
-                "state": {
-                    "power": "On",
-                    "bios.attributes.ProcVirtualization": "Disabled",
-                    "bios.attributes.SysProfile": "PerfOptimized",
-                },
-                "facts": facts,
-            },
-            "Server/a1": {
-                "state": {
-                    "power": "Off",
-                    "bios.attributes.ProcVirtualization": "Enabled",
-                    "bios.attributes.SysProfile": "PowerSaver",
-                },
-                "facts": facts,
-            },
-        }
-    )
 
 
 @pytest.fixture
