@@ -264,42 +264,14 @@ def bench(args: argparse.Namespace, sites: list[str], total: int, bmcs: Bmcs) ->
         wall_1, cpu_1, _ = best(args.rounds, lambda: single.plan(repo), me)
 
         redis_process, url = start_redis(root)
-        workers = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    site,
-                    "--broker",
-                    url,
-                    "--sites",
-                    str(args.sites),
-                    "--bmcs",
-                    str(args.bmcs),
-                    "--fleet",
-                    args.fleet,
-                    "--read-latency",
-                    str(args.read_latency),
-                ],
-                env={**os.environ, PASSWORD_ENV: password},
-                stdout=subprocess.DEVNULL,  # Celery's banner
-            )
-            for site in sites
-            for _ in range(args.workers)
-        ]
+        workers = start_workers(args, sites, url, password)
         try:
             config = from_values(url)
             assert config is not None
             if args.chunk:
                 config = dataclasses.replace(config, chunk=args.chunk)
             router = SiteRouter(config)
-            deadline = time.monotonic() + 60
-            while len(router.live_sites(fresh=True)) < len(sites):
-                if time.monotonic() > deadline:
-                    sys.exit("the workers did not start")
-                time.sleep(0.2)
-            time.sleep(1.0)  # consuming
+            wait_for_workers(router, sites)
             os.environ.pop(PASSWORD_ENV)  # the central side needs no secret
             remote = Engine(settings, factories=local, route=router)
             plan = remote.plan(repo).plan
@@ -317,21 +289,62 @@ def bench(args: argparse.Namespace, sites: list[str], total: int, bmcs: Bmcs) ->
                 w.wait(timeout=30)
             redis_process.terminate()
             redis_process.wait(timeout=10)
+    report(args, total, router.config.chunk, (wall_1, cpu_1), (wall_n, cpu_n, cpu_central))
+    report_broker(total, traffic, round_trips)
+    return 0
+
+
+def start_workers(
+    args: argparse.Namespace, sites: list[str], url: str, password: str
+) -> list[subprocess.Popen[bytes]]:
+    """--workers `metalform worker` processes per site (this script in its --worker role)."""
+    common = ["--broker", url, "--sites", str(args.sites), "--bmcs", str(args.bmcs)]
+    common += ["--fleet", args.fleet, "--read-latency", str(args.read_latency)]
+    return [
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", site, *common],
+            env={**os.environ, PASSWORD_ENV: password},
+            stdout=subprocess.DEVNULL,  # Celery's banner
+        )
+        for site in sites
+        for _ in range(args.workers)
+    ]
+
+
+def wait_for_workers(router: Any, sites: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    while len(router.live_sites(fresh=True)) < len(sites):
+        if time.monotonic() > deadline:
+            sys.exit("the workers did not start")
+        time.sleep(0.2)
+    time.sleep(1.0)  # consuming
+
+
+def report(
+    args: argparse.Namespace,
+    total: int,
+    chunk: int,
+    single: tuple[float, float],
+    sites: tuple[float, float, float],
+) -> None:
+    (wall_1, cpu_1), (wall_n, cpu_n, cpu_central) = single, sites
     print(f"{args.sites} sites x {args.bmcs} BMCs ({args.fleet}, read latency "
           f"{args.read_latency * 1000:.0f} ms), {args.workers} worker(s)/site, "
-          f"chunk {router.config.chunk}")  # fmt: skip
+          f"chunk {chunk}")  # fmt: skip
     print(f"single-process plan:   {wall_1:6.2f} s wall, {cpu_1 * 1000 / total:6.3f} ms CPU/BMC")
     print(f"{args.sites}-site plan:          {wall_n:6.2f} s wall, "
           f"{cpu_n * 1000 / total:6.3f} ms CPU/BMC (central + workers + redis)")  # fmt: skip
     print(f"  of which central:    {cpu_central * 1000 / total:6.3f} ms CPU/BMC")
     print(f"wall ratio:            {wall_n / wall_1:6.2f}x")
     print(f"overhead per BMC:      {(cpu_n - cpu_1) * 1000 / total:6.3f} ms CPU")
+
+
+def report_broker(total: int, traffic: dict[str, int], round_trips: list[float]) -> None:
     print(f"broker per plan:       {traffic['commands']} commands, "
           f"{traffic['in'] / 1e6:.2f} MB in, {traffic['out'] / 1e6:.2f} MB out "
           f"({(traffic['in'] + traffic['out']) / total / 1000:.2f} KB per BMC)")  # fmt: skip
     print(f"read round trip:       {statistics.median(round_trips) * 1000:6.2f} ms median "
           f"(1 BMC, {len(round_trips)} tasks)")  # fmt: skip
-    return 0
 
 
 def broker_traffic(client: redis.Redis, work: Callable[[], Any]) -> dict[str, int]:
