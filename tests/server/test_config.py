@@ -197,3 +197,29 @@ def test_bad_durations() -> None:
             parse_duration(text)
     assert format_duration(600) == "10m"
     assert format_duration(90) == "90s"
+
+
+def test_a_rabbitmq_broker_with_its_reply_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `broker:` block as docs/server.md shows it: each password from its own reference."""
+    monkeypatch.setenv("METALFORM_TASK_KEY", "config-test-task-key")
+    monkeypatch.setenv("RABBIT_PASSWORD", "rabbit-secret-for-config")
+    monkeypatch.setenv("REDIS_PASSWORD", "redis-secret-for-config")
+    text = """broker:
+  url: amqp://metalform@rabbit.example:5672//
+  password: {fromEnv: RABBIT_PASSWORD}
+  backend: redis://redis.example:6379/0
+  backendPassword: {fromEnv: REDIS_PASSWORD}
+  siteLabel: dc
+  readDeadline: 2m
+"""
+    sites = load_config(write(tmp_path, text), environ={}).sites
+    assert sites is not None
+    assert sites.url() == "amqp://metalform:rabbit-secret-for-config@rabbit.example:5672//"
+    assert sites.backend_url() == "redis://:redis-secret-for-config@redis.example:6379/0"
+    assert (sites.label, sites.read_deadline) == ("dc", 120.0)
+    assert "secret" not in repr(sites)
+    without = text.replace("  backend: redis://redis.example:6379/0\n", "")
+    with pytest.raises(MetalformError, match="needs a Redis for replies"):
+        load_config(write(tmp_path, without), environ={})
