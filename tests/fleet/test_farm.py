@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,27 @@ def test_reads_log_in_to_a_bmc_that_refuses_basic_authentication() -> None:
         assert bmc["routes"]["unauthorized"] == 1
         assert bmc["routes"]["session.post"] == 1
         assert bmc["routes"]["system"] == 2
+
+
+def test_stopping_the_farm_ends_its_open_connections() -> None:
+    # A client that keeps its connection open past the stop (as a pooled HTTP client does)
+    # must not leave a connection task pending on the closed loop: such a task is destroyed
+    # later, at some garbage collection, with an error logged into whatever runs then.
+    farm = FarmThread(
+        FarmConfig(count=1, latency=0.0, username=USERNAME, password=PASSWORD)
+    ).start()
+    address, port = farm.urls[0].removeprefix("https://").split(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((address, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw) as client,
+    ):
+        client.sendall(b"GET /redfish/v1/ HTTP/1.1\r\nHost: bmc\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        assert len(farm.farm.connections) == 1  # kept alive, waiting for a next request
+        farm.stop()
+
+    assert farm.farm.connections == {}
+    assert asyncio.all_tasks(farm.loop) == set()

@@ -160,6 +160,9 @@ class FarmBmc:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        task = asyncio.current_task()
+        assert task is not None  # a connection handler always runs in a task
+        self.farm.connections[task] = writer
         try:
             while True:
                 try:
@@ -183,6 +186,7 @@ class FarmBmc:
         except (ConnectionError, ssl.SSLError, OSError, ValueError):
             return
         finally:
+            self.farm.connections.pop(task, None)
             writer.close()
 
     async def _serve(
@@ -345,6 +349,9 @@ class Farm:
         self._collections: dict[str, bytes] = {}
         self._random = random.Random(1)
         self.bmcs: list[FarmBmc] = []
+        # the open client connections, cancelled on stop (closing a listening socket does
+        # not end its connections, and a task left pending is destroyed with a warning later)
+        self.connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.started = 0.0
 
     def session(self, method: str, path: str, body: bytes) -> Response:
@@ -405,6 +412,12 @@ class Farm:
         for bmc in self.bmcs:
             if bmc.server is not None:
                 await bmc.server.wait_closed()
+        open_connections = list(self.connections.items())
+        for task, writer in open_connections:
+            writer.transport.abort()  # no TLS goodbye with a client that may never answer
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in open_connections), return_exceptions=True)
+        await asyncio.sleep(0)  # the aborted transports close their sockets on this turn
 
     def set_fault(self, index: int, fault: Fault | None) -> None:
         self.bmcs[index].fault = fault
