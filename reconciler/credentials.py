@@ -56,17 +56,24 @@ def fingerprint_key() -> bytes:
         return secrets.token_bytes(32)
 
 
+USED_THROUGH = ("Provider/", "BmcProfile/")
+"""Kinds whose Credentials are used on behalf of the resources referring to them (a Server's
+account declared in its BmcProfile is set with that profile's Credential); other references
+(an Aggregate's host Server) do not make their Credentials the referrer's."""
+
+
 def users_of_credentials(
     chosen: Iterable[Resource], resources: Mapping[Address, Resource]
 ) -> dict[str, list[Address]]:
-    """Credential name -> the resources of this plan that need it (directly or via a Provider)."""
+    """Credential name -> the resources of this plan that need it: directly, or through what
+    they refer to (a Provider's credential, the accounts of a BmcProfile)."""
     users: dict[str, list[Address]] = {}
     for resource in chosen:
         for _, target in references(resource):
             names = []
             if target.startswith("Credential/"):
                 names.append(target.removeprefix("Credential/"))
-            elif target.startswith("Provider/") and target in resources:
+            elif target.startswith(USED_THROUGH) and target in resources:
                 names += [
                     t.removeprefix("Credential/")
                     for _, t in references(resources[target])

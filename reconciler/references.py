@@ -28,6 +28,10 @@ def _attributes(
     if not path:
         yield at, node
         return
+    if isinstance(node, list):  # a list of objects (a Server's BMC accounts): each item
+        for index, item in enumerate(node):
+            yield from _attributes(item, path, (*at, index))
+        return
     part, rest = path[0], path[1:]
     if part == MAP_KEY:
         if isinstance(node, dict):

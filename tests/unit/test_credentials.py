@@ -11,7 +11,9 @@ import pytest
 from metalform import cli
 from providers.memory import MemoryFleet, memory_factory
 from reconciler import engine
+from reconciler.credentials import users_of_credentials
 from reconciler.errors import StalePlanError
+from reconciler.load import load
 
 CASE = Path(__file__).parent / "cases" / "ordering-across-servers" / "desired"
 SECRET = "rotate-me-0123456789"
@@ -81,3 +83,58 @@ def test_rotation_is_refused_by_the_engine(repo: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("BMC_PASSWORD", "another")
     with pytest.raises(StalePlanError, match="Credential/bmc"):
         e.apply(plan)
+
+
+def test_the_credentials_of_accounts_are_needed_also_through_a_bmc_profile(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "fleet.yaml").write_text(
+        """\
+apiVersion: metalform/v1
+kind: Credential
+metadata: {name: bmc}
+spec: {username: admin, password: {fromEnv: BMC_PASSWORD}}
+---
+apiVersion: metalform/v1
+kind: Credential
+metadata: {name: monitor}
+spec: {username: monitor, password: {fromEnv: MONITOR_PASSWORD}}
+---
+apiVersion: metalform/v1
+kind: Credential
+metadata: {name: audit}
+spec: {username: audit, password: {fromEnv: AUDIT_PASSWORD}}
+---
+apiVersion: metalform/v1
+kind: BmcProfile
+metadata: {name: standard}
+spec:
+  accounts: [{username: monitor, role: ReadOnly, credential: monitor}]
+---
+apiVersion: metalform/v1
+kind: Server
+metadata: {name: n1}
+spec:
+  bmc: {driver: redfish, address: "https://10.0.0.1", systemId: n1, credential: bmc,
+        profile: standard}
+---
+apiVersion: metalform/v1
+kind: Server
+metadata: {name: n2}
+spec:
+  bmc:
+    driver: redfish
+    address: "https://10.0.0.2"
+    systemId: n2
+    credential: bmc
+    accounts: [{username: audit, role: ReadOnly, credential: audit}]
+""",
+        encoding="utf-8",
+    )
+    resources = load(tmp_path).resources
+    servers = [resources["Server/n1"], resources["Server/n2"]]
+    assert users_of_credentials(servers, resources) == {
+        "bmc": ["Server/n1", "Server/n2"],
+        "monitor": ["Server/n1"],  # the profile's account, set on n1
+        "audit": ["Server/n2"],  # an account in a list of the Server's own
+    }
