@@ -8,7 +8,8 @@ diagnostic for `bios` and for `bmc.network` on an IPMI server. What is read, per
   boot flags supports (see providers.ipmi.mapping: some keys are omitted when the BMC's answer
   is ambiguous, as OpenIPMI's `ipmi_sim` always makes it after a boot.set other than None),
   `bmc.login` (`current`, or `previous` while a rotation of the Credential is unfinished) and,
-  when Git declares accounts, the BMC's users (`bmc.accounts.<name>.role|enabled`);
+  when Git declares accounts, the BMC's users (`bmc.accounts.<name>.role|enabled`, and
+  `.password` of a declared one, tested with Set User Password's test operation);
 - `facts`: manufacturer and product ids, firmware and IPMI versions, the raw boot override and
   the power restore policy;
 - `health`: Degraded when the BMC flags a power fault, Unreachable (with `error`) when it does
@@ -17,6 +18,7 @@ diagnostic for `bios` and for `bmc.network` on an IPMI server. What is read, per
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -120,8 +122,14 @@ class IpmiProvider:
         """The login in use and, when Git declares accounts, the BMC's users."""
         state: dict[str, Any] = {LOGIN: login}
         server = typed(resource, ServerSpec)
-        if effective_blocks(server, self.context.resources).accounts is not None:
-            state.update(accounts.read_users(self.client, session))
+        declared = effective_blocks(server, self.context.resources).accounts
+        if declared is not None:
+            secrets: dict[str, str] = {}
+            for account in declared:
+                if account.username != session.username:
+                    with contextlib.suppress(PermanentError):  # the plan names what is missing
+                        secrets[account.username] = self._secret(account.credential)
+            state.update(accounts.read_users(self.client, session, secrets))
         return state
 
     @staticmethod

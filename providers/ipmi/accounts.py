@@ -16,14 +16,16 @@ network services are not managed through IPMI, and the planner says so for each 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from pyghmi import exceptions as pyghmi_exc
 
 from providers.ipmi.client import BmcTarget, IpmiClient
 from reconciler.errors import PermanentError
 from reconciler.model import Action
-from reconciler.planners.accounts import ACCOUNTS
+from reconciler.planners.accounts import ACCOUNTS, PASSWORD, SECRET_CURRENT, SECRET_OTHER
 
 T = TypeVar("T")
 OPERATIONS = frozenset({"account.create", "account.set", "account.disable", "account.rotate"})
@@ -35,6 +37,11 @@ ENABLE_STATUS = {0b01: True, 0b10: False}
 IPMI_MESSAGING = 0b0001_0000
 MAX_NAME = 16
 """IPMI user names are at most 16 bytes."""
+SET_USER_PASSWORD = 0x47
+TEST_PASSWORD = 0b11
+TEST_FAILED = frozenset({0x80, 0x81})
+"""Set User Password's answers to a test: wrong password; wrong size (stored in the other
+of the 16- and 20-byte forms, so another password too)."""
 
 
 @dataclass(frozen=True)
@@ -105,14 +112,49 @@ def _users(bmc: _Bmc) -> tuple[int, dict[str, User], list[int]]:
     return channel, users, free
 
 
-def read_users(client: IpmiClient, target: BmcTarget) -> dict[str, Any]:
-    """`bmc.accounts.<name>.role` and `.enabled` of every named user."""
-    _, users, _ = _users(_Bmc(client, target))
+def read_users(
+    client: IpmiClient, target: BmcTarget, declared: Mapping[str, str]
+) -> dict[str, Any]:
+    """`bmc.accounts.<name>.role` and `.enabled` of every named user, and `.password` of
+    those in `declared` (user name -> the password Git declares), where the BMC can tell."""
+    bmc = _Bmc(client, target)
+    _, users, _ = _users(bmc)
     state: dict[str, Any] = {}
     for name, user in users.items():
         state[f"{ACCOUNTS}{name}.role"] = user.role
         state[f"{ACCOUNTS}{name}.enabled"] = user.enabled
+        if name in declared:
+            known = check_password(bmc, user.uid, declared[name])
+            if known is not None:
+                state[f"{ACCOUNTS}{name}{PASSWORD}"] = known
     return state
+
+
+def password_request(uid: int, password: str) -> tuple[int, ...] | None:
+    """Set User Password's request data to test `password` (None: longer than IPMI allows).
+    A password of more than 16 bytes is tested in the 20-byte form, as it is set."""
+    raw = password.encode()
+    if len(raw) > 20:
+        return None
+    wide = len(raw) > 16
+    return (uid | (0x80 if wide else 0), TEST_PASSWORD, *raw.ljust(20 if wide else 16, b"\0"))
+
+
+def check_password(bmc: _Bmc, uid: int, password: str) -> str | None:
+    """`current` when the user's password is `password`, `other` when not, None when the BMC
+    cannot say. Unlike a login, a test counts no failure against the user."""
+    data = password_request(uid, password)
+    if data is None:
+        return None
+
+    def test(cmd: Any) -> str | None:
+        try:
+            cmd.xraw_command(netfn=0x06, command=SET_USER_PASSWORD, data=data)
+        except pyghmi_exc.IpmiException as exc:
+            return SECRET_OTHER if exc.ipmicode in TEST_FAILED else None
+        return SECRET_CURRENT
+
+    return bmc.ask(f"test the password of user {uid}", test)
 
 
 def execute(
@@ -135,6 +177,12 @@ def execute(
         raise PermanentError(f"{target.endpoint}: no BMC user {username!r}")
     if operation == "account.set":
         _set(bmc, channel, user, params, secret_of)
+        if "credential" in params:  # its Credential changed since the password was set
+            password = secret_of(username)
+            bmc.ask(
+                f"set the password of {username}",
+                lambda cmd: cmd.set_user_password(user.uid, password=password),
+            )
     elif operation == "account.disable":
         _enable(bmc, user.uid, False, "")
     else:  # account.rotate: the login's password, set through the session of the old one

@@ -182,7 +182,13 @@ class RedfishProvider:
                 resource,
                 lambda c: (
                     c,
-                    accounts.execute(action, c, c.system(bmc.system_id), self._context),
+                    accounts.execute(
+                        action,
+                        c,
+                        c.system(bmc.system_id),
+                        self._context,
+                        self._client.passwords,
+                    ),
                 ),
                 what=action.operation,
             )

@@ -25,7 +25,7 @@ import sushy
 from requests.adapters import HTTPAdapter
 from sushy import exceptions as sushy_exc
 
-from providers.redfish import uploads
+from providers.redfish import passwords, uploads
 from providers.redfish.registry import (
     DiskCache,
     Registries,
@@ -284,6 +284,8 @@ class RedfishClient:
         self.registries = Registries(DiskCache(Path(str(cache)) if cache else None))
         journal = context.extra.get("redfish.uploadJournal", uploads.default_path())
         self.uploads = uploads.UploadJournal(Path(str(journal)) if journal else None)
+        journal = context.extra.get("redfish.accountJournal", passwords.default_path())
+        self.passwords = passwords.PasswordJournal(Path(str(journal)) if journal else None)
         self.keep_alive = bool(context.extra.get("redfish.keepAlive", True))
         self._warm: OrderedDict[BmcKey, BmcConnection] = OrderedDict()
         self.warm_limit = int(context.extra.get("redfish.warmConnections", WARM_CONNECTIONS))  # type: ignore[call-overload]

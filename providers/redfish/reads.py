@@ -152,7 +152,7 @@ def observe(
     with conn.errors():
         if firmware.wanted(resource):
             firmware.observe(conn, system, state, facts, client.uploads)
-        state.update(accounts.read_bmc(resource, conn, system, context))
+        state.update(accounts.read_bmc(resource, conn, system, context, client.passwords))
     health = (system.get("Status") or {}).get("Health")
     return LiveResource(
         address=resource.address,

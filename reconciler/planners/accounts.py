@@ -1,11 +1,14 @@
-"""Planning a Server's BMC accounts, network services and the rotation of its login secret.
+"""Planning a Server's BMC: the rotation of its login secret, its accounts and (through
+`reconciler.planners.bmc_network`) its network services.
 
 Pure. Live state paths (the providers' contract):
 - `bmc.accounts.<username>.role` (Administrator|Operator|ReadOnly|other) and `.enabled`;
+- `bmc.accounts.<username>.password`, for an account Git declares, where the provider can
+  tell: `current` when it holds its Credential's secret, `other` when it holds another one
+  (the Credential changed since); absent when unknown (it is then not compared);
 - `bmc.login`: `current` when Metalform logged in with its Credential's `password`,
   `previous` when only the Credential's `previous` secret worked (a rotation to finish);
-- `bmc.network.ntpServers` (list), `bmc.network.protocols.<ipmi|ssh|http>` (bool) and
-  `bmc.network.hostname`.
+- `bmc.network.*`: see `reconciler.planners.bmc_network`.
 """
 
 from __future__ import annotations
@@ -27,15 +30,17 @@ from reconciler.model import (
 )
 from reconciler.model.bmc import BmcAccount, BmcNetwork, BmcProfileSpec
 from reconciler.model.credentials import CredentialSpec
-from reconciler.model.hardware import BmcDriver, ServerSpec
+from reconciler.model.hardware import ServerSpec
 from reconciler.planners.base import Draft, PlanContext
+from reconciler.planners.bmc_network import BmcPlan, plan_network
 from reconciler.planners.diff import diff_declared
 
 ACCOUNTS = "bmc.accounts."
-NETWORK = "bmc.network."
 LOGIN = "bmc.login"
-PROTOCOL_IN_USE = {BmcDriver.REDFISH: "http", BmcDriver.IPMI: "ipmi"}
-"""The network service each driver reaches the BMC through: turning it off cuts us off."""
+PASSWORD = ".password"
+SECRET_CURRENT, SECRET_OTHER = "current", "other"
+"""Values of `bmc.login` and `bmc.accounts.<username>.password`: the Credential's secret, or
+not (`bmc.login` says `previous`: only the Credential's previous secret logs in)."""
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,6 @@ class BmcBlocks:
     prune: bool
     network: BmcNetwork | None
     profile: Resource[BmcProfileSpec] | None
-
-
-@dataclass
-class BmcPlan:
-    entries: list[DiffEntry]
-    drafts: list[Draft]
-    diagnostics: list[Diagnostic]
 
 
 def effective_blocks(
@@ -80,20 +78,6 @@ def login_username(
     return credential.spec.username if credential is not None else None
 
 
-def network_state(network: BmcNetwork) -> dict[str, Any]:
-    want: dict[str, Any] = {}
-    if network.ntp_servers is not None:
-        want[NETWORK + "ntpServers"] = list(network.ntp_servers)
-    if network.protocols is not None:
-        for name in ("ipmi", "ssh", "http"):
-            value = getattr(network.protocols, name)
-            if value is not None:
-                want[f"{NETWORK}protocols.{name}"] = value
-    if network.hostname is not None:
-        want[NETWORK + "hostname"] = network.hostname
-    return want
-
-
 def plan_bmc(server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext) -> BmcPlan:
     """Rotation first (everything else logs in with the new secret), then accounts, network."""
     result = BmcPlan([], [], [])
@@ -116,12 +100,8 @@ def plan_bmc(server: Resource[ServerSpec], live: LiveResource, ctx: PlanContext)
     if blocks.accounts is not None:
         _plan_accounts(server, live, ctx, blocks, result, first)
     if blocks.network is not None:
-        _plan_network(server, live, ctx, blocks.network, result, first)
+        plan_network(server, live, ctx, blocks.network, result, first)
     return result
-
-
-def _supported(server: Resource[ServerSpec], ctx: PlanContext, operation: str) -> bool:
-    return operation in ctx.operations.get(server.spec.bmc.driver.value, frozenset())
 
 
 def _plan_rotation(
@@ -182,7 +162,7 @@ def _plan_accounts(
     result: BmcPlan,
     after: tuple[str, ...],
 ) -> None:
-    if not _supported(server, ctx, "account.create"):
+    if not ctx.offers(server.spec.bmc.driver.value, "account.create"):
         result.diagnostics.append(
             ctx.diagnostic(
                 server,
@@ -256,9 +236,15 @@ def _plan_account(
     account: BmcAccount, live: LiveResource, result: BmcPlan, after: tuple[str, ...]
 ) -> None:
     prefix = f"{ACCOUNTS}{account.username}."
-    want = {prefix + "role": account.role.value, prefix + "enabled": account.enabled}
+    want: dict[str, Any] = {
+        prefix + "role": account.role.value,
+        prefix + "enabled": account.enabled,
+    }
     diff = diff_declared(want, live.state)
-    if not diff:
+    password = f"{ACCOUNTS}{account.username}{PASSWORD}"
+    # known only where the provider can tell (see the module); `other`: its Credential changed
+    stale_password = live.state.get(password) == SECRET_OTHER
+    if not diff and not stale_password:
         return
     result.entries.extend(diff.entries)
     exists = prefix + "role" in live.state
@@ -269,6 +255,16 @@ def _plan_account(
         params.update(
             role=account.role.value, enabled=account.enabled, credential=account.credential
         )
+    if exists and stale_password:
+        result.entries.append(
+            DiffEntry(
+                path=password,
+                before="another secret",
+                after=f"the secret of Credential/{account.credential}",
+            )
+        )
+        params["credential"] = account.credential
+        want[password] = SECRET_CURRENT
     result.drafts.append(
         Draft(
             key=f"account:{account.username}",
@@ -276,86 +272,22 @@ def _plan_account(
             params=params,
             after=after,
             expect=Expectation(current=want),
-            description=f"{'update' if exists else 'create'} BMC account {account.username}",
+            description=_account_description(account, exists, bool(diff), stale_password),
         )
     )
 
 
-def _plan_network(
-    server: Resource[ServerSpec],
-    live: LiveResource,
-    ctx: PlanContext,
-    network: BmcNetwork,
-    result: BmcPlan,
-    after: tuple[str, ...],
-) -> None:
-    want = network_state(network)
-    used = PROTOCOL_IN_USE[server.spec.bmc.driver]
-    if want.get(f"{NETWORK}protocols.{used}") is False:
-        result.diagnostics.append(
-            ctx.diagnostic(
-                server,
-                Severity.ERROR,
-                f"turning off {used} would cut Metalform off from this BMC "
-                f"(driver {server.spec.bmc.driver.value}); refused",
-                path=_network_path(server, ctx, ("protocols", used)),
-                field_name=f"spec.bmc.network.protocols.{used}",
-            )
-        )
-        want.pop(f"{NETWORK}protocols.{used}")
-    for path in list(want):
-        if path not in live.state:
-            result.diagnostics.append(
-                ctx.diagnostic(
-                    server, Severity.WARNING, f"the BMC does not report {path}; it is not managed"
-                )
-            )
-            want.pop(path)
-    diff = diff_declared(want, live.state)
-    if not diff:
-        return
-    if not _supported(server, ctx, "network.set"):
-        result.diagnostics.append(
-            ctx.diagnostic(
-                server,
-                Severity.ERROR,
-                f"driver {server.spec.bmc.driver.value} cannot manage BMC network services",
-                path=("spec", "bmc", "network"),
-                field_name="spec.bmc.network",
-            )
-        )
-        return
-    result.entries.extend(diff.entries)
-    result.drafts.append(
-        Draft(
-            key="network",
-            operation="network.set",
-            params=_network_params(diff.changed),
-            after=after,
-            expect=Expectation(current=diff.changed),
-            description="set BMC network services",
-        )
-    )
-
-
-def _network_path(
-    server: Resource[ServerSpec], ctx: PlanContext, rest: tuple[str, ...]
-) -> tuple[str | int, ...]:
-    """Where the network block is declared: the Server's own, else its profile's path."""
-    if server.spec.bmc.network is not None:
-        return ("spec", "bmc", "network", *rest)
-    return ("spec", "bmc", "profile")
-
-
-def _network_params(changed: Mapping[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for path, value in changed.items():
-        rest = path.removeprefix(NETWORK)
-        if rest.startswith("protocols."):
-            params.setdefault("protocols", {})[rest.removeprefix("protocols.")] = value
-        else:
-            params[rest] = value
-    return params
+def _account_description(
+    account: BmcAccount, exists: bool, changed: bool, stale_password: bool
+) -> str:
+    if not exists:
+        return f"create BMC account {account.username}"
+    password = f"the password of BMC account {account.username} (Credential/{account.credential})"
+    if stale_password and not changed:
+        return f"set {password}"
+    if stale_password:
+        return f"update BMC account {account.username} and set {password}"
+    return f"update BMC account {account.username}"
 
 
 def _match_problem(profile: Resource[BmcProfileSpec], facts: Mapping[str, Any]) -> str | None:

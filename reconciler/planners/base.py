@@ -86,6 +86,10 @@ class PlanContext:
     ignore: Mapping[Address, tuple[str, ...]] = field(default_factory=dict)
     """Field globs each resource's diff leaves out (`spec.ignore`, accepted drift)."""
 
+    def offers(self, driver: str, operation: str) -> bool:
+        """Whether the provider of `driver` can perform `operation`."""
+        return operation in self.operations.get(driver, frozenset())
+
     def ignored(self, resource: Resource) -> tuple[str, ...]:
         """The field globs the diff of `resource` must not compare."""
         return self.ignore.get(resource.address, ())

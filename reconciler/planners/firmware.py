@@ -204,7 +204,7 @@ def _refusal(
 ) -> Diagnostic | None:
     """Why none of the Server's firmware can be planned: the driver, the match, no inventory."""
     driver = server.spec.bmc.driver.value
-    if UPDATE not in ctx.operations.get(driver, frozenset()):
+    if not ctx.offers(driver, UPDATE):
         return _on_server(ctx, server, f"driver {driver} cannot manage firmware")
     match = baseline.match
     if match is not None:

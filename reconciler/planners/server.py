@@ -113,7 +113,7 @@ def _bios_refusal(
 ) -> Diagnostic | None:
     """Why none of the Server's BIOS settings can be planned: the driver, the template's match."""
     driver = server.spec.bmc.driver.value
-    if "bios.set" not in ctx.operations.get(driver, frozenset()):
+    if not ctx.offers(driver, "bios.set"):
         message = f"driver {driver} cannot manage BIOS settings"
         return ctx.diagnostic(
             server, Severity.ERROR, message, path=("spec", "bios"), field_name="spec.bios"

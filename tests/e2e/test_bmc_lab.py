@@ -82,8 +82,8 @@ def operations(plan: Plan) -> list[tuple[str, str]]:
     return [(a.address, a.operation) for a in plan.actions]
 
 
-def takes(peer: RedfishPeer, password: str) -> bool:
-    response = requests.get(f"{peer.url}/redfish/v1/Systems", auth=("admin", password), timeout=5)
+def takes(peer: RedfishPeer, password: str, username: str = "admin") -> bool:
+    response = requests.get(f"{peer.url}/redfish/v1/Systems", auth=(username, password), timeout=5)
     return response.status_code == 200
 
 
@@ -127,6 +127,46 @@ def test_network_change_converges_and_the_protocol_in_use_is_refused(
         "turning off http would cut Metalform off from this BMC (driver redfish); refused"
     ]
     assert plan.actions == []
+
+
+def test_a_managed_accounts_password_follows_its_credential(
+    tmp_path: Path, peers: dict[str, RedfishPeer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = {"bmc-1": peers["bmc-1"]}
+    accounts = "    accounts:\n      - {username: monitor, role: ReadOnly, credential: monitor}\n"
+    path = write_repo(tmp_path, one, rotating=False, network=accounts)
+    (path / "monitor.yaml").write_text(
+        "apiVersion: metalform/v1\nkind: Credential\nmetadata: {name: monitor}\n"
+        "spec: {username: monitor, password: {fromEnv: LAB_MONITOR_PASSWORD}}\n"
+    )
+    first, second = "monitor-1-Pa55-never-shown", "monitor-2-Pa55-never-shown"
+    monkeypatch.setenv("LAB_MONITOR_PASSWORD", first)
+    e = engine()
+    created = e.plan(path).plan
+    assert operations(created) == [("Server/bmc-1", "account.create")]
+    assert e.apply(created).ok
+    assert e.plan(path).plan.actions == []
+    assert takes(one["bmc-1"], first, "monitor")
+
+    # The Credential changes in Git (its secret source): the next plan sets the password.
+    monkeypatch.setenv("LAB_MONITOR_PASSWORD", second)
+    changed = e.plan(path).plan
+    assert operations(changed) == [("Server/bmc-1", "account.set")]
+    assert changed.actions[0].params == {"username": "monitor", "credential": "monitor"}
+    [change] = changed.changes
+    assert [(d.path, d.before, d.after) for d in change.diff] == [
+        ("bmc.accounts.monitor.password", "another secret", "the secret of Credential/monitor")
+    ]
+    assert first not in changed.model_dump_json() and second not in changed.model_dump_json()
+    assert e.apply(changed).ok
+    assert takes(one["bmc-1"], second, "monitor") and not takes(one["bmc-1"], first, "monitor")
+    assert e.plan(path).plan.actions == []
+
+    # Another machine never set it: the password is unknown there and not compared (a
+    # login to find out would count a failure against the account).
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("LAB_MONITOR_PASSWORD", "monitor-3-Pa55-never-shown")
+    assert e.plan(path).plan.actions == []
 
 
 def test_rotation_across_bmcs_converges_also_from_halfway(

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command as ipmi_command
 
 from metalform.lab.ipmi import BmcSpec, IpmiPeer, LabUser
 from providers.ipmi import IpmiProvider
-from providers.ipmi.accounts import parse_access
+from providers.ipmi.accounts import check_password, parse_access
 from reconciler.errors import AuthenticationError
 from reconciler.model import Action, Metadata, Resource
 from reconciler.model.bmc import AccountRole, BmcAccount
@@ -90,6 +91,56 @@ def test_get_user_access_enable_status_wins_over_messaging() -> None:
     assert parse_access(3, "x", bytes([0x10, 1, 0, 0x02])).enabled is False
 
 
+class _Answers:
+    """A BMC session for `check_password`: answers every command with `code` (0: success)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.sent: list[tuple[int, ...]] = []
+
+    def xraw_command(self, netfn: int, command: int, data: tuple[int, ...]) -> dict[str, Any]:
+        self.sent.append((netfn, command, *data))
+        if self.code:
+            raise pyghmi_exc.IpmiException("refused", code=self.code)
+        return {"data": b""}
+
+    def ask(self, what: str, fn: Any) -> Any:
+        return fn(self)
+
+
+def test_a_password_test_tells_current_other_and_unknown() -> None:
+    assert check_password(_Answers(0), 5, "sixteen-chars-ok") == "current"  # type: ignore[arg-type]
+    assert check_password(_Answers(0x80), 5, "x") == "other"  # type: ignore[arg-type]
+    assert check_password(_Answers(0x81), 5, "x") == "other"  # type: ignore[arg-type]
+    assert check_password(_Answers(0xC1), 5, "x") is None  # type: ignore[arg-type]
+    assert check_password(_Answers(0), 5, "x" * 21) is None  # type: ignore[arg-type]
+    short, wide = _Answers(0), _Answers(0)
+    check_password(short, 5, "pw")  # type: ignore[arg-type]
+    check_password(wide, 5, "p" * 17)  # type: ignore[arg-type]
+    assert short.sent == [(0x06, 0x47, 5, 0b11, *b"pw".ljust(16, b"\0"))]
+    assert wide.sent == [(0x06, 0x47, 0x85, 0b11, *(b"p" * 17).ljust(20, b"\0"))]
+
+
+@pytest.mark.peer
+def test_an_accounts_password_is_set_from_its_credential(peer: IpmiPeer) -> None:
+    # `legacy` was made by hand; Git now declares it with the monitor Credential's secret.
+    legacy = BmcAccount(username="legacy", role=AccountRole.OPERATOR, credential="monitor")
+    bmc = Bmc(
+        driver=BmcDriver.IPMI, address=peer.addresses["acc-a"], credential="bmc", accounts=[legacy]
+    )
+    resource = Resource(kind="Server", metadata=Metadata(name="acc-a"), spec=ServerSpec(bmc=bmc))
+    provider = provider_with(IPMI_PASSWORD, previous=None)
+    try:
+        changed = provider.execute(
+            act(resource, "account.set", username="legacy", credential="monitor"), resource
+        ).state
+    finally:
+        provider.close()
+    assert changed["bmc.accounts.legacy.role"] == "Operator"
+    assert logs_in(peer, "acc-a", "legacy", MONITOR_PASSWORD, privilege=3)
+    assert not logs_in(peer, "acc-a", "legacy", LEGACY.password, privilege=3, again=True)
+
+
 @pytest.mark.peer
 def test_users_created_changed_and_disabled(peer: IpmiPeer) -> None:
     monitor = BmcAccount(username="monitor", role=AccountRole.READ_ONLY, credential="monitor")
@@ -119,6 +170,10 @@ def test_users_created_changed_and_disabled(peer: IpmiPeer) -> None:
         ).state
         assert created["bmc.accounts.monitor.role"] == "ReadOnly"
         assert created["bmc.accounts.monitor.enabled"] is True
+        # tested with Set User Password's test operation (ipmi_sim answers every test with
+        # success: the answers of a BMC that compares are in the test below)
+        assert created["bmc.accounts.monitor.password"] == "current"
+        assert "bmc.accounts.legacy.password" not in created  # not declared: not tested
         assert logs_in(peer, "acc-a", "monitor", MONITOR_PASSWORD, privilege=2)
 
         changed = provider.execute(
