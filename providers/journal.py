@@ -99,6 +99,12 @@ class Journal:
         time or after a compaction)."""
         if self.path is None:
             return
+        try:  # one stat per look when nothing changed (a plan looks once per BMC account)
+            stat = os.stat(self.path)
+        except OSError:
+            return
+        if (stat.st_dev, stat.st_ino) == self._identity and stat.st_size == self._offset:
+            return
         try:
             with open(self.path, "rb") as source:
                 stat = os.fstat(source.fileno())
