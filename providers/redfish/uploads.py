@@ -8,9 +8,9 @@ image's URL and SHA-256 (never a secret; the URL is the baseline's own). Reading
 no `ImageURI`, the provider looks it up here, so a push staged before a crash is planned as
 the reset alone, as a SimpleUpdate's is.
 
-The journal (see `providers.journal`) is `redfish-uploads.jsonl` in `$XDG_STATE_HOME/metalform`
-(default `~/.local/state/metalform`), or the file `extra["redfish.uploadJournal"]` names;
-entries older than `KEEP_DAYS` are forgotten.
+The journal (see `providers.journal`) is `redfish-uploads.jsonl` in
+`$XDG_STATE_HOME/metalform` (default `~/.local/state/metalform`), or the file
+`extra["redfish.uploadJournal"]` names; entries older than `KEEP_DAYS` are forgotten.
 """
 
 from __future__ import annotations

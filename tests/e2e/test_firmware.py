@@ -267,7 +267,7 @@ def test_a_push_staged_before_a_crash_is_planned_as_the_reset_alone(
     """A pushed task names no image: the upload journal tells the next plan it was ours."""
     settings(bmc, seconds=2.0, multipart=True, simpleUpdate=False)
     path = repo(tmp_path, bmc, {"BIOS": "1.2.0"})
-    journal = Path(os.environ["XDG_STATE_HOME"]) / "metalform" / "redfish-uploads.json"
+    journal = Path(os.environ["XDG_STATE_HOME"]) / "metalform" / "redfish-uploads.jsonl"
     # Killed once the push is uploaded and recorded; the reset is 2 s away.
     apply_killed_when(path, tmp_path, journal.exists, "the push")
     assert settings(bmc)["multipartUpdates"] == 1
