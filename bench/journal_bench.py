@@ -4,7 +4,7 @@
 
 An apply that creates a monitoring account on every BMC records one password fingerprint per
 BMC. Times, for `--records` records: recording them all, loading them in a new process's
-journal, and looking each one up; first with `providers.journal.Journal` (one appended line
+journal, and looking each one up; first with `providers.journal.FileJournal` (one appended line
 per record), then with the plain alternative, one JSON document rewritten whole under the
 same lock at every record (how the firmware upload journal was first written). The plain
 one is timed on a tenth of the records and its per-record cost reported, since it grows
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from providers.journal import Journal
+from providers.journal import FileJournal
 
 FINGERPRINT = "hmac-sha256:0123456789abcdef"
 
@@ -50,12 +50,12 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="journal-bench-"))
 
     path = root / "journal.jsonl"
-    writer = Journal(path)
+    writer = FileJournal(path)
     start = time.perf_counter()
     for i in range(n):
         writer.record(key(i), fingerprint=FINGERPRINT)
     recorded = time.perf_counter() - start
-    reader = Journal(path)
+    reader = FileJournal(path)
     start = time.perf_counter()
     reader.get(key(0))
     loaded = time.perf_counter() - start

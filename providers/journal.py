@@ -1,10 +1,12 @@
-"""What a provider did on this machine and must remember across runs: a journal on disk.
+"""What a provider did and must remember across runs: its journals.
 
 A BMC shows neither which image a multipart push staged nor which password an account has,
 so Metalform records what it did (never a secret: an image URL, a keyed fingerprint) and
-reads it back at the next plan, also after a crash.
+reads it back at the next plan, also after a crash. The server keeps journals in its state
+store (`ProviderContext.journals`), shared by its replicas; elsewhere (the CLI, a site
+worker) they are files in the state directory of the machine.
 
-The journal is a file of JSON lines, one entry each, `{"key": ..., "at": ..., ...}`; the last
+A file journal is a file of JSON lines, one entry each, `{"key": ..., "at": ..., ...}`; the last
 line of a key wins. Recording appends one line under an exclusive `flock`, so processes of
 this machine (two applies, the workers of a site) lose nothing, and a fleet's worth of
 records costs a line each, not a rewrite of the whole file. Readers follow the file's growth
@@ -28,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from reconciler.provider import Journal, ProviderContext
+
 log = logging.getLogger("metalform.providers.journal")
 
 COMPACT_SLACK = 1000
@@ -40,7 +44,18 @@ def state_dir() -> Path:
     return Path(base) / "metalform"
 
 
-class Journal:
+def open_journal(
+    context: ProviderContext, name: str, path: Path | None, *, keep_seconds: float | None = None
+) -> Journal:
+    """The journal `name`: where the context keeps journals (the server's state store), else
+    the file `path` (None: memory only). Entries older than `keep_seconds` are the caller's to
+    ignore; a file journal also leaves them out when it compacts."""
+    if context.journals is not None:
+        return context.journals(name)
+    return FileJournal(path, keep_seconds=keep_seconds)
+
+
+class FileJournal:
     """Entries by key in an append-only file; `path` None keeps them in memory only."""
 
     def __init__(self, path: Path | None, *, keep_seconds: float | None = None) -> None:

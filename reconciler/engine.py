@@ -34,7 +34,13 @@ from reconciler.model.credentials import CredentialSpec
 from reconciler.model.plan import PlanSource
 from reconciler.model.providers import ProviderSpec
 from reconciler.plan import PlanOptions, make_plan, managed
-from reconciler.provider import Provider, ProviderContext, ProviderFactory, installed_providers
+from reconciler.provider import (
+    JournalFactory,
+    Provider,
+    ProviderContext,
+    ProviderFactory,
+    installed_providers,
+)
 from reconciler.secrets import ResolvedCredential, resolve
 from reconciler.userdata import repository_files
 
@@ -69,6 +75,8 @@ class Settings:
     timeout: float = 10.0
     retries: int = 2
     operation_timeout: float = 600.0
+    journals: JournalFactory | None = field(default=None, compare=False)
+    """Where providers keep what live systems cannot tell them (ProviderContext.journals)."""
 
 
 class CredentialResolver:
@@ -142,6 +150,7 @@ def open_session(
         retries=settings.retries,
         operation_timeout=settings.operation_timeout,
         resources=resources,
+        journals=settings.journals,
     )
     providers: dict[str, Provider] = {}
     for key in sorted(drivers):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from reconciler.concurrency import Limiter
 from reconciler.errors import MetalformError
@@ -20,6 +20,23 @@ from reconciler.model.registry import kind
 from reconciler.secrets import ResolvedCredential
 
 ENTRY_POINT_GROUP = "metalform.providers"
+
+
+class Journal(Protocol):
+    """Where a provider keeps, across runs, what it did and a live system cannot tell it
+    (the image a push staged, the fingerprint of a password it set; never a secret)."""
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The newest entry recorded for `key` (with its `at`, Unix seconds), or None."""
+        ...
+
+    def record(self, key: str, **entry: Any) -> None:
+        """Keep `entry` for `key`; a failure to keep it is logged, never raised."""
+        ...
+
+
+JournalFactory = Callable[[str], Journal]
+"""The journal of a name (`redfish-accounts`, ...)."""
 
 
 @dataclass
@@ -41,6 +58,9 @@ class ProviderContext:
     resources: Mapping[Address, Resource] = field(default_factory=dict)
     """The desired resources, e.g. the Provider resource a Service names for its endpoint."""
     extra: dict[str, object] = field(default_factory=dict)
+    journals: JournalFactory | None = None
+    """Where journals are kept: the server's state store, shared by its replicas; None:
+    files in this machine's state directory (see `providers.journal`)."""
 
 
 @runtime_checkable

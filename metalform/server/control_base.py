@@ -28,6 +28,7 @@ from metalform.store import (
     locks,
     recovery,
 )
+from metalform.store.journals import store_journals
 from reconciler.engine import Engine
 from reconciler.errors import MetalformError
 from webhooks import ForgeClient
@@ -72,6 +73,9 @@ class ControlBase(ABC):
     ) -> None:
         self.config = config
         self.engine = engine
+        if engine.settings.journals is None:
+            # what providers must remember goes to the store: every replica reads it
+            engine.settings.journals = store_journals(store)
         self.store = store
         self.tracker = tracker or Tracker(
             config.repository_url, config.branch, config.path, config.data_dir

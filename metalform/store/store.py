@@ -30,6 +30,7 @@ from metalform.store.core import DEFAULT_PAGE_SIZE, clamp_limit
 from metalform.store.database import create_store_engine
 from metalform.store.deliveries import DeliveryStore
 from metalform.store.events import EventStore
+from metalform.store.journals import JournalStore
 from metalform.store.plans import PlanStore
 from metalform.store.records import ApplyRecord, Page, PlanRecord, RotationRecord
 from metalform.store.rotations import RotationStore
@@ -38,7 +39,14 @@ HistoryItem = PlanRecord | ApplyRecord | RotationRecord
 
 
 class Store(
-    PlanStore, ApplyStore, EventStore, DeliveryStore, CommentStore, RotationStore, SessionStore
+    PlanStore,
+    ApplyStore,
+    EventStore,
+    DeliveryStore,
+    CommentStore,
+    RotationStore,
+    SessionStore,
+    JournalStore,
 ):
     """Persistence for the server and the CLI, on SQLite or PostgreSQL.
 

@@ -264,6 +264,20 @@ class ThrottleWindowRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class JournalRow(Base):
+    """An entry of a provider's journal (`reconciler.provider.Journal`): what it did that a
+    live system cannot tell it, such as the keyed fingerprint of a BMC account password it set
+    (never a secret). One row per journal and key; the newest entry wins."""
+
+    __tablename__ = "provider_journal"
+
+    journal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    entry: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    recorded_at: Mapped[float] = mapped_column(Float)
+    """Unix seconds, as the entry's `at`."""
+
+
 class RotationRow(Base):
     """A rotation of a BMC login secret by one apply: the audit trail (never a value; keyed
     fingerprints only). Kept when retention drops the apply: no foreign key to it."""

@@ -25,6 +25,7 @@ import sushy
 from requests.adapters import HTTPAdapter
 from sushy import exceptions as sushy_exc
 
+from providers.journal import open_journal
 from providers.redfish import passwords, uploads
 from providers.redfish.registry import (
     DiskCache,
@@ -282,10 +283,19 @@ class RedfishClient:
         self._refused: dict[BmcKey, tuple[float, AuthenticationError]] = {}
         cache = context.extra.get("redfish.registryCache", default_cache_dir())
         self.registries = Registries(DiskCache(Path(str(cache)) if cache else None))
-        journal = context.extra.get("redfish.uploadJournal", uploads.default_path())
-        self.uploads = uploads.UploadJournal(Path(str(journal)) if journal else None)
-        journal = context.extra.get("redfish.accountJournal", passwords.default_path())
-        self.passwords = passwords.PasswordJournal(Path(str(journal)) if journal else None)
+        path = context.extra.get("redfish.uploadJournal", uploads.default_path())
+        self.uploads = uploads.UploadJournal(
+            open_journal(
+                context,
+                uploads.NAME,
+                Path(str(path)) if path else None,
+                keep_seconds=uploads.KEEP_SECONDS,
+            )
+        )
+        path = context.extra.get("redfish.accountJournal", passwords.default_path())
+        self.passwords = passwords.PasswordJournal(
+            open_journal(context, passwords.NAME, Path(str(path)) if path else None)
+        )
         self.keep_alive = bool(context.extra.get("redfish.keepAlive", True))
         self._warm: OrderedDict[BmcKey, BmcConnection] = OrderedDict()
         self.warm_limit = int(context.extra.get("redfish.warmConnections", WARM_CONNECTIONS))  # type: ignore[call-overload]

@@ -3,14 +3,15 @@
 A Redfish BMC never shows a password, and trying one with a login counts a failure against
 the account (and, on some BMCs, against the address Metalform connects from). So every
 password Metalform sets (creating an account, changing its password) is recorded by the
-keyed fingerprint of the secret (never the value) in a journal (see `providers.journal`):
-`redfish-accounts.jsonl` in `$XDG_STATE_HOME/metalform`, or the file
-`extra["redfish.accountJournal"]` names. A read then reports `bmc.accounts.<name>.password`:
+keyed fingerprint of the secret (never the value) in the journal `redfish-accounts` (see
+`providers.journal`: the server's state store, else the file `redfish-accounts.jsonl` in
+`$XDG_STATE_HOME/metalform` or the one `extra["redfish.accountJournal"]` names). A read then
+reports `bmc.accounts.<name>.password`:
 
 - `current`: the password recorded is the one the account's Credential holds now;
 - `other`: it was set from another secret (its Credential changed in Git since);
-- nothing when no password was recorded for the account on this machine (made by hand, or
-  set from another machine): it is not compared.
+- nothing when no password was recorded for the account (made by hand, or set by a Metalform
+  keeping its journal elsewhere): it is not compared.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from providers.journal import Journal, state_dir
+from providers.journal import state_dir
 from reconciler.credentials import fingerprint_key
 from reconciler.planners.accounts import SECRET_CURRENT, SECRET_OTHER
+from reconciler.provider import Journal
 from reconciler.secrets import Secret, fingerprint
 
-FILE = "redfish-accounts.jsonl"
+NAME = "redfish-accounts"
+FILE = f"{NAME}.jsonl"
 
 
 def default_path() -> Path:
@@ -33,8 +36,8 @@ def default_path() -> Path:
 class PasswordJournal:
     """Fingerprints of the passwords set, by (BMC base URL, user name)."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._journal = Journal(path)
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
         self._key: bytes | None = None
         self._lock = threading.Lock()
 

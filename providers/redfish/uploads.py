@@ -8,19 +8,24 @@ image's URL and SHA-256 (never a secret; the URL is the baseline's own). Reading
 no `ImageURI`, the provider looks it up here, so a push staged before a crash is planned as
 the reset alone, as a SimpleUpdate's is.
 
-The journal (see `providers.journal`) is `redfish-uploads.jsonl` in
-`$XDG_STATE_HOME/metalform` (default `~/.local/state/metalform`), or the file
-`extra["redfish.uploadJournal"]` names; entries older than `KEEP_DAYS` are forgotten.
+The journal (see `providers.journal`) is `redfish-uploads`: in the server's state store, else
+the file `redfish-uploads.jsonl` in `$XDG_STATE_HOME/metalform` (default
+`~/.local/state/metalform`) or the one `extra["redfish.uploadJournal"]` names. Entries older
+than `KEEP_DAYS` are forgotten.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from providers.journal import Journal, state_dir
+from providers.journal import state_dir
+from reconciler.provider import Journal
 
-FILE = "redfish-uploads.jsonl"
+NAME = "redfish-uploads"
+FILE = f"{NAME}.jsonl"
 KEEP_DAYS = 30
+KEEP_SECONDS = KEEP_DAYS * 86400
 
 
 def default_path() -> Path:
@@ -35,9 +40,8 @@ def _key(endpoint: str, task: str, start: str | None) -> str:
 class UploadJournal:
     """Pushed images by (BMC, task, start time)."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._journal = Journal(path, keep_seconds=KEEP_DAYS * 86400)
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
 
     def record(self, endpoint: str, task: str, start: str | None, image: str, sha256: str) -> None:
         """Remember that `task` on `endpoint` flashes `image` (before anything waits on it)."""
@@ -46,5 +50,7 @@ class UploadJournal:
     def image_of(self, endpoint: str, task: str, start: str | None) -> str | None:
         """The image a recorded push flashes, or None (not ours, or not recorded)."""
         entry = self._journal.get(_key(endpoint, task, start))
-        image = entry.get("image") if entry else None
+        if entry is None or float(entry.get("at", 0)) < time.time() - KEEP_SECONDS:
+            return None
+        image = entry.get("image")
         return image if isinstance(image, str) else None

@@ -19,6 +19,7 @@ TABLES = {
     "apply_actions",
     "events",
     "locks",
+    "provider_journal",
     "plans",
     "pr_comments",
     "repositories",
