@@ -202,7 +202,8 @@ def test_the_per_bmc_limit_holds_when_many_servers_share_a_bmc(fleet: FarmThread
     finally:
         provider.close()
 
-    assert all(item.health is not Health.UNREACHABLE for item in live.values())
+    unreachable = {a: i.error for a, i in live.items() if i.health is Health.UNREACHABLE}
+    assert not unreachable, unreachable
     stats = fleet.stats()[:3]
     assert all(s["requests"] >= 12 * 3 for s in stats), stats
     assert max(s["peak"] for s in stats) <= 2, stats
