@@ -254,6 +254,7 @@ class Engine:
         targets: Collection[Address] = (),
         exclude: Collection[str] = (),
         refresh_only: bool = False,
+        set_unknown_passwords: bool = False,
         on_gather: Callable[[int, int], None] | None = None,
     ) -> PlanRun:
         """Plan `path` (at `rev`): all its resources, or the `targets`, less `exclude` globs."""
@@ -264,6 +265,7 @@ class Engine:
                 targets=targets,
                 exclude=exclude,
                 refresh_only=refresh_only,
+                set_unknown_passwords=set_unknown_passwords,
                 on_gather=on_gather,
             )
 
@@ -275,6 +277,7 @@ class Engine:
         targets: Collection[Address],
         exclude: Collection[str],
         refresh_only: bool,
+        set_unknown_passwords: bool,
         on_gather: Callable[[int, int], None] | None,
     ) -> PlanRun:
         desired = load(path, rev)
@@ -307,6 +310,7 @@ class Engine:
             targets=frozenset(targets),
             exclude=frozenset(exclude),
             refresh_only=refresh_only,
+            set_unknown_passwords=set_unknown_passwords,
             source=PlanSource(path=str(path.resolve()), rev=rev),
             operations=operations,
             endpoints=endpoints,

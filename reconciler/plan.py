@@ -44,6 +44,9 @@ class PlanOptions:
     endpoints: Mapping[Address, str] = field(default_factory=dict)
     files: Callable[[str], str] | None = None
     """Reads a file of the planned revision (cloud-init templates), by repository path."""
+    set_unknown_passwords: bool = False
+    """Also set the password of declared BMC accounts whose password cannot be told (an
+    account made by hand): `--set-unknown-passwords`."""
 
 
 def managed(
@@ -171,6 +174,7 @@ def _plan_resources(
         files=options.files,
         live=live,
         ignore=ignore_map(resources, refresh_only=options.refresh_only),
+        set_unknown_passwords=options.set_unknown_passwords,
     )
     policies = desired.of_kind("Policy", PolicySpec)
     planned: list[ResourcePlan] = []

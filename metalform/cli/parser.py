@@ -57,6 +57,15 @@ def _add_parallelism(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_set_unknown_passwords(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set-unknown-passwords",
+        action="store_true",
+        help="also set the password of declared BMC accounts whose password Metalform cannot "
+        "tell (made by hand, or set where its record is not kept) from their Credential",
+    )
+
+
 def _add_exclude(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exclude",
@@ -114,6 +123,7 @@ def _add_plan(sub: Any) -> None:
         help="plan only this resource (Kind/name); repeatable",
     )
     _add_exclude(p)
+    _add_set_unknown_passwords(p)
     p.add_argument(
         "--refresh-only",
         action="store_true",
@@ -132,6 +142,7 @@ def _add_apply(sub: Any) -> None:
         "--auto-approve", action="store_true", help="plan and apply at once, without a saved plan"
     )
     _add_exclude(p)
+    _add_set_unknown_passwords(p)
     _add_parallelism(p)
     _add_notify(p)
     add_broker_args(p)

@@ -143,6 +143,7 @@ def _plan(engine: Engine, args: argparse.Namespace, out: Output, notes: RunNotif
         targets=args.target,
         exclude=_excluded(args),
         refresh_only=args.refresh_only,
+        set_unknown_passwords=args.set_unknown_passwords,
         on_gather=on_gather,
     )
     plan = run.plan
@@ -257,11 +258,15 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     if args.planfile:
         if args.auto_approve:
             raise MetalformError("give either PLANFILE or --auto-approve, not both")
-        if args.exclude:
-            raise MetalformError(
-                "--exclude changes what is planned; apply PLANFILE runs exactly its plan "
-                "(plan again with --exclude, or apply -C DIR --auto-approve --exclude)"
-            )
+        for flag, given in (
+            ("--exclude", args.exclude),
+            ("--set-unknown-passwords", args.set_unknown_passwords),
+        ):
+            if given:
+                raise MetalformError(
+                    f"{flag} changes what is planned; apply PLANFILE runs exactly its plan "
+                    f"(plan again with {flag}, or apply -C DIR --auto-approve {flag})"
+                )
         plan = read_plan_file(args.planfile)
         path = Path(args.directory) if args.directory != "." else None
         notes = _saved_plan_notifications(args, plan, path)
@@ -276,7 +281,13 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         )
     notes = _notifications(args, Path(args.directory), args.rev)
     try:
-        run = _planned(engine, args, notes, exclude=_excluded(args))
+        run = _planned(
+            engine,
+            args,
+            notes,
+            exclude=_excluded(args),
+            set_unknown_passwords=args.set_unknown_passwords,
+        )
         sys.stdout.write(RENDERERS["text"](run.plan))
         if run.plan.has_errors:
             return EXIT_ERROR

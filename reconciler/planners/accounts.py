@@ -191,7 +191,7 @@ def _plan_accounts(
                 )
             )
             continue
-        _plan_account(account, live, result, after)
+        _plan_account(account, live, ctx, result, after, login=account.username == login)
     for username in _live_usernames(live):
         if username in declared:
             continue
@@ -233,8 +233,15 @@ def _live_usernames(live: LiveResource) -> list[str]:
 
 
 def _plan_account(
-    account: BmcAccount, live: LiveResource, result: BmcPlan, after: tuple[str, ...]
+    account: BmcAccount,
+    live: LiveResource,
+    ctx: PlanContext,
+    result: BmcPlan,
+    after: tuple[str, ...],
+    *,
+    login: bool,
 ) -> None:
+    """`login`: the account Metalform logs in with, whose password only a rotation sets."""
     prefix = f"{ACCOUNTS}{account.username}."
     want: dict[str, Any] = {
         prefix + "role": account.role.value,
@@ -242,8 +249,12 @@ def _plan_account(
     }
     diff = diff_declared(want, live.state)
     password = f"{ACCOUNTS}{account.username}{PASSWORD}"
-    # known only where the provider can tell (see the module); `other`: its Credential changed
-    stale_password = live.state.get(password) == SECRET_OTHER
+    # known only where the provider can tell (see the module); `other`: its Credential changed.
+    # Unknown is set only when asked (`--set-unknown-passwords`): a hand-made account adopted.
+    known = live.state.get(password)
+    stale_password = not login and (
+        known == SECRET_OTHER or (known is None and ctx.set_unknown_passwords)
+    )
     if not diff and not stale_password:
         return
     result.entries.extend(diff.entries)
@@ -259,7 +270,7 @@ def _plan_account(
         result.entries.append(
             DiffEntry(
                 path=password,
-                before="another secret",
+                before="another secret" if known == SECRET_OTHER else "unknown",
                 after=f"the secret of Credential/{account.credential}",
             )
         )

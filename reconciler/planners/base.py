@@ -85,6 +85,8 @@ class PlanContext:
     (an Aggregate waits for the MAAS deployment of a host it adds)."""
     ignore: Mapping[Address, tuple[str, ...]] = field(default_factory=dict)
     """Field globs each resource's diff leaves out (`spec.ignore`, accepted drift)."""
+    set_unknown_passwords: bool = False
+    """Set the password of declared BMC accounts whose password the provider cannot tell."""
 
     def offers(self, driver: str, operation: str) -> bool:
         """Whether the provider of `driver` can perform `operation`."""

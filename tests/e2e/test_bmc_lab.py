@@ -165,7 +165,17 @@ def test_a_managed_accounts_password_follows_its_credential(
     # Another machine never set it: the password is unknown there and not compared (a
     # login to find out would count a failure against the account).
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "elsewhere"))
-    monkeypatch.setenv("LAB_MONITOR_PASSWORD", "monitor-3-Pa55-never-shown")
+    third = "monitor-3-Pa55-never-shown"
+    monkeypatch.setenv("LAB_MONITOR_PASSWORD", third)
+    assert e.plan(path).plan.actions == []
+    # ... unless asked to set unknown passwords (adopting accounts made by hand)
+    adopting = e.plan(path, set_unknown_passwords=True).plan
+    assert operations(adopting) == [("Server/bmc-1", "account.set")]
+    assert [(d.before, d.after) for d in adopting.changes[0].diff] == [
+        ("unknown", "the secret of Credential/monitor")
+    ]
+    assert e.apply(adopting).ok
+    assert takes(one["bmc-1"], third, "monitor") and not takes(one["bmc-1"], second, "monitor")
     assert e.plan(path).plan.actions == []
 
 

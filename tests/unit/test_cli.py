@@ -114,6 +114,12 @@ def test_exclude_bad_glob_and_with_a_plan_file(
     capsys.readouterr()
     assert cli.main(["apply", str(planfile), "--exclude", "Server/a1"]) == 1
     assert "apply PLANFILE runs exactly its plan" in capsys.readouterr().err
+    assert cli.main(["apply", str(planfile), "--set-unknown-passwords"]) == 1
+    assert (
+        "--set-unknown-passwords changes what is planned; apply PLANFILE runs exactly its plan "
+        "(plan again with --set-unknown-passwords, or apply -C DIR --auto-approve "
+        "--set-unknown-passwords)"
+    ) in capsys.readouterr().err
 
 
 def test_refresh_only_shows_drift_without_actions(

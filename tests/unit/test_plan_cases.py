@@ -1,7 +1,8 @@
 """Table-driven tests of the pure planner: desired YAML + live JSON -> expected plan JSON.
 
 Each folder of `cases/` holds `desired/` (a desired-state tree), `live.json` (address ->
-LiveResource fields), optional `options.json` (targets, exclude, refreshOnly) and
+LiveResource fields), optional `options.json` (targets, exclude, refreshOnly,
+setUnknownPasswords) and
 `expected.json`: the plan's changes, actions (without read-back expectations) and
 diagnostics. To regenerate after a deliberate change, run with METALFORM_UPDATE_GOLDEN=1
 and review the diff.
@@ -51,6 +52,7 @@ def run_case(case: Path) -> dict[str, Any]:
             targets=frozenset(options.get("targets", [])),
             exclude=frozenset(options.get("exclude", [])),
             refresh_only=options.get("refreshOnly", False),
+            set_unknown_passwords=options.get("setUnknownPasswords", False),
             operations=OPERATIONS,
             files=repository_files(case / "desired"),
         ),
