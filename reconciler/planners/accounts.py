@@ -32,7 +32,7 @@ from reconciler.model.bmc import BmcAccount, BmcNetwork, BmcProfileSpec
 from reconciler.model.credentials import CredentialSpec
 from reconciler.model.hardware import ServerSpec
 from reconciler.planners.base import Draft, PlanContext
-from reconciler.planners.bmc_network import BmcPlan, plan_network
+from reconciler.planners.bmc_network import BmcPlan, plan_network, unsupported
 from reconciler.planners.diff import diff_declared
 
 ACCOUNTS = "bmc.accounts."
@@ -162,16 +162,9 @@ def _plan_accounts(
     result: BmcPlan,
     after: tuple[str, ...],
 ) -> None:
-    if not ctx.offers(server.spec.bmc.driver.value, "account.create"):
-        result.diagnostics.append(
-            ctx.diagnostic(
-                server,
-                Severity.ERROR,
-                f"driver {server.spec.bmc.driver.value} cannot manage BMC accounts",
-                path=("spec", "bmc", "accounts"),
-                field_name="spec.bmc.accounts",
-            )
-        )
+    refused = unsupported(server, ctx, "account.create", "BMC accounts", "accounts")
+    if refused is not None:
+        result.diagnostics.append(refused)
         return
     login = login_username(server, ctx.resources)
     accounts = blocks.accounts or []

@@ -32,6 +32,22 @@ class BmcPlan:
     diagnostics: list[Diagnostic]
 
 
+def unsupported(
+    server: Resource[ServerSpec], ctx: PlanContext, operation: str, what: str, block: str
+) -> Diagnostic | None:
+    """An error at `spec.bmc.<block>` when the Server's driver cannot perform `operation`."""
+    driver = server.spec.bmc.driver.value
+    if ctx.offers(driver, operation):
+        return None
+    return ctx.diagnostic(
+        server,
+        Severity.ERROR,
+        f"driver {driver} cannot manage {what}",
+        path=("spec", "bmc", block),
+        field_name=f"spec.bmc.{block}",
+    )
+
+
 def network_state(network: BmcNetwork) -> dict[str, Any]:
     want: dict[str, Any] = {}
     if network.ntp_servers is not None:
@@ -79,16 +95,9 @@ def plan_network(
     diff = diff_declared(want, live.state)
     if not diff:
         return
-    if not ctx.offers(server.spec.bmc.driver.value, "network.set"):
-        result.diagnostics.append(
-            ctx.diagnostic(
-                server,
-                Severity.ERROR,
-                f"driver {server.spec.bmc.driver.value} cannot manage BMC network services",
-                path=("spec", "bmc", "network"),
-                field_name="spec.bmc.network",
-            )
-        )
+    refused = unsupported(server, ctx, "network.set", "BMC network services", "network")
+    if refused is not None:
+        result.diagnostics.append(refused)
         return
     result.entries.extend(diff.entries)
     result.drafts.append(

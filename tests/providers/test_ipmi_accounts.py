@@ -56,6 +56,14 @@ def provider_with(secret: str, previous: str | None) -> IpmiProvider:
     return IpmiProvider(dataclasses.replace(ipmi_context(), credential=resolve))
 
 
+def acc_a(peer: IpmiPeer, account: BmcAccount) -> Resource:
+    """The Server of BMC acc-a, declaring `account`."""
+    bmc = Bmc(
+        driver=BmcDriver.IPMI, address=peer.addresses["acc-a"], credential="bmc", accounts=[account]
+    )
+    return Resource(kind="Server", metadata=Metadata(name="acc-a"), spec=ServerSpec(bmc=bmc))
+
+
 def act(resource: Resource, operation: str, **params: Any) -> Action:
     return Action(id=1, address=resource.address, operation=operation, params=params)
 
@@ -125,10 +133,7 @@ def test_a_password_test_tells_current_other_and_unknown() -> None:
 def test_an_accounts_password_is_set_from_its_credential(peer: IpmiPeer) -> None:
     # `legacy` was made by hand; Git now declares it with the monitor Credential's secret.
     legacy = BmcAccount(username="legacy", role=AccountRole.OPERATOR, credential="monitor")
-    bmc = Bmc(
-        driver=BmcDriver.IPMI, address=peer.addresses["acc-a"], credential="bmc", accounts=[legacy]
-    )
-    resource = Resource(kind="Server", metadata=Metadata(name="acc-a"), spec=ServerSpec(bmc=bmc))
+    resource = acc_a(peer, legacy)
     provider = provider_with(IPMI_PASSWORD, previous=None)
     try:
         changed = provider.execute(
@@ -144,10 +149,7 @@ def test_an_accounts_password_is_set_from_its_credential(peer: IpmiPeer) -> None
 @pytest.mark.peer
 def test_users_created_changed_and_disabled(peer: IpmiPeer) -> None:
     monitor = BmcAccount(username="monitor", role=AccountRole.READ_ONLY, credential="monitor")
-    bmc = Bmc(
-        driver=BmcDriver.IPMI, address=peer.addresses["acc-a"], credential="bmc", accounts=[monitor]
-    )
-    resource = Resource(kind="Server", metadata=Metadata(name="acc-a"), spec=ServerSpec(bmc=bmc))
+    resource = acc_a(peer, monitor)
     provider = provider_with(IPMI_PASSWORD, previous=None)
     try:
         before = provider.read_one(resource).state
