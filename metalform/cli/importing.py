@@ -57,7 +57,8 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
 
 
 def _import_provider(args: argparse.Namespace, labels: dict[str, str], out: Output) -> int:
-    from metalform.importer.sources import SourceOptions, report_source, run_source_import
+    from metalform.importer.collected import SourceOptions
+    from metalform.importer.sources import report_source, run_source_import
 
     options = SourceOptions(
         source=args.source,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from metalform.importer.collected import Collected, SourceOptions
 from metalform.importer.documents import document, slug
-from metalform.importer.sources import Collected, SourceOptions
 from providers.docker import DockerProvider
 from providers.docker.adopt import inspected_config, looks_secret, running
 from providers.docker.client import DockerEngine

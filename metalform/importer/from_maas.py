@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from metalform.importer.collected import Collected, SourceOptions
 from metalform.importer.documents import document, slug
-from metalform.importer.sources import Collected, SourceOptions
 from providers.maas import MaasProvider, hostname_of
 from providers.maas.client import MaasClient
 from providers.maas.mapping import state_name

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from metalform.importer.collected import Collected, SourceOptions
 from metalform.importer.documents import document, slug
-from metalform.importer.sources import Collected, SourceOptions
 from providers.openstack import OpenStackProvider
 from providers.openstack.mapping import AZ_METADATA_KEY
 from reconciler.load import DesiredState

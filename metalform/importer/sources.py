@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from metalform.importer.collected import Collected, Collector, SourceOptions
 from metalform.importer.output import addresses_in, check_writable, report_written, write_new
 from reconciler.concurrency import Limiter
 from reconciler.engine import CredentialResolver
@@ -27,46 +27,12 @@ SOURCES = ("maas", "openstack", "docker")
 
 
 @dataclass
-class SourceOptions:
-    source: str
-    """`maas`, `openstack` or `docker`."""
-    provider: str
-    """A Provider of the repository, of that type."""
-    directory: Path = Path(".")
-    out: Path | None = None
-    credential: str | None = None
-    """maas: the Credential the BMCs of the Servers it writes log in with."""
-    labels: dict[str, str] = field(default_factory=dict)
-    split: str = "kind"
-    parallelism: int = 64
-    per_endpoint: int = 4
-    timeout: float = 10.0
-
-
-@dataclass
-class Collected:
-    """What one source found: documents to write and what it could not import, and why."""
-
-    documents: list[dict[str, Any]]
-    found: int
-    """Machines, aggregates or containers read."""
-    what: str
-    """What they are, plural (`machines`)."""
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
 class SourceResult:
     collected: Collected
     new: list[str]
     skipped: list[str]
     written: dict[Path, int]
     seconds: float
-
-
-Collector = Callable[
-    [Resource[ProviderSpec], ProviderContext, SourceOptions, DesiredState], Collected
-]
 
 
 def provider_of(

@@ -14,13 +14,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from reconciler.drift import report_only
-from reconciler.engine import PlanRun
 from reconciler.errors import MetalformError
-from reconciler.model.policy import PolicySpec
 from reconciler.secrets import REDACTOR
 
-if TYPE_CHECKING:  # the control plane imports this module's drift rules
+if TYPE_CHECKING:
     from metalform.server.control import ControlPlane
 
 log = logging.getLogger("metalform.server.drift")
@@ -28,29 +25,6 @@ log = logging.getLogger("metalform.server.drift")
 RECOVER_SECONDS = 10.0
 """How often a running server looks for plans and applies of processes that died (another
 replica on a shared PostgreSQL): their event streams end within about this long."""
-
-
-def reported_drift(run: PlanRun) -> dict[str, list[str]]:
-    """The drifted fields `Policy.spec.driftActions` says to report and never fix on its own,
-    by address."""
-    policies = run.desired.of_kind("Policy", PolicySpec)
-    return report_only(policies, run.desired.resources, run.plan.changes)
-
-
-def why_not_auto_applied(run: PlanRun) -> str | None:
-    """Why an automatic apply of this plan must not start (report-only drift), or None.
-
-    The plan would fix drift a Policy says to only report: a person applies it, or changes
-    Git or the Policy.
-    """
-    reported = reported_drift(run)
-    touched = {a.address for a in run.plan.runnable}
-    held = sorted(address for address in reported if address in touched)
-    if not held:
-        return None
-    shown = ", ".join(f"{a} ({', '.join(reported[a])})" for a in held[:5])
-    more = f" and {len(held) - 5} more" if len(held) > 5 else ""
-    return f"report-only drift on {shown}{more}: not applied automatically"
 
 
 class Scheduler:

@@ -16,7 +16,7 @@ from metalform.notify.payloads import (
 )
 from metalform.server import resource_status
 from metalform.server.control_base import ControlBase, DriftState
-from metalform.server.drift import reported_drift, why_not_auto_applied
+from metalform.server.drift_rules import reported_drift, why_not_auto_applied
 from metalform.server.jobs import ShuttingDown
 from metalform.server.reporting import PullRequest
 from metalform.server.repository import (

@@ -3,7 +3,7 @@ automatically; accepted and suspended resources are not drift."""
 
 from __future__ import annotations
 
-from metalform.server.drift import reported_drift, why_not_auto_applied
+from metalform.server.drift_rules import reported_drift, why_not_auto_applied
 from metalform.server.resource_status import after_plan, drifted
 from reconciler.engine import PlanRun
 from reconciler.gather import Gathered
