@@ -20,6 +20,8 @@ So this client:
   Kg, so `kg=None`, `kg=password` and `kg=password.encode()` derive the same session keys while
   pyghmi caches them apart. A BMC that comes back after a restart is therefore answered at the
   next request, not 20 s later;
+- installs the workarounds of providers.ipmi.pyghmi_fixes, without which a lost packet can stall
+  every session of the process (a lock-order deadlock, a blocking receive);
 - works around a pyghmi 1.6 bug: `Session.__new__` registers a login under a key of `str`
   user and password, and removes it under `bytes` ones, so the entry stays; once that session
   breaks or logs out, every later Command for the same BMC and credential gets the dead
@@ -46,7 +48,7 @@ from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command as ipmi_command
 from pyghmi.ipmi.private import session as ipmi_session
 
-from providers.ipmi import mapping
+from providers.ipmi import mapping, pyghmi_fixes
 from reconciler.errors import (
     AuthenticationError,
     PermanentError,
@@ -57,6 +59,7 @@ from reconciler.errors import (
 from reconciler.secrets import REDACTOR, ResolvedCredential
 
 log = logging.getLogger("metalform.providers.ipmi")
+pyghmi_fixes.install()
 T = TypeVar("T")
 
 LOGOUT_TIMEOUT = 2.0
