@@ -36,6 +36,8 @@ from pyghmi.ipmi import bmc as ipmi_bmc
 from pyghmi.ipmi.private import serversession
 from pyghmi.ipmi.private import session as ipmi_session
 
+from providers.ipmi import pyghmi_fixes
+
 HMAC_SHA1 = 1
 RMCP_INVALID_AUTH_ALGORITHM = 0x11
 
@@ -53,6 +55,25 @@ class FarmSession(serversession.ServerSession):  # type: ignore[misc]
             return bytearray([request[0], RMCP_INVALID_AUTH_ALGORITHM, 0, 0]) + request[4:8]
         response: bytearray = super().create_open_session_response(request)
         return response
+
+    def _handle_ipmi_packet(self, data: bytearray, sockaddr: Any = None, qent: Any = None) -> Any:
+        """A new login from the client's address and port: forget this BMC's session only.
+
+        pyghmi's server forgets the sessions of every BMC of the process for that client
+        address and port. A client shares one UDP port among up to 64 BMCs, so one session
+        logging in again (after a lost packet) cut off dozens of other BMCs' sessions, whose
+        requests then went unanswered until they logged in again too: a BMC of its own (one
+        process each) forgets its own session only.
+        """
+        ipmi15, sequence_and_session = data[4] in (0, 2), bytes(data[5:13])
+        if not (ipmi15 and sequence_and_session == bytes(8) and qent is not None):
+            return super()._handle_ipmi_packet(data, sockaddr, qent)
+        handlers = ipmi_session.Session.bmc_handlers.get(sockaddr, {})
+        if handlers.get(self.bmc.port) is self:
+            del handlers[self.bmc.port]
+        self.bmc.pktqueue.append(qent)
+        self.bmc.process_pktqueue()
+        return None
 
     def sessionless_data(self, data: bytes, sockaddr: Any) -> None:
         """A stray packet queued for this session (a retransmission after a loss): dropped,
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.port == 0:
         args.port = free_port_range(args.address, args.count)
     serversession.ServerSession = FarmSession
+    pyghmi_fixes.install()  # before the wire takes pyghmi's send function
     wire = Wire(args.latency, args.jitter, args.loss, args.seed)
     if args.latency or args.jitter or args.loss:
         ipmi_session._io_sendto = wire.sendto
