@@ -1,4 +1,4 @@
-"""Workarounds for two pyghmi 1.6 defects that stall every IPMI session of a process at once.
+"""Workarounds for pyghmi 1.6 defects that stall IPMI sessions of a process under packet loss.
 
 pyghmi runs all sessions of a process on shared state: one I/O thread receives every answer,
 and two process-wide locks guard its tables of sessions waiting for an answer and of sessions
@@ -19,7 +19,17 @@ is then in flight is reported Unreachable:
 
 `install()` makes both locks one (re-entrant, so no order between them can deadlock; each is
 held for a table update or a send) and replaces `_io_sendto` with a send that never changes the
-socket's mode. Only module attributes are replaced, which pyghmi looks up at each call.
+socket's mode.
+
+One lock makes a third defect, a lost wake-up, frequent (rare with two). A thread waiting for
+its session's answer sleeps until the answer's packet arrives or its retransmission timer
+(0.5 to 1 s) expires. Another thread may take the packet off the session's queue first, then
+wait for the lock (`_parse_payload`) before it hands the answer over; the woken owner finds
+nothing yet and sleeps again, until its timer: 30 lossless BMCs were planned in 1.4 s instead
+of 0.5 s, with no packet late. So a wait for one BMC's answer looks again at least every
+`WAKE_INTERVAL`.
+
+Only module attributes are replaced, which pyghmi looks up at each call.
 """
 
 from __future__ import annotations
@@ -33,7 +43,11 @@ SEND_WAIT = 0.05
 """Seconds a send waits for room in a full socket buffer before the packet is dropped (pyghmi
 retransmits it): the sender holds pyghmi's process-wide lock."""
 
+WAKE_INTERVAL = 0.05
+"""Longest sleep of a thread waiting for one BMC's answer before it looks again (see above)."""
+
 _installed = False
+_pyghmi_io_wait: Any = ipmi_session._io_wait
 
 
 def sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
@@ -54,11 +68,23 @@ def sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
             return
 
 
+def io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+    """pyghmi's wait, at most WAKE_INTERVAL when it waits for one BMC's packets.
+
+    pyghmi's callers loop until their answer is there or their own deadline passed, so an
+    early return costs one more look.
+    """
+    if myaddr is not None:
+        timeout = min(timeout, WAKE_INTERVAL)
+    _pyghmi_io_wait(timeout, myaddr, evq)
+
+
 def install() -> None:
-    """Apply both workarounds to pyghmi's session module (idempotent)."""
+    """Apply the workarounds to pyghmi's session module (idempotent)."""
     global _installed
     if _installed:
         return
     ipmi_session.WAITING_SESSIONS = ipmi_session.KEEPALIVE_SESSIONS
     ipmi_session._io_sendto = sendto
+    ipmi_session._io_wait = io_wait
     _installed = True
