@@ -25,8 +25,8 @@ from pathlib import Path
 from reconciler.engine import Engine, PlanRun, Settings
 
 HANG_SECONDS = 120
-"""A plan still running after this is reported as hung (pyghmi's client can deadlock under
-packet loss with a hundred sessions or more: see the README)."""
+"""A plan still running after this is reported as hung, not waited for (pyghmi's client
+deadlocked under packet loss before providers.ipmi.pyghmi_fixes: see the README)."""
 HEAD = """apiVersion: metalform/v1
 kind: Credential
 metadata: {name: ipmi}
@@ -102,9 +102,10 @@ def main() -> int:
     parser.add_argument("--bmcs", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per packet")
     parser.add_argument("--loss", type=float, default=0.01, help="share of packets dropped")
-    parser.add_argument("--loss-bmcs", type=int, default=50, help="BMCs of the lossy run")
+    parser.add_argument("--loss-bmcs", type=int, help="BMCs of the lossy run (default: --bmcs)")
     parser.add_argument("--port", type=int, default=0, help="first BMC port (0: any free)")
     args = parser.parse_args()
+    args.loss_bmcs = args.loss_bmcs or args.bmcs
     os.environ.setdefault("IPMI_FARM_PASSWORD", "bench-only-ipmi")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
