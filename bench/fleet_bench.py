@@ -29,14 +29,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import requests
 import sushy
 import urllib3
 
 from metalform.lab.farm import SYSTEM_ID, FarmConfig, FarmProcess
-from metalform.lab.farm.repo import write_fleet_repo
+from metalform.lab.farm.repo import farm_server, write_fleet_repo
 from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT
 from reconciler.engine import Engine, Settings
 
@@ -116,29 +115,12 @@ def floor(url: str, password: str) -> Callable[[], str]:
 def profile(farm: FarmProcess, password: str, count: int) -> None:
     from providers.redfish import RedfishProvider
     from reconciler.concurrency import Limiter
-    from reconciler.model import Metadata, Resource
-    from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
     from reconciler.provider import ProviderContext
     from reconciler.secrets import ResolvedCredential, Secret
 
     credential = ResolvedCredential(name="bmc", username=USERNAME, secret=Secret(password))
     context = ProviderContext(limiter=Limiter(), credential=lambda name: credential)
-    servers: list[Resource[Any]] = [
-        Resource(
-            kind="Server",
-            metadata=Metadata(name=f"n{i}"),
-            spec=ServerSpec(
-                bmc=Bmc(
-                    driver=BmcDriver.REDFISH,
-                    address=url,
-                    credential="bmc",
-                    system_id=SYSTEM_ID,
-                    verify_tls=False,
-                )
-            ),
-        )
-        for i, url in enumerate(farm.urls[:count])
-    ]
+    servers = [farm_server(f"n{i}", url) for i, url in enumerate(farm.urls[:count])]
     provider = RedfishProvider(context)
     provider.read_one(servers[0])  # the registry, once
     profiler = cProfile.Profile()

@@ -13,6 +13,7 @@ from metalform.lab.redfish import LabSystem, RedfishPeer
 from reconciler.apply import ActionResult
 from reconciler.engine import Engine, Settings
 from reconciler.model import Action, ActionStatus
+from tests.fixtures.redfish import own_bmc
 
 pytestmark = [pytest.mark.peer]
 PASSWORD_VAR = "FAULTS_BMC_PASSWORD"
@@ -55,16 +56,10 @@ def closed_port() -> int:
 
 @pytest.fixture
 def bmc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedfishPeer]:
-    password = "faults-" + tmp_path.name[-6:]
-    monkeypatch.setenv(PASSWORD_VAR, password)
-    systems = [LabSystem(identity=i, power_state="Off") for i in IDS]
-    peer = RedfishPeer(
-        tmp_path / "bmc", systems, password=password, power_delay=0.1, die_with_parent=True
-    ).start()
-    try:
+    with own_bmc(
+        tmp_path, monkeypatch, PASSWORD_VAR, [LabSystem(identity=i, power_state="Off") for i in IDS]
+    ) as peer:
         yield peer
-    finally:
-        peer.stop()
 
 
 def engine() -> Engine:

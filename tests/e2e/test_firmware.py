@@ -23,6 +23,7 @@ from metalform.lab.redfish import LabSystem, RedfishPeer
 from metalform.lab.redfish_firmware import IMAGES_DIR, MULTIPART_PUSH, image_bytes, publish_image
 from reconciler.engine import Engine, Settings
 from reconciler.model import ActionStatus
+from tests.fixtures.redfish import own_bmc
 
 pytestmark = [pytest.mark.peer]
 PASSWORD_VAR = "FIRMWARE_BMC_PASSWORD"
@@ -30,16 +31,13 @@ PASSWORD_VAR = "FIRMWARE_BMC_PASSWORD"
 
 @pytest.fixture
 def bmc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedfishPeer]:
-    password = "firmware-" + tmp_path.name[-6:]
-    monkeypatch.setenv(PASSWORD_VAR, password)
-    systems = [LabSystem(identity="fw-1", power_state="On", manufacturer="Acme", model="G8")]
-    peer = RedfishPeer(
-        tmp_path / "bmc", systems, password=password, power_delay=0.1, die_with_parent=True
-    ).start()
-    try:
+    with own_bmc(
+        tmp_path,
+        monkeypatch,
+        PASSWORD_VAR,
+        [LabSystem(identity="fw-1", power_state="On", manufacturer="Acme", model="G8")],
+    ) as peer:
         yield peer
-    finally:
-        peer.stop()
 
 
 def settings(peer: RedfishPeer, **changes: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from metalform.server.config import config_from_mapping
 from metalform.store import Store
 from providers.memory import MemoryFleet
 from reconciler.engine import Engine, Settings
+from tests.fixtures.redfish import own_bmc
 from tests.server.harness import GitRemote, Harness, config_mapping
 
 pytestmark = [pytest.mark.peer]
@@ -66,16 +67,13 @@ spec:
 
 @pytest.fixture
 def bmc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedfishPeer]:
-    password = "rollout-" + tmp_path.name[-6:]
-    monkeypatch.setenv(PASSWORD_VAR, password)
-    systems = [LabSystem(identity=name, power_state="On") for name in WAVES]
-    peer = RedfishPeer(
-        tmp_path / "bmc", systems, password=password, power_delay=0.1, die_with_parent=True
-    ).start()
-    try:
+    with own_bmc(
+        tmp_path,
+        monkeypatch,
+        PASSWORD_VAR,
+        [LabSystem(identity=name, power_state="On") for name in WAVES],
+    ) as peer:
         yield peer
-    finally:
-        peer.stop()
 
 
 def power(peer: RedfishPeer) -> dict[str, str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from metalform.lab.farm import DEFAULT_MODELS, SYSTEM_ID, FarmConfig, FarmThread
+from metalform.lab.farm import DEFAULT_MODELS, FarmConfig, FarmThread
+from metalform.lab.farm.repo import write_fleet_repo
 from reconciler.engine import Engine, Settings
 
 FLEET = 50
@@ -40,32 +41,9 @@ def fleet(farm: FarmThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def write_repo(root: Path, urls: list[str]) -> Path:
-    """A repository declaring one Server per URL (repeat a URL for several on one BMC)."""
-    docs = [
-        f"""apiVersion: metalform/v1
-kind: Credential
-metadata: {{name: bmc}}
-spec: {{username: {USERNAME}, password: {{fromEnv: {PASSWORD_ENV}}}}}
----
-apiVersion: metalform/v1
-kind: BiosTemplate
-metadata: {{name: fleet}}
-spec:
-  attributes: {{ProcTurboMode: Disabled, NumaNodesPerSocket: 2}}
-"""
-    ]
-    for i, url in enumerate(urls):
-        docs.append(f"""apiVersion: metalform/v1
-kind: Server
-metadata: {{name: node-{i:03d}}}
-spec:
-  bmc:
-    {{driver: redfish, address: "{url}", systemId: {SYSTEM_ID}, credential: bmc, verifyTls: false}}
-  power: On
-  bios: {{template: fleet}}
-""")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "fleet.yaml").write_text("---\n".join(docs))
+    """A repository declaring one Server per URL (node-00000, ...; repeat a URL for several on
+    one BMC), logging in with the farm's credential from PASSWORD_ENV."""
+    write_fleet_repo(root, urls, USERNAME, f"{{fromEnv: {PASSWORD_ENV}}}")
     return root
 
 

@@ -12,11 +12,10 @@ import sushy
 
 from metalform.lab.farm import SYSTEM_ID, FarmConfig, FarmThread
 from metalform.lab.farm.peer import FarmPeer
+from metalform.lab.farm.repo import farm_server
 from providers.redfish import RedfishProvider
 from reconciler.concurrency import Limiter
 from reconciler.engine import Engine, Settings
-from reconciler.model import Metadata, Resource
-from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
 from reconciler.provider import ProviderContext
 from reconciler.secrets import ResolvedCredential, Secret
 from tests.fleet.conftest import PASSWORD, USERNAME
@@ -88,22 +87,7 @@ def test_reads_log_in_to_a_bmc_that_refuses_basic_authentication() -> None:
     provider = RedfishProvider(
         ProviderContext(limiter=Limiter(4, 2), credential=lambda name: credential)
     )
-    servers = [
-        Resource(
-            kind="Server",
-            metadata=Metadata(name=f"s{i}"),
-            spec=ServerSpec(
-                bmc=Bmc(
-                    driver=BmcDriver.REDFISH,
-                    address=url,
-                    credential="bmc",
-                    system_id=SYSTEM_ID,
-                    verify_tls=False,
-                )
-            ),
-        )
-        for i, url in enumerate(farm.urls)
-    ]
+    servers = [farm_server(f"s{i}", url) for i, url in enumerate(farm.urls)]
     try:
         live = provider.read(servers)
         second = provider.read(servers)

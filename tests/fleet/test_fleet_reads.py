@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from metalform.lab.farm import SYSTEM_ID, FarmThread, Fault
+from metalform.lab.farm import FarmThread, Fault
+from metalform.lab.farm.repo import farm_server
 from providers.redfish import RedfishProvider
 from providers.redfish.registry import default_cache_dir
 from reconciler.concurrency import Limiter
-from reconciler.model import Health, Metadata, Resource
-from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
+from reconciler.model import Health
 from reconciler.provider import ProviderContext
 from reconciler.secrets import ResolvedCredential, Secret
 from tests.fleet.conftest import (
@@ -121,26 +121,15 @@ def test_a_bmc_past_its_deadline_is_unreachable_and_the_plan_finishes_on_time(
     unreachable = sorted(
         d.address for d in run.plan.diagnostics if d.address and "did not answer" in d.message
     )
-    assert unreachable == ["Server/node-003", "Server/node-007", "Server/node-011"], [
+    assert unreachable == ["Server/node-00003", "Server/node-00007", "Server/node-00011"], [
         d.render() for d in run.plan.diagnostics
     ]
-    hung = next(d for d in run.plan.diagnostics if d.address == "Server/node-003")
+    hung = next(d for d in run.plan.diagnostics if d.address == "Server/node-00003")
     assert "deadline" in hung.message or "timeout" in hung.message
     # The slow BMC (10x: 0.5 s a request) answered within its deadline.
-    assert "Server/node-013" in live
+    assert "Server/node-00013" in live
     # Bounded by the deadline (2 s) plus the healthy fleet's reads, not by retries of timeouts.
     assert elapsed < 2 * timeout + 3.0, elapsed
-
-
-def _server(name: str, url: str, verify_tls: bool = False) -> Resource[ServerSpec]:
-    bmc = Bmc(
-        driver=BmcDriver.REDFISH,
-        address=url,
-        credential="bmc",
-        system_id=SYSTEM_ID,
-        verify_tls=verify_tls,
-    )
-    return Resource(kind="Server", metadata=Metadata(name=name), spec=ServerSpec(bmc=bmc))
 
 
 def _provider(parallelism: int, per_endpoint: int, **context: float) -> RedfishProvider:
@@ -160,17 +149,17 @@ def test_a_bmc_that_did_not_answer_fails_fast_until_its_circuit_closes(
     fleet.set_fault(5, Fault("hang"))
     provider = _provider(8, 2, timeout=0.5, deadline=0.8)
     try:
-        first = provider.read([_server("a", fleet.urls[5])])
+        first = provider.read([farm_server("a", fleet.urls[5])])
         requests_after_first = fleet.stats()[5]["requests"]
         started = time.monotonic()
-        second = provider.read([_server("b", fleet.urls[5])])
+        second = provider.read([farm_server("b", fleet.urls[5])])
         fast = time.monotonic() - started
     finally:
         provider.close()
 
-    assert first[_server("a", "").address].health is Health.UNREACHABLE
-    assert second[_server("b", "").address].health is Health.UNREACHABLE
-    assert "0.8s deadline" in (first[_server("a", "").address].error or "")
+    assert first[farm_server("a", "").address].health is Health.UNREACHABLE
+    assert second[farm_server("b", "").address].health is Health.UNREACHABLE
+    assert "0.8s deadline" in (first[farm_server("a", "").address].error or "")
     # The open circuit answered for the BMC: no request, no timeout.
     assert fleet.stats()[5]["requests"] == requests_after_first
     assert fast < 0.2, fast
@@ -180,7 +169,7 @@ def test_an_untrusted_certificate_is_a_permanent_error_not_retried(fleet: FarmTh
     provider = _provider(8, 2)
     started = time.monotonic()
     try:
-        live = provider.read([_server("tls", fleet.urls[9], verify_tls=True)])
+        live = provider.read([farm_server("tls", fleet.urls[9], verify_tls=True)])
     finally:
         provider.close()
 
@@ -195,7 +184,7 @@ def test_an_untrusted_certificate_is_a_permanent_error_not_retried(fleet: FarmTh
 def test_the_per_bmc_limit_holds_when_many_servers_share_a_bmc(fleet: FarmThread) -> None:
     # 12 Servers behind each of 3 BMCs (the provider is given them directly: the desired
     # state refuses two Servers on one BMC system), read with room for 36 at once, 2 per BMC.
-    servers = [_server(f"n{i}", fleet.urls[i % 3]) for i in range(36)]
+    servers = [farm_server(f"n{i}", fleet.urls[i % 3]) for i in range(36)]
     provider = _provider(36, 2)
     try:
         live = provider.read(servers)

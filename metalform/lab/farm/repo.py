@@ -1,4 +1,5 @@
-"""A desired-state repository for a BMC farm: one Server per farm BMC."""
+"""A desired-state repository for a BMC farm (one Server per farm BMC), and the Server of one
+farm BMC as a resource, for code that drives a provider directly."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metalform.lab.farm.model import SYSTEM_ID
+from reconciler.model import Metadata, Resource
+from reconciler.model.hardware import Bmc, BmcDriver, ServerSpec
 
 ATTRIBUTES = {
     "BootMode": "Uefi",
@@ -57,3 +60,15 @@ spec:
     for start in range(1, len(parts), 1000):
         chunk = parts[start : start + 1000]
         (root / f"servers-{start // 1000:03d}.yaml").write_text("---\n".join(chunk))
+
+
+def farm_server(name: str, url: str, *, verify_tls: bool = False) -> Resource[ServerSpec]:
+    """The Server of the farm BMC at `url`, with the Credential `bmc`."""
+    bmc = Bmc(
+        driver=BmcDriver.REDFISH,
+        address=url,
+        credential="bmc",
+        system_id=SYSTEM_ID,
+        verify_tls=verify_tls,
+    )
+    return Resource(kind="Server", metadata=Metadata(name=name), spec=ServerSpec(bmc=bmc))

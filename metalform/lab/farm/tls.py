@@ -15,7 +15,8 @@ from cryptography.x509.oid import NameOID
 
 
 def certificate() -> tuple[bytes, bytes]:
-    """(certificate PEM, private key PEM) for a BMC farm on 127.0.0.0/8."""
+    """(certificate PEM, private key PEM), self-signed, for lab servers on 127.0.0.0/8 (the BMC
+    farm, the TLS SMTP peer of the tests)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "metalform-farm-bmc")])
     now = datetime.datetime.now(datetime.UTC)
