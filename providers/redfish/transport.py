@@ -38,12 +38,27 @@ RETRY_AFTER = 0.5
 """Seconds before the first retry of a temporary failure (doubled at each further one)."""
 
 
-def transport_cause(exc: BaseException) -> str:
-    """A short, secret-free cause for a transport failure."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps, outermost first: urllib3 keeps the OSError in `reason`,
+    requests keeps urllib3's error in args[0]; each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
+        current = (
+            (reason if isinstance(reason, BaseException) else None)
+            or current.__cause__
+            or current.__context__
+            or (first if isinstance(first, BaseException) else None)
+        )
+
+
+def transport_cause(exc: BaseException) -> str:
+    """A short, secret-free cause for a transport failure."""
+    for current in _causes(exc):
         if isinstance(current, ConnectionRefusedError) or (
             isinstance(current, OSError) and current.errno == errno.ECONNREFUSED
         ):
@@ -54,15 +69,6 @@ def transport_cause(exc: BaseException) -> str:
             return "connection closed by the BMC without an answer"
         if current.__class__.__name__ == "NameResolutionError":
             return "the host name does not resolve"
-        # urllib3 wraps the OSError in `reason`, requests wraps urllib3's error in args[0].
-        reason = getattr(current, "reason", None)
-        first = current.args[0] if current.args else None
-        current = (
-            (reason if isinstance(reason, BaseException) else None)
-            or current.__cause__
-            or current.__context__
-            or (first if isinstance(first, BaseException) else None)
-        )
     return f"connection failed ({exc.__class__.__name__})"
 
 
@@ -99,22 +105,11 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
 
 def _certificate_problem(exc: BaseException) -> bool:
     """Whether a TLS failure is about the certificate (permanent), not a closed connection."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _causes(exc):
         if isinstance(current, ssl.SSLCertVerificationError):
             return True
         if isinstance(current, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError)):
             return False
-        reason = getattr(current, "reason", None)
-        first = current.args[0] if current.args else None
-        current = (
-            (reason if isinstance(reason, BaseException) else None)
-            or current.__cause__
-            or current.__context__
-            or (first if isinstance(first, BaseException) else None)
-        )
     return True  # unknown: say so rather than retry a misconfiguration
 
 
