@@ -24,17 +24,9 @@ from pathlib import Path
 
 import sushy
 
+from metalform.lab.farm.repo import ATTRIBUTES
 from metalform.lab.redfish import LabSystem, RedfishPeer
 from reconciler.engine import Engine, Settings
-
-ATTRIBUTES = {
-    "BootMode": "Uefi",
-    "ProcVirtualization": "Enabled",
-    "SriovGlobalEnable": "Enabled",
-    "WorkloadProfile": "HighPerformance",
-    "ProcTurboMode": "Disabled",
-    "NumaNodesPerSocket": 2,
-}
 
 
 def write_repo(root: Path, url: str, systems: list[LabSystem]) -> None:

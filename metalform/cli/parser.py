@@ -11,7 +11,7 @@ from reconciler.concurrency import DEFAULT_PARALLELISM, DEFAULT_PER_ENDPOINT
 from reconciler.render import RENDERERS
 
 
-def _add_repo_args(p: argparse.ArgumentParser) -> None:
+def _add_directory(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-C",
         dest="directory",
@@ -19,6 +19,10 @@ def _add_repo_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the desired-state repository (default: the current directory)",
     )
+
+
+def _add_repo_args(p: argparse.ArgumentParser) -> None:
+    _add_directory(p)
     p.add_argument(
         "--rev", metavar="REV", help="plan this Git revision instead of the working tree"
     )
@@ -286,13 +290,7 @@ def _add_import(sub: Any) -> None:
         help="a Credential of the repository: the BMCs' (required for redfish and ipmi; for "
         "maas, the one the Servers it writes log in to their BMC with)",
     )
-    p.add_argument(
-        "-C",
-        dest="directory",
-        default=".",
-        metavar="DIR",
-        help="the desired-state repository (default: the current directory)",
-    )
+    _add_directory(p)
     p.add_argument("--out", metavar="DIR", help="where to write (default: DIR of -C)")
     p.add_argument(
         "--name",
